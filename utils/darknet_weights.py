@@ -1,0 +1,138 @@
+"""Darknet ``.weights`` files (spec §1).
+
+A file is a little-endian header (major, minor, revision as int32, then ``seen``: int64 when
+``major*10 + minor >= 2``, else int32) followed by float32 tensors with no names or padding, in the
+order each layer's ``darknet_tensors()`` declares (see utils/layers.py).
+
+Loading checks the file length against the cfg before touching the model, then reads every tensor
+straight into its parameter's memory: one pass over the file, no intermediate buffer.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from utils.io import atomic_write
+
+FLOAT_BYTES = 4
+
+
+class WeightsFileError(ValueError):
+    """A .weights file that does not fit the model."""
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    major: int = 0
+    minor: int = 2
+    revision: int = 0
+    seen: int = 0
+
+    @property
+    def seen_bytes(self) -> int:
+        # Darknet's own rule (parser.c): the 64-bit field came with version 0.2.
+        wide = self.major * 10 + self.minor >= 2 and self.major < 1000 and self.minor < 1000
+        return 8 if wide else 4
+
+    @property
+    def size(self) -> int:
+        return 12 + self.seen_bytes
+
+    def to_bytes(self) -> bytes:
+        seen_format = "<q" if self.seen_bytes == 8 else "<i"
+        return struct.pack("<3i", self.major, self.minor, self.revision) + struct.pack(seen_format, self.seen)
+
+    @classmethod
+    def read(cls, f, path: Path) -> WeightsHeader:
+        head = f.read(12)
+        if len(head) < 12:
+            raise WeightsFileError(f"{path}: {len(head)} bytes is too short for a Darknet weights header (12+ bytes)")
+        major, minor, revision = struct.unpack("<3i", head)
+        header = cls(major, minor, revision)
+        seen_raw = f.read(header.seen_bytes)
+        if len(seen_raw) < header.seen_bytes:
+            raise WeightsFileError(f"{path}: the header ends inside the 'seen' field")
+        (seen,) = struct.unpack("<q" if header.seen_bytes == 8 else "<i", seen_raw)
+        return cls(major, minor, revision, seen)
+
+
+def _layer_counts(layers: Sequence) -> tuple[list[list[torch.Tensor]], list[int]]:
+    tensors = [layer.darknet_tensors() for layer in layers]
+    return tensors, [sum(t.numel() for t in ts) for ts in tensors]
+
+
+def _describe(layers: Sequence, index: int, locations: Sequence[str] | None) -> str:
+    return locations[index] if locations else f"layer {index} [{type(layers[index]).__name__}]"
+
+
+def _read_into(f, tensor: torch.Tensor, path: Path) -> None:
+    nbytes = tensor.numel() * FLOAT_BYTES
+    direct = tensor.device.type == "cpu" and tensor.dtype == torch.float32 and tensor.is_contiguous()
+    target = tensor.detach() if direct else torch.empty(tensor.shape, dtype=torch.float32)
+    got = f.readinto(memoryview(target.numpy()).cast("B"))
+    if got != nbytes:
+        raise WeightsFileError(f"{path}: the file changed while it was read ({got} of {nbytes} bytes)")
+    if not direct:
+        with torch.no_grad():
+            tensor.copy_(target)
+
+
+def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None = None,
+                         locations: Sequence[str] | None = None) -> WeightsHeader:
+    """Read ``path`` into the tensors of ``layers[:cutoff]``. Nothing is changed if the file does not fit."""
+    path = Path(path)
+    if cutoff is not None and not 0 <= cutoff <= len(layers):
+        raise ValueError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
+    layers = list(layers)[:cutoff]
+    tensors, counts = _layer_counts(layers)
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise WeightsFileError(f"{path}: cannot open weights file: {err.strerror}") from err
+    with f:
+        file_size = os.fstat(f.fileno()).st_size
+        header = WeightsHeader.read(f, path)
+        payload = file_size - header.size
+        if payload % FLOAT_BYTES:
+            raise WeightsFileError(f"{path}: {payload} bytes after the {header.size}-byte header is not a whole "
+                                   f"number of float32 values")
+        available, needed = payload // FLOAT_BYTES, sum(counts)
+        if available < needed:
+            total = 0
+            for index, count in enumerate(counts):
+                if total + count > available:
+                    break
+                total += count
+            hint = ""
+            if total == available:
+                hint = f"; the file holds exactly the first {index} layers: load it with cutoff={index}"
+            raise WeightsFileError(
+                f"{path}: the file ends inside {_describe(layers, index, locations)}: the cfg needs {total + count:,} "
+                f"floats up to and including this layer, the file has {available:,} (after the {header.size}-byte "
+                f"{header.major}.{header.minor}.{header.revision} header){hint}")
+        if available > needed and cutoff is None:
+            raise WeightsFileError(
+                f"{path}: {available - needed:,} floats are left over after the last layer (the cfg needs "
+                f"{needed:,}, the file has {available:,}): the file belongs to another cfg, or pass a cutoff")
+        for layer_tensors in tensors:
+            for tensor in layer_tensors:
+                _read_into(f, tensor, path)
+    return header
+
+
+def save_darknet_weights(layers: Sequence, path: str | Path, header: WeightsHeader,
+                         cutoff: int | None = None) -> None:
+    """Write ``layers[:cutoff]`` to ``path`` through a temporary file, so a failure leaves no half file."""
+    if cutoff is not None and not 0 <= cutoff <= len(layers):
+        raise ValueError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
+    tensors, _ = _layer_counts(list(layers)[:cutoff])
+    with atomic_write(path) as f:
+        f.write(header.to_bytes())
+        for layer_tensors in tensors:
+            for tensor in layer_tensors:
+                f.write(memoryview(tensor.detach().to("cpu", torch.float32).contiguous().numpy()).cast("B"))
