@@ -1,3 +1,4 @@
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -37,15 +38,28 @@ def write_cfg(tmp_path):
     return write
 
 
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every parameter and BN statistic non-trivial values (BN variances positive)."""
-    generator = torch.Generator().manual_seed(seed)
+def randomize(model: torch.nn.Module, seed: int = 0, gain: float = 1.0) -> torch.nn.Module:
+    """Non-trivial, well-scaled values everywhere, like Darknet-vectors' make_weights.py: conv weights
+    N(0, gain^2/fan_in), BN gamma U(0.5, 1.5), beta and mean N(0, 0.1), var U(0.5, 2), biases N(0, 0.1)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def normal(t, std, mean=0.0):
+        t.copy_(torch.randn(t.shape, generator=g) * std + mean)
+
+    def uniform(t, low, high):
+        t.copy_(torch.rand(t.shape, generator=g) * (high - low) + low)
+
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                normal(module.weight, gain / math.sqrt(module.weight[0].numel()))
+                if module.bias is not None:
+                    normal(module.bias, 0.1)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                uniform(module.weight, 0.5, 1.5)
+                normal(module.bias, 0.1)
+                normal(module.running_mean, 0.1)
+                uniform(module.running_var, 0.5, 2.0)
+            elif getattr(module, "input_weights", None) is not None:
+                normal(module.input_weights, 0.1, 1.0)
     return model

@@ -1,0 +1,239 @@
+"""Model behaviour: output layout and decoding (spec §4), Darknet layer semantics, fuse, summary."""
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from models import Darknet
+from tests.conftest import REPO, randomize
+
+HEAD = """
+[convolutional]
+filters={filters}
+size=1
+activation={activation}
+
+[yolo]
+mask=1,2
+anchors=4,6, 10,14, 20,30
+classes=2
+num=3
+{extra}
+"""
+
+
+def head_model(write_cfg, extra="", activation="linear"):
+    model = Darknet(write_cfg(HEAD.format(filters=14, activation=activation, extra=extra))).eval()
+    return randomize(model, seed=7)
+
+
+def test_eval_output_order_and_decode_formula(write_cfg):
+    model = head_model(write_cfg)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        raw = model.forward_heads(x)[0]
+        out = model(x)
+    batch, _, height, width = raw.shape
+    assert out.shape == (2, 2 * height * width, 7)
+    anchors = [(10, 14), (20, 30)]  # mask 1,2
+    stride_y, stride_x = 64 / height, 96 / width
+    for b, a, row, col in [(0, 0, 0, 0), (1, 1, 5, 7), (0, 1, height - 1, width - 1)]:
+        t = raw[b, a * 7:(a + 1) * 7, row, col]
+        n = a * height * width + row * width + col
+        expected = [(col + torch.sigmoid(t[0])) * stride_x, (row + torch.sigmoid(t[1])) * stride_y,
+                    torch.exp(t[2]) * anchors[a][0], torch.exp(t[3]) * anchors[a][1], *torch.sigmoid(t[4:])]
+        torch.testing.assert_close(out[b, n], torch.stack(expected))
+
+
+def test_scale_x_y_is_applied_as_darknet_does(write_cfg):
+    model = head_model(write_cfg, extra="scale_x_y=1.2")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        raw = model.forward_heads(x)[0]
+        out = model(x)
+    t = raw[0, 0:7, 2, 3]
+    expected_x = (3 + torch.sigmoid(t[0]) * 1.2 - 0.1) * 1.0
+    torch.testing.assert_close(out[0, 2 * 32 + 3, 0], expected_x)
+    activated = model.yolo_layers[0].activate(raw)
+    torch.testing.assert_close(activated[0, 1, 2, 3], torch.sigmoid(t[1]) * 1.2 - 0.1)
+    torch.testing.assert_close(activated[0, 2, 2, 3], t[2])  # w, h stay raw, as in Darknet's output
+
+
+def test_new_coords_decoding(write_cfg):
+    model = head_model(write_cfg, extra="scale_x_y=2.0\nnew_coords=1", activation="logistic")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        raw = model.forward_heads(x)[0]
+        out = model(x)
+    t = raw[0, 7:14, 4, 5]  # anchor 1
+    n = 16 * 16 + 4 * 16 + 5
+    expected = torch.stack([5 + t[0] * 2 - 0.5, 4 + t[1] * 2 - 0.5, (t[2] * 2) ** 2 * 20, (t[3] * 2) ** 2 * 30,
+                            *t[4:]])
+    torch.testing.assert_close(out[0, n], expected)
+
+
+def test_train_mode_returns_raw_heads(write_cfg):
+    model = head_model(write_cfg).train()
+    heads = model(torch.rand(2, 3, 32, 32))
+    assert isinstance(heads, list) and heads[0].shape == (2, 14, 32, 32)
+
+
+def test_maxpool_size_2_stride_1_keeps_size_like_darknet(write_cfg):
+    model = Darknet(write_cfg("[maxpool]\nsize=2\nstride=1\n"))
+    x = torch.randn(1, 2, 5, 5)
+    out = model.layers[0](x)
+    assert out.shape == x.shape
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=-np.inf)
+    expected = np.maximum.reduce([padded[..., :5, :5], padded[..., 1:, :5], padded[..., :5, 1:], padded[..., 1:, 1:]])
+    assert np.array_equal(out.numpy(), expected)
+
+
+def test_maxpool_spp_and_stride_2_shapes(write_cfg):
+    model = Darknet(write_cfg("[maxpool]\nsize=5\nstride=1\n\n[maxpool]\nsize=2\nstride=2\n"))
+    x = torch.randn(1, 2, 13, 13)
+    spp = model.layers[0](x)
+    assert spp.shape == x.shape
+    assert spp[0, 0, 0, 0] == x[0, 0, :3, :3].max()  # window starts at -2: -inf padding never wins
+    assert model.layers[1](x).shape[-1] == 7  # (13 + 1 - 2) // 2 + 1, Darknet's formula
+
+
+def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):
+    model = Darknet(write_cfg("""
+        [convolutional]
+        filters=8
+        size=1
+        [convolutional]
+        filters=4
+        size=1
+        [route]
+        layers=-2,-1
+        groups=2
+        group_id=1
+        """))
+    assert model.layers[2].out_channels == 6
+    a, b = torch.randn(1, 8, 4, 4), torch.randn(1, 4, 4, 4)
+    assert torch.equal(model.layers[2]([a, b]), torch.cat([a[:, 4:], b[:, 2:]], 1))
+
+
+def test_shortcut_with_fewer_channels_adds_to_the_leading_ones(write_cfg):
+    model = Darknet(write_cfg("""
+        [convolutional]
+        filters=2
+        size=1
+        [convolutional]
+        filters=5
+        size=1
+        [shortcut]
+        from=-2
+        activation=leaky
+        """))
+    prev, other = torch.randn(1, 5, 3, 3), torch.randn(1, 2, 3, 3)
+    out = model.layers[2]([prev, other])
+    expected = prev.clone()
+    expected[:, :2] += other
+    torch.testing.assert_close(out, torch.nn.functional.leaky_relu(expected, 0.1))
+
+
+def test_upsample_is_nearest_neighbour(write_cfg):
+    model = Darknet(write_cfg("[upsample]\nstride=2\n"))
+    x = torch.arange(4.0).view(1, 1, 2, 2)
+    assert model.layers[0](x)[0, 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+
+
+@pytest.mark.parametrize("name,value,expected", [
+    ("leaky", -2.0, -0.2), ("hard_mish", -1.0, -0.5), ("hard_mish", -3.0, 0.0), ("hard_mish", 2.0, 2.0),
+    ("mish", 1.0, 1.0 * math.tanh(math.log1p(math.e))), ("swish", 1.0, 1 / (1 + math.exp(-1))),
+    ("relu6", 7.0, 6.0), ("logistic", 0.0, 0.5),
+])
+def test_activations_follow_darknet(write_cfg, name, value, expected):
+    model = Darknet(write_cfg(f"[convolutional]\nfilters=1\nsize=1\nactivation={name}\n"))
+    act = model.layers[0].act
+    assert act(torch.tensor([value])).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("cfg", ["res2net-yolov3-tiny", "res2net-triangle-yolov3-tiny", "yolov3-tiny",
+                                 "yolov4-tiny"])
+def test_fuse_keeps_outputs(cfg):
+    model = randomize(Darknet(REPO / "cfg" / f"{cfg}.cfg"), seed=3, gain=0.9).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        after = model.fuse()(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+EXPECTED_HEADS = {  # cfg: yolo layer indices, anchors per head
+    "yolov3": [82, 94, 106], "yolov3-spp": [89, 101, 113], "yolov3-tiny": [16, 23], "yolov4": [139, 150, 161],
+    "yolov4-tiny": [30, 37], "res2net-yolov3": [36, 48, 60], "res2net-triangle-yolov3": [34, 44, 54],
+    "res2net-yolov3-tiny": [14, 21], "res2net-triangle-yolov3-tiny": [14, 21],
+}
+
+
+@pytest.mark.parametrize("cfg", sorted(EXPECTED_HEADS))
+def test_shipped_cfgs_build_and_run(cfg):
+    model = Darknet(REPO / "cfg" / f"{cfg}.cfg").eval()
+    heads = [i for i, layer in enumerate(model.layers) if layer in model.yolo_layers]
+    assert heads == EXPECTED_HEADS[cfg]
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    cells = sum(y.num_anchors * (64 // s) ** 2 for y, s in zip(model.yolo_layers, strides_of(model)))
+    assert out.shape == (1, cells, 85)
+    assert torch.isfinite(out).all()
+
+
+def strides_of(model):
+    with torch.no_grad():
+        return [64 // h.shape[-1] for h in model.forward_heads(torch.zeros(1, 3, 64, 64))]
+
+
+def test_yolov4_keeps_darknets_head_settings():
+    model = Darknet(REPO / "cfg" / "yolov4.cfg")
+    assert [y.scale_x_y for y in model.yolo_layers] == [1.2, 1.1, 1.05]
+    assert all(y.loss_options["iou_loss"] == "ciou" for y in model.yolo_layers)
+    assert sum(p.numel() for p in model.parameters()) == 64_363_101  # the published yolov4 figure
+
+
+def test_summary_counts_params_and_darknet_flops(write_cfg):
+    model = Darknet(write_cfg("""
+        [convolutional]
+        batch_normalize=1
+        filters=8
+        size=3
+        stride=2
+        pad=1
+        activation=leaky
+        [maxpool]
+        size=2
+        stride=2
+        [convolutional]
+        filters=14
+        size=1
+        activation=linear
+        [yolo]
+        mask=0,1
+        anchors=1,1,2,2
+        classes=2
+        num=2
+        """))
+    from utils.summary import summarize
+    rows = summarize(model, (64, 64))
+    assert [r.output_shape for r in rows] == [(8, 32, 32), (8, 16, 16), (14, 16, 16), (14, 16, 16)]
+    assert rows[0].flops == 2 * (3 * 3 * 3 * 8) * 32 * 32
+    assert rows[2].flops == 2 * (8 * 14) * 16 * 16
+    assert rows[0].params == 3 * 3 * 3 * 8 + 2 * 8
+    text = model.summary((64, 64))
+    total = (2 * 216 * 1024 + 2 * 112 * 256) / 1e9
+    assert f"{total:.3f} BFLOPs" in text and f"{216 + 16 + 112 + 14:,} parameters" in text
+
+
+def test_summary_command_line():
+    result = subprocess.run([sys.executable, "models.py", "--summary", "cfg/res2net-yolov3.cfg", "--img_size", "416"],
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    assert "61 layers, 46,474,966 parameters" in result.stdout
+    bad = subprocess.run([sys.executable, "models.py", "--summary", "cfg/absent.cfg"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "cannot read cfg file" in bad.stderr
