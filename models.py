@@ -64,6 +64,7 @@ class Darknet(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.yolo_layers = [layer for layer in layers if isinstance(layer, YOLOLayer)]
         self.fused = False
+        self.channels_last = False
         # Version fields and images seen, as Darknet's header stores them; buffers so checkpoints keep them.
         self.register_buffer("weights_version", torch.tensor([0, 2, 0], dtype=torch.int32))
         self.register_buffer("seen", torch.tensor(0, dtype=torch.int64))
@@ -84,6 +85,8 @@ class Darknet(nn.Module):
 
     def forward_heads(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The raw input of every [yolo] layer, in cfg order: ``(B, A*(5+classes), H, W)``, Darknet's layout."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         kept: dict[int, torch.Tensor] = {}
         heads: list[torch.Tensor] = []
         index = 0
@@ -117,6 +120,13 @@ class Darknet(nn.Module):
         for conv in fusable_convs(self):
             conv.fuse()
         self.fused = True
+        return self
+
+    def prepare_inference(self) -> Darknet:
+        """eval + fuse + channels-last memory: the fastest CPU inference path (see benchmarks/bench_core.py)."""
+        self.eval().fuse()
+        self.to(memory_format=torch.channels_last)
+        self.channels_last = True
         return self
 
     # -- Darknet weights -----------------------------------------------------------------------

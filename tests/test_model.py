@@ -166,6 +166,19 @@ def test_fuse_keeps_outputs(cfg):
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
 
 
+def test_prepare_inference_keeps_outputs_and_raw_heads():
+    model = randomize(Darknet(REPO / "cfg" / "res2net-yolov3-tiny.cfg"), seed=4, gain=0.9).eval()
+    x = torch.rand(2, 3, 96, 64)
+    with torch.no_grad():
+        before, heads_before = model(x), model.forward_heads(x)
+        model.prepare_inference()
+        after, heads_after = model(x), model.forward_heads(x)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    for yolo, a, b in zip(model.yolo_layers, heads_after, heads_before):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(yolo.activate(a), yolo.activate(b), atol=1e-4, rtol=1e-4)
+
+
 EXPECTED_HEADS = {  # cfg: yolo layer indices, anchors per head
     "yolov3": [82, 94, 106], "yolov3-spp": [89, 101, 113], "yolov3-tiny": [16, 23], "yolov4": [139, 150, 161],
     "yolov4-tiny": [30, 37], "res2net-yolov3": [36, 48, 60], "res2net-triangle-yolov3": [34, 44, 54],
