@@ -1,0 +1,85 @@
+"""Class-aware non-maximum suppression in plain torch (no torchvision), exact greedy semantics.
+
+Candidates are processed in score order, in blocks. Within a block the greedy result is the unique
+fixed point of ``keep[j] = alive[j] and no kept higher-scored i overlaps j``, reached by iterating
+that rule on the block's overlap matrix (each pass settles at least one more box of any suppression
+chain, so passes are few in practice). Boxes already kept in earlier blocks suppress whole blocks in
+one matrix operation. Work stops once ``max_det`` boxes are kept, so a large candidate set costs
+about one block per ``max_det`` survivors, not its square.
+"""
+from __future__ import annotations
+
+import torch
+
+from utils.boxes import box_iou, xywh_to_xyxy
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, classes: torch.Tensor | None = None,
+        max_det: int | None = None, block: int = 1024) -> torch.Tensor:
+    """Indices of the boxes greedy NMS keeps, highest score first. ``classes``: suppress only within a class."""
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    order = scores.argsort(descending=True, stable=True)
+    boxes = boxes[order]
+    classes = classes[order] if classes is not None else None
+    kept_chunks: list[torch.Tensor] = []
+    kept_boxes = boxes[:0]
+    kept_classes = classes[:0] if classes is not None else None
+    total = 0
+    for start in range(0, len(boxes), block):
+        blk = boxes[start:start + block]
+        alive = torch.ones(len(blk), dtype=torch.bool, device=boxes.device)
+        if total:
+            hits = box_iou(blk, kept_boxes) > iou_threshold
+            if classes is not None:
+                hits &= classes[start:start + block, None] == kept_classes[None, :]
+            alive &= ~hits.any(1)
+        overlap = torch.triu(box_iou(blk, blk) > iou_threshold, diagonal=1)
+        if classes is not None:
+            blk_classes = classes[start:start + block]
+            overlap &= blk_classes[:, None] == blk_classes[None, :]
+        overlap &= alive[:, None]
+        keep = alive
+        while True:
+            updated = alive & ~(overlap & keep[:, None]).any(0)
+            if torch.equal(updated, keep):
+                break
+            keep = updated
+        index = torch.nonzero(keep).squeeze(1)
+        kept_chunks.append(index + start)
+        kept_boxes = torch.cat([kept_boxes, blk[index]])
+        if classes is not None:
+            kept_classes = torch.cat([kept_classes, blk_classes[index]])
+        total += len(index)
+        if max_det is not None and total >= max_det:
+            break
+    kept = torch.cat(kept_chunks)
+    if max_det is not None:
+        kept = kept[:max_det]
+    return order[kept]
+
+
+def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                        multi_label: bool = False, agnostic: bool = False, max_det: int = 300,
+                        max_candidates: int = 30000) -> list[torch.Tensor]:
+    """Model output ``(B, N, 5+classes)`` (cx, cy, w, h, objectness, class scores) -> per image
+    ``(n, 6)``: x1, y1, x2, y2, score, class, best first. Score = objectness x class score, as Darknet's
+    detection threshold; ``multi_label`` keeps every class above ``conf_thres`` for a box, else its best."""
+    results = []
+    for image_pred in prediction:
+        scores = image_pred[:, 5:] * image_pred[:, 4:5]
+        boxes = xywh_to_xyxy(image_pred[:, :4])
+        if multi_label:
+            box_index, cls = torch.nonzero(scores > conf_thres, as_tuple=True)
+            score = scores[box_index, cls]
+        else:
+            score, cls = scores.max(1)
+            box_index = torch.nonzero(score > conf_thres).squeeze(1)
+            score, cls = score[box_index], cls[box_index]
+        if len(score) > max_candidates:
+            top = score.topk(max_candidates).indices
+            box_index, score, cls = box_index[top], score[top], cls[top]
+        candidates = boxes[box_index]
+        keep = nms(candidates, score, iou_thres, None if agnostic else cls, max_det)
+        results.append(torch.cat([candidates[keep], score[keep, None], cls[keep, None].to(boxes.dtype)], 1))
+    return results
