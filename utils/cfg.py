@@ -235,3 +235,37 @@ NET_SCHEMA: dict[str, Key] = {
     "contrastive": Key(int, 0),
     "unsupervised": Key(int, 0),
 }
+
+
+def with_classes(path: str | Path, num_classes: int) -> str:
+    """The cfg's text with every [yolo] set to ``num_classes`` and the conv before each one resized to
+    ``anchors * (num_classes + 5)`` filters; everything else, comments included, is kept."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    sections = read_cfg(path)
+    replace: dict[int, str] = {}
+    insert_after: dict[int, list[str]] = {}
+
+    def set_key(section: RawSection, key: str, value: int) -> None:
+        if key in section.options:
+            replace[section.options[key][1]] = f"{key}={value}"
+        else:
+            insert_after.setdefault(section.line, []).append(f"{key}={value}")
+
+    for index, section in enumerate(sections):
+        if section.name != "yolo":
+            continue
+        mask_text = section.options.get("mask", (None, 0))[0]
+        num = int(section.options.get("num", ("1", 0))[0])
+        anchors = len(int_list(mask_text)) if mask_text else num
+        before = sections[index - 1]
+        if before.name != "convolutional":
+            raise CfgError(f"{path}:{section.line}: the layer before this [yolo] is [{before.name}], "
+                           f"not a [convolutional] whose filters could be resized")
+        set_key(section, "classes", num_classes)
+        set_key(before, "filters", anchors * (num_classes + 5))
+    out = []
+    for lineno, line in enumerate(lines, 1):
+        out.append(replace.get(lineno, line))
+        out.extend(insert_after.get(lineno, []))
+    return "\n".join(out) + "\n"

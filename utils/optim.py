@@ -1,0 +1,124 @@
+"""Optimiser, learning-rate schedule, EMA and sparsity training, driven by the cfg's [net] section."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from utils.layers import Convolutional
+
+POLICIES = ("steps", "constant", "poly", "cosine")
+
+
+def build_optimizer(model: nn.Module, kind: str, lr: float, momentum: float, weight_decay: float,
+                    ) -> torch.optim.Optimizer:
+    """Weight decay on conv (and other multi-dimensional) weights only, never on BN or biases."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if kind == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999))
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {kind!r}; expected sgd or adam")
+
+
+@dataclass
+class Schedule:
+    """The learning-rate factor at each optimiser step, Darknet style: a burn-in ramp ``(i/burn_in)^power``,
+    then ``steps`` (the cfg's steps as fractions of max_batches, mapped onto this run's length, each
+    multiplying by its scale), ``poly``, ``cosine`` (down to ``min_ratio``) or ``constant``."""
+
+    total_steps: int
+    burn_in: int
+    policy: str = "steps"
+    step_fractions: tuple[float, ...] = ()
+    scales: tuple[float, ...] = ()
+    power: float = 4.0
+    min_ratio: float = 0.01
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ValueError(f"learning-rate policy {self.policy!r} is not supported; use one of {', '.join(POLICIES)}")
+
+    @classmethod
+    def from_net(cls, net: dict, total_steps: int, policy: str | None = None, burn_in: int | None = None) -> Schedule:
+        policy = policy or ("steps" if net["policy"] in ("steps", "step") else net["policy"])
+        max_batches = net["max_batches"] or 0
+        fractions = tuple(s / max_batches for s in net["steps"]) if max_batches else ()
+        if burn_in is None:
+            # The cfg's burn_in counts batches of a full Darknet run; a short run gets at most 5 % of its steps.
+            burn_in = min(net["burn_in"], max(total_steps // 20, 1)) if net["burn_in"] else 0
+        return cls(total_steps, burn_in, policy, fractions, tuple(net["scales"]), net["power"])
+
+    def __call__(self, step: int) -> float:
+        ramp = (step / self.burn_in) ** self.power if step < self.burn_in else 1.0
+        progress = step / max(self.total_steps, 1)
+        if self.policy == "steps":
+            factor = math.prod(s for f, s in zip(self.step_fractions, self.scales) if progress >= f)
+        elif self.policy == "poly":
+            factor = max(1.0 - progress, 0.0) ** self.power
+        elif self.policy == "cosine":
+            factor = self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        else:
+            factor = 1.0
+        return ramp * factor
+
+
+class ModelEMA:
+    """An exponential moving average of the weights; decay ramps up over the first ``tau`` updates."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0):
+        self.ema = copy.deepcopy(model).eval()
+        for param in self.ema.parameters():
+            param.requires_grad_(False)
+        self.decay, self.tau, self.updates = decay, tau, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        for ema_value, value in zip(self.ema.state_dict().values(), model.state_dict().values()):
+            if ema_value.dtype.is_floating_point:
+                ema_value.mul_(d).add_(value.detach(), alpha=1 - d)
+            else:
+                ema_value.copy_(value)
+
+    def state_dict(self) -> dict:
+        return {"model": self.ema.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema.load_state_dict(state["model"])
+        self.updates = state["updates"]
+
+
+def sparsity_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BNs network slimming penalises: every BN, those inside [res2net] and [triangle] included."""
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@torch.no_grad()
+def add_sparsity_gradient(bns: list[nn.BatchNorm2d], strength: float) -> None:
+    """The subgradient of ``strength * sum |gamma|`` (network slimming), added after backward."""
+    for bn in bns:
+        if bn.weight.grad is not None:
+            bn.weight.grad.add_(torch.sign(bn.weight), alpha=strength)
+
+
+@torch.no_grad()
+def init_head_biases(model) -> None:
+    """Start objectness near 1 % and classes near uniform, so the first steps are not spent unlearning
+    the 0.5 a zero bias gives to thousands of empty cells."""
+    for index, layer in enumerate(model.layers):
+        if layer in model.yolo_layers:
+            conv: Convolutional = model.layers[index - 1]
+            if conv.conv.bias is None:
+                continue
+            bias = conv.conv.bias.view(layer.num_anchors, layer.num_outputs)
+            bias[:, 4] = math.log(0.01 / 0.99)
+            bias[:, 5:] = math.log(1.0 / max(layer.num_classes - 0.99, 1.0))

@@ -1,0 +1,58 @@
+"""PNG figures of a training run, written atomically (matplotlib without a display)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils.io import atomic_write  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    with atomic_write(path) as f:
+        f.write(buffer.getvalue())
+
+
+def plot_results(rows: list[dict], path: Path) -> None:
+    """Loss components and mAP per epoch."""
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
+    for ax, key in zip(axes, ("box", "obj", "cls", "total")):
+        ax.plot(epochs, [r[key] for r in rows], marker=".")
+        ax.set_title(f"{key} loss")
+        ax.set_xlabel("epoch")
+    evaluated = [(e, r["mAP50"], r["mAP"]) for e, r in zip(epochs, rows) if r["mAP50"] != ""]
+    if evaluated:
+        e, m50, m = zip(*evaluated)
+        axes[4].plot(e, m50, marker=".", label="mAP@0.5")
+        axes[4].plot(e, m, marker=".", label="mAP@0.5:0.95")
+        axes[4].legend()
+    axes[4].set_title("validation mAP")
+    axes[4].set_xlabel("epoch")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_bn_gammas(history: list[tuple[int, np.ndarray]], path: Path) -> None:
+    """Histogram of |BN gamma| at each evaluation: sparsity training should pile them up near zero."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    top = max(float(g.max()) for _, g in history) or 1.0
+    bins = np.linspace(0, top, 60)
+    colours = plt.cm.viridis(np.linspace(0, 1, len(history)))
+    for (epoch, gammas), colour in zip(history, colours):
+        counts, _ = np.histogram(gammas, bins)
+        ax.plot((bins[1:] + bins[:-1]) / 2, counts, color=colour, label=f"epoch {epoch + 1}")
+    ax.set_xlabel("|gamma|")
+    ax.set_ylabel("channels")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
