@@ -34,7 +34,8 @@ def parse_args(argv=None) -> TrainOptions:
     p.add_argument("--checkpoint_interval", type=int, default=d.checkpoint_interval, help="epochs between checkpoints")
     p.add_argument("--evaluation_interval", type=int, default=d.evaluation_interval, help="epochs between evaluations")
     p.add_argument("--output", help="run directory (default: runs/train/expN; with --resume, the checkpoint's folder)")
-    p.add_argument("--resume", help="last.pth, or a run directory, to continue exactly where it stopped")
+    p.add_argument("--resume", help="last.pth, or a run directory, to continue that run exactly where it stopped "
+                                    "(with its own options; only --device, --n_cpu and --output may change)")
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--sr", action="store_true", help="sparsity training: L1 on BN gammas, for channel pruning")

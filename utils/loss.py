@@ -74,6 +74,22 @@ class YOLOLoss:
     def __init__(self, yolo_layers: list[YOLOLayer]):
         self.yolo_layers = yolo_layers
 
+    @staticmethod
+    def assign(yolo: YOLOLayer, gt_xywh: torch.Tensor, grid: tuple[int, int], stride: tuple[float, float]):
+        """Positives of one layer: (target index, anchor slot, row, column) for each target whose best-fitting
+        anchor among all anchors is in this layer's mask, plus masked anchors fitting above ``iou_thresh``."""
+        device = gt_xywh.device
+        fits = shape_iou(gt_xywh[:, 2:], yolo.all_anchors.to(device))
+        best = fits.argmax(1)
+        mask = torch.tensor(yolo.mask, device=device)
+        assigned = best[:, None] == mask[None]
+        if yolo.loss_options["iou_thresh"] < 1.0:
+            assigned |= fits[:, mask] > yolo.loss_options["iou_thresh"]
+        t_index, a_index = torch.nonzero(assigned, as_tuple=True)
+        gi = (gt_xywh[t_index, 0] / stride[1]).long().clamp(0, grid[1] - 1)
+        gj = (gt_xywh[t_index, 1] / stride[0]).long().clamp(0, grid[0] - 1)
+        return t_index, a_index, gj, gi
+
     def __call__(self, heads: list[torch.Tensor], targets: torch.Tensor,
                  image_size: tuple[int, int]) -> LossComponents:
         batch = heads[0].shape[0]
@@ -93,16 +109,7 @@ class YOLOLoss:
             p = head.view(batch, yolo.num_anchors, yolo.num_outputs, height, width).permute(0, 1, 3, 4, 2).float()
             pred = _decode(yolo, p, stride)
 
-            # which predictions are positives
-            fits = shape_iou(gt_xywh[:, 2:], yolo.all_anchors.to(device))  # (n, all anchors)
-            best = fits.argmax(1)
-            mask = torch.tensor(yolo.mask, device=device)
-            assigned = best[:, None] == mask[None]  # (n, A)
-            if options["iou_thresh"] < 1.0:
-                assigned |= fits[:, mask] > options["iou_thresh"]
-            t_index, a_index = torch.nonzero(assigned, as_tuple=True)
-            gi = (gt_xywh[t_index, 0] / stride[1]).long().clamp(0, width - 1)
-            gj = (gt_xywh[t_index, 1] / stride[0]).long().clamp(0, height - 1)
+            t_index, a_index, gj, gi = self.assign(yolo, gt_xywh, (height, width), stride)
             b_index = image_of[t_index]
 
             # objectness: positives 1, negatives 0 unless they already overlap a target well

@@ -28,6 +28,7 @@ from utils.optim import (ModelEMA, Schedule, add_sparsity_gradient, build_optimi
                          sparsity_bns)
 
 DEFAULT_DATA = "data/demo/shapes.data"
+RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output")
 CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "total", "mAP50", "mAP", "img_per_s", "data_wait", "seconds"]
 
 
@@ -139,6 +140,9 @@ class Trainer:
             resume = resume / "last.pth" if resume.is_dir() else resume
             checkpoint = load_checkpoint(resume)
             run_dir = Path(self.opt.output) if self.opt.output else resume.parent
+            # The same run goes on: its options come from the checkpoint; only where it runs may change.
+            keep = {name: getattr(self.opt, name) for name in RUNTIME_OPTIONS}
+            self.opt = TrainOptions(**{**asdict(TrainOptions()), **checkpoint["options"], **keep})
         else:
             run_dir = Path(self.opt.output) if self.opt.output else next_run_dir(Path("runs/train"))
         if self.is_main:
@@ -189,6 +193,7 @@ class Trainer:
         self._ensure_demo_data()
         data = parse_data_config(opt.data_config)
         run_dir, checkpoint = self._prepare_run()
+        opt = self.opt
         self.run_dir = run_dir
         model = self._build_model(run_dir, data.classes, checkpoint)
         self.log(f"run directory: {run_dir}   model: {opt.model_def} -> {run_dir / 'model.cfg'} "
@@ -239,6 +244,8 @@ class Trainer:
             start_epoch, best = checkpoint["epoch"] + 1, checkpoint["best_fitness"]
             self.rows = self._read_csv(run_dir / "results.csv")[:start_epoch]
             self.log(f"resumed from epoch {checkpoint['epoch']} (best mAP@0.5 {best:.4f})")
+            if start_epoch >= opt.epochs:
+                self.log(f"nothing left to train: the run's {opt.epochs} epochs are done")
 
         train_model = model
         if self.world_size > 1:

@@ -1,0 +1,180 @@
+"""Datasets: .data files, label validation (every bad-data path), letterbox, augmentations that keep boxes
+on their objects (checked against the transformed pixels), batching, multi-scale and DDP splits."""
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from utils.boxes import Letterbox
+from utils.data import (Augment, BatchPlan, DataError, DetectionDataset, collate, label_path, letterbox_image,
+                        multiscale_sizes, parse_data_config, read_labels)
+from utils.synthetic import write_dataset
+
+
+def write_labels(tmp_path, text, name="a.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("line,problem", [
+    ("0 0.5 0.5 0.2", "expected 5 fields"),
+    ("4 0.5 0.5 0.2 0.2", "class 4 is not an integer in 0 .. 3"),
+    ("1.5 0.5 0.5 0.2 0.2", "class 1.5 is not an integer"),
+    ("-1 0.5 0.5 0.2 0.2", "class -1"),
+    ("0 nan 0.5 0.2 0.2", "non-finite"),
+    ("0 0.5 0.5 inf 0.2", "non-finite"),
+    ("0 1.2 0.5 0.2 0.2", "normalised to [0, 1]"),
+    ("0 0.5 0.5 0.0 0.2", "w, h > 0"),
+    ("0 0.5 zero 0.2 0.2", "not a number"),
+])
+def test_malformed_label_lines_are_refused_with_file_and_line(tmp_path, line, problem):
+    path = write_labels(tmp_path, f"1 0.5 0.5 0.1 0.1\n{line}\n")
+    with pytest.raises(DataError, match=rf"{path}:2: .*{__import__('re').escape(problem)}"):
+        read_labels(path, 4)
+
+
+def test_labels_tolerate_float_noise_and_blank_lines(tmp_path):
+    path = write_labels(tmp_path, "\n2 1.0000001 0.5 0.2 0.3\n\n")
+    np.testing.assert_allclose(read_labels(path, 4), [[2, 1.0, 0.5, 0.2, 0.3]], rtol=1e-6)
+    assert read_labels(tmp_path / "absent.txt", 4).shape == (0, 5)  # a negative image
+
+
+def test_label_path_follows_darknet():
+    assert str(label_path(__import__("pathlib").Path("/d/images/train/x.jpg"))) == "/d/labels/train/x.txt"
+    assert str(label_path(__import__("pathlib").Path("/voc/JPEGImages/a.b.png"))) == "/voc/labels/a.b.txt"
+
+
+def test_data_config_resolves_paths_next_to_it_and_checks_names(tmp_path):
+    data = write_dataset(tmp_path / "set", train=3, valid=2, size=64)
+    config = parse_data_config(data)
+    assert config.classes == 4 and config.train == tmp_path / "set" / "train.txt"
+    assert config.names == ["circle", "rectangle", "triangle", "cross"]
+    data.write_text(data.read_text().replace("classes=4", "classes=5"))
+    with pytest.raises(DataError, match="classes=5 but .*lists 4 names"):
+        parse_data_config(data)
+    data.write_text("classes=4\ntrain=train.txt\n")
+    with pytest.raises(DataError, match="missing 'valid='"):
+        parse_data_config(data)
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path):
+    (tmp_path / "list.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="the image list is empty"):
+        DetectionDataset(tmp_path / "list.txt", 1)
+
+
+def test_unreadable_image_is_skipped_with_a_warning(tmp_path):
+    root = tmp_path / "set"
+    write_dataset(root, train=2, valid=1, size=64)
+    (root / "images" / "train" / "00001.jpg").write_bytes(b"not a jpeg")
+    dataset = DetectionDataset(root / "train.txt", 4)
+    with pytest.warns(UserWarning, match="skipping unreadable image .*00001.jpg"):
+        batch = collate([dataset[(0, 64, 0)], dataset[(1, 64, 0)]])
+    assert len(batch) == 1 and batch.skipped == [str(root / "images" / "train" / "00001.jpg")]
+
+
+def test_letterbox_places_the_image_and_inverts_exactly():
+    image = np.zeros((50, 100, 3), np.uint8)
+    image[10:20, 30:60] = 255
+    canvas, box = letterbox_image(image, (64, 64))
+    assert canvas.shape == (64, 64, 3) and (box.pad_x, box.pad_y) == (0.0, 16.0)
+    ys, xs = np.nonzero(canvas[..., 0] > 200)
+    mapped = box.to_network(torch.tensor([[30.0, 10, 60, 20]]))[0]
+    assert abs(xs.min() - mapped[0]) <= 1 and abs(xs.max() + 1 - mapped[2]) <= 1
+    assert abs(ys.min() - mapped[1]) <= 1 and abs(ys.max() + 1 - mapped[3]) <= 1
+    back = box.to_original(mapped[None])[0]
+    torch.testing.assert_close(back, torch.tensor([30.0, 10, 60, 20]))
+    stretched = Letterbox.fit((50, 100), (64, 64), keep_ratio=False)
+    torch.testing.assert_close(stretched.to_original(stretched.to_network(torch.tensor([[1.0, 2, 3, 4]]))),
+                               torch.tensor([[1.0, 2, 3, 4]]))
+
+
+@pytest.fixture
+def white_boxes(tmp_path):
+    """Images with white rectangles on black, labels exact: any transform must keep boxes on the white."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    names = []
+    for i in range(6):
+        h, w = int(rng.integers(60, 120)), int(rng.integers(60, 120))
+        image = np.zeros((h, w, 3), np.uint8)
+        lines = []
+        for _ in range(2):
+            bw, bh = int(rng.integers(12, w // 2)), int(rng.integers(12, h // 2))
+            x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+            image[y:y + bh, x:x + bw] = 255
+            lines.append(f"0 {(x + bw / 2) / w} {(y + bh / 2) / h} {bw / w} {bh / h}")
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), image)
+        (tmp_path / "labels" / f"{i}.txt").write_text("\n".join(lines))
+        names.append(f"images/{i}.png")
+    (tmp_path / "list.txt").write_text("\n".join(names))
+    return tmp_path / "list.txt"
+
+
+def white_inside(image, target, size):
+    _, cx, cy, w, h = target * np.array([1, size, size, size, size])
+    x1, y1, x2, y2 = int(round(cx - w / 2)), int(round(cy - h / 2)), int(round(cx + w / 2)), int(round(cy + h / 2))
+    margin = 1 if min(x2 - x1, y2 - y1) > 4 else 0  # interpolation blurs one pixel at the edges
+    inner = image[:, y1 + margin:y2 - margin, x1 + margin:x2 - margin]
+    return (inner > 200).mean() if inner.size else 0.0
+
+
+@pytest.mark.parametrize("mosaic", [0.0, 1.0])
+def test_augmented_boxes_stay_on_their_objects(white_boxes, mosaic):
+    augment = Augment(hue=0, saturation=1, exposure=1, flip=True, scale=0.3, translate=0.2, mosaic=mosaic)
+    dataset = DetectionDataset(white_boxes, 1, augment)
+    checked = 0
+    for seed in range(12):
+        sample = dataset[(seed % 6, 96, seed)]
+        assert sample.image.shape == (3, 96, 96)
+        for target in sample.targets:
+            assert 0 <= target[1] - target[3] / 2 + 1e-6 and target[1] + target[3] / 2 <= 1 + 1e-6
+            # overlapping rectangles can put black inside only where boxes of this image do not overlap
+            small = min(target[3], target[4]) * 96 < 8  # a pixel of rounding is a large share of a tiny box
+            assert white_inside(sample.image, target, 96) > (0.8 if small else 0.9), (seed, target)
+            checked += 1
+    assert checked > 12
+
+
+def test_colour_jitter_keeps_the_geometry(white_boxes):
+    geometry = dict(flip=False, scale=0.3, translate=0.2)
+    plain = DetectionDataset(white_boxes, 1, Augment(hue=0, saturation=1, exposure=1, **geometry))[(0, 96, 3)]
+    jittered = DetectionDataset(white_boxes, 1, Augment(hue=0.1, saturation=1.5, exposure=1.5, **geometry))[(0, 96, 3)]
+    np.testing.assert_array_equal(jittered.targets, plain.targets)
+    assert not np.array_equal(jittered.image, plain.image)
+
+
+def test_batches_share_one_size_and_multiscale_changes_it():
+    plan = BatchPlan(100, 4, multiscale_sizes(320), seed=1, size_every=2)
+    batches = list(plan)
+    assert len(batches) == 25
+    assert all(len({size for _, size, _ in batch}) == 1 for batch in batches)
+    sizes = [batch[0][1] for batch in batches]
+    assert all(s % 32 == 0 and 224 <= s <= 480 for s in sizes) and len(set(sizes)) > 1
+    assert sizes[0] == sizes[1] and sizes[2] == sizes[3]
+    again = list(BatchPlan(100, 4, multiscale_sizes(320), seed=1, size_every=2))
+    assert again == batches  # seeds and sizes do not depend on anything but (seed, epoch)
+    plan.set_epoch(1)
+    assert list(plan) != batches
+
+
+def test_ranks_split_each_epoch_and_agree_on_sizes():
+    plans = [BatchPlan(10, 2, [320, 416], seed=3, rank=r, world_size=2) for r in range(2)]
+    per_rank = [[i for batch in plan for i, _, _ in batch] for plan in plans]
+    assert len(per_rank[0]) == len(per_rank[1]) == 5
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(10))
+    assert [b[0][1] for b in plans[0]] == [b[0][1] for b in plans[1]]
+
+
+def test_collate_builds_targets_with_image_indices(tmp_path):
+    write_dataset(tmp_path / "set", train=3, valid=1, size=64, seed=4)
+    dataset = DetectionDataset(tmp_path / "set" / "train.txt", 4)
+    samples = [dataset[(i, 64, 0)] for i in range(3)]
+    batch = collate(samples)
+    assert batch.images.shape == (3, 3, 64, 64) and batch.images.dtype == torch.uint8
+    counts = [len(s.targets) for s in samples]
+    assert batch.targets[:, 0].tolist() == [i for i, n in enumerate(counts) for _ in range(n)]

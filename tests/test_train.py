@@ -1,0 +1,180 @@
+"""train.py end to end on a tiny generated dataset: outputs, checkpoints, exact resume, kill -9, DDP."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from models import Darknet
+from tests.conftest import REPO
+from utils.checkpoint import load_pretrained
+from utils.synthetic import write_dataset
+
+TINY = """
+[net]
+width=64
+height=64
+channels=3
+learning_rate=0.001
+burn_in=2
+max_batches=100
+policy=steps
+steps=80
+scales=.1
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[res2net]
+planes=8
+base_width=32
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[triangle]
+planes=16
+base_width=32
+
+[convolutional]
+size=1
+filters=255
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=8,8, 16,16, 32,32
+classes=80
+num=3
+"""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    data = write_dataset(root, train=12, valid=4, size=64, seed=1)
+    cfg = root / "tiny.cfg"
+    cfg.write_text(TINY)
+    return data, cfg
+
+
+def train(data, cfg, output, *extra, check=True, env=None):
+    command = [sys.executable, "train.py", "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
+               "--batch_size", "4", "--n_cpu", "0", "--output", str(output), "--optimizer", "adam", *extra]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stderr[-3000:])
+    return result
+
+
+def model_tensors(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_training_writes_every_output_and_adapts_the_classes(dataset, tmp_path):
+    data, cfg = dataset
+    result = train(data, cfg, tmp_path / "run", "--epochs", "2", "--ema")
+    for name in ("last.pth", "best.pth", "last.weights", "best.weights", "model.cfg", "results.csv", "results.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert "mAP@0.5 =" in result.stderr + result.stdout
+    assert not list((tmp_path / "run").glob(".*tmp"))
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert state["epoch"] == 1 and state["names"] == ["circle", "rectangle", "triangle", "cross"]
+    assert state["ema"] is not None and "classes=4" in state["cfg_text"]
+    model = Darknet(tmp_path / "run" / "model.cfg")
+    assert model.num_classes == 4
+    model.load_darknet_weights(tmp_path / "run" / "last.weights")
+    assert int(model.seen) == 2 * 12
+    with open(tmp_path / "run" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"] and all(float(r["mAP50"]) >= 0 for r in rows)
+
+
+def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset, tmp_path):
+    data, cfg = dataset
+    train(data, cfg, tmp_path / "run", "--epochs", "1")
+    before = model_tensors(tmp_path / "run" / "last.pth")
+    result = train(data, cfg, tmp_path / "ignored", "--epochs", "5", "--resume", str(tmp_path / "run"))
+    assert "nothing left to train: the run's 1 epochs are done" in result.stderr + result.stdout
+    assert not (tmp_path / "ignored" / "last.pth").exists()
+    after = model_tensors(tmp_path / "run" / "last.pth")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_kill_9_mid_epoch_loses_at_most_that_epoch(dataset, tmp_path):
+    data, cfg = dataset
+    train(data, cfg, tmp_path / "straight", "--epochs", "4")
+    run = tmp_path / "killed"
+    command = [sys.executable, "train.py", "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
+               "--batch_size", "4", "--n_cpu", "0", "--output", str(run), "--optimizer", "adam", "--epochs", "4"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "last.pth").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = torch.load(run / "last.pth", weights_only=True)
+    assert saved["epoch"] < 3, "the run finished before it could be killed"
+    train(data, cfg, run, "--resume", str(run / "last.pth"))
+    straight, resumed = model_tensors(tmp_path / "straight" / "last.pth"), model_tensors(run / "last.pth")
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_non_finite_loss_stops_with_a_clear_message(dataset, tmp_path):
+    data, cfg = dataset
+    result = train(data, cfg, tmp_path / "nan", "--epochs", "3", "--lr", "1e30", "--optimizer", "sgd", check=False)
+    assert result.returncode == 1
+    assert "non-finite loss at epoch" in result.stderr and "Lower the learning rate" in result.stderr
+
+
+def test_sparsity_training_writes_the_gamma_histogram(dataset, tmp_path):
+    data, cfg = dataset
+    result = train(data, cfg, tmp_path / "sr", "--epochs", "1", "--sr", "--s", "0.01")
+    assert (tmp_path / "sr" / "bn_gammas.png").is_file()
+    assert "L1 0.01 on 12 BN scale vectors" in result.stderr + result.stdout
+
+
+def test_missing_data_config_is_a_clear_error(dataset, tmp_path):
+    _, cfg = dataset
+    result = train(tmp_path / "absent.data", cfg, tmp_path / "x", "--epochs", "1", check=False)
+    assert result.returncode == 1 and "absent.data: cannot read data config" in result.stderr
+
+
+def test_ddp_two_cpu_processes_stay_in_sync(dataset, tmp_path):
+    data, cfg = dataset
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "train.py", "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
+               "--batch_size", "2", "--n_cpu", "0", "--output", str(tmp_path / "ddp"), "--epochs", "2",
+               "--optimizer", "adam", "--device", "cpu"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("ranks in sync") == 2
+    state = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
+    assert state["epoch"] == 1
+
+
+def test_pretrained_file_with_another_class_count_reinitialises_the_heads(tmp_path):
+    (tmp_path / "tiny.cfg").write_text(TINY)
+    source = Darknet(tmp_path / "tiny.cfg")
+    source.save_darknet_weights(tmp_path / "80.weights")
+    (tmp_path / "four.cfg").write_text(TINY.replace("filters=255", "filters=27").replace("classes=80", "classes=4"))
+    target = Darknet(tmp_path / "four.cfg")
+    message = load_pretrained(target, tmp_path / "80.weights")
+    assert "trained for 80 classes, this model has 4" in message and "layers 4" in message
+    assert torch.equal(target.layers[3].split.conv1.conv.weight, source.layers[3].split.conv1.conv.weight)
