@@ -38,7 +38,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainOptions:
-    model_def: str = "cfg/res2net-yolov3-tiny.cfg"
+    model_def: str = "cfg/res2net-yolov3.cfg"
     data_config: str = DEFAULT_DATA
     pretrained_weights: str | None = None
     cutoff: int | None = None
@@ -169,14 +169,12 @@ class Trainer:
                 f.write(text.encode())
         self._barrier()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore" if not self.is_main else "default")
-            model = Darknet(cfg_path)
-        return model
+            warnings.simplefilter("default" if self.is_main else "ignore")  # one copy of cfg warnings, not N
+            return Darknet(cfg_path)
 
     # -- main loop -----------------------------------------------------------------------------
 
     def run(self) -> dict:
-        opt = self.opt
         if self.world_size > 1:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
             if self.device.type == "cuda":
@@ -188,8 +186,7 @@ class Trainer:
                 dist.destroy_process_group()
 
     def _run(self) -> dict:
-        opt = self.opt
-        torch.manual_seed(opt.seed)
+        torch.manual_seed(self.opt.seed)
         self._ensure_demo_data()
         data = parse_data_config(opt.data_config)
         run_dir, checkpoint = self._prepare_run()

@@ -1,0 +1,80 @@
+"""Training throughput on CPU: images per second for forward + loss + backward + step, with the real data
+loader (augmentation on, 2 workers), and the share of step time spent waiting for data.
+
+    python benchmarks/bench_train.py                  # the three configurations of issue 3
+    python benchmarks/bench_train.py --steps 10
+
+Runs on the synthetic shapes set (generated into a temporary folder). Medians over steps after warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models import Darknet  # noqa: E402
+from utils.cfg import with_classes  # noqa: E402
+from utils.data import Augment, DetectionDataset, create_dataloader  # noqa: E402
+from utils.loss import YOLOLoss  # noqa: E402
+from utils.optim import build_optimizer  # noqa: E402
+from utils.synthetic import write_dataset  # noqa: E402
+
+CASES = [("yolov3-tiny", 416, 8, 6.7, 5.6), ("res2net-yolov3-tiny", 416, 8, None, None),
+         ("res2net-yolov3", 320, 4, None, None), ("yolov3", 320, 4, 1.5, 1.26)]
+
+
+def bench(name: str, size: int, batch_size: int, steps: int, data: Path, tmp: Path, workers: int) -> tuple[float, float]:
+    cfg = tmp / f"{name}.cfg"
+    cfg.write_text(with_classes(REPO / "cfg" / f"{name}.cfg", 4))
+    model = Darknet(cfg).train()
+    loss_fn = YOLOLoss(model.yolo_layers)
+    optimizer = build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4)
+    dataset = DetectionDataset(data.parent / "train.txt", 4, Augment())
+    loader, _ = create_dataloader(dataset, batch_size, size, True, workers=workers, seed=0)
+    step_times, waits = [], []
+    iterator = iter(loader)
+    for step in range(steps + 2):
+        start = time.perf_counter()
+        batch = next(iterator)
+        waited = time.perf_counter() - start
+        images = batch.images.float() / 255
+        loss = loss_fn(model(images), batch.targets, tuple(images.shape[-2:]))
+        optimizer.zero_grad()
+        loss.total.backward()
+        optimizer.step()
+        if step >= 2:
+            step_times.append(time.perf_counter() - start)
+            waits.append(waited)
+    median = statistics.median(step_times)
+    return batch_size / median, sum(waits) / sum(step_times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--models", nargs="+", default=[c[0] for c in CASES])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.workers} loader workers")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_dataset(Path(tmp) / "shapes", train=64, valid=1, size=416)
+        for name, size, batch_size, target, peer in CASES:
+            if name not in args.models:
+                continue
+            rate, wait = bench(name, size, batch_size, args.steps, data, Path(tmp), args.workers)
+            goal = f"   (target >= {target} img/s, best peer {peer})" if target else ""
+            print(f"train {name:<20} @{size} b{batch_size}: {rate:5.2f} img/s, waiting for data {wait:5.1%} "
+                  f"of step time{goal}")
+
+
+if __name__ == "__main__":
+    main()

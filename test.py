@@ -1,0 +1,59 @@
+"""Evaluate a trained model on a dataset's validation list: per-class table, mAP@0.5 and mAP@0.5:0.95.
+
+    python test.py --weights_path runs/demo/exp1/best.pth --data_config data/demo/shapes.data
+    python test.py --model_def cfg/yolov3.cfg --weights_path yolov3.weights --data_config data/coco.data
+
+train.py's evaluation runs this same code (utils/evaluate.py).
+"""
+import argparse
+import sys
+
+import torch
+
+from utils.cfg import CfgError
+from utils.darknet_weights import WeightsFileError
+from utils.data import DataError, DetectionDataset, create_dataloader, parse_data_config
+from utils.evaluate import collect_detections, format_results
+from utils.inference import load_model
+from utils.metrics import METHODS, evaluate_detections
+from utils.trainer import DEFAULT_DATA
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
+    p.add_argument("--weights_path", required=True, help=".weights or .pth")
+    p.add_argument("--data_config", default=DEFAULT_DATA, help=".data file; its 'valid' list is evaluated")
+    p.add_argument("--img_size", type=int, default=416)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--conf_thres", type=float, default=0.001, help="keep detections above this score (low, as "
+                                                                    "mAP needs the whole precision-recall curve)")
+    p.add_argument("--nms_thres", type=float, default=0.5)
+    p.add_argument("--ap_method", choices=METHODS, default="coco",
+                   help="coco: 101-point (pycocotools); voc11: VOC2007; area: all-point (Darknet's detector map)")
+    p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the aspect ratio and pad (default, as in training), or stretch")
+    p.add_argument("--n_cpu", type=int, default=2)
+    p.add_argument("--device", default="")
+    args = p.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        data = parse_data_config(args.data_config)
+        loaded = load_model(args.weights_path, args.model_def, device=device)
+        if loaded.model.num_classes != data.classes:
+            raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
+                            f"{loaded.model.num_classes}")
+        dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
+        loader, _ = create_dataloader(dataset, args.batch_size, args.img_size, False, workers=args.n_cpu)
+        records = collect_detections(loaded.model, loader, device, args.conf_thres, args.nms_thres)
+    except (CfgError, DataError, WeightsFileError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result = evaluate_detections(records, data.names, args.ap_method)
+    print(format_results(result, args.conf_thres, args.nms_thres,
+                         f"{'letterboxed' if args.letterbox else 'stretched'} to {args.img_size}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

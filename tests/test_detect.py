@@ -1,0 +1,97 @@
+"""detect.py: boxes map back exactly through the letterbox, odd images are handled, inputs are never touched."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models import Darknet
+from tests.conftest import REPO, randomize
+from utils.inference import detect, preprocess
+
+
+class FixedOutput(torch.nn.Module):
+    """Stands in for a model: one box at a known place in network-input pixels."""
+
+    def __init__(self, box_cxcywh):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.box = torch.tensor(box_cxcywh)
+
+    def forward(self, x):
+        row = torch.cat([self.box, torch.tensor([0.9, 0.8, 0.1])])
+        return row.expand(x.shape[0], 1, 7)
+
+
+@pytest.mark.parametrize("shape,letterbox", [((300, 600), True), ((600, 300), True), ((300, 600), False)])
+def test_boxes_map_back_to_original_pixels_exactly(shape, letterbox):
+    image = np.zeros((*shape, 3), np.uint8)
+    batch, boxes = preprocess([image], 416, letterbox)
+    # the original box (60, 30)-(180, 150), carried into network pixels by the same letterbox
+    net = boxes[0].to_network(torch.tensor([[60.0, 30, 180, 150]]))[0]
+    model = FixedOutput([(net[0] + net[2]) / 2, (net[1] + net[3]) / 2, net[2] - net[0], net[3] - net[1]])
+    dets = detect(model, batch, boxes, [shape], conf_thres=0.1, nms_thres=0.5)[0]
+    torch.testing.assert_close(dets[0, :4], torch.tensor([60.0, 30, 180, 150]), atol=1e-3, rtol=0)
+    assert dets[0, 5].item() == 0 and dets[0, 4].item() == pytest.approx(0.72)
+
+
+@pytest.fixture
+def model_files(tmp_path):
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text((REPO / "cfg" / "yolov3-tiny.cfg").read_text())
+    model = randomize(Darknet(cfg), seed=2, gain=0.9)
+    model.save_darknet_weights(tmp_path / "tiny.weights")
+    names = tmp_path / "coco.names"
+    names.write_text("\n".join(f"class{i}" for i in range(80)))
+    return cfg, tmp_path / "tiny.weights", names
+
+
+def test_detect_end_to_end_on_a_folder_of_odd_images(model_files, tmp_path):
+    cfg, weights, names = model_files
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "colour.jpg"), rng.integers(0, 255, (120, 200, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / "grey.png"), rng.integers(0, 255, (90, 90), dtype=np.uint8))
+    cv2.imwrite(str(folder / "rgba.png"), rng.integers(0, 255, (64, 80, 4), dtype=np.uint8))
+    cv2.imwrite(str(folder / "sub" / "deep16.png"), rng.integers(0, 65535, (70, 50, 3), dtype=np.uint16))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "detect.py", "--image_folder", str(folder), "--recursive",
+                             "--model_def", str(cfg), "--weights_path", str(weights), "--class_path", str(names),
+                             "--conf_thres", "0.05", "--img_size", "128", "--output", str(out)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "skipping" in result.stderr and "notes.txt" in result.stderr and "broken.jpg" in result.stderr
+    for name in ("colour", "grey", "rgba", "sub/deep16"):
+        annotated = cv2.imread(str(out / f"{name}.jpg"))
+        assert annotated is not None and annotated.shape[2] == 3
+        assert (out / "labels" / f"{name}.txt").is_file()
+    runs = json.loads((out / "detections.json").read_text())
+    assert len(runs["images"]) == 4 and runs["skipped"] == [str(folder / "broken.jpg")]
+    for record in runs["images"]:
+        for det in record["detections"]:
+            x1, y1, x2, y2 = det["box_xyxy"]
+            assert 0 <= x1 <= x2 <= record["width"] and 0 <= y1 <= y2 <= record["height"]
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_detect_refuses_to_write_into_the_input_folder(model_files, tmp_path):
+    cfg, weights, names = model_files
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
+    result = subprocess.run([sys.executable, "detect.py", "--image_folder", str(tmp_path / "a.jpg"),
+                             "--model_def", str(cfg), "--weights_path", str(weights), "--output", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "holds input images" in result.stderr
+
+
+def test_detect_without_a_model_says_how_to_make_one(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "detect.py")], cwd=tmp_path, capture_output=True,
+                            text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert "no trained model found" in result.stderr and "bash scripts/demo.sh" in result.stderr

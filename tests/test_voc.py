@@ -1,0 +1,61 @@
+"""The VOC importer: Darknet's box conversion, difficult objects, seeded split, errors; and the raccoon set."""
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import shared_path
+from utils.data import DataError, DetectionDataset, parse_data_config
+from utils.voc import convert_voc
+
+XML = """<annotation><filename>{name}.jpg</filename><size><width>{w}</width><height>{h}</height></size>
+{objects}</annotation>"""
+OBJECT = ("<object><name>{cls}</name><difficult>{difficult}</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+          "<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>")
+
+
+def voc_folder(tmp_path, images):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "img").mkdir()
+    for name, (w, h), objects in images:
+        cv2.imwrite(str(tmp_path / "img" / f"{name}.jpg"), np.zeros((h, w, 3), np.uint8))
+        text = "".join(OBJECT.format(**o) for o in objects)
+        (tmp_path / "ann" / f"{name}.xml").write_text(XML.format(name=name, w=w, h=h, objects=text))
+    return tmp_path / "ann", tmp_path / "img"
+
+
+def test_conversion_split_and_difficult(tmp_path):
+    objects = [dict(cls="dog", difficult=0, x1=11, y1=21, x2=51, y2=81),
+               dict(cls="cat", difficult=1, x1=1, y1=1, x2=10, y2=10)]
+    images = [(f"im{i}", (100, 200), objects) for i in range(10)]
+    ann, img = voc_folder(tmp_path, images)
+    data = convert_voc(ann, img, tmp_path / "out", "pets", seed=3)
+    config = parse_data_config(data)
+    assert config.names == ["dog"]  # the only cat is difficult, so it is not even a class
+    assert len(DetectionDataset(config.train, 1)) == 8 and len(DetectionDataset(config.valid, 1)) == 2
+    label = (tmp_path / "out" / "labels" / "im0.txt").read_text().split()
+    assert [float(v) for v in label] == pytest.approx([0, (31 - 1) / 100, (51 - 1) / 200, 40 / 100, 60 / 200])
+    again = convert_voc(ann, img, tmp_path / "out2", "pets", seed=3)
+    assert (tmp_path / "out2" / "valid.txt").read_text() == (tmp_path / "out" / "valid.txt").read_text()
+    with_difficult = convert_voc(ann, img, tmp_path / "out3", "pets", include_difficult=True)
+    assert parse_data_config(with_difficult).names == ["cat", "dog"]
+    assert again.exists()
+
+
+def test_bad_annotations_are_named(tmp_path):
+    ann, img = voc_folder(tmp_path, [("a", (50, 50), [dict(cls="x", difficult=0, x1=30, y1=5, x2=20, y2=9)])])
+    with pytest.raises(DataError, match=r"a\.xml: object 1 \(x\) has an empty bndbox"):
+        convert_voc(ann, img, tmp_path / "out")
+    (ann / "a.xml").write_text("<annotation><object>")
+    with pytest.raises(DataError, match="a.xml: not valid XML"):
+        convert_voc(ann, img, tmp_path / "out")
+
+
+def test_raccoon_dataset_converts(tmp_path):
+    root = shared_path("datasets", "raccoon")
+    data = convert_voc(root / "annotations", root / "images", tmp_path / "raccoon", "raccoon")
+    config = parse_data_config(data)
+    train, valid = DetectionDataset(config.train, 1), DetectionDataset(config.valid, 1)
+    assert config.names == ["raccoon"] and len(train) + len(valid) == 200 and len(valid) == 40
+    sample = train[(0, 416, 0)]
+    assert sample.image.shape == (3, 416, 416) and len(sample.targets) >= 1
+    assert not any(p.is_file() and not p.is_symlink() for p in (tmp_path / "raccoon" / "images").iterdir())

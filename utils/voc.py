@@ -1,0 +1,124 @@
+"""Pascal VOC XML annotations -> a Darknet dataset (labels, seeded train/valid lists, .names, .data).
+
+Boxes convert as Darknet's own voc_label.py does: VOC pixel coordinates are 1-based, so the centre is
+``(xmin + xmax) / 2 - 1``; objects marked ``difficult`` are left out unless asked for.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.data import IMAGE_SUFFIXES, DataError
+from utils.io import atomic_write
+
+
+@dataclass
+class VocObject:
+    name: str
+    box: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax (VOC pixels)
+    difficult: bool
+
+
+def read_annotation(path: Path) -> tuple[str, int, int, list[VocObject]]:
+    """(image file name, width, height, objects); width/height are 0 when the XML lacks them."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise DataError(f"{path}: not valid XML ({err})") from err
+    filename = root.findtext("filename", default="").strip()
+    width = int(float(root.findtext("size/width", default="0") or 0))
+    height = int(float(root.findtext("size/height", default="0") or 0))
+    objects = []
+    for number, obj in enumerate(root.iter("object"), 1):
+        name = (obj.findtext("name") or "").strip()
+        values = [obj.findtext(f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
+        if not name or None in values:
+            raise DataError(f"{path}: object {number} lacks a name or a complete bndbox")
+        try:
+            box = tuple(float(v) for v in values)
+        except ValueError:
+            raise DataError(f"{path}: object {number} ({name}) has a non-numeric bndbox: {values}") from None
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise DataError(f"{path}: object {number} ({name}) has an empty bndbox {box}")
+        objects.append(VocObject(name, box, (obj.findtext("difficult") or "0").strip() == "1"))
+    return filename, width, height, objects
+
+
+def darknet_box(box, width: int, height: int) -> tuple[float, float, float, float]:
+    xmin, ymin, xmax, ymax = box
+    cx, cy = ((xmin + xmax) / 2 - 1) / width, ((ymin + ymax) / 2 - 1) / height
+    w, h = (xmax - xmin) / width, (ymax - ymin) / height
+    return tuple(float(np.clip(v, 0.0, 1.0)) for v in (cx, cy, w, h))
+
+
+def _find_image(images_dir: Path, xml_path: Path, filename: str) -> Path:
+    candidates = [images_dir / filename] if filename else []
+    candidates += [images_dir / (xml_path.stem + suffix) for suffix in IMAGE_SUFFIXES]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{xml_path}: no image {filename or xml_path.stem + '.*'} in {images_dir}")
+
+
+def _place(source: Path, target: Path, copy: bool) -> None:
+    target.unlink(missing_ok=True)
+    if not copy:
+        try:
+            os.symlink(source.resolve(), target)
+            return
+        except OSError:
+            pass  # file systems without symlinks get a copy
+    shutil.copyfile(source, target)
+
+
+def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | Path, name: str = "voc",
+                classes: list[str] | None = None, valid_fraction: float = 0.2, seed: int = 0,
+                include_difficult: bool = False, copy: bool = False) -> Path:
+    """Write the Darknet dataset under ``out`` and return its ``.data`` path."""
+    annotations_dir, images_dir, out = Path(annotations_dir), Path(images_dir), Path(out)
+    xml_files = sorted(annotations_dir.glob("*.xml"))
+    if not xml_files:
+        raise DataError(f"{annotations_dir}: no .xml annotations found")
+    records = []
+    for xml_path in xml_files:
+        filename, width, height, objects = read_annotation(xml_path)
+        image = _find_image(images_dir, xml_path, filename)
+        if not width or not height:
+            pixels = cv2.imread(str(image))
+            if pixels is None:
+                raise DataError(f"{xml_path}: size missing and {image} is unreadable")
+            height, width = pixels.shape[:2]
+        records.append((image, width, height, [o for o in objects if include_difficult or not o.difficult]))
+    names = classes or sorted({o.name for *_, objects in records for o in objects})
+    if not names:
+        raise DataError(f"{annotations_dir}: no objects found")
+    index = {n: i for i, n in enumerate(names)}
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    listed = []
+    for image, width, height, objects in records:
+        target = out / "images" / image.name
+        _place(image, target, copy)
+        lines = [f"{index[o.name]} " + " ".join(f"{v:.6f}" for v in darknet_box(o.box, width, height))
+                 for o in objects if o.name in index]
+        with atomic_write(out / "labels" / (image.stem + ".txt")) as f:
+            f.write(("\n".join(lines) + "\n" if lines else "").encode())
+        listed.append(f"images/{image.name}")
+    order = np.random.default_rng(seed).permutation(len(listed))
+    n_valid = max(1, round(len(listed) * valid_fraction))
+    splits = {"valid": sorted(listed[i] for i in order[:n_valid]), "train": sorted(listed[i] for i in order[n_valid:])}
+    for split, entries in splits.items():
+        with atomic_write(out / f"{split}.txt") as f:
+            f.write(("\n".join(entries) + "\n").encode())
+    with atomic_write(out / f"{name}.names") as f:
+        f.write(("\n".join(names) + "\n").encode())
+    data = out / f"{name}.data"
+    with atomic_write(data) as f:
+        f.write(f"classes={len(names)}\ntrain=train.txt\nvalid=valid.txt\nnames={name}.names\nbackup=backup/\n".encode())
+    return data
