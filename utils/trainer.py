@@ -186,11 +186,11 @@ class Trainer:
                 dist.destroy_process_group()
 
     def _run(self) -> dict:
-        torch.manual_seed(self.opt.seed)
+        run_dir, checkpoint = self._prepare_run()  # with --resume this takes the run's own options
+        opt = self.opt
+        torch.manual_seed(opt.seed)
         self._ensure_demo_data()
         data = parse_data_config(opt.data_config)
-        run_dir, checkpoint = self._prepare_run()
-        opt = self.opt
         self.run_dir = run_dir
         model = self._build_model(run_dir, data.classes, checkpoint)
         self.log(f"run directory: {run_dir}   model: {opt.model_def} -> {run_dir / 'model.cfg'} "
