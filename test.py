@@ -7,15 +7,17 @@ train.py's evaluation runs this same code (utils/evaluate.py).
 """
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
 from utils.cfg import CfgError
 from utils.darknet_weights import WeightsFileError
 from utils.data import DataError, DetectionDataset, create_dataloader, parse_data_config
-from utils.evaluate import collect_detections, format_results
+from utils.evaluate import collect_detections, format_results, score, write_coco_json
 from utils.inference import load_model
-from utils.metrics import METHODS, evaluate_detections
+from utils.metrics import METHODS
+from utils.plots import plot_pr_curves
 from utils.trainer import DEFAULT_DATA
 
 
@@ -33,6 +35,9 @@ def main(argv=None) -> int:
                    help="coco: 101-point (pycocotools); voc11: VOC2007; area: all-point (Darknet's detector map)")
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the aspect ratio and pad (default, as in training), or stretch")
+    p.add_argument("--save_json", metavar="OUT", help="write COCO-format detections to OUT and the matching "
+                                                     "ground truth to OUT's name + _gt.json")
+    p.add_argument("--pr_curves", metavar="PNG", help="write per-class precision-recall curves to this PNG")
     p.add_argument("--n_cpu", type=int, default=2)
     p.add_argument("--device", default="")
     args = p.parse_args(argv)
@@ -49,9 +54,15 @@ def main(argv=None) -> int:
     except (CfgError, DataError, WeightsFileError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    result = evaluate_detections(records, data.names, args.ap_method)
+    result = score(records, data.names, args.ap_method)
     print(format_results(result, args.conf_thres, args.nms_thres,
                          f"{'letterboxed' if args.letterbox else 'stretched'} to {args.img_size}"))
+    if args.save_json:
+        truth = write_coco_json(records, data.names, Path(args.save_json))
+        print(f"COCO detections: {args.save_json}; ground truth: {truth}")
+    if args.pr_curves:
+        plot_pr_curves(result, Path(args.pr_curves))
+        print(f"precision-recall curves: {args.pr_curves}")
     return 0
 
 

@@ -1,19 +1,37 @@
 """Running a model over a dataset and scoring it: what test.py and training's evaluation share."""
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 from terminaltables import AsciiTable
 
 from utils.boxes import xywh_to_xyxy
+from utils.io import atomic_write
 from utils.metrics import EvalResult, evaluate_detections
 from utils.nms import non_max_suppression
 
 
+@dataclass
+class ImageRecord:
+    path: str
+    height: int
+    width: int
+    detections: np.ndarray  # (n, 6): x1 y1 x2 y2 score class, original-image pixels
+    truth: np.ndarray  # (m, 5): class x1 y1 x2 y2, original-image pixels
+
+
+def score(records: list[ImageRecord], names: list[str], method: str = "coco") -> EvalResult:
+    return evaluate_detections([(r.detections, r.truth) for r in records], names, method)
+
+
 @torch.no_grad()
 def collect_detections(model, loader, device: torch.device, conf_thres: float = 0.001, nms_thres: float = 0.5,
-                       max_det: int = 300) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per image ``(detections (n, 6), ground truth (m, 5))`` in original-image pixels."""
+                       max_det: int = 300) -> list[ImageRecord]:
+    """Every image's detections and ground truth, in original-image pixels."""
     was_training = model.training
     model.eval()
     records = []
@@ -29,7 +47,9 @@ def collect_detections(model, loader, device: torch.device, conf_thres: float = 
             gt_xyxy = box.to_original(xywh_to_xyxy(truth[:, 2:6] * scale))
             dets = dets.cpu()
             dets[:, :4] = box.to_original(dets[:, :4], batch.original_hw[i])
-            records.append((dets.numpy(), torch.cat([truth[:, 1:2], gt_xyxy], 1).numpy()))
+            height, width = batch.original_hw[i]
+            records.append(ImageRecord(batch.paths[i], height, width, dets.numpy(),
+                                       torch.cat([truth[:, 1:2], gt_xyxy], 1).numpy()))
     model.train(was_training)
     return records
 
@@ -44,3 +64,27 @@ def format_results(result: EvalResult, conf_thres: float, nms_thres: float, resi
             + f"\nmAP@0.5 = {result.map50:.4f}   mAP@0.5:0.95 = {result.map:.4f}"
             + f"\n({method} AP; detections with conf >= {conf_thres} after NMS at IoU {nms_thres}; "
               f"P/R/F1 at IoU 0.5 for conf >= {result.report_conf}; images {resize})")
+
+
+def write_coco_json(records: list[ImageRecord], names: list[str], detections_path: Path) -> Path:
+    """COCO-format detections (image_id, category_id, bbox [x, y, w, h] in original pixels, score) and,
+    beside them, the matching ground truth (``*_gt.json``), so pycocotools can score them independently.
+    Image ids count from 1 in list order; category ids are class index + 1."""
+    detections_path = Path(detections_path)
+    truth_path = detections_path.with_name(detections_path.stem + "_gt.json")
+    images, annotations, detections = [], [], []
+    for image_id, record in enumerate(records, 1):
+        images.append({"id": image_id, "file_name": record.path, "width": record.width, "height": record.height})
+        for c, x1, y1, x2, y2 in record.truth.tolist():
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(c) + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+        for x1, y1, x2, y2, score, c in record.detections.tolist():
+            detections.append({"image_id": image_id, "category_id": int(c) + 1,
+                               "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                               "score": round(score, 6)})
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(names)]
+    with atomic_write(truth_path) as f:
+        f.write(json.dumps({"images": images, "annotations": annotations, "categories": categories}).encode())
+    with atomic_write(detections_path) as f:
+        f.write(json.dumps(detections).encode())
+    return truth_path

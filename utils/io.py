@@ -9,8 +9,10 @@ from typing import BinaryIO, Iterator
 
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
-    """Write to a temporary file beside ``path`` and rename it over ``path`` only once the body succeeded."""
+    """Write to a temporary file beside ``path`` (creating its folder) and rename it over ``path`` only once
+    the body succeeded."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:

@@ -86,6 +86,8 @@ class ClassResult:
     ap50: float
     ap: float  # mean over IoU 0.50:0.95
     f1: float
+    recall_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # at IoU 0.5, by descending score
+    precision_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -144,6 +146,7 @@ def evaluate_detections(images: list[tuple[np.ndarray, np.ndarray]], class_names
         precision = hits / max(int(confident.sum()), 1)
         recall = hits / targets if targets else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        results.append(ClassResult(name, image_count, targets, precision, recall, aps[iou50],
-                                   float(np.mean(aps)), f1))
+        hits50 = np.cumsum(tp[:, iou50])
+        results.append(ClassResult(name, image_count, targets, precision, recall, aps[iou50], float(np.mean(aps)), f1,
+                                   hits50 / max(targets, 1), hits50 / np.arange(1, len(hits50) + 1)))
     return EvalResult(results, method, report_conf, thresholds)

@@ -56,3 +56,19 @@ def plot_bn_gammas(history: list[tuple[int, np.ndarray]], path: Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_pr_curves(result, path: Path) -> None:
+    """Precision-recall at IoU 0.5 for every class with ground truth, AP@0.5 in the legend."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for index, c in enumerate(result.classes):
+        if c.targets and len(c.recall_curve):
+            ax.plot(c.recall_curve, c.precision_curve, label=f"{c.name} {c.ap50:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"precision-recall at IoU 0.5 (mAP@0.5 {result.map50:.3f})")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    _save(fig, path)

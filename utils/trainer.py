@@ -20,10 +20,9 @@ from models import Darknet
 from utils.cfg import with_classes
 from utils.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from utils.data import Augment, DetectionDataset, create_dataloader, parse_data_config
-from utils.evaluate import collect_detections, format_results
+from utils.evaluate import collect_detections, format_results, score
 from utils.io import atomic_write
 from utils.loss import YOLOLoss
-from utils.metrics import evaluate_detections
 from utils.optim import (ModelEMA, Schedule, add_sparsity_gradient, build_optimizer, init_head_biases,
                          sparsity_bns)
 
@@ -269,7 +268,7 @@ class Trainer:
                        "data_wait": stats.wait / stats.seconds, "seconds": stats.seconds}
                 last_epoch = epoch == opt.epochs - 1
                 if (epoch + 1) % opt.evaluation_interval == 0 or last_epoch:
-                    result = evaluate_detections(
+                    result = score(
                         collect_detections(evaluated, val_loader, self.device, opt.conf_thres, opt.nms_thres),
                         data.names, opt.ap_method)
                     self.log(format_results(result, opt.conf_thres, opt.nms_thres,

@@ -1,0 +1,57 @@
+"""test.py end to end: its mAP equals pycocotools on the JSON it saves; PR curves; clear errors."""
+import contextlib
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+
+from models import Darknet
+from tests.conftest import REPO, randomize
+from utils.cfg import with_classes
+from utils.synthetic import write_dataset
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = write_dataset(root / "set", train=1, valid=6, size=96, seed=5)
+    cfg = root / "tiny.cfg"
+    cfg.write_text(with_classes(REPO / "cfg" / "yolov3-tiny.cfg", 4))
+    model = randomize(Darknet(cfg), seed=3, gain=0.9)
+    model.save_darknet_weights(root / "tiny.weights")
+    return root, data, cfg
+
+
+def test_test_py_map_equals_pycocotools_on_its_own_json(random_model):
+    cocoeval = pytest.importorskip("pycocotools.cocoeval")
+    from pycocotools.coco import COCO
+    root, data, cfg = random_model
+    result = subprocess.run([sys.executable, "test.py", "--model_def", str(cfg), "--weights_path",
+                             str(root / "tiny.weights"), "--data_config", str(data), "--img_size", "96",
+                             "--n_cpu", "0", "--save_json", str(root / "out" / "dets.json"),
+                             "--pr_curves", str(root / "out" / "pr.png")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    ours = [float(v) for v in re.search(r"mAP@0.5 = ([\d.]+)\s+mAP@0.5:0.95 = ([\d.]+)", result.stdout).groups()]
+    assert "COCO 101-point AP" in result.stdout and "letterboxed to 96" in result.stdout
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(root / "out" / "dets_gt.json"))
+        evaluator = cocoeval.COCOeval(truth, truth.loadRes(str(root / "out" / "dets.json")), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert ours == pytest.approx([evaluator.stats[1], evaluator.stats[0]], abs=1e-3)
+    assert (root / "out" / "pr.png").stat().st_size > 1000
+
+
+def test_class_count_mismatch_is_refused(random_model, tmp_path):
+    root, data, _ = random_model
+    cfg = tmp_path / "eighty.cfg"
+    cfg.write_text((REPO / "cfg" / "yolov3-tiny.cfg").read_text())
+    Darknet(cfg).save_darknet_weights(tmp_path / "80.weights")
+    result = subprocess.run([sys.executable, "test.py", "--model_def", str(cfg), "--weights_path",
+                             str(tmp_path / "80.weights"), "--data_config", str(data)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "4 classes, but the model predicts 80" in result.stderr
