@@ -59,6 +59,7 @@ class Darknet(nn.Module):
         super().__init__()
         self.cfg_path = Path(cfg_path)
         net, self.blocks, layers = build_layers(self.cfg_path)
+        self.cfg_text = self.cfg_path.read_text(encoding="utf-8", errors="replace")
         self.hyperparams = dict(net.values)
         self.img_size = (net["height"], net["width"])
         self.layers = nn.ModuleList(layers)

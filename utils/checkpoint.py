@@ -33,6 +33,36 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
+def model_from_file(weights: str | Path, cfg: str | Path | None = None):
+    """``(model, checkpoint dict or None)`` from a .weights file (needs ``cfg``) or a .pth (builds from the
+    cfg it carries unless ``cfg`` is given; takes the EMA weights when the checkpoint has them)."""
+    from models import Darknet  # models.py imports utils; importing it here keeps utils free of it at load
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no such weights file")
+    if weights.suffix in (".pth", ".pt"):
+        state = load_checkpoint(weights)
+        if cfg is not None:
+            model = Darknet(cfg)
+        elif state.get("cfg_text"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.cfg"
+                path.write_text(state["cfg_text"])
+                model = Darknet(path)
+        else:
+            raise ValueError(f"{weights}: the checkpoint carries no cfg; pass --model_def")
+        model.load_state_dict(state["ema"]["model"] if state.get("ema") else state["model"])
+        return model, state
+    if weights.suffix != ".weights" and cfg is None:
+        raise ValueError(f"{weights}: unknown weights format {weights.suffix!r}; expected .weights or .pth")
+    if cfg is None:
+        raise ValueError(f"{weights}: a .weights file needs its cfg (--model_def)")
+    model = Darknet(cfg)
+    model.load_darknet_weights(weights)
+    return model, None
+
+
 def cutoff_from_name(path: str | Path) -> int | None:
     """Darknet's backbone files are named ``<net>.conv.<N>`` (e.g. darknet53.conv.74): N leading layers."""
     match = re.search(r"\.conv\.(\d+)$", Path(path).name)

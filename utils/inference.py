@@ -1,7 +1,6 @@
 """Loading a trained model for inference, and running it on images of any size."""
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import torch
 
 from models import Darknet
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import model_from_file
 from utils.data import letterbox_image
 from utils.nms import non_max_suppression
 
@@ -22,30 +21,10 @@ class LoadedModel:
 
 def load_model(weights: str | Path, cfg: str | Path | None = None, names_file: str | Path | None = None,
                device: torch.device | str = "cpu") -> LoadedModel:
-    """A model ready for inference from ``.weights`` (needs ``cfg``) or a ``.pth`` (carries its cfg and names)."""
-    weights = Path(weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: no such weights file")
-    names = None
-    if weights.suffix in (".pth", ".pt"):
-        state = load_checkpoint(weights)
-        if cfg is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                cfg_path = Path(tmp) / "model.cfg"
-                cfg_path.write_text(state["cfg_text"])
-                model = Darknet(cfg_path)
-        else:
-            model = Darknet(cfg)
-        source = state["ema"]["model"] if state.get("ema") else state["model"]
-        model.load_state_dict(source)
-        names = state.get("names")
-    elif weights.suffix == ".weights" or cfg is not None:
-        if cfg is None:
-            raise ValueError(f"{weights}: a .weights file needs its cfg (--model_def)")
-        model = Darknet(cfg)
-        model.load_darknet_weights(weights)
-    else:
-        raise ValueError(f"{weights}: unknown weights format; expected .weights or .pth")
+    """A model ready for inference (fused, channels-last, on ``device``) and its class names: from
+    ``names_file``, else the checkpoint's, else numbers."""
+    model, state = model_from_file(weights, cfg)
+    names = state.get("names") if state else None
     if names_file is not None:
         names = [n.strip() for n in Path(names_file).read_text().splitlines() if n.strip()]
     if names is None:

@@ -77,6 +77,18 @@ class DarknetLayer(nn.Module):
 
 LAYER_TYPES: dict[str, type[DarknetLayer]] = {}
 
+BLOCK_INPUT = "input"  # in a plain expansion: the layer that feeds the expanded block
+
+
+@dataclass
+class PlainLayer:
+    """One plain Darknet section of a block's expansion. In ``refs`` (route ``layers`` / shortcut ``from``),
+    an int k is the k-th plain layer of the same expansion and BLOCK_INPUT is the block's input."""
+
+    name: str
+    options: dict[str, int | str]
+    refs: tuple[int | str, ...] = ()
+
 
 def register(name: str):
     def add(cls: type[DarknetLayer]) -> type[DarknetLayer]:
@@ -572,6 +584,32 @@ class HierarchicalSplit(nn.Module):
     def darknet_tensors(self) -> list[torch.Tensor]:
         return [t for conv in (self.conv1, *self.convs) for t in conv.darknet_tensors()]
 
+    def plain_layers(self, activation: str) -> list[PlainLayer]:
+        """The same computation in plain Darknet layers, tensors in the same order: conv1; per branch a
+        ``[route] groups=scale group_id=i`` slice, a ``[shortcut]`` adding the previous branch, the 3x3 conv;
+        the last slice; one ``[route]`` concatenating them."""
+        if self.stage:
+            raise ValueError("stype=stage has a 3x3 average pool that plain Darknet layers cannot express")
+
+        def conv(filters: int, size: int) -> PlainLayer:
+            return PlainLayer("convolutional", {"batch_normalize": 1, "filters": filters, "size": size,
+                                                "stride": 1, "pad": 1, "activation": activation})
+
+        layers = [conv(self.width * self.scale, 1)]
+        outputs = []
+        for i in range(len(self.convs)):
+            layers.append(PlainLayer("route", {"groups": self.scale, "group_id": i}, (0,)))
+            if i > 0:
+                layers.append(PlainLayer("shortcut", {"activation": "linear"}, (outputs[-1],)))
+            layers.append(conv(self.width, 3))
+            outputs.append(len(layers) - 1)
+        if self.scale != 1:
+            layers.append(PlainLayer("route", {"groups": self.scale, "group_id": self.scale - 1}, (0,)))
+            outputs.append(len(layers) - 1)
+        if len(outputs) > 1:
+            layers.append(PlainLayer("route", {}, tuple(outputs)))
+        return layers
+
 
 class _HierarchicalBlock(DarknetLayer):
     """cfg handling common to [res2net] and [triangle]."""
@@ -646,6 +684,24 @@ class Res2Net(_HierarchicalBlock):
             tensors += self.downsample.darknet_tensors()
         return tensors
 
+    def plain_layers(self, activation: str) -> list[PlainLayer]:
+        """The split, conv3, the downsample (routed from the block input) if any, and the residual [shortcut]."""
+        layers = self.split.plain_layers(activation)
+
+        def linear_conv(size_stride: int) -> PlainLayer:
+            return PlainLayer("convolutional", {"batch_normalize": 1, "filters": self.out_channels, "size": 1,
+                                                "stride": size_stride, "pad": 1, "activation": "linear"})
+
+        layers.append(linear_conv(1))
+        conv3 = len(layers) - 1
+        if self.downsample is None:
+            layers.append(PlainLayer("shortcut", {"activation": "linear"}, (BLOCK_INPUT,)))
+        else:
+            layers.append(PlainLayer("route", {}, (BLOCK_INPUT,)))
+            layers.append(linear_conv(self.downsample.conv.stride[0]))
+            layers.append(PlainLayer("shortcut", {"activation": "linear"}, (conv3,)))
+        return layers
+
 
 @register("triangle")
 class Triangle(_HierarchicalBlock):
@@ -670,6 +726,9 @@ class Triangle(_HierarchicalBlock):
 
     def darknet_tensors(self) -> list[torch.Tensor]:
         return self.split.darknet_tensors()
+
+    def plain_layers(self, activation: str) -> list[PlainLayer]:
+        return self.split.plain_layers(activation)
 
 
 def fusable_convs(module: nn.Module) -> list[Convolutional]:

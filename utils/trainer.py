@@ -352,7 +352,7 @@ class Trainer:
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
             "epoch": epoch, "best_fitness": best, "rng_cpu": torch.get_rng_state(),
-            "cfg_text": (self.run_dir / "model.cfg").read_text(), "names": list(names),
+            "cfg_text": model.cfg_text, "names": list(names),
             "options": {k: v for k, v in asdict(self.opt).items() if v is not None},
         }
         exported = ema.ema if ema is not None else model

@@ -1,0 +1,116 @@
+"""convert.py: both directions, backbones, the plain-Darknet expansion of Res2Net cfgs, ONNX, and errors."""
+import struct
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models import Darknet
+from tests.conftest import REPO, randomize
+from utils.convert import darknet_native_cfg
+from utils.inference import load_model
+
+PLAIN_TYPES = {"convolutional", "route", "shortcut", "upsample", "maxpool", "yolo"}
+
+
+def convert(*args, check=True):
+    result = subprocess.run([sys.executable, "convert.py", *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    cfg = REPO / "cfg" / "res2net-yolov3-tiny.cfg"
+    model = randomize(Darknet(cfg), seed=8, gain=0.9)
+    path = tmp_path / "tiny.weights"
+    model.save_darknet_weights(path)
+    data = bytearray(path.read_bytes())
+    data[:20] = struct.pack("<3iq", 0, 2, 5, 123456789)  # as if Darknet had written it
+    path.write_bytes(bytes(data))
+    return cfg, path
+
+
+def test_weights_to_pth_and_back_is_byte_identical(tiny_weights, tmp_path):
+    cfg, weights = tiny_weights
+    convert("--model_def", cfg, weights, tmp_path / "m.pth")
+    state = torch.load(tmp_path / "m.pth", weights_only=True)
+    assert int(state["model"]["seen"]) == 123456789 and "[res2net]" in state["cfg_text"]
+    convert(tmp_path / "m.pth", tmp_path / "back.weights")  # the .pth carries its cfg
+    assert (tmp_path / "back.weights").read_bytes() == weights.read_bytes()
+    loaded = load_model(tmp_path / "m.pth")  # what test.py and detect.py use
+    assert loaded.model.num_classes == 80 and loaded.names[0] == "0"
+
+
+def test_backbone_cutoff_by_flag_and_by_name(tiny_weights, tmp_path):
+    cfg, weights = tiny_weights
+    convert("--model_def", cfg, weights, tmp_path / "tiny.conv.11")
+    convert("--model_def", cfg, weights, tmp_path / "cut.weights", "--cutoff", "11")
+    assert (tmp_path / "tiny.conv.11").read_bytes() == (tmp_path / "cut.weights").read_bytes()
+    model = Darknet(cfg)
+    expected = 20 + 4 * sum(t.numel() for layer in list(model.layers)[:11] for t in layer.darknet_tensors())
+    assert (tmp_path / "cut.weights").stat().st_size == expected
+    result = convert("--model_def", cfg, weights, tmp_path / "x.pth", "--cutoff", "11", check=False)
+    assert result.returncode == 1 and "--cutoff writes a Darknet .weights file" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["res2net-yolov3-tiny", "res2net-triangle-yolov3-tiny", "res2net-yolov3",
+                                  "res2net-triangle-yolov3"])
+def test_darknet_native_expansion_is_equivalent(name, tmp_path):
+    cfg = REPO / "cfg" / f"{name}.cfg"
+    convert("--model_def", cfg, "--darknet_native", tmp_path / "native.cfg")
+    compact = randomize(Darknet(cfg), seed=2, gain=0.9).eval()
+    compact.save_darknet_weights(tmp_path / "m.weights")
+    native = Darknet(tmp_path / "native.cfg").eval()
+    assert {b.name for b in native.blocks} <= PLAIN_TYPES
+    native.load_darknet_weights(tmp_path / "m.weights")  # refuses any length mismatch
+    native.save_darknet_weights(tmp_path / "again.weights")
+    assert (tmp_path / "again.weights").read_bytes() == (tmp_path / "m.weights").read_bytes()
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(native(x), compact(x), atol=1e-5, rtol=1e-5)
+
+
+def test_darknet_native_refuses_what_darknet_cannot_express(write_cfg):
+    stage = write_cfg("[convolutional]\nfilters=16\nsize=1\n\n[res2net]\nplanes=8\nstride=2\nstype=stage\n")
+    with pytest.raises(ValueError, match="stype=stage has a 3x3 average pool"):
+        darknet_native_cfg(stage)
+    first = write_cfg("[triangle]\nplanes=16\n", name="first.cfg")
+    with pytest.raises(ValueError, match="a block as the first layer cannot be expanded"):
+        darknet_native_cfg(first)
+
+
+def test_onnx_export_matches_pytorch(tiny_weights, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    cfg, weights = tiny_weights
+    for fuse in ([], ["--fuse"]):
+        out = tmp_path / f"m{len(fuse)}.onnx"
+        convert("--model_def", cfg, weights, "--onnx", out, "--img_size", "96", *fuse)
+        session = ort.InferenceSession(str(out))
+        x = torch.rand(3, 3, 96, 96)  # another batch size than the export's: the batch axis is dynamic
+        model = Darknet(cfg).eval()
+        model.load_darknet_weights(weights)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == expected.shape == (3, 3 * (9 + 36), 85)
+        assert abs(got - expected).max() < 1e-3
+
+
+def test_errors(tiny_weights, tmp_path):
+    cfg, weights = tiny_weights
+    wrong = convert("--model_def", REPO / "cfg" / "yolov3-tiny.cfg", weights, tmp_path / "x.pth", check=False)
+    assert wrong.returncode == 1 and "floats" in wrong.stderr and "layer" in wrong.stderr
+    unknown = convert("--model_def", cfg, weights, tmp_path / "x.bin", check=False)
+    assert unknown.returncode == 1 and "unknown output extension '.bin'" in unknown.stderr
+    existing = tmp_path / "exists.pth"
+    existing.write_bytes(b"mine")
+    refused = convert("--model_def", cfg, weights, existing, check=False)
+    assert refused.returncode == 1 and "exists; pass --force" in refused.stderr
+    assert existing.read_bytes() == b"mine"
+    convert("--model_def", cfg, weights, existing, "--force")
+    assert torch.load(existing, weights_only=True)["model"]
+    missing = convert("--model_def", cfg, tmp_path / "absent.weights", tmp_path / "y.pth", check=False)
+    assert missing.returncode == 1 and "no such file" in missing.stderr
