@@ -11,14 +11,30 @@ from __future__ import annotations
 
 import torch
 
-from utils.boxes import box_iou, xywh_to_xyxy
+from utils.boxes import xywh_to_xyxy
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor, threshold: float) -> torch.Tensor:
+    """IoU(a_i, b_j) > threshold as a bool (N, M) matrix, without forming the IoU itself."""
+    ax1, ay1, ax2, ay2 = a.unbind(1)
+    bx1, by1, bx2, by2 = b.unbind(1)
+    w = (torch.minimum(ax2[:, None], bx2[None]) - torch.maximum(ax1[:, None], bx1[None])).clamp_(min=0)
+    h = (torch.minimum(ay2[:, None], by2[None]) - torch.maximum(ay1[:, None], by1[None])).clamp_(min=0)
+    inter = w.mul_(h)
+    area_a = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)
+    area_b = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
+    union = (area_a[:, None] + area_b[None]).sub_(inter)
+    return inter > union.mul_(threshold)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, classes: torch.Tensor | None = None,
-        max_det: int | None = None, block: int = 1024) -> torch.Tensor:
-    """Indices of the boxes greedy NMS keeps, highest score first. ``classes``: suppress only within a class."""
+        max_det: int | None = None, block: int | None = None) -> torch.Tensor:
+    """Indices of the boxes greedy NMS keeps, highest score first. ``classes``: suppress only within a class.
+    ``block``: candidates per step (default: twice max_det, at least 256 and at most 1024)."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
+    if block is None:
+        block = min(max(2 * (max_det or 512), 256), 1024)
     order = scores.argsort(descending=True, stable=True)
     boxes = boxes[order]
     classes = classes[order] if classes is not None else None
@@ -30,18 +46,20 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, classes
         blk = boxes[start:start + block]
         alive = torch.ones(len(blk), dtype=torch.bool, device=boxes.device)
         if total:
-            hits = box_iou(blk, kept_boxes) > iou_threshold
+            hits = _overlaps(blk, kept_boxes, iou_threshold)
             if classes is not None:
                 hits &= classes[start:start + block, None] == kept_classes[None, :]
             alive &= ~hits.any(1)
-        overlap = torch.triu(box_iou(blk, blk) > iou_threshold, diagonal=1)
+        overlap = torch.triu(_overlaps(blk, blk, iou_threshold), diagonal=1)
         if classes is not None:
             blk_classes = classes[start:start + block]
             overlap &= blk_classes[:, None] == blk_classes[None, :]
         overlap &= alive[:, None]
+        # one pass: j survives unless a kept, higher-scored i overlaps it (a matrix-vector product)
+        overlap = overlap.to(boxes.dtype)
         keep = alive
         while True:
-            updated = alive & ~(overlap & keep[:, None]).any(0)
+            updated = alive & ((keep.to(boxes.dtype) @ overlap) == 0)
             if torch.equal(updated, keep):
                 break
             keep = updated
