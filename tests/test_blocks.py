@@ -4,6 +4,7 @@ The weights are written by hand in the spec's stream order, and the expected out
 functional forward written from the spec's steps, so neither the tensor order nor the block's wiring
 is checked against itself.
 """
+import re
 import struct
 
 import numpy as np
@@ -122,8 +123,8 @@ def test_defaults_match_the_spec_table(write_cfg):
         planes=64
         """))
     res2net, triangle = model.layers[1], model.layers[2]
-    assert (res2net.split.scale, res2net.split.width) == (4, 32 * 26 // 64)
-    assert (triangle.split.scale, triangle.split.width) == (4, 64 * 16 // 64)
+    assert res2net.split.widths == [32 * 26 // 64] * 4 and res2net.split.branch_filters == [32 * 26 // 64] * 3
+    assert triangle.split.widths == [64 * 16 // 64] * 4
     assert res2net.downsample is None and triangle.out_channels == 64
 
 
@@ -158,3 +159,41 @@ def test_stride_without_stage_is_refused(write_cfg):
 def test_zero_width_is_refused(write_cfg):
     with pytest.raises(CfgError, match=r"floor\(2\*16/64\) is 0"):
         Darknet(write_cfg("[triangle]\nplanes=2\n"))
+
+
+def test_pruned_widths_build_unequal_groups(write_cfg):
+    model = Darknet(write_cfg("""
+        [convolutional]
+        filters=16
+        size=1
+        [res2net]
+        planes=8
+        widths=3,5,2,4
+        branch_filters=5,2,6
+        filters=16
+        [triangle]
+        planes=16
+        scale=3
+        stype=stage
+        widths=4,1,7
+        branch_filters=3,2
+        """))
+    res2net, triangle = model.layers[1], model.layers[2]
+    assert res2net.split.conv1.conv.out_channels == 14 and res2net.split.out_channels == 5 + 2 + 6 + 4
+    assert [c.conv.in_channels for c in res2net.split.convs] == [3, 5, 2]
+    assert res2net.downsample is None and res2net.out_channels == 16
+    assert triangle.out_channels == 3 + 2 + 7
+    with torch.no_grad():
+        out = triangle(res2net(model.layers[0](torch.rand(1, 3, 16, 16))))
+    assert out.shape == (1, 12, 16, 16)
+
+
+@pytest.mark.parametrize("keys,message", [
+    ("widths=3,5,2", "widths needs 4 positive values"),
+    ("widths=3,5,2,4\nbranch_filters=5,2", "branch_filters needs 3 positive values"),
+    ("widths=3,5,2,4\nbranch_filters=4,2,6", "branch 0 outputs 4 channels but is added to group 1 of 5"),
+    ("downsample=0\nfilters=12", "downsample=0 needs stride 1 and inplanes (16) == filters (12)"),
+])
+def test_pruned_keys_are_validated(write_cfg, keys, message):
+    with pytest.raises(CfgError, match=re.escape(message)):
+        Darknet(write_cfg(f"[convolutional]\nfilters=16\nsize=1\n[res2net]\nplanes=8\n{keys}\n"))

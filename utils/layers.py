@@ -550,26 +550,33 @@ class YOLOLayer(DarknetLayer):
 class HierarchicalSplit(nn.Module):
     """The part [res2net] and [triangle] share (spec §2, steps 1-5).
 
-    conv1 (1x1) widens to ``width*scale`` channels, split into ``scale`` groups; each of the first
-    ``nums`` groups goes through its own 3x3 conv after adding the previous branch's output (unless
-    ``stage``), and the outputs are concatenated with the last group, untouched (or avg-pooled for
-    ``stage``).
+    conv1 (1x1) widens to ``sum(widths)`` channels, split into ``scale`` groups of ``widths``; each of the
+    first ``nums`` groups goes through its own 3x3 conv (``branch_filters`` outputs) after adding the
+    previous branch's output (unless ``stage``), and the outputs are concatenated with the last group,
+    untouched (or avg-pooled for ``stage``). Unpruned blocks have every width and filter count equal.
     """
 
-    def __init__(self, inplanes: int, width: int, scale: int, stride: int = 1, stage: bool = False,
-                 norm_layer: NormLayer = batch_norm, activation: ActivationFactory = ACTIVATIONS["leaky"]):
+    def __init__(self, inplanes: int, widths: Sequence[int], branch_filters: Sequence[int], stride: int = 1,
+                 stage: bool = False, norm_layer: NormLayer = batch_norm,
+                 activation: ActivationFactory = ACTIVATIONS["leaky"]):
         super().__init__()
-        self.width, self.scale, self.stage = width, scale, stage
-        self.out_channels = width * scale
-        nums = 1 if scale == 1 else scale - 1
-        self.conv1 = Convolutional(inplanes, width * scale, 1, norm_layer=norm_layer, activation=activation)
+        self.widths, self.branch_filters = list(widths), list(branch_filters)
+        self.scale, self.stage = len(self.widths), stage
+        self.out_channels = sum(self.branch_filters) + (self.widths[-1] if self.scale != 1 else 0)
+        self.conv1 = Convolutional(inplanes, sum(self.widths), 1, norm_layer=norm_layer, activation=activation)
         self.convs = nn.ModuleList(
-            Convolutional(width, width, 3, stride, 1, norm_layer=norm_layer, activation=activation)
-            for _ in range(nums))
-        self.pool = nn.AvgPool2d(3, stride, 1) if stage and scale != 1 else None
+            Convolutional(self.widths[i], filters, 3, stride, 1, norm_layer=norm_layer, activation=activation)
+            for i, filters in enumerate(self.branch_filters))
+        self.pool = nn.AvgPool2d(3, stride, 1) if stage and self.scale != 1 else None
+
+    @property
+    def uniform_width(self) -> int | None:
+        """The common width of an unpruned block, None once pruning made the groups unequal."""
+        sizes = set(self.widths) | set(self.branch_filters)
+        return sizes.pop() if len(sizes) == 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = torch.split(self.conv1(x), self.width, 1)
+        groups = torch.split(self.conv1(x), self.widths, 1)
         outputs = []
         branch = groups[0]
         for i, conv in enumerate(self.convs):
@@ -590,18 +597,22 @@ class HierarchicalSplit(nn.Module):
         the last slice; one ``[route]`` concatenating them."""
         if self.stage:
             raise ValueError("stype=stage has a 3x3 average pool that plain Darknet layers cannot express")
+        width = self.uniform_width
+        if width is None:
+            raise ValueError(f"unequal split widths {self.widths} (a pruned block) cannot be expressed with "
+                             f"Darknet's equal [route] groups")
 
         def conv(filters: int, size: int) -> PlainLayer:
             return PlainLayer("convolutional", {"batch_normalize": 1, "filters": filters, "size": size,
                                                 "stride": 1, "pad": 1, "activation": activation})
 
-        layers = [conv(self.width * self.scale, 1)]
+        layers = [conv(width * self.scale, 1)]
         outputs = []
         for i in range(len(self.convs)):
             layers.append(PlainLayer("route", {"groups": self.scale, "group_id": i}, (0,)))
             if i > 0:
                 layers.append(PlainLayer("shortcut", {"activation": "linear"}, (outputs[-1],)))
-            layers.append(conv(self.width, 3))
+            layers.append(conv(width, 3))
             outputs.append(len(layers) - 1)
         if self.scale != 1:
             layers.append(PlainLayer("route", {"groups": self.scale, "group_id": self.scale - 1}, (0,)))
@@ -618,7 +629,8 @@ class _HierarchicalBlock(DarknetLayer):
 
     def describe(self) -> str:
         stride = self.split.convs[0].conv.stride[0]
-        return f"{self.split.scale}x{self.split.width}/{stride}"
+        width = self.split.uniform_width
+        return f"{self.split.scale}x{width if width else 'pruned'}/{stride}"
 
     @classmethod
     def _keys(cls, base_width: int) -> dict[str, Key]:
@@ -630,6 +642,9 @@ class _HierarchicalBlock(DarknetLayer):
             "stride": Key(int, 1),
             "stype": Key(str, "normal", ("normal", "stage")),
             "activation": Key(str, "leaky", ACTIVATION_KEY),
+            # written by prune.py: the per-group split widths and per-branch conv filters of a pruned block
+            "widths": Key(int_list, None),
+            "branch_filters": Key(int_list, None),
         }
 
     @classmethod
@@ -641,38 +656,62 @@ class _HierarchicalBlock(DarknetLayer):
         for key in ("planes", "scale", "base_width", "stride"):
             if block[key] < 1:
                 raise block.error(f"{key} must be at least 1, got {block[key]}", key)
-        width = block["planes"] * block["base_width"] // 64
-        if width < 1:
-            raise block.error(f"width = floor(planes*base_width/64) = floor({block['planes']}*{block['base_width']}/64)"
-                              f" is 0; raise planes or base_width")
-        stage = block["stype"] == "stage"
-        if block["stride"] != 1 and not stage and block["scale"] != 1:
+        scale, stage = block["scale"], block["stype"] == "stage"
+        if block["stride"] != 1 and not stage and scale != 1:
             raise block.error("stride != 1 needs stype=stage: the untouched last group would keep the input size",
                               "stride")
-        return dict(inplanes=inplanes, planes=block["planes"], scale=block["scale"], width=width,
-                    stride=block["stride"], stage=stage, activation=activation_from(block))
+        nums = 1 if scale == 1 else scale - 1
+        width = block["planes"] * block["base_width"] // 64
+        widths = block["widths"] if block["widths"] is not None else [width] * scale
+        filters = block["branch_filters"] if block["branch_filters"] is not None else widths[:nums]
+        if len(widths) != scale or min(widths) < 1:
+            raise block.error(f"widths needs {scale} positive values (one per group, scale={scale}), got {widths}"
+                              if block.given("widths") else
+                              f"width = floor(planes*base_width/64) = floor({block['planes']}*{block['base_width']}/64)"
+                              f" is 0; raise planes or base_width", "widths" if block.given("widths") else None)
+        if len(filters) != nums or min(filters) < 1:
+            raise block.error(f"branch_filters needs {nums} positive values (one per 3x3 branch), got {filters}",
+                              "branch_filters")
+        if not stage:
+            for i in range(1, nums):
+                if filters[i - 1] != widths[i]:
+                    raise block.error(f"branch {i - 1} outputs {filters[i - 1]} channels but is added to group {i} "
+                                      f"of {widths[i]}: they must match", "branch_filters")
+        return dict(inplanes=inplanes, widths=widths, branch_filters=filters, stride=block["stride"], stage=stage,
+                    activation=activation_from(block))
 
 
 @register("res2net")
 class Res2Net(_HierarchicalBlock):
     """The seed's Bottle2neck (expansion 2): hierarchical split, conv3 1x1 to ``planes*2``, plus the residual."""
 
-    cfg_keys = _HierarchicalBlock._keys(base_width=26)
+    cfg_keys = {**_HierarchicalBlock._keys(base_width=26),
+                # written by prune.py: conv3's filters, and whether the residual has its 1x1 conv
+                "filters": Key(int, -1),
+                "downsample": Key(int, -1, (-1, 0, 1))}
     expansion = 2
 
-    def __init__(self, inplanes: int, planes: int, width: int, scale: int = 4, stride: int = 1, stage: bool = False,
+    def __init__(self, inplanes: int, out_channels: int, widths: Sequence[int], branch_filters: Sequence[int],
+                 stride: int = 1, stage: bool = False, downsample: bool | None = None,
                  norm_layer: NormLayer = batch_norm, activation: ActivationFactory = ACTIVATIONS["leaky"]):
         super().__init__()
-        self.out_channels = planes * self.expansion
-        self.split = HierarchicalSplit(inplanes, width, scale, stride, stage, norm_layer, activation)
-        self.conv3 = Convolutional(width * scale, self.out_channels, 1, norm_layer=norm_layer)
-        self.downsample = None
-        if stride != 1 or inplanes != self.out_channels:
-            self.downsample = Convolutional(inplanes, self.out_channels, 1, stride, norm_layer=norm_layer)
+        self.out_channels = out_channels
+        self.split = HierarchicalSplit(inplanes, widths, branch_filters, stride, stage, norm_layer, activation)
+        self.conv3 = Convolutional(self.split.out_channels, out_channels, 1, norm_layer=norm_layer)
+        if downsample is None:
+            downsample = stride != 1 or inplanes != out_channels
+        self.downsample = Convolutional(inplanes, out_channels, 1, stride, norm_layer=norm_layer) if downsample \
+            else None
 
     @classmethod
     def from_cfg(cls, block, ctx):
-        return cls(**cls._checked(block, ctx))
+        options = cls._checked(block, ctx)
+        out_channels = block["filters"] if block["filters"] > 0 else block["planes"] * cls.expansion
+        downsample = None if block["downsample"] < 0 else bool(block["downsample"])
+        if downsample is False and (block["stride"] != 1 or options["inplanes"] != out_channels):
+            raise block.error(f"downsample=0 needs stride 1 and inplanes ({options['inplanes']}) == filters "
+                              f"({out_channels}) for the residual add", "downsample")
+        return cls(out_channels=out_channels, downsample=downsample, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -709,17 +748,16 @@ class Triangle(_HierarchicalBlock):
 
     cfg_keys = _HierarchicalBlock._keys(base_width=16)
 
-    def __init__(self, inplanes: int, width: int, scale: int = 4, stride: int = 1, stage: bool = False,
-                 norm_layer: NormLayer = batch_norm, activation: ActivationFactory = ACTIVATIONS["leaky"]):
+    def __init__(self, inplanes: int, widths: Sequence[int], branch_filters: Sequence[int], stride: int = 1,
+                 stage: bool = False, norm_layer: NormLayer = batch_norm,
+                 activation: ActivationFactory = ACTIVATIONS["leaky"]):
         super().__init__()
-        self.split = HierarchicalSplit(inplanes, width, scale, stride, stage, norm_layer, activation)
+        self.split = HierarchicalSplit(inplanes, widths, branch_filters, stride, stage, norm_layer, activation)
         self.out_channels = self.split.out_channels
 
     @classmethod
     def from_cfg(cls, block, ctx):
-        options = cls._checked(block, ctx)
-        del options["planes"]
-        return cls(**options)
+        return cls(**cls._checked(block, ctx))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.split(x)
