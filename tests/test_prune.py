@@ -1,0 +1,111 @@
+"""Pruning: prunable channels and ties derived from the graph; masked == compact; pruned files round-trip."""
+import pytest
+import torch
+
+from models import Darknet
+from tests.conftest import REPO, randomize
+from utils.prune import ChannelGraph, PruneError, compact_model, masked_model, select
+
+CONV = "[convolutional]\nbatch_normalize=1\nfilters={f}\nsize={k}\nstride={s}\npad=1\nactivation=leaky\n\n"
+HEAD = "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n\n[yolo]\nmask=0,1,2\nanchors=4,4,8,8,16,16\n" \
+       "classes=2\nnum=3\n"
+
+
+def tied(graph, a, b):
+    return all(graph.atoms.find(x) == graph.atoms.find(y) for x, y in zip(a, b))
+
+
+def test_shortcut_chains_tie_their_convs(write_cfg):
+    text = CONV.format(f=8, k=3, s=2) + (CONV.format(f=4, k=1, s=1) + CONV.format(f=8, k=3, s=1)
+                                         + "[shortcut]\nfrom=-3\nactivation=linear\n\n") * 2 + HEAD
+    model = Darknet(write_cfg(text))
+    graph = ChannelGraph(model)
+    outs = graph.layer_outputs
+    assert tied(graph, outs[0], outs[2]) and tied(graph, outs[0], outs[5]) and tied(graph, outs[3], outs[6])
+    assert not tied(graph, outs[0], outs[1])  # the 1x1 bottleneck is free
+    head = graph.convs[-1]
+    assert not head.prunable and all(graph.atoms.is_fixed(a) for a in head.outputs)
+
+
+def test_route_groups_fix_their_source_and_spp_routes_concatenate(write_cfg):
+    text = (CONV.format(f=8, k=3, s=1) + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n\n" + CONV.format(f=6, k=3, s=1)
+            + "[maxpool]\nsize=5\nstride=1\n\n[route]\nlayers=-1,-2\n\n" + HEAD)
+    graph = ChannelGraph(Darknet(write_cfg(text)))
+    outs = graph.layer_outputs
+    assert all(graph.atoms.is_fixed(a) for a in outs[0])  # halves must stay equal for Darknet
+    assert not any(graph.atoms.is_fixed(a) for a in outs[2])
+    assert outs[4] == outs[3] + outs[2] and outs[3] == outs[2]  # maxpool passes channels through
+
+
+def test_res2net_ties_branches_and_the_residual(write_cfg):
+    text = CONV.format(f=16, k=3, s=1) + "[res2net]\nplanes=8\nbase_width=32\n\n" + HEAD
+    model = Darknet(write_cfg(text))
+    graph = ChannelGraph(model)
+    block = model.layers[1]
+    records = {id(r.conv): r for r in graph.convs}
+    widened = records[id(block.split.conv1)].outputs
+    for i in range(1, 3):  # branch i-1's output is added to group i
+        group = widened[4 * i:4 * (i + 1)]
+        assert tied(graph, records[id(block.split.convs[i - 1])].outputs, group)
+    assert tied(graph, records[id(block.conv3)].outputs, graph.layer_outputs[0])  # residual
+    assert not tied(graph, records[id(block.split.convs[2])].outputs, widened[12:])
+
+
+@pytest.mark.parametrize("cfg", ["yolov3-tiny", "yolov3-spp", "yolov4-tiny", "res2net-yolov3-tiny",
+                                 "res2net-triangle-yolov3-tiny"])
+def test_compact_model_equals_masked_model_and_round_trips(cfg, tmp_path):
+    model = randomize(Darknet(REPO / "cfg" / f"{cfg}.cfg"), seed=4, gain=0.9).eval()
+    masked, graph, selection = masked_model(model, 0.5, layer_keep=0.01)
+    compact = compact_model(masked, graph, selection, tmp_path / "pruned.cfg")
+    removed = 1 - sum(p.numel() for p in compact.parameters()) / sum(p.numel() for p in model.parameters())
+    assert removed > 0.3
+    x = torch.rand(2, 3, 96, 64)
+    with torch.no_grad():
+        expected, got = masked(x), compact(x)
+    assert (got - expected).abs().max().item() <= 1e-4
+    compact.save_darknet_weights(tmp_path / "pruned.weights")
+    again = Darknet(tmp_path / "pruned.cfg").eval()
+    again.load_darknet_weights(tmp_path / "pruned.weights")
+    again.save_darknet_weights(tmp_path / "again.weights")
+    assert (tmp_path / "again.weights").read_bytes() == (tmp_path / "pruned.weights").read_bytes()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), got)
+
+
+def test_channels_with_zero_gamma_and_beta_are_removed_without_changing_outputs(write_cfg, tmp_path):
+    """Channels that already emit nothing (gamma = beta = 0, as sparsity training drives them) go, exactly."""
+    text = CONV.format(f=16, k=3, s=2) + CONV.format(f=16, k=1, s=1) + "[res2net]\nplanes=8\nbase_width=32\n\n" + HEAD
+    model = randomize(Darknet(write_cfg(text)), seed=1).eval()
+    with torch.no_grad():
+        for conv in (model.layers[0], model.layers[1]):
+            conv.bn.weight[::2] = 0.0
+            conv.bn.bias[::2] = 0.0
+    gammas = len(ChannelGraph(model).gamma_of_atoms())
+    masked, graph, selection = masked_model(model, 16 / gammas)  # the 16 zeros are the lowest 16 gammas
+    compact = compact_model(masked, graph, selection, tmp_path / "pruned.cfg")
+    assert compact.layers[0].conv.out_channels == 8
+    assert compact.layers[1].conv.out_channels == 16  # tied to the res2net residual, whose gammas are not 0
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compact(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_skip_mode_leaves_tied_channels_alone(write_cfg):
+    text = CONV.format(f=8, k=3, s=2) + CONV.format(f=4, k=1, s=1) + CONV.format(f=8, k=3, s=1) + \
+        "[shortcut]\nfrom=-3\nactivation=linear\n\n" + HEAD
+    model = randomize(Darknet(write_cfg(text)), seed=2)
+    graph = ChannelGraph(model)
+    selection = select(graph, 0.5, layer_keep=0.01, shortcut_mode="skip")
+    assert all(selection.keep_mask(graph, graph.layer_outputs[0]))
+    assert not all(selection.keep_mask(graph, graph.layer_outputs[1]))
+
+
+def test_a_percent_that_would_empty_a_layer_is_refused_with_the_safe_maximum(write_cfg, tmp_path):
+    model = randomize(Darknet(write_cfg(CONV.format(f=8, k=3, s=2) + CONV.format(f=4, k=1, s=1) + HEAD)), seed=3)
+    with torch.no_grad():
+        model.layers[1].bn.weight.copy_(torch.tensor([0.01, 0.01, 0.01, 0.3]))  # conv 0's are in [0.5, 1.5]
+    # 12 gammas; the safe threshold is conv 1's largest (0.3), with 3 of 12 below it
+    with pytest.raises(PruneError, match=r"would empty a conv \(4 filters\); the largest safe percent is 0\.2500"):
+        masked_model(model, 0.5)
+    masked, graph, selection = masked_model(model, 0.5, layer_keep=0.25)
+    assert int(selection.keep_mask(graph, graph.layer_outputs[1]).sum()) == 1

@@ -1,0 +1,346 @@
+"""Channel pruning (network slimming), with what may be pruned derived from the graph.
+
+1. ``ChannelGraph`` follows every channel through the network symbolically. Each conv output channel
+   is an *atom*; an elementwise add ([shortcut], the hierarchical adds and the residual inside
+   [res2net]) unions the atoms it adds, so channels that must go together form one class. Atoms that
+   cannot be removed are *fixed*: the network input, outputs of convs without BN (the heads before a
+   [yolo]), of grouped convs, or with an activation that is not 0 at 0, channels sliced by
+   ``[route] groups`` (Darknet needs equal groups), and the avg-pooled group of ``stype=stage`` blocks.
+   No layer index or cfg name is involved.
+2. ``select`` keeps, per class, the channels whose largest |BN gamma| reaches the global threshold
+   at ``percent`` (``union``), or leaves tied classes alone (``skip``).
+3. ``masked_model`` zeroes the removed channels' gamma and beta, after folding the constant each of
+   them emitted, act(beta), into the BN running mean (or bias) of every conv that reads it. The
+   constants are measured by one forward pass with those gammas at zero, so they follow routes,
+   upsampling, pooling and shortcut sums without per-layer rules.
+4. ``compact_model`` removes the zeroed channels: the result equals the masked model (same outputs up
+   to float rounding), is written as a cfg (``filters``; for blocks ``widths``, ``branch_filters``,
+   ``filters``, ``downsample``) plus ``.weights``, and Darknet's own layers run unchanged.
+
+Each layer type's channel flow is registered in ``FLOWS``: a new layer type adds its rule there.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models import Darknet
+from utils.cfg import read_cfg
+from utils.layers import (Convolutional, Dropout, GlobalAvgPool, HierarchicalSplit, MaxPool, Res2Net, Route,
+                          Shortcut, Triangle, Upsample, YOLOLayer, fusable_convs)
+
+
+class PruneError(ValueError):
+    """A pruning request that cannot be met (nothing is written)."""
+
+
+class Atoms:
+    """Union-find over channels, with a 'fixed' flag per class."""
+
+    def __init__(self):
+        self.parent: list[int] = []
+        self.fixed: list[bool] = []
+
+    def new(self, count: int, fixed: bool) -> list[int]:
+        start = len(self.parent)
+        self.parent += range(start, start + count)
+        self.fixed += [fixed] * count
+        return list(range(start, start + count))
+
+    def find(self, atom: int) -> int:
+        while self.parent[atom] != atom:
+            self.parent[atom] = self.parent[self.parent[atom]]
+            atom = self.parent[atom]
+        return atom
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            self.fixed[ra] = self.fixed[ra] or self.fixed[rb]
+
+    def fix(self, atoms) -> None:
+        for atom in atoms:
+            self.fixed[self.find(atom)] = True
+
+    def is_fixed(self, atom: int) -> bool:
+        return self.fixed[self.find(atom)]
+
+
+@dataclass
+class ConvRecord:
+    conv: Convolutional
+    inputs: list[int]  # an atom per input channel
+    outputs: list[int]  # an atom per output channel
+    prunable: bool
+
+
+def _zero_at_zero(activation: torch.nn.Module) -> bool:
+    return float(activation(torch.zeros(1))) == 0.0
+
+
+class ChannelGraph:
+    def __init__(self, model: Darknet):
+        self.atoms = Atoms()
+        self.convs: list[ConvRecord] = []
+        network_input = self.atoms.new(model.hyperparams["channels"], fixed=True)
+        outputs: list[list[int]] = []
+        for layer in model.layers:
+            if layer.sources is None:
+                inputs = [outputs[-1] if outputs else network_input]
+            else:
+                inputs = [outputs[j] for j in layer.sources]
+            outputs.append(FLOWS[type(layer)](self, layer, inputs))
+        self.layer_outputs = outputs
+
+    def conv(self, conv: Convolutional, inputs: list[int]) -> list[int]:
+        grouped = conv.conv.groups != 1
+        prunable = conv.bn is not None and not grouped and _zero_at_zero(conv.act)
+        if grouped:
+            self.atoms.fix(inputs)
+        outputs = self.atoms.new(conv.conv.out_channels, fixed=not prunable)
+        self.convs.append(ConvRecord(conv, list(inputs), outputs, prunable))
+        return outputs
+
+    def add(self, a: list[int], b: list[int]) -> None:
+        for x, y in zip(a, b):
+            self.atoms.union(x, y)
+
+    def gamma_of_atoms(self) -> dict[int, float]:
+        gammas = {}
+        for record in self.convs:
+            if record.prunable:
+                for atom, gamma in zip(record.outputs, record.conv.bn.weight.detach().abs().tolist()):
+                    gammas[atom] = gamma
+        return gammas
+
+
+def _conv_flow(graph, layer, inputs):
+    return graph.conv(layer, inputs[0])
+
+
+def _route_flow(graph, layer: Route, inputs):
+    if layer.groups != 1:
+        for atoms in inputs:
+            graph.atoms.fix(atoms)
+        return [a for atoms, (start, stop) in zip(inputs, layer.slices) for a in atoms[start:stop]]
+    return [a for atoms in inputs for a in atoms]
+
+
+def _shortcut_flow(graph, layer: Shortcut, inputs):
+    if layer.input_weights is not None and layer.input_weights.shape[1] > 1:  # per-channel weights
+        for atoms in inputs:
+            graph.atoms.fix(atoms)
+    for other in inputs[1:]:
+        graph.add(inputs[0], other)
+    return list(inputs[0])
+
+
+def _pass_flow(graph, layer, inputs):
+    return list(inputs[0])
+
+
+def _split_flow(graph, split: HierarchicalSplit, inputs):
+    widened = graph.conv(split.conv1, inputs)
+    bounds = [0]
+    for width in split.widths:
+        bounds.append(bounds[-1] + width)
+    groups = [widened[a:b] for a, b in zip(bounds, bounds[1:])]
+    if split.pool is not None:
+        graph.atoms.fix(groups[-1])  # averaging near the border mixes in padding: not a constant
+    outs: list[list[int]] = []
+    for i, conv in enumerate(split.convs):
+        if i > 0 and not split.stage:
+            graph.add(outs[-1], groups[i])
+        outs.append(graph.conv(conv, groups[i]))
+    if split.scale != 1:
+        outs.append(groups[-1])
+    return [a for out in outs for a in out]
+
+
+def _res2net_flow(graph, layer: Res2Net, inputs):
+    mid = _split_flow(graph, layer.split, inputs[0])
+    out = graph.conv(layer.conv3, mid)
+    identity = graph.conv(layer.downsample, inputs[0]) if layer.downsample is not None else inputs[0]
+    graph.add(out, identity)
+    return out
+
+
+def _triangle_flow(graph, layer: Triangle, inputs):
+    return _split_flow(graph, layer.split, inputs[0])
+
+
+FLOWS = {
+    Convolutional: _conv_flow, Route: _route_flow, Shortcut: _shortcut_flow, Upsample: _pass_flow,
+    MaxPool: _pass_flow, GlobalAvgPool: _pass_flow, Dropout: _pass_flow, YOLOLayer: _pass_flow,
+    Res2Net: _res2net_flow, Triangle: _triangle_flow,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# selection
+
+
+@dataclass
+class Selection:
+    kept: dict[int, bool]  # class root -> kept
+    threshold: float
+    percent: float
+    safe_percent: float  # the largest percent that empties no layer
+    gammas: list[float] = field(default_factory=list)
+
+    def keep_mask(self, graph: ChannelGraph, atoms: list[int]) -> torch.Tensor:
+        return torch.tensor([self.kept.get(graph.atoms.find(a), True) for a in atoms], dtype=torch.bool)
+
+
+def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcut_mode: str = "union") -> Selection:
+    if not 0.0 <= percent < 1.0:
+        raise PruneError(f"percent must lie in [0, 1), got {percent}")
+    if shortcut_mode not in ("union", "skip"):
+        raise PruneError(f"shortcut_mode must be union or skip, got {shortcut_mode!r}")
+    gammas = graph.gamma_of_atoms()
+    members: dict[int, list[int]] = {}
+    for atom in gammas:
+        members.setdefault(graph.atoms.find(atom), []).append(atom)
+    prunable = {root for root, atoms in members.items() if not graph.atoms.fixed[root]}
+    if shortcut_mode == "skip":
+        prunable = {root for root in prunable if len(members[root]) == 1}
+    scores = {root: max(gammas[a] for a in members[root]) for root in prunable}
+    values = sorted(gammas[a] for root in prunable for a in members[root])
+    if not values:
+        raise PruneError("nothing in this network can be pruned (no BN conv output is free of fixed ties)")
+    threshold = values[min(int(percent * len(values)), len(values) - 1)] if percent > 0 else -math.inf
+    kept = {root: score >= threshold for root, score in scores.items()}
+
+    per_conv = [(record, [graph.atoms.find(a) for a in record.outputs]) for record in graph.convs if record.prunable]
+    per_conv = [(record, [r for r in roots if r in prunable]) for record, roots in per_conv]
+    per_conv = [(record, roots) for record, roots in per_conv if roots]
+    safe_threshold = min(max(scores[r] for r in roots) for _, roots in per_conv)
+    safe_percent = sum(v < safe_threshold for v in values) / len(values)
+    for record, roots in per_conv:
+        minimum = max(1, math.ceil(layer_keep * len(record.outputs))) if layer_keep > 0 else 1
+        if sum(kept[r] for r in roots) >= minimum:
+            continue
+        if layer_keep <= 0:
+            raise PruneError(f"pruning {percent:.1%} of the BN channels would empty a conv "
+                             f"({len(record.outputs)} filters); the largest safe percent is {safe_percent:.4f} "
+                             f"({safe_percent:.1%}), or pass --layer_keep to keep a minimum per layer")
+        for root in sorted(roots, key=lambda r: -scores[r])[:minimum]:
+            kept[root] = True
+    return Selection(kept, threshold, percent, safe_percent, values)
+
+
+# ----------------------------------------------------------------------------------------------
+# masked and compact models
+
+
+@torch.no_grad()
+def masked_model(model: Darknet, percent: float, layer_keep: float = 0.0, shortcut_mode: str = "union"):
+    """A copy of ``model`` with the removed channels at zero and their constants folded downstream.
+    Returns (masked model, its ChannelGraph, the Selection)."""
+    masked = copy.deepcopy(model).eval()
+    graph = ChannelGraph(masked)
+    selection = select(graph, percent, layer_keep, shortcut_mode)
+    removed = {a for record in graph.convs if record.prunable for a in record.outputs
+               if not selection.kept.get(graph.atoms.find(a), True)}
+    for record in graph.convs:
+        if record.prunable:
+            for channel, atom in enumerate(record.outputs):
+                if atom in removed:
+                    record.conv.bn.weight[channel] = 0.0
+
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [record.conv.register_forward_pre_hook(
+        lambda module, args, i=i: captured.__setitem__(i, args[0][0, :, 0, 0].clone()))
+        for i, record in enumerate(graph.convs)]
+    try:
+        size = 64
+        masked.forward_heads(torch.rand(1, masked.hyperparams["channels"], size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    removed_classes = {graph.atoms.find(a) for a in removed}
+    for i, record in enumerate(graph.convs):
+        gone = torch.tensor([graph.atoms.find(a) in removed_classes for a in record.inputs])
+        if not gone.any():
+            continue
+        constants = torch.where(gone, captured[i], torch.zeros_like(captured[i]))
+        delta = record.conv.conv.weight.sum((2, 3)) @ constants
+        if record.conv.bn is not None:
+            record.conv.bn.running_mean -= delta
+        else:
+            record.conv.conv.bias += delta
+    for record in graph.convs:
+        if record.prunable:
+            for channel, atom in enumerate(record.outputs):
+                if atom in removed:
+                    record.conv.bn.bias[channel] = 0.0
+    return masked, graph, selection
+
+
+def _count(mask: torch.Tensor) -> int:
+    return int(mask.sum())
+
+
+def pruned_cfg_text(model: Darknet, graph: ChannelGraph, selection: Selection) -> str:
+    """The cfg of the compact model: every section as written, with the pruned sizes."""
+    by_conv = {id(r.conv): r for r in graph.convs}
+
+    def kept_out(conv: Convolutional) -> int:
+        return _count(selection.keep_mask(graph, by_conv[id(conv)].outputs))
+
+    raw = read_cfg(model.cfg_path) if model.cfg_path.exists() else None
+    if raw is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.cfg"
+            path.write_text(model.cfg_text)
+            raw = read_cfg(path)
+    lines = [f"# {model.cfg_path.name} pruned by prune.py: {selection.percent:.1%} of BN channels targeted", ""]
+    for section, layer in zip(raw, [None, *model.layers]):
+        options = {k: v for k, (v, _) in section.options.items()}
+        if isinstance(layer, Convolutional):
+            options["filters"] = str(kept_out(layer))
+        elif isinstance(layer, (Res2Net, Triangle)):
+            split = layer.split
+            widened = selection.keep_mask(graph, by_conv[id(split.conv1)].outputs)
+            bounds = [0]
+            for width in split.widths:
+                bounds.append(bounds[-1] + width)
+            options["widths"] = ",".join(str(_count(widened[a:b])) for a, b in zip(bounds, bounds[1:]))
+            options["branch_filters"] = ",".join(str(kept_out(conv)) for conv in split.convs)
+            options.pop("inplanes", None)  # the input may be narrower now
+            if isinstance(layer, Res2Net):
+                options["filters"] = str(kept_out(layer.conv3))
+                options["downsample"] = "1" if layer.downsample is not None else "0"
+        lines += [f"[{section.name}]", *(f"{k}={v}" for k, v in options.items()), ""]
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def compact_model(masked: Darknet, graph: ChannelGraph, selection: Selection, cfg_path: Path) -> Darknet:
+    """Write the pruned cfg to ``cfg_path`` and build the compact model with the masked model's kept tensors."""
+    cfg_path.write_text(pruned_cfg_text(masked, graph, selection))
+    compact = Darknet(cfg_path).eval()
+    by_conv = {id(r.conv): r for r in graph.convs}
+    for source, target in zip(fusable_convs(masked), fusable_convs(compact)):
+        record = by_conv[id(source)]
+        out_keep = selection.keep_mask(graph, record.outputs)
+        in_keep = selection.keep_mask(graph, record.inputs)
+        target.conv.weight.copy_(source.conv.weight[out_keep][:, in_keep])
+        if source.conv.bias is not None:
+            target.conv.bias.copy_(source.conv.bias[out_keep])
+        if source.bn is not None:
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(target.bn, name).copy_(getattr(source.bn, name)[out_keep])
+    for source, target in zip(masked.layers, compact.layers):
+        if isinstance(source, Shortcut) and source.input_weights is not None:
+            target.input_weights.copy_(source.input_weights)
+    compact.seen.copy_(masked.seen)
+    compact.weights_version.copy_(masked.weights_version)
+    return compact
