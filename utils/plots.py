@@ -72,3 +72,29 @@ def plot_pr_curves(result, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_gamma_threshold(gammas: list[float], threshold: float, path: Path) -> None:
+    """Histogram of the prunable |BN gamma| with the pruning threshold."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.hist(gammas, bins=80, color="tab:blue")
+    ax.axvline(threshold, color="tab:red", label=f"threshold {threshold:.4f}")
+    ax.set_xlabel("|gamma|")
+    ax.set_ylabel("channels")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_channels(before: list[int], after: list[int], path: Path) -> None:
+    """Output channels of every conv, before and after pruning."""
+    fig, ax = plt.subplots(figsize=(max(8, len(before) * 0.12), 4))
+    positions = np.arange(len(before))
+    ax.bar(positions, before, color="lightgrey", label="before")
+    ax.bar(positions, after, color="tab:green", label="after")
+    ax.set_xlabel("conv (network order, block convs included)")
+    ax.set_ylabel("output channels")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)

@@ -88,6 +88,7 @@ class ChannelGraph:
     def __init__(self, model: Darknet):
         self.atoms = Atoms()
         self.convs: list[ConvRecord] = []
+        self.segments: list[list[int]] = []  # channel sets that must each keep at least one channel
         network_input = self.atoms.new(model.hyperparams["channels"], fixed=True)
         outputs: list[list[int]] = []
         for layer in model.layers:
@@ -98,13 +99,15 @@ class ChannelGraph:
             outputs.append(FLOWS[type(layer)](self, layer, inputs))
         self.layer_outputs = outputs
 
-    def conv(self, conv: Convolutional, inputs: list[int]) -> list[int]:
+    def conv(self, conv: Convolutional, inputs: list[int], segment: bool = True) -> list[int]:
         grouped = conv.conv.groups != 1
         prunable = conv.bn is not None and not grouped and _zero_at_zero(conv.act)
         if grouped:
             self.atoms.fix(inputs)
         outputs = self.atoms.new(conv.conv.out_channels, fixed=not prunable)
         self.convs.append(ConvRecord(conv, list(inputs), outputs, prunable))
+        if segment:
+            self.segments.append(outputs)
         return outputs
 
     def add(self, a: list[int], b: list[int]) -> None:
@@ -146,11 +149,12 @@ def _pass_flow(graph, layer, inputs):
 
 
 def _split_flow(graph, split: HierarchicalSplit, inputs):
-    widened = graph.conv(split.conv1, inputs)
+    widened = graph.conv(split.conv1, inputs, segment=False)
     bounds = [0]
     for width in split.widths:
         bounds.append(bounds[-1] + width)
     groups = [widened[a:b] for a, b in zip(bounds, bounds[1:])]
+    graph.segments += groups  # each split group must keep a channel: widths cannot be 0
     if split.pool is not None:
         graph.atoms.fix(groups[-1])  # averaging near the border mixes in padding: not a constant
     outs: list[list[int]] = []
@@ -217,19 +221,19 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
     threshold = values[min(int(percent * len(values)), len(values) - 1)] if percent > 0 else -math.inf
     kept = {root: score >= threshold for root, score in scores.items()}
 
-    per_conv = [(record, [graph.atoms.find(a) for a in record.outputs]) for record in graph.convs if record.prunable]
-    per_conv = [(record, [r for r in roots if r in prunable]) for record, roots in per_conv]
-    per_conv = [(record, roots) for record, roots in per_conv if roots]
-    safe_threshold = min(max(scores[r] for r in roots) for _, roots in per_conv)
+    segments = [[r for r in (graph.atoms.find(a) for a in atoms) if r in prunable] for atoms in graph.segments]
+    segments = [(len(atoms), roots) for atoms, roots in zip(graph.segments, segments) if roots]
+    safe_threshold = min(max(scores[r] for r in roots) for _, roots in segments)
     safe_percent = sum(v < safe_threshold for v in values) / len(values)
-    for record, roots in per_conv:
-        minimum = max(1, math.ceil(layer_keep * len(record.outputs))) if layer_keep > 0 else 1
+    for size, roots in segments:
+        minimum = max(1, math.ceil(layer_keep * size)) if layer_keep > 0 else 1
         if sum(kept[r] for r in roots) >= minimum:
             continue
         if layer_keep <= 0:
-            raise PruneError(f"pruning {percent:.1%} of the BN channels would empty a conv "
-                             f"({len(record.outputs)} filters); the largest safe percent is {safe_percent:.4f} "
-                             f"({safe_percent:.1%}), or pass --layer_keep to keep a minimum per layer")
+            raise PruneError(f"pruning {percent:.1%} of the BN channels would empty a layer (a conv, or a "
+                             f"[res2net]/[triangle] split group, of {size} channels); the largest safe percent "
+                             f"is {safe_percent:.4f} ({safe_percent:.1%}), or pass --layer_keep to keep a minimum "
+                             f"per layer")
         for root in sorted(roots, key=lambda r: -scores[r])[:minimum]:
             kept[root] = True
     return Selection(kept, threshold, percent, safe_percent, values)

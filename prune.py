@@ -1,0 +1,128 @@
+"""Channel pruning (network slimming) of a trained model, exported as a cfg + .weights that Darknet runs.
+
+    python prune.py --model_def cfg/res2net-yolov3-tiny.cfg --weights_path runs/train/exp1/best.pth \\
+                    --data_config data/demo/shapes.data --percent 0.5 --output runs/prune/exp1
+
+Train with --sr first so that many BN gammas approach zero. What may be pruned, and which channels
+must go together, is derived from the network graph (see utils/prune.py). Writes to OUTPUT:
+pruned.cfg, pruned.weights, pruned.pth, report.md, gammas.png and channels.png. Fine-tune with
+    python train.py --model_def OUTPUT/pruned.cfg --pretrained_weights OUTPUT/pruned.weights ...
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from terminaltables import AsciiTable
+
+from utils.cfg import CfgError
+from utils.checkpoint import model_from_file
+from utils.convert import weights_to_checkpoint
+from utils.darknet_weights import WeightsFileError
+from utils.data import DataError, DetectionDataset, create_dataloader, parse_data_config
+from utils.evaluate import collect_detections, score
+from utils.io import atomic_write
+from utils.plots import plot_channels, plot_gamma_threshold
+from utils.prune import PruneError, compact_model, masked_model
+from utils.summary import summarize
+
+
+def latency_ms(model, img_size: int, repeats: int = 5) -> float:
+    import copy
+    fast = copy.deepcopy(model).prepare_inference()
+    x = torch.rand(1, 3, img_size, img_size)
+    times = []
+    with torch.inference_mode():
+        fast(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fast(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def map50(model, data, img_size: int) -> float:
+    dataset = DetectionDataset(data.valid, data.classes, None)
+    loader, _ = create_dataloader(dataset, 8, img_size, False, workers=0)
+    return score(collect_detections(model, loader, torch.device("cpu")), data.names).map50
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_def", help="Darknet .cfg (a .pth carries its own)")
+    p.add_argument("--weights_path", required=True, help=".weights or .pth of the trained model")
+    p.add_argument("--data_config", help=".data file: report mAP@0.5 on its valid list before and after")
+    p.add_argument("--percent", type=float, required=True, help="fraction of prunable BN channels to remove")
+    p.add_argument("--layer_keep", type=float, default=0.0,
+                   help="keep at least this fraction of every conv's channels (default: refuse to empty one)")
+    p.add_argument("--shortcut_mode", choices=("union", "skip"), default="union",
+                   help="channels tied by additions: keep one if any member keeps it (union) or leave them (skip)")
+    p.add_argument("--img_size", type=int, default=416, help="size for FLOPs, latency and mAP")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="write into an output folder that is not empty")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    out = Path(args.output)
+    try:
+        if out.exists() and any(out.iterdir()) and not args.force:
+            raise FileExistsError(f"{out} is not empty; pass --force to write into it")
+        model, state = model_from_file(args.weights_path, args.model_def)
+        model.eval()
+        masked, graph, selection = masked_model(model, args.percent, args.layer_keep, args.shortcut_mode)
+        data = parse_data_config(args.data_config) if args.data_config else None
+    except (CfgError, WeightsFileError, DataError, PruneError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}; "
+          f"the largest percent that empties no layer is {selection.safe_percent:.1%}")
+    out.mkdir(parents=True, exist_ok=True)
+    compact = compact_model(masked, graph, selection, out / "pruned.cfg")
+    compact.save_darknet_weights(out / "pruned.weights")
+    names = (state or {}).get("names") or (data.names if data else None)
+    weights_to_checkpoint(compact, out / "pruned.pth", names)
+    original_file = Path(args.weights_path)
+    size = (args.img_size, args.img_size)
+    rows = [["", "before", "after pruning", "change"]]
+
+    def add(label, before, after, fmt):
+        change = f"{(after - before) / before:+.1%}" if before else ""
+        rows.append([label, fmt(before), fmt(after), change])
+
+    add("parameters", sum(p.numel() for p in model.parameters()), sum(p.numel() for p in compact.parameters()),
+        lambda v: f"{v:,}")
+    add(f"BFLOPs at {args.img_size}", sum(r.flops for r in summarize(model, size)) / 1e9,
+        sum(r.flops for r in summarize(compact, size)) / 1e9, lambda v: f"{v:.3f}")
+    model.save_darknet_weights(out / ".original.weights")
+    add(".weights size (MB)", (out / ".original.weights").stat().st_size / 1e6,
+        (out / "pruned.weights").stat().st_size / 1e6, lambda v: f"{v:.2f}")
+    (out / ".original.weights").unlink()
+    add(f"CPU latency at {args.img_size} (ms, 2 threads)", latency_ms(model, args.img_size),
+        latency_ms(compact, args.img_size), lambda v: f"{v:.1f}")
+    if data is not None:
+        add("mAP@0.5 (valid)", map50(model, data, args.img_size), map50(compact, data, args.img_size),
+            lambda v: f"{v:.4f}")
+    table = AsciiTable(rows).table
+    print(table)
+    markdown = "\n".join(["| " + " | ".join(map(str, row)) + " |" for row in rows[:1]]
+                         + ["|---|---|---|---|"] + ["| " + " | ".join(map(str, row)) + " |" for row in rows[1:]])
+    with atomic_write(out / "report.md") as f:
+        f.write((f"# Pruning {original_file.name}\n\n{args.percent:.1%} of prunable BN channels targeted "
+                 f"(threshold |gamma| {selection.threshold:.5f}, shortcut mode {args.shortcut_mode}, "
+                 f"layer_keep {args.layer_keep}); largest safe percent {selection.safe_percent:.1%}.\n\n"
+                 f"{markdown}\n").encode())
+    plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
+    before = [r.conv.conv.out_channels for r in graph.convs]
+    after = [int(selection.keep_mask(graph, r.outputs).sum()) for r in graph.convs]
+    plot_channels(before, after, out / "channels.png")
+    print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md, gammas.png, channels.png\n"
+          f"fine-tune: python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "
+          f"--data_config ...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
