@@ -1,7 +1,7 @@
 """Channel pruning (network slimming) of a trained model, exported as a cfg + .weights that Darknet runs.
 
     python prune.py --model_def cfg/res2net-yolov3-tiny.cfg --weights_path runs/train/exp1/best.pth \\
-                    --data_config data/demo/shapes.data --percent 0.5 --output runs/prune/exp1
+                    --data_config data/demo/shapes.data --percent 0.5 [--layers 2] --output runs/prune/exp1
 
 Train with --sr first so that many BN gammas approach zero. What may be pruned, and which channels
 must go together, is derived from the network graph (see utils/prune.py). Writes to OUTPUT:
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from utils.data import DataError, DetectionDataset, create_dataloader, parse_dat
 from utils.evaluate import collect_detections, score
 from utils.io import atomic_write
 from utils.plots import plot_channels, plot_gamma_threshold
-from utils.prune import PruneError, compact_model, masked_model
+from utils.prune import PruneError, compact_model, masked_model, remove_units
 from utils.summary import summarize
 
 
@@ -56,7 +57,9 @@ def main(argv=None) -> int:
     p.add_argument("--model_def", help="Darknet .cfg (a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth of the trained model")
     p.add_argument("--data_config", help=".data file: report mAP@0.5 on its valid list before and after")
-    p.add_argument("--percent", type=float, required=True, help="fraction of prunable BN channels to remove")
+    p.add_argument("--percent", type=float, default=0.0, help="fraction of prunable BN channels to remove")
+    p.add_argument("--layers", type=int, default=0,
+                   help="first remove this many residual units / [res2net] blocks (lowest mean |gamma|)")
     p.add_argument("--layer_keep", type=float, default=0.0,
                    help="keep at least this fraction of every conv's channels (default: refuse to empty one)")
     p.add_argument("--shortcut_mode", choices=("union", "skip"), default="union",
@@ -67,20 +70,34 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     out = Path(args.output)
+    scratch = tempfile.TemporaryDirectory()
     try:
         if out.exists() and any(out.iterdir()) and not args.force:
             raise FileExistsError(f"{out} is not empty; pass --force to write into it")
+        if args.percent <= 0 and args.layers <= 0:
+            raise ValueError("nothing to do: give --percent (channels) and/or --layers (residual units)")
         model, state = model_from_file(args.weights_path, args.model_def)
         model.eval()
-        masked, graph, selection = masked_model(model, args.percent, args.layer_keep, args.shortcut_mode)
+        work = model
+        if args.layers > 0:
+            work, units = remove_units(model, args.layers, Path(scratch.name) / "thinner.cfg")
+            print(f"removing {len(units)} units (lowest mean |gamma|): layers "
+                  + ", ".join(f"{u.layers.start}-{u.layers[-1]}" for u in units))
+        if args.percent > 0:
+            masked, graph, selection = masked_model(work, args.percent, args.layer_keep, args.shortcut_mode)
         data = parse_data_config(args.data_config) if args.data_config else None
     except (CfgError, WeightsFileError, DataError, PruneError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}; "
-          f"the largest percent that empties no layer is {selection.safe_percent:.1%}")
     out.mkdir(parents=True, exist_ok=True)
-    compact = compact_model(masked, graph, selection, out / "pruned.cfg")
+    if args.percent > 0:
+        print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}; "
+              f"the largest percent that empties no layer is {selection.safe_percent:.1%}")
+        compact = compact_model(masked, graph, selection, out / "pruned.cfg")
+    else:
+        compact = work
+        with atomic_write(out / "pruned.cfg") as f:
+            f.write(work.cfg_text.encode())
     compact.save_darknet_weights(out / "pruned.weights")
     names = (state or {}).get("names") or (data.names if data else None)
     weights_to_checkpoint(compact, out / "pruned.pth", names)
@@ -110,15 +127,18 @@ def main(argv=None) -> int:
     markdown = "\n".join(["| " + " | ".join(map(str, row)) + " |" for row in rows[:1]]
                          + ["|---|---|---|---|"] + ["| " + " | ".join(map(str, row)) + " |" for row in rows[1:]])
     with atomic_write(out / "report.md") as f:
-        f.write((f"# Pruning {original_file.name}\n\n{args.percent:.1%} of prunable BN channels targeted "
-                 f"(threshold |gamma| {selection.threshold:.5f}, shortcut mode {args.shortcut_mode}, "
-                 f"layer_keep {args.layer_keep}); largest safe percent {selection.safe_percent:.1%}.\n\n"
-                 f"{markdown}\n").encode())
-    plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
-    before = [r.conv.conv.out_channels for r in graph.convs]
-    after = [int(selection.keep_mask(graph, r.outputs).sum()) for r in graph.convs]
-    plot_channels(before, after, out / "channels.png")
-    print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md, gammas.png, channels.png\n"
+        channels = (f"{args.percent:.1%} of prunable BN channels targeted (threshold |gamma| "
+                    f"{selection.threshold:.5f}, shortcut mode {args.shortcut_mode}, layer_keep {args.layer_keep}); "
+                    f"largest safe percent {selection.safe_percent:.1%}. " if args.percent > 0 else "")
+        units = f"{args.layers} residual units removed first. " if args.layers > 0 else ""
+        f.write(f"# Pruning {original_file.name}\n\n{units}{channels}\n\n{markdown}\n".encode())
+    if args.percent > 0:
+        plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
+        before = [r.conv.conv.out_channels for r in graph.convs]
+        after = [int(selection.keep_mask(graph, r.outputs).sum()) for r in graph.convs]
+        plot_channels(before, after, out / "channels.png")
+    print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md"
+          f"{', gammas.png, channels.png' if args.percent > 0 else ''}\n"
           f"fine-tune: python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "
           f"--data_config ...")
     return 0

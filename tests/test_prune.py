@@ -138,3 +138,39 @@ def test_prune_command_writes_everything_or_nothing(tmp_path):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     state = torch.load(tmp_path / "out" / "pruned.pth", weights_only=True)
     assert state["names"] == ["circle", "rectangle", "triangle", "cross"]
+    both = subprocess.run(command + ["--layers", "2", "--percent", "0.3", "--layer_keep", "0.1", "--output",
+                                     str(tmp_path / "both")], cwd=REPO, capture_output=True, text=True)
+    assert both.returncode == 0, both.stderr
+    thinner = Darknet(tmp_path / "both" / "pruned.cfg")
+    thinner.load_darknet_weights(tmp_path / "both" / "pruned.weights")
+    assert len(thinner.layers) == len(model.layers) - 2
+    assert "2 residual units removed first" in (tmp_path / "both" / "report.md").read_text()
+
+
+def test_layer_pruning_removes_units_and_rewrites_every_index(write_cfg, tmp_path):
+    unit = CONV.format(f=4, k=1, s=1) + CONV.format(f=8, k=3, s=1) + "[shortcut]\nfrom=-3\nactivation=linear\n\n"
+    text = (CONV.format(f=8, k=3, s=2) + unit * 3 + "[res2net]\nplanes=4\nbase_width=64\n\n"
+            + "[route]\nlayers=-1,6\n\n[maxpool]\nsize=2\nstride=1\n\n[route]\nlayers=-2\n\n"
+            + CONV.format(f=8, k=1, s=1) + "[route]\nlayers=-1,9\n\n" + HEAD)
+    # 0 conv | 1-3, 4-6, 7-9 residual units | 10 res2net | 11 route to unit 2's output (6) | ... | 15 route to 9
+    model = randomize(Darknet(write_cfg(text)), seed=6).eval()
+    from utils.prune import removable_units, remove_units
+    units = removable_units(model)
+    assert [(u.layers.start, u.layers.stop) for u in units] == [(1, 4), (4, 7), (7, 10), (10, 11)]
+    with torch.no_grad():  # which two go: the lowest mean |gamma|
+        for conv in (model.layers[4], model.layers[5], model.layers[10].split.conv1):
+            conv.bn.weight.mul_(0.01)
+    thinner, chosen = remove_units(model, 2, tmp_path / "thin.cfg")
+    assert [(u.layers.start, u.layers.stop) for u in chosen] == [(4, 7), (10, 11)]
+    assert len(thinner.layers) == len(model.layers) - 4
+    assert thinner.layers[7].sources == (6, 3)  # the route to unit 2's output now reads unit 1's
+    # the same network with those residual branches adding zero
+    with torch.no_grad():
+        for conv in (model.layers[5], model.layers[10].conv3):
+            conv.bn.weight.zero_()
+            conv.bn.bias.zero_()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(thinner(x), model(x))
+    with pytest.raises(PruneError, match="only 4 removable residual units"):
+        remove_units(model, 5, tmp_path / "x.cfg")

@@ -299,12 +299,7 @@ def pruned_cfg_text(model: Darknet, graph: ChannelGraph, selection: Selection) -
     def kept_out(conv: Convolutional) -> int:
         return _count(selection.keep_mask(graph, by_conv[id(conv)].outputs))
 
-    raw = read_cfg(model.cfg_path) if model.cfg_path.exists() else None
-    if raw is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.cfg"
-            path.write_text(model.cfg_text)
-            raw = read_cfg(path)
+    raw = _raw_sections(model)
     lines = [f"# {model.cfg_path.name} pruned by prune.py: {selection.percent:.1%} of BN channels targeted", ""]
     for section, layer in zip(raw, [None, *model.layers]):
         options = {k: v for k, (v, _) in section.options.items()}
@@ -348,3 +343,96 @@ def compact_model(masked: Darknet, graph: ChannelGraph, selection: Selection, cf
     compact.seen.copy_(masked.seen)
     compact.weights_version.copy_(masked.weights_version)
     return compact
+
+
+# ----------------------------------------------------------------------------------------------
+# layer pruning
+
+
+@dataclass
+class Unit:
+    """Layers that can go as a whole: their output is their input plus a residual (shortcut unit or
+    [res2net] without downsample), and nothing outside reads their inside."""
+
+    layers: range
+    input: int  # the layer whose output stands in for the unit's
+    score: float  # mean |gamma| of the unit's BNs
+
+
+def _mean_gamma(modules) -> float:
+    gammas = [m.weight.detach().abs() for module in modules for m in module.modules()
+              if isinstance(m, torch.nn.BatchNorm2d)]
+    return float(torch.cat(gammas).mean()) if gammas else math.inf
+
+
+def removable_units(model: Darknet) -> list[Unit]:
+    layers = list(model.layers)
+    readers: dict[int, set[int]] = {}
+    for j, layer in enumerate(layers):
+        for source in layer.sources or ():
+            readers.setdefault(source, set()).add(j)
+    units = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Shortcut) and len(layer.sources) == 2 and layer.input_weights is None \
+                and isinstance(layer.act, torch.nn.Identity) and layer.add_channels[0] == layer.out_channels:
+            start = layer.sources[1] + 1
+            inside = range(start, i)
+            chain = all(layers[k].sources is None for k in inside) and len(inside) > 0
+            private = all(readers.get(k, set()) <= set(range(start, i + 1)) for k in inside)
+            if chain and private and layers[layer.sources[1]].out_channels == layer.out_channels:
+                units.append(Unit(range(start, i + 1), start - 1, _mean_gamma(layers[k] for k in inside)))
+        elif isinstance(layer, Res2Net) and layer.downsample is None and i > 0:
+            units.append(Unit(range(i, i + 1), i - 1, _mean_gamma([layer])))
+    return units
+
+
+def remove_units(model: Darknet, count: int, cfg_path: Path) -> tuple[Darknet, list[Unit]]:
+    """Remove the ``count`` units with the lowest mean |gamma|; write the cfg to ``cfg_path``."""
+    units = removable_units(model)
+    if count > len(units):
+        raise PruneError(f"--layers {count}: the network has only {len(units)} removable residual units "
+                         f"and [res2net] blocks")
+    chosen = sorted(sorted(units, key=lambda u: u.score)[:count], key=lambda u: u.layers.start)
+    removed = {i for unit in chosen for i in unit.layers}
+    stands_in = {unit.layers[-1]: unit.input for unit in chosen}
+    new_index, kept = {}, []
+    for i in range(len(model.layers)):
+        if i not in removed:
+            new_index[i] = len(kept)
+            kept.append(i)
+
+    def resolve(i: int) -> int:
+        while i in stands_in:
+            i = stands_in[i]
+        return new_index[i]
+
+    raw = _raw_sections(model)
+    lines = [f"# {model.cfg_path.name} with {count} residual units removed by prune.py", ""]
+    lines += [f"[{raw[0].name}]", *(f"{k}={v}" for k, (v, _) in raw[0].options.items()), ""]
+    for i in kept:
+        section, layer = raw[i + 1], model.layers[i]
+        options = {k: v for k, (v, _) in section.options.items()}
+        key = {"route": "layers", "shortcut": "from"}.get(section.name)
+        if key is not None:
+            sources = layer.sources if section.name == "route" else layer.sources[1:]
+            written = [int(v) for v in options[key].split(",") if v]
+            options[key] = ",".join(str(resolve(src) - new_index[i] if ref < 0 else resolve(src))
+                                    for src, ref in zip(sources, written))
+        if section.name in ("res2net", "triangle"):
+            options.pop("inplanes", None)
+        lines += [f"[{section.name}]", *(f"{k}={v}" for k, v in options.items()), ""]
+    cfg_path.write_text("\n".join(lines))
+    thinner = Darknet(cfg_path).eval()
+    with torch.no_grad():
+        for i in kept:
+            thinner.layers[new_index[i]].load_state_dict(model.layers[i].state_dict())
+    thinner.seen.copy_(model.seen)
+    thinner.weights_version.copy_(model.weights_version)
+    return thinner, chosen
+
+
+def _raw_sections(model: Darknet):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / model.cfg_path.name
+        path.write_text(model.cfg_text)
+        return read_cfg(path)
