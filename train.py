@@ -39,7 +39,8 @@ def parse_args(argv=None) -> TrainOptions:
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--sr", action="store_true", help="sparsity training: L1 on BN gammas, for channel pruning")
-    p.add_argument("--s", type=float, default=d.s, help="sparsity strength for --sr")
+    p.add_argument("--s", type=float, default=d.s, help="sparsity strength for --sr: after every optimiser step "
+                                                       "each |BN gamma| shrinks by lr * s, stopping at 0")
     p.add_argument("--freeze", type=int, default=d.freeze, help="freeze layers 0..N-1")
     p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")

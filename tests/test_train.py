@@ -142,6 +142,15 @@ def test_non_finite_loss_stops_with_a_clear_message(dataset, tmp_path):
     assert "non-finite loss at epoch" in result.stderr and "Lower the learning rate" in result.stderr
 
 
+def test_gamma_shrinkage_is_proximal():
+    from utils.optim import shrink_gammas
+    bn = torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, -0.5, 0.05, -0.02]))
+    shrink_gammas([bn], 0.1)
+    assert bn.weight.tolist() == pytest.approx([0.4, -0.4, 0.0, 0.0])
+
+
 def test_sparsity_training_writes_the_gamma_histogram(dataset, tmp_path):
     data, cfg = dataset
     result = train(data, cfg, tmp_path / "sr", "--epochs", "1", "--sr", "--s", "0.01")

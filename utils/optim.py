@@ -103,11 +103,12 @@ def sparsity_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
 
 
 @torch.no_grad()
-def add_sparsity_gradient(bns: list[nn.BatchNorm2d], strength: float) -> None:
-    """The subgradient of ``strength * sum |gamma|`` (network slimming), added after backward."""
+def shrink_gammas(bns: list[nn.BatchNorm2d], amount: float) -> None:
+    """The proximal step of ``s * sum |gamma|`` after an optimiser step with learning rate lr:
+    |gamma| shrinks by ``amount = lr * s`` and stops at exactly 0 (what pruning looks for), where adding
+    the subgradient s * sign(gamma) would oscillate around 0 and, under Adam, be normalised away."""
     for bn in bns:
-        if bn.weight.grad is not None:
-            bn.weight.grad.add_(torch.sign(bn.weight), alpha=strength)
+        bn.weight.copy_(torch.sign(bn.weight) * (bn.weight.abs() - amount).clamp_(min=0))
 
 
 @torch.no_grad()

@@ -23,8 +23,7 @@ from utils.data import Augment, DetectionDataset, create_dataloader, parse_data_
 from utils.evaluate import collect_detections, format_results, score
 from utils.io import atomic_write
 from utils.loss import YOLOLoss
-from utils.optim import (ModelEMA, Schedule, add_sparsity_gradient, build_optimizer, init_head_biases,
-                         sparsity_bns)
+from utils.optim import ModelEMA, Schedule, build_optimizer, init_head_biases, shrink_gammas, sparsity_bns
 
 DEFAULT_DATA = "data/demo/shapes.data"
 RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output")
@@ -252,7 +251,8 @@ class Trainer:
         loss_fn = YOLOLoss(model.yolo_layers)
         bns = sparsity_bns(model) if opt.sr else []
         if opt.sr:
-            self.log(f"sparsity training: L1 {opt.s} on {len(bns)} BN scale vectors")
+            self.log(f"sparsity training: L1 {opt.s} on {len(bns)} BN scale vectors (|gamma| shrinks by lr x s "
+                     f"after every step)")
 
         result = None
         for epoch in range(start_epoch, opt.epochs):
@@ -314,11 +314,10 @@ class Trainer:
                 stats.add(values, len(batch), wait)
                 model.seen.add_(len(batch) * self.world_size)
             if (i + 1) % opt.gradient_accumulations == 0 or i + 1 == len(loader):
-                if bns:
-                    scaler.unscale_(optimizer)
-                    add_sparsity_gradient(bns, opt.s)
                 scaler.step(optimizer)
                 scaler.update()
+                if bns:
+                    shrink_gammas(bns, optimizer.param_groups[0]["lr"] * opt.s)
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 if ema is not None:
