@@ -37,8 +37,7 @@ DEMO_IMAGES = "data/demo/images/valid"
 
 
 def newest_checkpoint() -> Path | None:
-    candidates = sorted(Path("runs").glob("*/*/best.pth"), key=lambda p: p.stat().st_mtime) + \
-        sorted(Path("runs").glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
+    candidates = [*Path("runs").glob("*/*/best.pth"), *Path("runs").glob("*/best.pth")]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 

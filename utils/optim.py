@@ -97,13 +97,14 @@ class ModelEMA:
         self.updates = state["updates"]
 
 
-def sparsity_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
-    """The BNs network slimming penalises: every BN, those inside [res2net] and [triangle] included."""
-    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+def sparsity_bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BNs network slimming penalises: every BN (SyncBatchNorm too), those inside [res2net] and
+    [triangle] included."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 @torch.no_grad()
-def shrink_gammas(bns: list[nn.BatchNorm2d], amount: float) -> None:
+def shrink_gammas(bns: list[nn.modules.batchnorm._BatchNorm], amount: float) -> None:
     """The proximal step of ``s * sum |gamma|`` after an optimiser step with learning rate lr:
     |gamma| shrinks by ``amount = lr * s`` and stops at exactly 0 (what pruning looks for), where adding
     the subgradient s * sign(gamma) would oscillate around 0 and, under Adam, be normalised away."""
