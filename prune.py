@@ -11,10 +11,9 @@ pruned.cfg, pruned.weights, pruned.pth, report.md, gammas.png and channels.png. 
 from __future__ import annotations
 
 import argparse
-import statistics
+import copy
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,20 +29,14 @@ from utils.io import atomic_write
 from utils.plots import plot_channels, plot_gamma_threshold
 from utils.prune import PruneError, compact_model, masked_model, remove_units
 from utils.summary import summarize
+from utils.timing import median_seconds
 
 
-def latency_ms(model, img_size: int, repeats: int = 5) -> float:
-    import copy
+def latency_ms(model, img_size: int) -> float:
     fast = copy.deepcopy(model).prepare_inference()
     x = torch.rand(1, 3, img_size, img_size)
-    times = []
     with torch.inference_mode():
-        fast(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fast(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        return median_seconds(lambda: fast(x), repeats=5, warmup=1) * 1e3
 
 
 def map50(model, data, img_size: int) -> float:

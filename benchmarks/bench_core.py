@@ -9,10 +9,8 @@ These machines are noisy: compare ratios measured in the same run, not absolute 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +19,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import Darknet  # noqa: E402
+from utils.timing import median_seconds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MS = {"yolov3-tiny": 37.0, "yolov3": 255.0}
 PEER_MS = {"yolov3-tiny": 46.5, "yolov3": 321.0}
-
-
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_load(repeats: int) -> None:
@@ -44,8 +32,8 @@ def bench_load(repeats: int) -> None:
         path = Path(tmp) / "yolov3.weights"
         model.save_darknet_weights(path)
         size_mb = path.stat().st_size / 1e6
-        floor = median_time(lambda: np.fromfile(path, dtype=np.uint8), repeats)
-        ours = median_time(lambda: model.load_darknet_weights(path), repeats)
+        floor = median_seconds(lambda: np.fromfile(path, dtype=np.uint8), repeats, warmup=1)
+        ours = median_seconds(lambda: model.load_darknet_weights(path), repeats, warmup=1)
     print(f"load yolov3 .weights ({size_mb:.0f} MB, page cache): np.fromfile {floor * 1e3:.1f} ms, "
           f"load_darknet_weights {ours * 1e3:.1f} ms = {ours / floor:.2f}x floor "
           f"(target <= 1.2x, best peer 1.4x)")
@@ -61,7 +49,7 @@ def bench_forward(names: list[str], size: int, repeats: int) -> None:
                                ("prepare_inference", lambda m: m.prepare_inference())):
             model = prepare(model)
             with torch.inference_mode():
-                ms = median_time(lambda: model(x), repeats, warmup=2) * 1e3
+                ms = median_seconds(lambda: model(x), repeats) * 1e3
             row.append(f"{label} {ms:7.1f} ms")
         target = f"   (target <= {TARGET_MS[name]:.0f} ms, best peer {PEER_MS[name]} ms)" if name in TARGET_MS else ""
         print(" | ".join(row) + target)

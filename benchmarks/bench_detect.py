@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +25,11 @@ from models import Darknet  # noqa: E402
 from utils.inference import preprocess  # noqa: E402
 from utils.metrics import evaluate_detections  # noqa: E402
 from utils.nms import nms, non_max_suppression  # noqa: E402
+from utils.timing import median_seconds  # noqa: E402
 
 
 def median_ms(fn, repeats=7, warmup=2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_seconds(fn, repeats, warmup) * 1e3
 
 
 def bench_latency() -> None:
