@@ -22,7 +22,7 @@ from terminaltables import AsciiTable
 from utils.cfg import CfgError
 from utils.checkpoint import model_from_file
 from utils.convert import weights_to_checkpoint
-from utils.darknet_weights import WeightsFileError
+from utils.darknet_weights import WeightsFileError, darknet_weights_size
 from utils.data import DataError, DetectionDataset, create_dataloader, parse_data_config
 from utils.evaluate import collect_detections, score
 from utils.io import atomic_write
@@ -106,10 +106,8 @@ def main(argv=None) -> int:
         lambda v: f"{v:,}")
     add(f"BFLOPs at {args.img_size}", sum(r.flops for r in summarize(model, size)) / 1e9,
         sum(r.flops for r in summarize(compact, size)) / 1e9, lambda v: f"{v:.3f}")
-    model.save_darknet_weights(out / ".original.weights")
-    add(".weights size (MB)", (out / ".original.weights").stat().st_size / 1e6,
+    add(".weights size (MB)", darknet_weights_size(model.layers, model.weights_header) / 1e6,
         (out / "pruned.weights").stat().st_size / 1e6, lambda v: f"{v:.2f}")
-    (out / ".original.weights").unlink()
     add(f"CPU latency at {args.img_size} (ms, 2 threads)", latency_ms(model, args.img_size),
         latency_ms(compact, args.img_size), lambda v: f"{v:.1f}")
     if data is not None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import Darknet
-from utils.darknet_weights import WeightsFileError
+from utils.darknet_weights import WeightsFileError, WeightsHeader, darknet_weights_size
 from tests.conftest import randomize
 
 # Every kind of weighted layer: conv with and without BN, [res2net] with a downsample, [triangle],
@@ -76,6 +76,14 @@ def test_new_model_writes_version_0_2_0_with_int64_seen(mixed_cfg, tmp_path):
     data = path.read_bytes()
     assert struct.unpack("<3iq", data[:20]) == (0, 2, 0, 0)
     assert len(data) == 20 + 4 * float_count(model)
+
+
+def test_predicted_file_size_matches_what_is_written_for_both_headers(mixed_cfg, tmp_path):
+    model = randomize(Darknet(mixed_cfg))
+    for header in (WeightsHeader(0, 2, 0), WeightsHeader(0, 1, 0)):
+        model.weights_version.copy_(torch.tensor([header.major, header.minor, header.revision]))
+        model.save_darknet_weights(tmp_path / "m.weights")
+        assert darknet_weights_size(model.layers, model.weights_header) == (tmp_path / "m.weights").stat().st_size
 
 
 def test_round_trip_is_byte_identical_and_restores_every_tensor(mixed_cfg, tmp_path):

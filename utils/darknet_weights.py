@@ -125,6 +125,11 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
     return header
 
 
+def darknet_weights_size(layers: Sequence, header: WeightsHeader) -> int:
+    """Bytes that ``save_darknet_weights`` writes for ``layers``: the header plus float32 per owned value."""
+    return header.size + 4 * sum(_layer_counts(list(layers))[1])
+
+
 def save_darknet_weights(layers: Sequence, path: str | Path, header: WeightsHeader,
                          cutoff: int | None = None) -> None:
     """Write ``layers[:cutoff]`` to ``path`` through a temporary file, so a failure leaves no half file."""
