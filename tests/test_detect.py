@@ -81,13 +81,38 @@ def test_detect_end_to_end_on_a_folder_of_odd_images(model_files, tmp_path):
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
+def test_detect_on_a_video_writes_an_annotated_video_and_labels_per_frame(model_files, tmp_path):
+    cfg, weights, names = model_files
+    clip = tmp_path / "clip.avi"
+    video = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        video.write(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    video.release()
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "detect.py", "--source", str(clip), "--model_def", str(cfg),
+                             "--weights_path", str(weights), "--class_path", str(names), "--conf_thres", "0.05",
+                             "--img_size", "64", "--batch_size", "3", "--output", str(out)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    annotated = cv2.VideoCapture(str(out / "clip.mp4"))
+    frames = 0
+    while annotated.read()[0]:
+        frames += 1
+    assert frames == 4 and annotated.get(cv2.CAP_PROP_FPS) == pytest.approx(5)
+    assert sorted(p.name for p in (out / "labels" / "clip").iterdir()) == [f"{i:06d}.txt" for i in range(4)]
+    records = json.loads((out / "detections.json").read_text())["images"]
+    assert [r["frame"] for r in records] == [0, 1, 2, 3] and {r["width"] for r in records} == {96}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_detect_refuses_to_write_into_the_input_folder(model_files, tmp_path):
     cfg, weights, names = model_files
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
     result = subprocess.run([sys.executable, "detect.py", "--image_folder", str(tmp_path / "a.jpg"),
                              "--model_def", str(cfg), "--weights_path", str(weights), "--output", str(tmp_path)],
                             cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 1 and "holds input images" in result.stderr
+    assert result.returncode == 1 and "holds input files" in result.stderr
 
 
 def test_detect_without_a_model_says_how_to_make_one(tmp_path):

@@ -1,0 +1,158 @@
+"""What detect.py reads and writes: image and video frames in; annotated images or videos, Darknet-style label
+files and one detections.json out. Every file is complete or absent: images and labels go through
+``atomic_write``, a video is written under a temporary name and renamed when its last frame is in."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from utils.boxes import xyxy_to_xywh
+from utils.io import atomic_write
+from utils.visualize import draw_detections
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+@dataclass
+class Frame:
+    path: Path
+    pixels: np.ndarray  # BGR, uint8
+    index: int | None = None  # frame number within a video; None for a still image
+    fps: float = 0.0
+
+
+def read_frames(paths: Iterable[Path], skipped: list[str]) -> Iterator[Frame]:
+    """Every image, and every frame of every video, in order. Unreadable files are warned about, appended to
+    ``skipped`` and passed over."""
+    for path in paths:
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            capture = cv2.VideoCapture(str(path))
+            fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+            index = 0
+            while capture.isOpened():
+                ok, pixels = capture.read()
+                if not ok:
+                    break
+                yield Frame(path, pixels, index, fps)
+                index += 1
+            capture.release()
+            if index == 0:
+                warnings.warn(f"skipping unreadable video {path}", stacklevel=2)
+                skipped.append(str(path))
+            continue
+        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF rotation; grey, RGBA, 16-bit -> BGR8
+        if pixels is None:
+            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+            skipped.append(str(path))
+            continue
+        yield Frame(path, pixels)
+
+
+def count_frames(paths: Iterable[Path]) -> int:
+    """Images plus the frame counts videos declare (for progress; a video may hold fewer)."""
+    total = 0
+    for path in paths:
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            capture = cv2.VideoCapture(str(path))
+            total += max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+            capture.release()
+        else:
+            total += 1
+    return total
+
+
+class VideoSink:
+    """Annotated frames of one video, encoded as mp4v into ``target``."""
+
+    def __init__(self, target: Path, fps: float, size_wh: tuple[int, int]):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target = target
+        self.partial = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+        self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size_wh)
+        if not self.writer.isOpened():
+            raise OSError(f"{target}: this OpenCV build cannot encode mp4v video")
+
+    def write(self, frame: np.ndarray) -> None:
+        self.writer.write(frame)
+
+    def close(self, keep: bool = True) -> None:
+        self.writer.release()
+        if keep:
+            os.replace(self.partial, self.target)
+        else:
+            self.partial.unlink(missing_ok=True)
+
+
+class DetectionWriter:
+    """Writes, under ``output``: ``<name>.jpg`` per image or ``<name>.mp4`` per video (boxes drawn),
+    ``labels/<name>.txt`` per image or ``labels/<name>/<frame>.txt`` per video frame (``class cx cy w h score``,
+    normalised like Darknet's labels), and ``detections.json`` on ``finish``. Names keep the inputs' layout
+    below ``root``."""
+
+    def __init__(self, output: Path, root: Path, names: list[str]):
+        self.output, self.root, self.names = output, root, names
+        self.records: list[dict] = []
+        self.counts: Counter[str] = Counter()
+        self.video: VideoSink | None = None
+        self.video_source: Path | None = None
+
+    def add(self, frame: Frame, detections: torch.Tensor) -> None:
+        """``detections``: ``(n, 6)`` x1 y1 x2 y2 in the frame's pixels, score, class."""
+        path = frame.path
+        relative = path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
+        annotated = draw_detections(frame.pixels, detections.numpy(), self.names)
+        if frame.index is None:
+            ok, encoded = cv2.imencode(".jpg", annotated)
+            if ok:
+                with atomic_write((self.output / relative).with_suffix(".jpg")) as f:
+                    f.write(encoded.tobytes())
+            label_file = (self.output / "labels" / relative).with_suffix(".txt")
+        else:
+            self._video_for(frame, relative).write(annotated)
+            label_file = self.output / "labels" / relative.with_suffix("") / f"{frame.index:06d}.txt"
+        height, width = frame.pixels.shape[:2]
+        xywh = xyxy_to_xywh(detections[:, :4]) / torch.tensor([width, height, width, height])
+        scores, classes = detections[:, 4].tolist(), [int(c) for c in detections[:, 5].tolist()]
+        with atomic_write(label_file) as f:
+            f.write("".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f} {s:.4f}\n"
+                            for (x, y, w, h), s, c in zip(xywh.tolist(), scores, classes)).encode())
+        self.counts.update(self.names[c] for c in classes)
+        record = {"image": str(path), "width": width, "height": height}
+        if frame.index is not None:
+            record["frame"] = frame.index
+        record["detections"] = [{"class": c, "name": self.names[c], "score": round(s, 5),
+                                 "box_xyxy": [round(v, 2) for v in box]}
+                                for box, s, c in zip(detections[:, :4].tolist(), scores, classes)]
+        self.records.append(record)
+
+    def _video_for(self, frame: Frame, relative: Path) -> VideoSink:
+        if self.video_source != frame.path:
+            self._close_video(keep=True)
+            height, width = frame.pixels.shape[:2]
+            self.video = VideoSink((self.output / relative).with_suffix(".mp4"), frame.fps, (width, height))
+            self.video_source = frame.path
+        return self.video
+
+    def _close_video(self, keep: bool) -> None:
+        if self.video is not None:
+            self.video.close(keep)
+            self.video, self.video_source = None, None
+
+    def finish(self, run_info: dict) -> None:
+        """Close the open video and write ``detections.json`` (``run_info`` plus one record per image/frame)."""
+        self._close_video(keep=True)
+        with atomic_write(self.output / "detections.json") as f:
+            f.write(json.dumps({**run_info, "images": self.records}, indent=1).encode())
+
+    def abort(self) -> None:
+        """Drop the half-written video after a failure; finished files stay."""
+        self._close_video(keep=False)
