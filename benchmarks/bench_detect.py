@@ -87,7 +87,8 @@ def bench_evaluation() -> None:
         gt = {"images": [{"id": i + 1} for i in range(len(images))], "categories": [{"id": c + 1} for c in range(4)],
               "annotations": [{"id": k, "image_id": i + 1, "category_id": int(c) + 1, "iscrowd": 0,
                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
-                              for i, (_, t) in enumerate(images) for k, (c, x1, y1, x2, y2) in enumerate(t, 1 + 10 * i)]}
+                              for i, (_, t) in enumerate(images)
+                              for k, (c, x1, y1, x2, y2) in enumerate(t, 1 + 10 * i)]}
         dt = [{"image_id": i + 1, "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s}
               for i, (d, _) in enumerate(images) for x1, y1, x2, y2, s, c in d]
         with contextlib.redirect_stdout(io.StringIO()):

@@ -31,7 +31,8 @@ CASES = [("yolov3-tiny", 416, 8, 6.7, 5.6), ("res2net-yolov3-tiny", 416, 8, None
          ("res2net-yolov3", 320, 4, None, None), ("yolov3", 320, 4, 1.5, 1.26)]
 
 
-def bench(name: str, size: int, batch_size: int, steps: int, data: Path, tmp: Path, workers: int) -> tuple[float, float]:
+def bench(name: str, size: int, batch_size: int, steps: int, data: Path, tmp: Path,
+          workers: int) -> tuple[float, float]:
     cfg = tmp / f"{name}.cfg"
     cfg.write_text(with_classes(REPO / "cfg" / f"{name}.cfg", 4))
     model = Darknet(cfg).train()

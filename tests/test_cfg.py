@@ -144,7 +144,8 @@ def test_yolo_filters_that_do_not_fit(write_cfg):
         num=2
         """)
     message = error_of(path)
-    assert f"{path}:{line_of(path, '[yolo]')}: layer 1 [yolo]" in message and "8 filters" in message and "2*(2+5) = 14" in message
+    assert f"{path}:{line_of(path, '[yolo]')}: layer 1 [yolo]" in message
+    assert "8 filters" in message and "2*(2+5) = 14" in message
 
 
 def test_yolo_mask_out_of_range(write_cfg):
@@ -165,7 +166,8 @@ def test_conv_groups_must_divide_input(write_cfg):
 def test_res2net_inplanes_mismatch(write_cfg):
     path = write_cfg(CONV + "\n[res2net]\ninplanes=16\nplanes=4\n")
     message = error_of(path)
-    assert f"{path}:{line_of(path, 'inplanes=16')}: layer 1 [res2net]: inplanes=16 but the layer before outputs 8 channels" in message
+    assert (f"{path}:{line_of(path, 'inplanes=16')}: layer 1 [res2net]: inplanes=16 but the layer before "
+            f"outputs 8 channels") in message
 
 
 def test_unknown_keys_give_one_warning_listing_them(write_cfg):

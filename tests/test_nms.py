@@ -22,7 +22,8 @@ def greedy_reference(boxes, scores, threshold, classes=None):
 def random_boxes(generator, n, spread=100.0):
     xy = torch.rand(n, 2, generator=generator) * spread
     wh = torch.rand(n, 2, generator=generator) * 30 + 1
-    return torch.cat([xy, xy + wh], 1), torch.rand(n, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+    scores = torch.rand(n, generator=generator)
+    return torch.cat([xy, xy + wh], 1), scores, torch.randint(0, 3, (n,), generator=generator)
 
 
 @pytest.mark.parametrize("seed", range(6))

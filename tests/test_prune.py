@@ -105,7 +105,8 @@ def test_a_percent_that_would_empty_a_layer_is_refused_with_the_safe_maximum(wri
     with torch.no_grad():
         model.layers[1].bn.weight.copy_(torch.tensor([0.01, 0.01, 0.01, 0.3]))  # conv 0's are in [0.5, 1.5]
     # 12 gammas; the safe threshold is conv 1's largest (0.3), with 3 of 12 below it
-    with pytest.raises(PruneError, match=r"would empty a layer \(.* of 4 channels\); the largest safe percent is 0\.2500"):
+    with pytest.raises(PruneError,
+                       match=r"would empty a layer \(.* of 4 channels\); the largest safe percent is 0\.2500"):
         masked_model(model, 0.5)
     masked, graph, selection = masked_model(model, 0.5, layer_keep=0.25)
     assert int(selection.keep_mask(graph, graph.layer_outputs[1]).sum()) == 1
@@ -127,8 +128,8 @@ def test_prune_command_writes_everything_or_nothing(tmp_path):
                              capture_output=True, text=True)
     assert refused.returncode == 1 and "largest safe percent" in refused.stderr, refused.stderr
     assert not (tmp_path / "no").exists()
-    done = subprocess.run(command + ["--percent", "0.4", "--layer_keep", "0.1", "--output", str(tmp_path / "out")], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(command + ["--percent", "0.4", "--layer_keep", "0.1", "--output", str(tmp_path / "out")],
+                          cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     for name in ("pruned.cfg", "pruned.weights", "pruned.pth", "report.md", "gammas.png", "channels.png"):
         assert (tmp_path / "out" / name).is_file(), name

@@ -184,7 +184,8 @@ def clip_and_filter(boxes: np.ndarray, width: int, height: int, min_size: float 
     return clipped[keep]
 
 
-def warp(image: np.ndarray, boxes: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def warp(image: np.ndarray, boxes: np.ndarray, matrix: np.ndarray,
+         size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Scale-and-translate ``matrix`` (2x3, no rotation) applied to the image and, exactly, to its boxes."""
     out = cv2.warpAffine(image, matrix, (size[1], size[0]), flags=cv2.INTER_LINEAR,
                          borderValue=(PAD_VALUE,) * 3)
@@ -194,7 +195,8 @@ def warp(image: np.ndarray, boxes: np.ndarray, matrix: np.ndarray, size: tuple[i
     return out, clip_and_filter(moved, size[1], size[0])
 
 
-def hsv_jitter(image: np.ndarray, rng: np.random.Generator, hue: float, saturation: float, exposure: float) -> np.ndarray:
+def hsv_jitter(image: np.ndarray, rng: np.random.Generator, hue: float, saturation: float,
+               exposure: float) -> np.ndarray:
     """Darknet's colour jitter: hue shifted by up to ±hue (fraction of the circle), saturation and value
     scaled by a factor in [1/s, s]."""
     if hue == 0 and saturation == 1 and exposure == 1:

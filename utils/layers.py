@@ -114,7 +114,8 @@ class BuildContext:
         for ref in indices:
             absolute = block.index + ref if ref < 0 else ref
             if not 0 <= absolute < block.index:
-                raise block.error(f"{key}={ref} points to layer {absolute}; valid layers are 0 .. {block.index - 1}", key)
+                raise block.error(f"{key}={ref} points to layer {absolute}; valid layers are "
+                                  f"0 .. {block.index - 1}", key)
             resolved.append(absolute)
         if not resolved:
             raise block.error(f"{key} lists no layer", key)

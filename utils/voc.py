@@ -120,5 +120,6 @@ def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | 
         f.write(("\n".join(names) + "\n").encode())
     data = out / f"{name}.data"
     with atomic_write(data) as f:
-        f.write(f"classes={len(names)}\ntrain=train.txt\nvalid=valid.txt\nnames={name}.names\nbackup=backup/\n".encode())
+        f.write(f"classes={len(names)}\ntrain=train.txt\nvalid=valid.txt\nnames={name}.names\n"
+                "backup=backup/\n".encode())
     return data
