@@ -36,7 +36,7 @@ def latency_ms(model, img_size: int) -> float:
     fast = copy.deepcopy(model).prepare_inference()
     x = torch.rand(1, 3, img_size, img_size)
     with torch.inference_mode():
-        return median_seconds(lambda: fast(x), repeats=5, warmup=1) * 1e3
+        return median_seconds(lambda: fast(x), repeats=15, warmup=3) * 1e3
 
 
 def map50(model, data, img_size: int) -> float:

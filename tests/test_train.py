@@ -151,11 +151,14 @@ def test_gamma_shrinkage_is_proximal():
     assert bn.weight.tolist() == pytest.approx([0.4, -0.4, 0.0, 0.0])
 
 
-def test_sparsity_training_writes_the_gamma_histogram(dataset, tmp_path):
+def test_sparsity_training_states_its_shrink_budget_and_writes_the_gamma_histogram(dataset, tmp_path):
     data, cfg = dataset
-    result = train(data, cfg, tmp_path / "sr", "--epochs", "1", "--sr", "--s", "0.01")
+    # 12 images in batches of 4 for 2 epochs at a constant lr 0.01, no burn-in: 6 steps x 0.01 x s 5 = 0.30
+    result = train(data, cfg, tmp_path / "sr", "--epochs", "2", "--sr", "--s", "5", "--lr", "0.01",
+                   "--lr_policy", "constant", "--burn_in", "0")
     assert (tmp_path / "sr" / "bn_gammas.png").is_file()
-    assert "L1 0.01 on 12 BN scale vectors" in result.stderr + result.stdout
+    assert "L1 5.0 on 12 BN scale vectors" in result.stderr + result.stdout
+    assert "0.30 in all over this run's schedule" in result.stderr + result.stdout
 
 
 def test_missing_data_config_is_a_clear_error(dataset, tmp_path):

@@ -251,8 +251,9 @@ class Trainer:
         loss_fn = YOLOLoss(model.yolo_layers)
         bns = sparsity_bns(model) if opt.sr else []
         if opt.sr:
-            self.log(f"sparsity training: L1 {opt.s} on {len(bns)} BN scale vectors (|gamma| shrinks by lr x s "
-                     f"after every step)")
+            budget = opt.s * base_lr * sum(schedule(step) for step in range(schedule.total_steps))
+            self.log(f"sparsity training: L1 {opt.s} on {len(bns)} BN scale vectors: |gamma| shrinks by lr x s "
+                     f"after every step, {budget:.2f} in all over this run's schedule (gammas start near 1)")
 
         result = None
         for epoch in range(start_epoch, opt.epochs):
