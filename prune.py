@@ -29,14 +29,15 @@ from utils.io import atomic_write
 from utils.plots import plot_channels, plot_gamma_threshold
 from utils.prune import PruneError, compact_model, masked_model, remove_units
 from utils.summary import summarize
-from utils.timing import median_seconds
+from utils.timing import alternating_median_seconds
 
 
-def latency_ms(model, img_size: int) -> float:
-    fast = copy.deepcopy(model).prepare_inference()
+def latencies_ms(models: list, img_size: int) -> list[float]:
+    """Batch-1 latency of each model after prepare_inference(), timed in alternating rounds."""
+    ready = [copy.deepcopy(model).prepare_inference() for model in models]
     x = torch.rand(1, 3, img_size, img_size)
     with torch.inference_mode():
-        return median_seconds(lambda: fast(x), repeats=15, warmup=3) * 1e3
+        return [1e3 * t for t in alternating_median_seconds([lambda m=m: m(x) for m in ready], rounds=8)]
 
 
 def map50(model, data, img_size: int) -> float:
@@ -55,6 +56,9 @@ def main(argv=None) -> int:
                    help="first remove this many residual units / [res2net] blocks (lowest mean |gamma|)")
     p.add_argument("--layer_keep", type=float, default=0.0,
                    help="keep at least this fraction of every conv's channels (default: refuse to empty one)")
+    p.add_argument("--channel_multiple", type=int, default=1,
+                   help="then keep more channels (highest |gamma| first) so every layer keeps a multiple of N "
+                        "(8 suits CPU and GPU kernels)")
     p.add_argument("--shortcut_mode", choices=("union", "skip"), default="union",
                    help="channels tied by additions: keep one if any member keeps it (union) or leave them (skip)")
     p.add_argument("--img_size", type=int, default=416, help="size for FLOPs, latency and mAP")
@@ -77,7 +81,8 @@ def main(argv=None) -> int:
             print(f"removing {len(units)} units (lowest mean |gamma|): layers "
                   + ", ".join(f"{u.layers.start}-{u.layers[-1]}" for u in units))
         if args.percent > 0:
-            masked, graph, selection = masked_model(work, args.percent, args.layer_keep, args.shortcut_mode)
+            masked, graph, selection = masked_model(work, args.percent, args.layer_keep, args.shortcut_mode,
+                                                    args.channel_multiple)
         data = parse_data_config(args.data_config) if args.data_config else None
     except (CfgError, WeightsFileError, DataError, PruneError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -94,7 +99,6 @@ def main(argv=None) -> int:
     compact.save_darknet_weights(out / "pruned.weights")
     names = (state or {}).get("names") or (data.names if data else None)
     weights_to_checkpoint(compact, out / "pruned.pth", names)
-    original_file = Path(args.weights_path)
     size = (args.img_size, args.img_size)
     rows = [["", "before", "after pruning", "change"]]
 
@@ -108,8 +112,9 @@ def main(argv=None) -> int:
         sum(r.flops for r in summarize(compact, size)) / 1e9, lambda v: f"{v:.3f}")
     add(".weights size (MB)", darknet_weights_size(model.layers, model.weights_header) / 1e6,
         (out / "pruned.weights").stat().st_size / 1e6, lambda v: f"{v:.2f}")
-    add(f"CPU latency at {args.img_size} (ms, 2 threads)", latency_ms(model, args.img_size),
-        latency_ms(compact, args.img_size), lambda v: f"{v:.1f}")
+    before_ms, after_ms = latencies_ms([model, compact], args.img_size)
+    add(f"CPU latency at {args.img_size} (ms, 2 threads)", before_ms, after_ms, lambda v: f"{v:.1f}")
+    rows[-1][-1] += f" ({before_ms / after_ms:.2f}x faster)"
     if data is not None:
         add("mAP@0.5 (valid)", map50(model, data, args.img_size), map50(compact, data, args.img_size),
             lambda v: f"{v:.4f}")
@@ -119,10 +124,11 @@ def main(argv=None) -> int:
                          + ["|---|---|---|---|"] + ["| " + " | ".join(map(str, row)) + " |" for row in rows[1:]])
     with atomic_write(out / "report.md") as f:
         channels = (f"{args.percent:.1%} of prunable BN channels targeted (threshold |gamma| "
-                    f"{selection.threshold:.5f}, shortcut mode {args.shortcut_mode}, layer_keep {args.layer_keep}); "
+                    f"{selection.threshold:.5f}, shortcut mode {args.shortcut_mode}, layer_keep {args.layer_keep}, "
+                    f"channel_multiple {args.channel_multiple}); "
                     f"largest safe percent {selection.safe_percent:.1%}. " if args.percent > 0 else "")
         units = f"{args.layers} residual units removed first. " if args.layers > 0 else ""
-        f.write(f"# Pruning {original_file.name}\n\n{units}{channels}\n\n{markdown}\n".encode())
+        f.write(f"# Pruning {args.weights_path}\n\n{(units + channels).strip()}\n\n{markdown}\n".encode())
     if args.percent > 0:
         plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
         before = [r.conv.conv.out_channels for r in graph.convs]

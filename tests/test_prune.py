@@ -72,6 +72,24 @@ def test_compact_model_equals_masked_model_and_round_trips(cfg, tmp_path):
         torch.testing.assert_close(again(x), got)
 
 
+def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_path):
+    model = randomize(Darknet(REPO / "cfg" / "res2net-yolov3-tiny.cfg"), seed=5, gain=0.9).eval()
+    plain = select(ChannelGraph(model), 0.6, layer_keep=0.01)
+    masked, graph, rounded = masked_model(model, 0.6, layer_keep=0.01, channel_multiple=8)
+    assert set(rounded.kept) == set(plain.kept)
+    assert all(rounded.kept[r] for r, kept in plain.kept.items() if kept)  # rounding only adds channels
+    odd = 0
+    for atoms in graph.segments:
+        mask = rounded.keep_mask(graph, atoms)
+        odd += int(plain.keep_mask(graph, atoms).sum()) % 8 != 0
+        assert int(mask.sum()) % 8 == 0 or bool(mask.all()), f"{int(mask.sum())} of {len(atoms)} kept"
+    assert odd > 0  # the plain selection had layers to round
+    compact = compact_model(masked, graph, rounded, tmp_path / "pruned.cfg")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (compact(x) - masked(x)).abs().max().item() <= 1e-4
+
+
 def test_channels_with_zero_gamma_and_beta_are_removed_without_changing_outputs(write_cfg, tmp_path):
     """Channels that already emit nothing (gamma = beta = 0, as sparsity training drives them) go, exactly."""
     text = CONV.format(f=16, k=3, s=2) + CONV.format(f=16, k=1, s=1) + "[res2net]\nplanes=8\nbase_width=32\n\n" + HEAD

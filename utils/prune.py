@@ -202,7 +202,8 @@ class Selection:
         return torch.tensor([self.kept.get(graph.atoms.find(a), True) for a in atoms], dtype=torch.bool)
 
 
-def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcut_mode: str = "union") -> Selection:
+def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcut_mode: str = "union",
+           channel_multiple: int = 1) -> Selection:
     if not 0.0 <= percent < 1.0:
         raise PruneError(f"percent must lie in [0, 1), got {percent}")
     if shortcut_mode not in ("union", "skip"):
@@ -236,7 +237,25 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
                              f"per layer")
         for root in sorted(roots, key=lambda r: -scores[r])[:minimum]:
             kept[root] = True
+    if channel_multiple > 1:
+        _round_up_to_multiple(kept, scores, segments, channel_multiple)
     return Selection(kept, threshold, percent, safe_percent, values)
+
+
+def _round_up_to_multiple(kept: dict[int, bool], scores: dict[int, float], segments, multiple: int) -> None:
+    """Keep more channels, highest |gamma| first, until every layer keeps a multiple of ``multiple`` or all its
+    channels: convolution kernels work on channels in blocks of 4 to 16, so an odd count costs about as much
+    as the next multiple. Tied channels count in every layer they belong to, so repeat until nothing moves."""
+    changed = True
+    while changed:
+        changed = False
+        for size, roots in segments:
+            dropped = sorted({r for r in roots if not kept[r]}, key=lambda r: -scores[r])
+            count = size - sum(not kept[r] for r in roots)
+            missing = min(-count % multiple, size - count)
+            for root in dropped[:missing]:
+                kept[root] = True
+                changed = True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,12 +263,13 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
 
 
 @torch.no_grad()
-def masked_model(model: Darknet, percent: float, layer_keep: float = 0.0, shortcut_mode: str = "union"):
+def masked_model(model: Darknet, percent: float, layer_keep: float = 0.0, shortcut_mode: str = "union",
+                 channel_multiple: int = 1):
     """A copy of ``model`` with the removed channels at zero and their constants folded downstream.
     Returns (masked model, its ChannelGraph, the Selection)."""
     masked = copy.deepcopy(model).eval()
     graph = ChannelGraph(masked)
-    selection = select(graph, percent, layer_keep, shortcut_mode)
+    selection = select(graph, percent, layer_keep, shortcut_mode, channel_multiple)
     removed = {a for record in graph.convs if record.prunable for a in record.outputs
                if not selection.kept.get(graph.atoms.find(a), True)}
     for record in graph.convs:
