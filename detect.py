@@ -115,19 +115,18 @@ def main(argv=None) -> int:
     skipped: list[str] = []
     timing = {"preprocess": 0.0, "inference": 0.0}
     try:
-        progress = tqdm(total=count_frames(inputs), desc="detect", unit="frame")
-        for chunk in batches(read_frames(inputs, skipped), args.batch_size):
-            t0 = time.perf_counter()
-            batch, boxes = preprocess([f.pixels for f in chunk], args.img_size, args.letterbox)
-            t1 = time.perf_counter()
-            detections = detect(loaded.model, batch, boxes, [f.pixels.shape[:2] for f in chunk],
-                                args.conf_thres, args.nms_thres)
-            timing["preprocess"] += t1 - t0
-            timing["inference"] += time.perf_counter() - t1
-            for frame, dets in zip(chunk, detections):
-                writer.add(frame, dets)
-            progress.update(len(chunk))
-        progress.close()
+        with tqdm(total=count_frames(inputs), desc="detect", unit="frame") as progress:
+            for chunk in batches(read_frames(inputs, skipped), args.batch_size):
+                t0 = time.perf_counter()
+                batch, boxes = preprocess([f.pixels for f in chunk], args.img_size, args.letterbox)
+                t1 = time.perf_counter()
+                detections = detect(loaded.model, batch, boxes, [f.pixels.shape[:2] for f in chunk],
+                                    args.conf_thres, args.nms_thres)
+                timing["preprocess"] += t1 - t0
+                timing["inference"] += time.perf_counter() - t1
+                for frame, dets in zip(chunk, detections):
+                    writer.add(frame, dets)
+                progress.update(len(chunk))
     except BaseException:
         writer.abort()
         raise

@@ -84,6 +84,8 @@ def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_p
         odd += int(plain.keep_mask(graph, atoms).sum()) % 8 != 0
         assert int(mask.sum()) % 8 == 0 or bool(mask.all()), f"{int(mask.sum())} of {len(atoms)} kept"
     assert odd > 0  # the plain selection had layers to round
+    with pytest.raises(PruneError, match="channel_multiple must be 1 or more, got 0"):
+        select(graph, 0.6, channel_multiple=0)
     compact = compact_model(masked, graph, rounded, tmp_path / "pruned.cfg")
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():

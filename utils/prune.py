@@ -206,6 +206,8 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
            channel_multiple: int = 1) -> Selection:
     if not 0.0 <= percent < 1.0:
         raise PruneError(f"percent must lie in [0, 1), got {percent}")
+    if channel_multiple < 1:
+        raise PruneError(f"channel_multiple must be 1 or more, got {channel_multiple}")
     if shortcut_mode not in ("union", "skip"):
         raise PruneError(f"shortcut_mode must be union or skip, got {shortcut_mode!r}")
     gammas = graph.gamma_of_atoms()
