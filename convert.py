@@ -14,11 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cfg import CfgError
-from utils.checkpoint import cutoff_from_name, model_from_file
-from utils.convert import darknet_native_cfg, export_onnx, weights_to_checkpoint
-from utils.darknet_weights import WeightsFileError
-from utils.io import atomic_write
+from utils.darknet.cfg import CfgError
+from utils.darknet.checkpoint import cutoff_from_name, model_from_file
+from utils.conversion.convert import darknet_native_cfg, export_onnx, weights_to_checkpoint
+from utils.darknet.weights import WeightsFileError
+from utils.fileio import atomic_write
 
 CHECKPOINT_OUT = (".pth", ".pt")
 

@@ -25,12 +25,12 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from utils.cfg import CfgError
-from utils.darknet_weights import WeightsFileError
-from utils.data import IMAGE_SUFFIXES
-from utils.detection_writer import VIDEO_SUFFIXES, DetectionWriter, Frame, count_frames, read_frames
-from utils.inference import detect, load_model, preprocess
-from utils.trainer import next_run_dir
+from utils.darknet.cfg import CfgError
+from utils.darknet.weights import WeightsFileError
+from utils.data.dataset import IMAGE_SUFFIXES
+from utils.inference.writer import VIDEO_SUFFIXES, DetectionWriter, Frame, count_frames, read_frames
+from utils.inference.load import detect, load_model, preprocess
+from utils.training.trainer import next_run_dir
 
 DEMO_IMAGES = "data/demo/images/valid"
 
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     if not Path(args.image_folder.split("*")[0] or ".").exists():
-        hint = "\ngenerate the demo data with: python -m utils.synthetic --out data/demo" \
+        hint = "\ngenerate the demo data with: python -m utils.data.synthetic --out data/demo" \
             if args.image_folder == DEMO_IMAGES else ""
         print(f"error: {args.image_folder}: no such file or folder{hint}", file=sys.stderr)
         return 1

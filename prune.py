@@ -19,16 +19,16 @@ from pathlib import Path
 import torch
 from terminaltables import AsciiTable
 
-from utils.cfg import CfgError
-from utils.checkpoint import model_from_file
-from utils.convert import weights_to_checkpoint
-from utils.darknet_weights import WeightsFileError, darknet_weights_size
-from utils.data import DataError, DetectionDataset, create_dataloader, parse_data_config
-from utils.evaluate import collect_detections, score
-from utils.io import atomic_write
+from utils.darknet.cfg import CfgError
+from utils.darknet.checkpoint import model_from_file
+from utils.conversion.convert import weights_to_checkpoint
+from utils.darknet.weights import WeightsFileError, darknet_weights_size
+from utils.data.dataset import DataError, DetectionDataset, create_dataloader, parse_data_config
+from utils.evaluation.evaluate import collect_detections, score
+from utils.fileio import atomic_write
 from utils.plots import plot_channels, plot_gamma_threshold
-from utils.prune import PruneError, compact_model, masked_model, remove_units
-from utils.summary import summarize
+from utils.pruning.prune import PruneError, compact_model, masked_model, remove_units
+from utils.darknet.summary import summarize
 from utils.timing import alternating_median_seconds
 
 

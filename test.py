@@ -11,14 +11,14 @@ from pathlib import Path
 
 import torch
 
-from utils.cfg import CfgError
-from utils.darknet_weights import WeightsFileError
-from utils.data import DataError, DetectionDataset, create_dataloader, parse_data_config
-from utils.evaluate import collect_detections, format_results, score, write_coco_json
-from utils.inference import load_model
-from utils.metrics import METHODS
+from utils.darknet.cfg import CfgError
+from utils.darknet.weights import WeightsFileError
+from utils.data.dataset import DataError, DetectionDataset, create_dataloader, parse_data_config
+from utils.evaluation.evaluate import collect_detections, format_results, score, write_coco_json
+from utils.inference.load import load_model
+from utils.evaluation.metrics import METHODS
 from utils.plots import plot_pr_curves
-from utils.trainer import DEFAULT_DATA
+from utils.training.trainer import DEFAULT_DATA
 
 
 def main(argv=None) -> int:

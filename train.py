@@ -10,10 +10,10 @@ import argparse
 import sys
 from dataclasses import fields
 
-from utils.cfg import CfgError
-from utils.data import DataError
-from utils.darknet_weights import WeightsFileError
-from utils.trainer import TrainingError, TrainOptions, Trainer
+from utils.darknet.cfg import CfgError
+from utils.data.dataset import DataError
+from utils.darknet.weights import WeightsFileError
+from utils.training.trainer import TrainingError, TrainOptions, Trainer
 
 
 def parse_args(argv=None) -> TrainOptions:

@@ -1,7 +1,7 @@
 """Speed of the Darknet core on CPU: .weights loading vs the np.fromfile floor, and forward latency.
 
-    python benchmarks/bench_core.py              # everything (a few minutes on 2 cores)
-    python benchmarks/bench_core.py --only load  # one part: load | forward
+    python -m benchmarks.bench_core              # everything (a few minutes on 2 cores)
+    python -m benchmarks.bench_core --only load  # one part: load | forward
 
 Medians of several runs after a warm-up, at torch.set_num_threads(2) like ../shared/perf-targets.md.
 These machines are noisy: compare ratios measured in the same run, not absolute times across runs.
@@ -9,17 +9,14 @@ These machines are noisy: compare ratios measured in the same run, not absolute 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models import Darknet  # noqa: E402
-from utils.timing import median_seconds  # noqa: E402
+from models import Darknet
+from utils.timing import median_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MS = {"yolov3-tiny": 37.0, "yolov3": 255.0}

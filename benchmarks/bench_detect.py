@@ -1,6 +1,6 @@
 """Detection and evaluation speed on CPU.
 
-    python benchmarks/bench_detect.py
+    python -m benchmarks.bench_detect
 
 - per-image latency at 416 (decoded image -> final boxes) split into preprocess, forward and NMS, for
   yolov3-tiny and res2net-yolov3, unfused and with prepare_inference() (fused + channels-last);
@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from models import Darknet  # noqa: E402
-from utils.inference import preprocess  # noqa: E402
-from utils.metrics import evaluate_detections  # noqa: E402
-from utils.nms import nms, non_max_suppression  # noqa: E402
-from utils.timing import median_seconds  # noqa: E402
+from models import Darknet
+from utils.inference.load import preprocess
+from utils.evaluation.metrics import evaluate_detections
+from utils.inference.nms import nms, non_max_suppression
+from utils.timing import median_seconds
 
 
 def median_ms(fn, repeats=7, warmup=2) -> float:

@@ -1,8 +1,8 @@
 """A pruned model against its original on CPU: parameters, FLOPs and forward latency, next to the bar of
 issue 5 (>= 70 % of parameters and >= 50 % of FLOPs removed, >= 1.8x faster).
 
-    python benchmarks/bench_prune.py --before runs/sr/exp1/best.pth --after runs/finetune/exp1/best.pth
-    python benchmarks/bench_prune.py --before yolov3.weights --before_cfg cfg/yolov3.cfg \\
+    python -m benchmarks.bench_prune --before runs/sr/exp1/best.pth --after runs/finetune/exp1/best.pth
+    python -m benchmarks.bench_prune --before yolov3.weights --before_cfg cfg/yolov3.cfg \\
                                      --after runs/prune/exp1/pruned.weights --after_cfg runs/prune/exp1/pruned.cfg
 
 Batch 1, 2 threads, after prepare_inference() (BN folded, channels-last) and after fuse() alone (NCHW),
@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils.checkpoint import model_from_file  # noqa: E402
-from utils.summary import summarize  # noqa: E402
-from utils.timing import alternating_median_seconds  # noqa: E402
+from utils.darknet.checkpoint import model_from_file
+from utils.darknet.summary import summarize
+from utils.timing import alternating_median_seconds
 
 BAR = {"params": 0.70, "flops": 0.50, "speedup": 1.8}
 

@@ -1,8 +1,8 @@
 """Training throughput on CPU: images per second for forward + loss + backward + step, with the real data
 loader (augmentation on, 2 workers), and the share of step time spent waiting for data.
 
-    python benchmarks/bench_train.py                  # the three configurations of issue 3
-    python benchmarks/bench_train.py --steps 10
+    python -m benchmarks.bench_train                  # the three configurations of issue 3
+    python -m benchmarks.bench_train --steps 10
 
 Runs on the synthetic shapes set (generated into a temporary folder). Medians over steps after warm-up.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,14 +17,13 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from models import Darknet  # noqa: E402
-from utils.cfg import with_classes  # noqa: E402
-from utils.data import Augment, DetectionDataset, create_dataloader  # noqa: E402
-from utils.loss import YOLOLoss  # noqa: E402
-from utils.optim import build_optimizer  # noqa: E402
-from utils.synthetic import write_dataset  # noqa: E402
+from models import Darknet
+from utils.darknet.cfg import with_classes
+from utils.data.dataset import Augment, DetectionDataset, create_dataloader
+from utils.training.loss import YOLOLoss
+from utils.training.optim import build_optimizer
+from utils.data.synthetic import write_dataset
 
 CASES = [("yolov3-tiny", 416, 8, 6.7, 5.6), ("res2net-yolov3-tiny", 416, 8, None, None),
          ("res2net-yolov3", 320, 4, None, None), ("yolov3", 320, 4, 1.5, 1.26)]

@@ -1,6 +1,6 @@
 """Convert a Pascal VOC dataset (XML annotations + images) into a Darknet dataset.
 
-    python data/voc2darknet.py --annotations ../shared/datasets/raccoon/annotations \\
+    python -m data.voc2darknet --annotations ../shared/datasets/raccoon/annotations \\
                                --images ../shared/datasets/raccoon/images --out data/raccoon --name raccoon
 
 Images are linked (or with --copy, copied) into OUT/images so that labels can sit in OUT/labels, as
@@ -10,10 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils.data import DataError  # noqa: E402
-from utils.voc import convert_voc  # noqa: E402
+from utils.data.dataset import DataError
+from utils.data.voc import convert_voc
 
 
 def main(argv=None) -> int:

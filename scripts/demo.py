@@ -8,7 +8,6 @@ real Darknet program's outputs.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -16,12 +15,11 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import detect  # noqa: E402
-from models import Darknet  # noqa: E402
-from utils.synthetic import write_dataset  # noqa: E402
-from utils.trainer import Trainer, TrainOptions, next_run_dir  # noqa: E402
+import detect
+from models import Darknet
+from utils.data.synthetic import write_dataset
+from utils.training.trainer import Trainer, TrainOptions, next_run_dir
 
 DATA = Path("data/demo")
 VECTORS = REPO.parent / "shared" / "darknet-vectors"

@@ -1,5 +1,4 @@
 import math
-import sys
 import textwrap
 from pathlib import Path
 
@@ -8,7 +7,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-sys.path.insert(0, str(REPO))
 
 torch.set_num_threads(2)
 

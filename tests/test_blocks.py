@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from models import Darknet
-from utils.cfg import CfgError
+from utils.darknet.cfg import CfgError
 
 
 def spec_conv_bn(rng, cin, cout, k, stream):

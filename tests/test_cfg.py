@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 from models import Darknet
-from utils.cfg import CfgError, CfgWarning, read_cfg
+from utils.darknet.cfg import CfgError, CfgWarning, read_cfg
 
 CONV = """
 [convolutional]

@@ -8,8 +8,8 @@ import torch
 
 from models import Darknet
 from tests.conftest import REPO, randomize
-from utils.convert import darknet_native_cfg
-from utils.inference import load_model
+from utils.conversion.convert import darknet_native_cfg
+from utils.inference.load import load_model
 
 PLAIN_TYPES = {"convolutional", "route", "shortcut", "upsample", "maxpool", "yolo"}
 

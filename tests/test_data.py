@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from utils.boxes import Letterbox
-from utils.data import (Augment, BatchPlan, DataError, DetectionDataset, collate, label_path, letterbox_image,
+from utils.data.dataset import (Augment, BatchPlan, DataError, DetectionDataset, collate, label_path, letterbox_image,
                         multiscale_sizes, parse_data_config, read_labels)
-from utils.synthetic import write_dataset
+from utils.data.synthetic import write_dataset
 
 
 def write_labels(tmp_path, text, name="a.txt"):

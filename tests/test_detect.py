@@ -10,7 +10,7 @@ import torch
 
 from models import Darknet
 from tests.conftest import REPO, randomize
-from utils.inference import detect, preprocess
+from utils.inference.load import detect, preprocess
 
 
 class FixedOutput(torch.nn.Module):

@@ -9,8 +9,8 @@ import pytest
 
 from models import Darknet
 from tests.conftest import REPO, randomize
-from utils.cfg import with_classes
-from utils.synthetic import write_dataset
+from utils.darknet.cfg import with_classes
+from utils.data.synthetic import write_dataset
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import torch
 
 from models import Darknet
 from tests.conftest import randomize
-from utils.loss import YOLOLoss
+from utils.training.loss import YOLOLoss
 
 TWO_HEADS = """
 [convolutional]

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from utils.metrics import average_precision, evaluate_detections
+from utils.evaluation.metrics import average_precision, evaluate_detections
 
 NAMES = ["a", "b", "c", "d"]
 

@@ -232,7 +232,7 @@ def test_summary_counts_params_and_darknet_flops(write_cfg):
         classes=2
         num=2
         """))
-    from utils.summary import summarize
+    from utils.darknet.summary import summarize
     rows = summarize(model, (64, 64))
     assert [r.output_shape for r in rows] == [(8, 32, 32), (8, 16, 16), (14, 16, 16), (14, 16, 16)]
     assert rows[0].flops == 2 * (3 * 3 * 3 * 8) * 32 * 32

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from utils.boxes import box_iou
-from utils.nms import nms, non_max_suppression
+from utils.inference.nms import nms, non_max_suppression
 
 
 def greedy_reference(boxes, scores, threshold, classes=None):

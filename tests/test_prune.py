@@ -4,7 +4,7 @@ import torch
 
 from models import Darknet
 from tests.conftest import REPO, randomize
-from utils.prune import ChannelGraph, PruneError, compact_model, masked_model, select
+from utils.pruning.prune import ChannelGraph, PruneError, compact_model, masked_model, select
 
 CONV = "[convolutional]\nbatch_normalize=1\nfilters={f}\nsize={k}\nstride={s}\npad=1\nactivation=leaky\n\n"
 HEAD = "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n\n[yolo]\nmask=0,1,2\nanchors=4,4,8,8,16,16\n" \
@@ -135,10 +135,10 @@ def test_a_percent_that_would_empty_a_layer_is_refused_with_the_safe_maximum(wri
 def test_prune_command_writes_everything_or_nothing(tmp_path):
     import subprocess
     import sys
-    from utils.synthetic import write_dataset
+    from utils.data.synthetic import write_dataset
     data = write_dataset(tmp_path / "set", train=1, valid=3, size=64, seed=2)
     cfg = tmp_path / "tiny.cfg"
-    from utils.cfg import with_classes
+    from utils.darknet.cfg import with_classes
     cfg.write_text(with_classes(REPO / "cfg" / "res2net-yolov3-tiny.cfg", 4))
     model = randomize(Darknet(cfg), seed=5, gain=0.9)
     model.save_darknet_weights(tmp_path / "m.weights")
@@ -175,7 +175,7 @@ def test_layer_pruning_removes_units_and_rewrites_every_index(write_cfg, tmp_pat
             + CONV.format(f=8, k=1, s=1) + "[route]\nlayers=-1,9\n\n" + HEAD)
     # 0 conv | 1-3, 4-6, 7-9 residual units | 10 res2net | 11 route to unit 2's output (6) | ... | 15 route to 9
     model = randomize(Darknet(write_cfg(text)), seed=6).eval()
-    from utils.prune import removable_units, remove_units
+    from utils.pruning.prune import removable_units, remove_units
     units = removable_units(model)
     assert [(u.layers.start, u.layers.stop) for u in units] == [(1, 4), (4, 7), (7, 10), (10, 11)]
     with torch.no_grad():  # which two go: the lowest mean |gamma|

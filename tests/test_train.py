@@ -11,8 +11,8 @@ import torch
 
 from models import Darknet
 from tests.conftest import REPO
-from utils.checkpoint import load_pretrained
-from utils.synthetic import write_dataset
+from utils.darknet.checkpoint import load_pretrained
+from utils.data.synthetic import write_dataset
 
 TINY = """
 [net]
@@ -143,7 +143,7 @@ def test_non_finite_loss_stops_with_a_clear_message(dataset, tmp_path):
 
 
 def test_gamma_shrinkage_is_proximal():
-    from utils.optim import shrink_gammas
+    from utils.training.optim import shrink_gammas
     bn = torch.nn.BatchNorm2d(4)
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([0.5, -0.5, 0.05, -0.02]))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_path
-from utils.data import DataError, DetectionDataset, parse_data_config
-from utils.voc import convert_voc
+from utils.data.dataset import DataError, DetectionDataset, parse_data_config
+from utils.data.voc import convert_voc
 
 XML = """<annotation><filename>{name}.jpg</filename><size><width>{w}</width><height>{h}</height></size>
 {objects}</annotation>"""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import Darknet
-from utils.darknet_weights import WeightsFileError, WeightsHeader, darknet_weights_size
+from utils.darknet.weights import WeightsFileError, WeightsHeader, darknet_weights_size
 from tests.conftest import randomize
 
 # Every kind of weighted layer: conv with and without BN, [res2net] with a downsample, [triangle],

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from utils.layers import Convolutional
+from utils.darknet.layers import Convolutional
 
 POLICIES = ("steps", "constant", "poly", "cosine")
 

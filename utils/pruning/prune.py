@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from models import Darknet
-from utils.cfg import read_cfg
-from utils.layers import (Convolutional, Dropout, GlobalAvgPool, HierarchicalSplit, MaxPool, Res2Net, Route,
+from utils.darknet.model import Darknet
+from utils.darknet.cfg import read_cfg
+from utils.darknet.layers import (Convolutional, Dropout, GlobalAvgPool, HierarchicalSplit, MaxPool, Res2Net, Route,
                           Shortcut, Triangle, Upsample, YOLOLayer, fusable_convs)
 
 

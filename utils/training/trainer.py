@@ -16,14 +16,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from models import Darknet
-from utils.cfg import with_classes
-from utils.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
-from utils.data import Augment, DetectionDataset, create_dataloader, parse_data_config
-from utils.evaluate import collect_detections, format_results, score
-from utils.io import atomic_write
-from utils.loss import YOLOLoss
-from utils.optim import ModelEMA, Schedule, build_optimizer, init_head_biases, shrink_gammas, sparsity_bns
+from utils.darknet.model import Darknet
+from utils.darknet.cfg import with_classes
+from utils.darknet.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
+from utils.data.dataset import Augment, DetectionDataset, create_dataloader, parse_data_config
+from utils.evaluation.evaluate import collect_detections, format_results, score
+from utils.fileio import atomic_write
+from utils.training.loss import YOLOLoss
+from utils.training.optim import ModelEMA, Schedule, build_optimizer, init_head_biases, shrink_gammas, sparsity_bns
 
 DEFAULT_DATA = "data/demo/shapes.data"
 RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output")
@@ -151,7 +151,7 @@ class Trainer:
     def _ensure_demo_data(self) -> None:
         if self.opt.data_config == DEFAULT_DATA and not Path(DEFAULT_DATA).exists():
             if self.is_main:
-                from utils.synthetic import write_dataset
+                from utils.data.synthetic import write_dataset
                 self.log(f"{DEFAULT_DATA} is missing: generating the synthetic shapes dataset (seed 0) ...")
                 write_dataset(Path(DEFAULT_DATA).parent)
             self._barrier()

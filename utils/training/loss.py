@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.boxes import bbox_iou_aligned, box_iou, xywh_to_xyxy
-from utils.layers import YOLOLayer
+from utils.darknet.layers import YOLOLayer
 
 
 @dataclass

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import Darknet
-from utils.checkpoint import model_from_file
-from utils.data import letterbox_image
-from utils.nms import non_max_suppression
+from utils.darknet.model import Darknet
+from utils.darknet.checkpoint import model_from_file
+from utils.data.dataset import letterbox_image
+from utils.inference.nms import non_max_suppression
 
 
 @dataclass

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from utils.boxes import xyxy_to_xywh
-from utils.io import atomic_write
-from utils.visualize import draw_detections
+from utils.fileio import atomic_write
+from utils.inference.visualize import draw_detections
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 

@@ -10,9 +10,9 @@ import torch
 from terminaltables import AsciiTable
 
 from utils.boxes import xywh_to_xyxy
-from utils.io import atomic_write
-from utils.metrics import EvalResult, evaluate_detections
-from utils.nms import non_max_suppression
+from utils.fileio import atomic_write
+from utils.evaluation.metrics import EvalResult, evaluate_detections
+from utils.inference.nms import non_max_suppression
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.io import atomic_write
+from utils.fileio import atomic_write
 
 CLASS_NAMES = ("circle", "rectangle", "triangle", "cross")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from utils.layers import conv_flops
+from utils.darknet.layers import conv_flops
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from utils.io import atomic_write
+from utils.fileio import atomic_write
 
 FLOAT_BYTES = 4
 

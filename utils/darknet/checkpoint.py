@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from utils.cfg import with_classes
-from utils.darknet_weights import WeightsFileError, WeightsHeader
-from utils.io import atomic_write
+from utils.darknet.cfg import with_classes
+from utils.darknet.weights import WeightsFileError, WeightsHeader
+from utils.fileio import atomic_write
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -36,7 +36,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 def model_from_file(weights: str | Path, cfg: str | Path | None = None):
     """``(model, checkpoint dict or None)`` from a .weights file (needs ``cfg``) or a .pth (builds from the
     cfg it carries unless ``cfg`` is given; takes the EMA weights when the checkpoint has them)."""
-    from models import Darknet  # models.py imports utils; importing it here keeps utils free of it at load
+    from utils.darknet.model import Darknet
 
     weights = Path(weights)
     if not weights.is_file():
@@ -99,7 +99,7 @@ def load_pretrained(model, path: str | Path, cutoff: int | None = None) -> str:
 
     Head convs whose class count differs from the file's are left at their initial values, and the
     returned one-line report says so."""
-    from models import Darknet  # models.py imports utils; importing it here keeps utils free of it at load
+    from utils.darknet.model import Darknet
 
     path = Path(path)
     if path.suffix in (".pth", ".pt"):

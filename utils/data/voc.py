@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.data import IMAGE_SUFFIXES, DataError
-from utils.io import atomic_write
+from utils.data.dataset import IMAGE_SUFFIXES, DataError
+from utils.fileio import atomic_write
 
 
 @dataclass

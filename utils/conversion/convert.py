@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from models import Darknet, build_layers
-from utils.cfg import read_cfg
-from utils.checkpoint import save_checkpoint
-from utils.io import atomic_write
-from utils.layers import BLOCK_INPUT, PlainLayer
+from utils.darknet.model import Darknet, build_layers
+from utils.darknet.cfg import read_cfg
+from utils.darknet.checkpoint import save_checkpoint
+from utils.fileio import atomic_write
+from utils.darknet.layers import BLOCK_INPUT, PlainLayer
 
 
 def weights_to_checkpoint(model: Darknet, out: Path, names: list[str] | None = None) -> None:

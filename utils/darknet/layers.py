@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.cfg import Block, CfgError, Key, float_list, int_list
+from utils.darknet.cfg import Block, CfgError, Key, float_list, int_list
 
 NormLayer = Callable[[int], nn.Module]
 ActivationFactory = Callable[[], nn.Module]
