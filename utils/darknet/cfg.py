@@ -14,9 +14,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from utils.errors import UserError
 
 
-class CfgError(ValueError):
+class CfgError(UserError, ValueError):
     """A cfg file that cannot be turned into a network."""
 
 

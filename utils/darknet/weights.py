@@ -18,11 +18,12 @@ from typing import Sequence
 import torch
 
 from utils.fileio import atomic_write
+from utils.errors import UserError
 
 FLOAT_BYTES = 4
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(UserError, ValueError):
     """A .weights file that does not fit the model."""
 
 

@@ -24,13 +24,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.boxes import Letterbox
+from utils.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PAD_VALUE = 128  # Darknet pads letterboxed images with 0.5
 COORD_TOLERANCE = 1e-3  # converters often write 1.0000001; values this close to [0, 1] are clipped
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset description or label file that cannot be used."""
 
 

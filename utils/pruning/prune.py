@@ -32,10 +32,11 @@ import torch
 from utils.darknet.model import Darknet
 from utils.darknet.cfg import read_cfg
 from utils.darknet.layers import (Convolutional, Dropout, GlobalAvgPool, HierarchicalSplit, MaxPool, Res2Net, Route,
+from utils.errors import UserError
                           Shortcut, Triangle, Upsample, YOLOLayer, fusable_convs)
 
 
-class PruneError(ValueError):
+class PruneError(UserError, ValueError):
     """A pruning request that cannot be met (nothing is written)."""
 
 

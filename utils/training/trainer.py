@@ -24,13 +24,14 @@ from utils.evaluation.evaluate import collect_detections, format_results, score
 from utils.fileio import atomic_write
 from utils.training.loss import YOLOLoss
 from utils.training.optim import ModelEMA, Schedule, build_optimizer, init_head_biases, shrink_gammas, sparsity_bns
+from utils.errors import UserError
 
 DEFAULT_DATA = "data/demo/shapes.data"
 RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output")
 CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "total", "mAP50", "mAP", "img_per_s", "data_wait", "seconds"]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (a non-finite loss, ranks out of sync); the last good checkpoint is kept."""
 
 

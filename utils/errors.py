@@ -1,0 +1,11 @@
+"""The project's error base class.
+
+Every problem a user can cause (a file, a flag, a value in a cfg or a dataset) raises a subclass of
+:class:`UserError` with a message that says what is wrong and where. The command lines print it as one
+``error: ...`` line and exit non-zero; anything else that escapes is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, never as a traceback."""
