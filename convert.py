@@ -14,10 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.darknet.cfg import CfgError
-from utils.darknet.checkpoint import cutoff_from_name, model_from_file
-from utils.conversion.convert import darknet_native_cfg, export_onnx, weights_to_checkpoint
-from utils.darknet.weights import WeightsFileError
+from utils.darknet.cfg import read_cfg
+from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model
+from utils.conversion.export import export_onnx
+from utils.conversion.native import darknet_native_cfg
+from utils.errors import UserError
 from utils.fileio import atomic_write
 
 CHECKPOINT_OUT = (".pth", ".pt")
@@ -50,7 +51,7 @@ def run(args) -> str:
             raise ValueError("--darknet_native needs --model_def")
         out = Path(args.darknet_native)
         refuse_existing(out, args.force)
-        text = darknet_native_cfg(cfg)
+        text = darknet_native_cfg(read_cfg(cfg)).text
         with atomic_write(out) as f:
             f.write(text.encode())
         return f"wrote {out}: {cfg} with every [res2net]/[triangle] as plain Darknet layers (same .weights)"
@@ -74,7 +75,7 @@ def run(args) -> str:
         names = None
         if args.class_path:
             names = [n.strip() for n in Path(args.class_path).read_text().splitlines() if n.strip()]
-        weights_to_checkpoint(model_from_file(source, cfg)[0], out, names)
+        save_model(model_from_file(source, cfg)[0], out, names)
         return f"wrote {out}"
     cutoff = args.cutoff if args.cutoff is not None else cutoff_from_name(out)
     if out.suffix != ".weights" and cutoff is None:
@@ -90,7 +91,7 @@ def run(args) -> str:
 def main(argv=None) -> int:
     try:
         print(run(parse_args(argv)))
-    except (CfgError, WeightsFileError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

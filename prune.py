@@ -13,21 +13,19 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from terminaltables import AsciiTable
 
-from utils.darknet.cfg import CfgError
-from utils.darknet.checkpoint import model_from_file
-from utils.conversion.convert import weights_to_checkpoint
-from utils.darknet.weights import WeightsFileError, darknet_weights_size
-from utils.data.dataset import DataError, DetectionDataset, create_dataloader, parse_data_config
+from utils.darknet.checkpoint import model_from_file, save_model
+from utils.darknet.weights import darknet_weights_size
+from utils.data.dataset import DetectionDataset, create_dataloader, parse_data_config
 from utils.evaluation.evaluate import collect_detections, score
+from utils.errors import UserError
 from utils.fileio import atomic_write
 from utils.plots import plot_channels, plot_gamma_threshold
-from utils.pruning.prune import PruneError, compact_model, masked_model, remove_units
+from utils.pruning import PruneError, compact_model, masked_model, remove_units
 from utils.darknet.summary import summarize
 from utils.timing import alternating_median_seconds
 
@@ -67,7 +65,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     out = Path(args.output)
-    scratch = tempfile.TemporaryDirectory()
     try:
         if out.exists() and any(out.iterdir()) and not args.force:
             raise FileExistsError(f"{out} is not empty; pass --force to write into it")
@@ -77,28 +74,28 @@ def main(argv=None) -> int:
         model.eval()
         work = model
         if args.layers > 0:
-            work, units = remove_units(model, args.layers, Path(scratch.name) / "thinner.cfg")
+            work, units = remove_units(model, args.layers)
             print(f"removing {len(units)} units (lowest mean |gamma|): layers "
                   + ", ".join(f"{u.layers.start}-{u.layers[-1]}" for u in units))
         if args.percent > 0:
             masked, graph, selection = masked_model(work, args.percent, args.layer_keep, args.shortcut_mode,
                                                     args.channel_multiple)
         data = parse_data_config(args.data_config) if args.data_config else None
-    except (CfgError, WeightsFileError, DataError, PruneError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
     if args.percent > 0:
         print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}; "
               f"the largest percent that empties no layer is {selection.safe_percent:.1%}")
-        compact = compact_model(masked, graph, selection, out / "pruned.cfg")
+        compact = compact_model(masked, graph, selection)
     else:
         compact = work
-        with atomic_write(out / "pruned.cfg") as f:
-            f.write(work.cfg_text.encode())
+    with atomic_write(out / "pruned.cfg") as f:
+        f.write(compact.cfg_text.encode())
     compact.save_darknet_weights(out / "pruned.weights")
     names = (state or {}).get("names") or (data.names if data else None)
-    weights_to_checkpoint(compact, out / "pruned.pth", names)
+    save_model(compact, out / "pruned.pth", names)
     size = (args.img_size, args.img_size)
     rows = [["", "before", "after pruning", "change"]]
 

@@ -19,7 +19,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 from models import Darknet
-from utils.darknet.cfg import with_classes
+from utils.darknet.cfg import read_cfg
+from utils.darknet.cfg_edit import with_classes
 from utils.data.dataset import Augment, DetectionDataset, create_dataloader
 from utils.training.loss import YOLOLoss
 from utils.training.optim import build_optimizer
@@ -32,7 +33,7 @@ CASES = [("yolov3-tiny", 416, 8, 6.7, 5.6), ("res2net-yolov3-tiny", 416, 8, None
 def bench(name: str, size: int, batch_size: int, steps: int, data: Path, tmp: Path,
           workers: int) -> tuple[float, float]:
     cfg = tmp / f"{name}.cfg"
-    cfg.write_text(with_classes(REPO / "cfg" / f"{name}.cfg", 4))
+    cfg.write_text(with_classes(read_cfg(REPO / "cfg" / f"{name}.cfg"), 4).text)
     model = Darknet(cfg).train()
     loss_fn = YOLOLoss(model.yolo_layers)
     optimizer = build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4)

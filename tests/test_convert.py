@@ -8,7 +8,8 @@ import torch
 
 from models import Darknet
 from tests.conftest import REPO, randomize
-from utils.conversion.convert import darknet_native_cfg
+from utils.conversion.native import darknet_native_cfg
+from utils.darknet.cfg import read_cfg
 from utils.inference.load import load_model
 
 PLAIN_TYPES = {"convolutional", "route", "shortcut", "upsample", "maxpool", "yolo"}
@@ -76,10 +77,10 @@ def test_darknet_native_expansion_is_equivalent(name, tmp_path):
 def test_darknet_native_refuses_what_darknet_cannot_express(write_cfg):
     stage = write_cfg("[convolutional]\nfilters=16\nsize=1\n\n[res2net]\nplanes=8\nstride=2\nstype=stage\n")
     with pytest.raises(ValueError, match="stype=stage has a 3x3 average pool"):
-        darknet_native_cfg(stage)
+        darknet_native_cfg(read_cfg(stage))
     first = write_cfg("[triangle]\nplanes=16\n", name="first.cfg")
     with pytest.raises(ValueError, match="a block as the first layer cannot be expanded"):
-        darknet_native_cfg(first)
+        darknet_native_cfg(read_cfg(first))
 
 
 def test_onnx_export_matches_pytorch(tiny_weights, tmp_path):

@@ -9,7 +9,8 @@ import pytest
 
 from models import Darknet
 from tests.conftest import REPO, randomize
-from utils.darknet.cfg import with_classes
+from utils.darknet.cfg import read_cfg
+from utils.darknet.cfg_edit import with_classes
 from utils.data.synthetic import write_dataset
 
 
@@ -18,7 +19,7 @@ def random_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = write_dataset(root / "set", train=1, valid=6, size=96, seed=5)
     cfg = root / "tiny.cfg"
-    cfg.write_text(with_classes(REPO / "cfg" / "yolov3-tiny.cfg", 4))
+    cfg.write_text(with_classes(read_cfg(REPO / "cfg" / "yolov3-tiny.cfg"), 4).text)
     model = randomize(Darknet(cfg), seed=3, gain=0.9)
     model.save_darknet_weights(root / "tiny.weights")
     return root, data, cfg

@@ -206,7 +206,7 @@ def strides_of(model):
 def test_yolov4_keeps_darknets_head_settings():
     model = Darknet(REPO / "cfg" / "yolov4.cfg")
     assert [y.scale_x_y for y in model.yolo_layers] == [1.2, 1.1, 1.05]
-    assert all(y.loss_options["iou_loss"] == "ciou" for y in model.yolo_layers)
+    assert all(y.loss.iou_loss == "ciou" for y in model.yolo_layers)
     assert sum(p.numel() for p in model.parameters()) == 64_363_101  # the published yolov4 figure
 
 
@@ -237,9 +237,10 @@ def test_summary_counts_params_and_darknet_flops(write_cfg):
     assert [r.output_shape for r in rows] == [(8, 32, 32), (8, 16, 16), (14, 16, 16), (14, 16, 16)]
     assert rows[0].flops == 2 * (3 * 3 * 3 * 8) * 32 * 32
     assert rows[2].flops == 2 * (8 * 14) * 16 * 16
+    assert rows[1].flops == 2 * 2 * 8 * 16 * 16  # Darknet counts maxpool as size^2 * c * out_h * out_w
     assert rows[0].params == 3 * 3 * 3 * 8 + 2 * 8
     text = model.summary((64, 64))
-    total = (2 * 216 * 1024 + 2 * 112 * 256) / 1e9
+    total = (2 * 216 * 1024 + 2 * 2 * 8 * 256 + 2 * 112 * 256) / 1e9
     assert f"{total:.3f} BFLOPs" in text and f"{216 + 16 + 112 + 14:,} parameters" in text
 
 

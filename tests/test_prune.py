@@ -4,7 +4,7 @@ import torch
 
 from models import Darknet
 from tests.conftest import REPO, randomize
-from utils.pruning.prune import ChannelGraph, PruneError, compact_model, masked_model, select
+from utils.pruning import ChannelGraph, PruneError, compact_model, masked_model, select
 
 CONV = "[convolutional]\nbatch_normalize=1\nfilters={f}\nsize={k}\nstride={s}\npad=1\nactivation=leaky\n\n"
 HEAD = "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n\n[yolo]\nmask=0,1,2\nanchors=4,4,8,8,16,16\n" \
@@ -56,7 +56,8 @@ def test_res2net_ties_branches_and_the_residual(write_cfg):
 def test_compact_model_equals_masked_model_and_round_trips(cfg, tmp_path):
     model = randomize(Darknet(REPO / "cfg" / f"{cfg}.cfg"), seed=4, gain=0.9).eval()
     masked, graph, selection = masked_model(model, 0.5, layer_keep=0.01)
-    compact = compact_model(masked, graph, selection, tmp_path / "pruned.cfg")
+    compact = compact_model(masked, graph, selection)
+    (tmp_path / "pruned.cfg").write_text(compact.cfg_text)
     removed = 1 - sum(p.numel() for p in compact.parameters()) / sum(p.numel() for p in model.parameters())
     assert removed > 0.3
     x = torch.rand(2, 3, 96, 64)
@@ -86,7 +87,7 @@ def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_p
     assert odd > 0  # the plain selection had layers to round
     with pytest.raises(PruneError, match="channel_multiple must be 1 or more, got 0"):
         select(graph, 0.6, channel_multiple=0)
-    compact = compact_model(masked, graph, rounded, tmp_path / "pruned.cfg")
+    compact = compact_model(masked, graph, rounded)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert (compact(x) - masked(x)).abs().max().item() <= 1e-4
@@ -102,7 +103,7 @@ def test_channels_with_zero_gamma_and_beta_are_removed_without_changing_outputs(
             conv.bn.bias[::2] = 0.0
     gammas = len(ChannelGraph(model).gamma_of_atoms())
     masked, graph, selection = masked_model(model, 16 / gammas)  # the 16 zeros are the lowest 16 gammas
-    compact = compact_model(masked, graph, selection, tmp_path / "pruned.cfg")
+    compact = compact_model(masked, graph, selection)
     assert compact.layers[0].conv.out_channels == 8
     assert compact.layers[1].conv.out_channels == 16  # tied to the res2net residual, whose gammas are not 0
     x = torch.rand(1, 3, 32, 32)
@@ -138,8 +139,9 @@ def test_prune_command_writes_everything_or_nothing(tmp_path):
     from utils.data.synthetic import write_dataset
     data = write_dataset(tmp_path / "set", train=1, valid=3, size=64, seed=2)
     cfg = tmp_path / "tiny.cfg"
-    from utils.darknet.cfg import with_classes
-    cfg.write_text(with_classes(REPO / "cfg" / "res2net-yolov3-tiny.cfg", 4))
+    from utils.darknet.cfg import read_cfg
+    from utils.darknet.cfg_edit import with_classes
+    cfg.write_text(with_classes(read_cfg(REPO / "cfg" / "res2net-yolov3-tiny.cfg"), 4).text)
     model = randomize(Darknet(cfg), seed=5, gain=0.9)
     model.save_darknet_weights(tmp_path / "m.weights")
     command = [sys.executable, "prune.py", "--model_def", str(cfg), "--weights_path", str(tmp_path / "m.weights"),
@@ -175,13 +177,13 @@ def test_layer_pruning_removes_units_and_rewrites_every_index(write_cfg, tmp_pat
             + CONV.format(f=8, k=1, s=1) + "[route]\nlayers=-1,9\n\n" + HEAD)
     # 0 conv | 1-3, 4-6, 7-9 residual units | 10 res2net | 11 route to unit 2's output (6) | ... | 15 route to 9
     model = randomize(Darknet(write_cfg(text)), seed=6).eval()
-    from utils.pruning.prune import removable_units, remove_units
+    from utils.pruning import removable_units, remove_units
     units = removable_units(model)
     assert [(u.layers.start, u.layers.stop) for u in units] == [(1, 4), (4, 7), (7, 10), (10, 11)]
     with torch.no_grad():  # which two go: the lowest mean |gamma|
         for conv in (model.layers[4], model.layers[5], model.layers[10].split.conv1):
             conv.bn.weight.mul_(0.01)
-    thinner, chosen = remove_units(model, 2, tmp_path / "thin.cfg")
+    thinner, chosen = remove_units(model, 2)
     assert [(u.layers.start, u.layers.stop) for u in chosen] == [(4, 7), (10, 11)]
     assert len(thinner.layers) == len(model.layers) - 4
     assert thinner.layers[7].sources == (6, 3)  # the route to unit 2's output now reads unit 1's
@@ -194,4 +196,4 @@ def test_layer_pruning_removes_units_and_rewrites_every_index(write_cfg, tmp_pat
     with torch.no_grad():
         torch.testing.assert_close(thinner(x), model(x))
     with pytest.raises(PruneError, match="only 4 removable residual units"):
-        remove_units(model, 5, tmp_path / "x.cfg")
+        remove_units(model, 5)

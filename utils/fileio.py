@@ -1,10 +1,47 @@
-"""File writing that never leaves half a file behind."""
+"""Files in and out: text read strictly (UTF-8, named errors), writes that never leave half a file."""
 from __future__ import annotations
 
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from utils.errors import UserError
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def regular_file(path: str | Path, what: str, error: type[UserError] = UserError, action: str = "read") -> Path:
+    """``path`` if it names a regular file; otherwise ``error`` saying what it is instead. A FIFO or a device
+    would block a reader forever or never end, so only plain files are read."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise error(f"{path}: cannot {action} {what}: {err.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: is a folder, expected a {what}")
+    if not stat.S_ISREG(mode):
+        raise error(f"{path}: is not a regular file (a pipe, socket or device), expected a {what}")
+    return path
+
+
+def read_text(path: str | Path, what: str, error: type[UserError] = UserError) -> str:
+    """The text of a UTF-8 file (a byte-order mark is allowed and dropped). Anything else is ``error`` naming
+    the file, the line and what the file looks like."""
+    path = regular_file(path, what, error)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise error(f"{path}: cannot read {what}: {err.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        hint = " (it looks like UTF-16)" if data[:2] in UTF16_BOMS else ""
+        raise error(f"{path}:{line}: the {what} is not UTF-8 text{hint}: byte 0x{data[err.start]:02x} at offset "
+                    f"{err.start}; save it as UTF-8") from None
 
 
 @contextmanager

@@ -1,19 +1,30 @@
-"""Training checkpoints (``.pth``) and pretrained weights of either kind.
+"""Model files of every kind: ``.pth`` checkpoints, ``.weights`` with their cfg, pretrained backbones.
 
 A checkpoint is a plain dict of tensors, numbers and strings, so ``torch.load(weights_only=True)`` reads
 it without running code. It carries the cfg text and class names, so a ``.pth`` alone rebuilds its model.
 """
 from __future__ import annotations
 
+import pickle
 import re
-import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 
-from utils.darknet.cfg import with_classes
-from utils.darknet.weights import WeightsFileError, WeightsHeader
-from utils.fileio import atomic_write
+from utils.darknet.cfg import Cfg, parse_cfg
+from utils.darknet.cfg_edit import with_classes
+from utils.darknet.model import Darknet
+from utils.darknet.weights import WeightsFileError, WeightsHeader, darknet_weights_size
+from utils.errors import UserError
+from utils.fileio import atomic_write, regular_file
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+
+
+class CheckpointError(UserError, ValueError):
+    """A .pth that is not a checkpoint of this repo, or does not fit its cfg."""
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -21,43 +32,59 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         torch.save(state, f)
 
 
+def save_model(model: Darknet, out: str | Path, names: list[str] | None = None) -> None:
+    """A .pth of the weights alone, which train.py (--pretrained_weights), test.py and detect.py take."""
+    save_checkpoint(out, {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": names, "epoch": -1})
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = regular_file(path, "checkpoint", CheckpointError)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path}: no such checkpoint") from err
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file; name the file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path}: not a checkpoint of this repo (no 'model' entry)")
+        raise CheckpointError(f"{path}: not a checkpoint of this repo (no 'model' entry)")
     return state
 
 
-def model_from_file(weights: str | Path, cfg: str | Path | None = None):
+def checkpoint_cfg(state: dict, path: Path) -> Cfg:
+    if not state.get("cfg_text"):
+        raise CheckpointError(f"{path}: the checkpoint carries no cfg; pass --model_def")
+    return parse_cfg(state["cfg_text"], f"{path} (its cfg)")
+
+
+def load_model_state(model: Darknet, state_dict: dict, source: Path) -> None:
+    """``model.load_state_dict`` with a named error: the first tensor that does not fit, and its layer."""
+    own = model.state_dict()
+    for name, tensor in own.items():
+        theirs = state_dict.get(name)
+        if theirs is None or theirs.shape != tensor.shape:
+            parts = name.split(".")
+            where = model.blocks[int(parts[1])].where() if parts[0] == "layers" else "the model"
+            got = "is missing" if theirs is None else f"has shape {tuple(theirs.shape)}"
+            raise CheckpointError(f"{source}: tensor {name!r} {got}, but {where} needs {tuple(tensor.shape)}: the "
+                                  f"checkpoint does not fit this cfg")
+    extra = sorted(set(state_dict) - set(own))
+    if extra:
+        raise CheckpointError(f"{source}: {len(extra)} tensors the cfg has no place for, first {extra[0]!r}")
+    model.load_state_dict(state_dict)
+
+
+def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) -> tuple[Darknet, dict | None]:
     """``(model, checkpoint dict or None)`` from a .weights file (needs ``cfg``) or a .pth (builds from the
     cfg it carries unless ``cfg`` is given; takes the EMA weights when the checkpoint has them)."""
-    from utils.darknet.model import Darknet
-
-    weights = Path(weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: no such weights file")
-    if weights.suffix in (".pth", ".pt"):
+    weights = regular_file(weights, "weights file", WeightsFileError)
+    if weights.suffix in CHECKPOINT_SUFFIXES:
         state = load_checkpoint(weights)
-        if cfg is not None:
-            model = Darknet(cfg)
-        elif state.get("cfg_text"):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "model.cfg"
-                path.write_text(state["cfg_text"])
-                model = Darknet(path)
-        else:
-            raise ValueError(f"{weights}: the checkpoint carries no cfg; pass --model_def")
-        model.load_state_dict(state["ema"]["model"] if state.get("ema") else state["model"])
+        model = Darknet(cfg if cfg is not None else checkpoint_cfg(state, weights))
+        load_model_state(model, state["ema"]["model"] if state.get("ema") else state["model"], weights)
         return model, state
     if weights.suffix != ".weights" and cfg is None:
-        raise ValueError(f"{weights}: unknown weights format {weights.suffix!r}; expected .weights or .pth")
+        raise WeightsFileError(f"{weights}: unknown weights format {weights.suffix!r}; expected .weights or .pth")
     if cfg is None:
-        raise ValueError(f"{weights}: a .weights file needs its cfg (--model_def)")
+        raise WeightsFileError(f"{weights}: a .weights file needs its cfg (--model_def)")
     model = Darknet(cfg)
     model.load_darknet_weights(weights)
     return model, None
@@ -77,32 +104,50 @@ def load_state_dict_matching(model: torch.nn.Module, state_dict: dict) -> list[s
     return [k for k in own if k not in matching]
 
 
-def _class_count_of_file(model, path: Path) -> int | None:
+def _weights_size(cfg: Cfg) -> int:
+    with torch.device("meta"), warnings.catch_warnings():  # counts the tensors without allocating them
+        warnings.simplefilter("ignore")  # the cfg's warnings were shown when the model was built
+        model = Darknet(cfg)
+    return darknet_weights_size(model.layers, WeightsHeader())
+
+
+def _class_count_of_file(model: Darknet, path: Path) -> int | None:
     """The class count for which ``path`` would fit ``model``'s cfg exactly, if there is one."""
     with open(path, "rb") as f:
         header = WeightsHeader.read(f, path)
-    available = (path.stat().st_size - header.size) // 4
-    needed = sum(t.numel() for layer in model.layers for t in layer.darknet_tensors())
-    per_class = 0
-    for index, layer in enumerate(model.layers):
-        if layer in model.yolo_layers:
-            conv = model.layers[index - 1].conv
-            per_class += layer.num_anchors * (conv.weight[0].numel() + 1)
-    if not per_class or (available - needed) % per_class:
+    if not model.yolo_layers:
         return None
-    classes = model.num_classes + (available - needed) // per_class
+    base = _weights_size(model.cfg)
+    per_class = _weights_size(with_classes(model.cfg, model.num_classes + 1)) - base
+    extra = path.stat().st_size - header.size - (base - WeightsHeader().size)
+    if per_class <= 0 or extra % per_class:
+        return None
+    classes = model.num_classes + extra // per_class
     return classes if classes >= 1 else None
 
 
-def load_pretrained(model, path: str | Path, cutoff: int | None = None) -> str:
+def _load_other_class_count(model: Darknet, path: Path, classes: int) -> str:
+    """Load a .weights trained for ``classes`` classes: every layer whose tensors fit; the rest (the head
+    convs) keep their initial values."""
+    sibling = Darknet(with_classes(model.cfg, classes))
+    sibling.load_darknet_weights(path)
+    reset = []
+    for index, (mine, theirs) in enumerate(zip(model.layers, sibling.layers)):
+        if load_state_dict_matching(mine, theirs.state_dict()):
+            reset.append(index)
+    model.seen.copy_(sibling.seen)
+    model.weights_version.copy_(sibling.weights_version)
+    return (f"loaded {path}: it was trained for {classes} classes, this model has {model.num_classes}; "
+            f"the head convs (layers {', '.join(map(str, reset))}) were re-initialised")
+
+
+def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None) -> str:
     """Load ``.weights`` (whole, or ``cutoff`` leading layers, inferred from ``.conv.N`` names) or a ``.pth``.
 
     Head convs whose class count differs from the file's are left at their initial values, and the
     returned one-line report says so."""
-    from utils.darknet.model import Darknet
-
-    path = Path(path)
-    if path.suffix in (".pth", ".pt"):
+    path = regular_file(path, "pretrained weights", WeightsFileError)
+    if path.suffix in CHECKPOINT_SUFFIXES:
         skipped = load_state_dict_matching(model, load_checkpoint(path)["model"])
         layers = sorted({int(name.split(".")[1]) for name in skipped if name.startswith("layers.")})
         note = f"; layers {', '.join(map(str, layers))} differ in shape and were re-initialised" if layers else ""
@@ -115,16 +160,4 @@ def load_pretrained(model, path: str | Path, cutoff: int | None = None) -> str:
         classes = None if cutoff is not None else _class_count_of_file(model, path)
         if classes is None or classes == model.num_classes:
             raise
-    with tempfile.TemporaryDirectory() as tmp:
-        sibling_cfg = Path(tmp) / model.cfg_path.name
-        sibling_cfg.write_text(with_classes(model.cfg_path, classes))
-        sibling = Darknet(sibling_cfg)
-    sibling.load_darknet_weights(path)
-    heads = [i - 1 for i, layer in enumerate(model.layers) if layer in model.yolo_layers]
-    for index, (mine, theirs) in enumerate(zip(model.layers, sibling.layers)):
-        if index not in heads:
-            mine.load_state_dict(theirs.state_dict())
-    model.seen.copy_(sibling.seen)
-    model.weights_version.copy_(sibling.weights_version)
-    return (f"loaded {path}: it was trained for {classes} classes, this model has {model.num_classes}; "
-            f"the head convs (layers {', '.join(map(str, heads))}) were re-initialised")
+    return _load_other_class_count(model, path, classes)

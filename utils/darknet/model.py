@@ -1,109 +1,132 @@
-"""The Darknet model: a network built from a Darknet ``.cfg``, reading and writing Darknet ``.weights``.
+"""The Darknet model: a network built from a Darknet cfg, reading and writing Darknet ``.weights``.
 
-    model = Darknet("cfg/res2net-yolov3.cfg")
+    model = Darknet("cfg/res2net-yolov3.cfg")        # or Darknet(cfg) for a parsed utils.darknet.cfg.Cfg
     model.load_darknet_weights("weights/res2net-yolov3.weights")
     model.eval()
     detections = model(images)          # (B, N, 5 + classes): cx, cy, w, h in pixels, objectness, classes
     heads = model.forward_heads(images)  # raw [yolo] inputs, (B, A*(5+classes), H, W) each
-
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from utils.darknet.cfg import NET_SCHEMA, Block, CfgError, read_cfg, type_section, warn_unknown_keys
+from utils.darknet.cfg import NET_SCHEMA, Block, Cfg, CfgError, as_cfg, type_section, warn_unknown_keys
+from utils.darknet.layers import BuildContext, DarknetLayer, YOLOLayer, convolutions
+from utils.darknet.registry import known_names, layer_type
+from utils.darknet.summary import format_summary, summarize
 from utils.darknet.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
-from utils.darknet.layers import LAYER_TYPES, BuildContext, DarknetLayer, YOLOLayer, fusable_convs
 
 
-def build_layers(cfg_path: str | Path) -> tuple[Block, list[Block], list[DarknetLayer]]:
-    """Parse a cfg and build one module per section after [net], by the layer registry."""
-    path = Path(cfg_path)
-    sections = read_cfg(path)
-    net, unknown_net = type_section(sections[0], NET_SCHEMA, path, -1)
-    for key in ("width", "height", "channels"):
-        if net[key] < 1:
-            raise net.error(f"{key} must be positive, got {net[key]}", key)
-    unknown = [(net.where(), unknown_net)] if unknown_net else []
+@dataclass
+class Network:
+    """What a cfg builds: the typed [net], one typed block and one module per layer section."""
+
+    net: Block
+    blocks: list[Block]
+    layers: list[DarknetLayer]
+
+
+def build_network(cfg: Cfg) -> Network:
+    """One module per section after [net], each built by its registered type from its typed block."""
+    net = type_section(cfg.sections[0], NET_SCHEMA, cfg.source, -1)
     ctx = BuildContext([], net["channels"])
     blocks, layers = [], []
-    for index, section in enumerate(sections[1:]):
-        layer_type = LAYER_TYPES.get(section.name)
-        if layer_type is None:
-            raise CfgError(f"{path}:{section.line}: layer {index}: unknown section [{section.name}]; "
-                           f"this repo builds {', '.join(f'[{name}]' for name in LAYER_TYPES)}")
-        block, extra = type_section(section, layer_type.cfg_keys, path, index)
-        if extra:
-            unknown.append((block.where(), extra))
-        layer = layer_type.from_cfg(block, ctx)
+    for index, section in enumerate(cfg.layers):
+        kind = layer_type(section.name)
+        if kind is None:
+            raise CfgError(f"{cfg.source}:{section.line}: layer {index}: unknown section [{section.name}]; "
+                           f"this repo builds {known_names()}")
+        block = type_section(section, kind.cfg_keys, cfg.source, index)
+        layer = kind.from_cfg(block, ctx)
         ctx.channels.append(layer.out_channels)
         blocks.append(block)
         layers.append(layer)
     if not layers:
-        raise CfgError(f"{path}: the cfg has a [net] section but no layers")
-    warn_unknown_keys(path, unknown)
-    return net, blocks, layers
+        raise CfgError(f"{cfg.source}: the cfg has a [net] section but no layers")
+    warn_unknown_keys(cfg.source, [net, *blocks])
+    return Network(net, blocks, layers)
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """How the forward pass runs one layer, decided once at build time."""
+
+    layer: DarknetLayer
+    sources: tuple[int, ...] | None  # None: the previous output
+    keep: bool  # a later layer reads this output
+    is_head: bool
 
 
 class Darknet(nn.Module):
-    """A Darknet network. Train mode returns the raw [yolo] inputs; eval mode returns decoded detections."""
+    """A Darknet network. Train mode returns the raw [yolo] inputs; eval mode returns decoded detections
+    (a cfg without [yolo] layers returns its last layer's output, as a backbone would)."""
 
-    def __init__(self, cfg_path: str | Path):
+    def __init__(self, cfg: str | Path | Cfg):
         super().__init__()
-        self.cfg_path = Path(cfg_path)
-        net, self.blocks, layers = build_layers(self.cfg_path)
-        self.cfg_text = self.cfg_path.read_text(encoding="utf-8", errors="replace")
-        self.hyperparams = dict(net.values)
-        self.img_size = (net["height"], net["width"])
-        self.layers = nn.ModuleList(layers)
-        self.yolo_layers = [layer for layer in layers if isinstance(layer, YOLOLayer)]
+        self.cfg = as_cfg(cfg)
+        network = build_network(self.cfg)
+        self.blocks = network.blocks
+        self.hyperparams = dict(network.net.values)
+        self.img_size = (network.net["height"], network.net["width"])
+        self.layers = nn.ModuleList(network.layers)
+        self.yolo_layers: list[YOLOLayer] = [layer for layer in network.layers if layer.is_head]
         self.fused = False
         self.channels_last = False
         # Version fields and images seen, as Darknet's header stores them; buffers so checkpoints keep them.
         self.register_buffer("weights_version", torch.tensor([0, 2, 0], dtype=torch.int32))
         self.register_buffer("seen", torch.tensor(0, dtype=torch.int64))
-        self._plan = self._forward_plan(layers)
+        referenced = {j for layer in network.layers for j in layer.sources or ()}
+        self._plan = [PlanStep(layer, layer.sources, i in referenced, layer.is_head)
+                      for i, layer in enumerate(network.layers)]
 
-    @staticmethod
-    def _forward_plan(layers: list[DarknetLayer]) -> list[tuple[DarknetLayer, tuple[int, ...] | None, bool, bool]]:
-        """Per layer: (module, sources, keep its output for a later layer, is a [yolo] head) — decided once here."""
-        referenced = {j for layer in layers if layer.sources for j in layer.sources}
-        return [(layer, layer.sources, i in referenced, isinstance(layer, YOLOLayer))
-                for i, layer in enumerate(layers)]
+    @property
+    def cfg_text(self) -> str:
+        return self.cfg.text
 
     @property
     def num_classes(self) -> int:
         return self.yolo_layers[0].num_classes if self.yolo_layers else 0
 
+    @property
+    def input_channels(self) -> int:
+        return self.hyperparams["channels"]
+
     # -- forward -------------------------------------------------------------------------------
 
-    def forward_heads(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The raw input of every [yolo] layer, in cfg order: ``(B, A*(5+classes), H, W)``, Darknet's layout."""
+    def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(the raw input of every [yolo] layer, the last layer's output)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         kept: dict[int, torch.Tensor] = {}
         heads: list[torch.Tensor] = []
         index = 0
         try:
-            for index, (layer, sources, keep, is_head) in enumerate(self._plan):
-                if is_head:
+            for index, step in enumerate(self._plan):
+                if step.is_head:
                     heads.append(x)
-                    x = layer(x) if keep else x
-                elif sources is None:
-                    x = layer(x)
+                    x = step.layer(x) if step.keep else x
+                elif step.sources is None:
+                    x = step.layer(x)
                 else:
-                    x = layer([kept[j] for j in sources])
-                if keep:
+                    x = step.layer([kept[j] for j in step.sources])
+                if step.keep:
                     kept[index] = x
         except RuntimeError as err:
             raise RuntimeError(f"{self.blocks[index].where()}: {err}") from err
-        return heads
+        return heads, x
+
+    def forward_heads(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The raw input of every [yolo] layer, in cfg order: ``(B, A*(5+classes), H, W)``, Darknet's layout."""
+        return self._run(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        heads = self.forward_heads(x)
+        heads, last = self._run(x)
+        if not self.yolo_layers:
+            return last
         if self.training:
             return heads
         return self.decode(heads, x.shape[-2:])
@@ -114,7 +137,7 @@ class Darknet(nn.Module):
 
     def fuse(self) -> Darknet:
         """Fold every BN into its conv, for inference. A fused model can no longer save .weights."""
-        for conv in fusable_convs(self):
+        for conv in convolutions(self):
             conv.fuse()
         self.fused = True
         return self
@@ -151,6 +174,4 @@ class Darknet(nn.Module):
     # -- summary -------------------------------------------------------------------------------
 
     def summary(self, img_size: tuple[int, int] | None = None) -> str:
-        from utils.darknet.summary import format_summary, summarize
-
         return format_summary(self, summarize(self, img_size or self.img_size))

@@ -1,12 +1,13 @@
-"""The layer table Darknet prints when it loads a network: shapes, parameters and FLOPs per layer."""
+"""The layer table Darknet prints when it loads a network: shapes, parameters and FLOPs per layer.
+
+FLOPs are each layer's own count (``DarknetLayer.flops``), as Darknet's parser computes ``l.bflops``, so the
+total equals the ``Total BFLOPS`` Darknet prints for the same cfg and size.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
-from utils.darknet.layers import conv_flops
 
 
 @dataclass
@@ -18,7 +19,7 @@ class LayerRow:
     input_shapes: list[tuple[int, ...]]
     output_shape: tuple[int, ...]
     params: int
-    flops: int
+    flops: int = 0
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
@@ -28,42 +29,29 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
 @torch.inference_mode()
 def summarize(model, img_size: tuple[int, int]) -> list[LayerRow]:
     """Run one forward pass at ``img_size`` (height, width) and record every layer."""
-    rows: list[LayerRow] = []
-    current: list[int] = [0]
-    hooks = []
+    rows = [LayerRow(index, block.name, layer.out_channels, layer.describe(), [], (),
+                     sum(p.numel() for p in layer.parameters()))
+            for index, (block, layer) in enumerate(zip(model.blocks, model.layers))]
 
-    def on_layer(index):
+    def recorder(row: LayerRow):
         def hook(module, args, output):
             inputs = args[0] if isinstance(args[0], (list, tuple)) else [args[0]]
-            rows[index].input_shapes = [_shape(t) for t in inputs]
-            rows[index].output_shape = _shape(output)
+            row.input_shapes = [_shape(t) for t in inputs]
+            row.output_shape = _shape(output)
         return hook
 
-    def on_conv(module, args, output):
-        rows[current[0]].flops += conv_flops(module, output.shape[-2], output.shape[-1])
-
-    def enter(index):
-        def pre_hook(module, args):
-            current[0] = index
-        return pre_hook
-
-    for index, (block, layer) in enumerate(zip(model.blocks, model.layers)):
-        params = sum(p.numel() for p in layer.parameters())
-        rows.append(LayerRow(index, block.name, layer.out_channels, layer.describe(), [], (), params, 0))
-        hooks.append(layer.register_forward_pre_hook(enter(index)))
-        hooks.append(layer.register_forward_hook(on_layer(index)))
-    hooks += [m.register_forward_hook(on_conv) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [layer.register_forward_hook(recorder(row)) for row, layer in zip(rows, model.layers)]
     try:
-        device = next(model.parameters()).device
-        channels = model.hyperparams["channels"]
-        model.forward_heads(torch.zeros(1, channels, *img_size, device=device))
+        device = next(model.parameters(), torch.zeros(0)).device
+        model.forward_heads(torch.zeros(1, model.input_channels, *img_size, device=device))
     finally:
         for hook in hooks:
             hook.remove()
-    for row in rows:
+    for row, layer in zip(rows, model.layers):
         if not row.input_shapes:  # a [yolo] whose activated output nothing reads is skipped by forward_heads
             row.input_shapes = [rows[row.index - 1].output_shape]
             row.output_shape = row.input_shapes[0]
+        row.flops = layer.flops(row.input_shapes, row.output_shape)
     return rows
 
 
@@ -73,7 +61,7 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
 
 
 def format_summary(model, rows: list[LayerRow]) -> str:
-    lines = [f"{model.cfg_path}: {len(rows)} layers",
+    lines = [f"{model.cfg.source}: {len(rows)} layers",
              f"{'layer':>5}  {'type':<13}{'filters':>7}  {'size/strd':<12}{'input':>20}   ->{'output':>19}"
              f"{'params':>12}{'BFLOPs':>9}"]
     for r in rows:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from utils.fileio import atomic_write
+from utils.fileio import atomic_write, regular_file
 from utils.errors import UserError
 
 FLOAT_BYTES = 4
@@ -25,6 +26,10 @@ FLOAT_BYTES = 4
 
 class WeightsFileError(UserError, ValueError):
     """A .weights file that does not fit the model."""
+
+
+class WeightsWarning(UserWarning):
+    """A .weights file that loads but holds values no trained model has."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
         raise ValueError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
     layers = list(layers)[:cutoff]
     tensors, counts = _layer_counts(layers)
+    path = regular_file(path, "weights file", WeightsFileError, "open")
     try:
         f = open(path, "rb")
     except OSError as err:
@@ -123,7 +129,18 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
         for layer_tensors in tensors:
             for tensor in layer_tensors:
                 _read_into(f, tensor, path)
+    _warn_non_finite(tensors, path, layers, locations)
     return header
+
+
+def _warn_non_finite(tensors: list[list[torch.Tensor]], path: Path, layers: Sequence,
+                     locations: Sequence[str] | None) -> None:
+    """NaN or inf weights load, but training would then blame its learning rate: say so at once."""
+    bad = [sum(int((~torch.isfinite(t)).sum()) for t in ts) for ts in tensors]
+    if any(bad):
+        first = next(i for i, count in enumerate(bad) if count)
+        warnings.warn(f"{path}: {sum(bad):,} weights are NaN or infinite, the first in "
+                      f"{_describe(layers, first, locations)} ({bad[first]:,} there)", WeightsWarning, stacklevel=3)
 
 
 def darknet_weights_size(layers: Sequence, header: WeightsHeader) -> int:

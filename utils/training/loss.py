@@ -3,8 +3,8 @@
 Assignment: each target goes to the anchor (among all of the layer's anchors, not only its mask) whose
 shape fits it best; the layer whose mask holds that anchor predicts it from the grid cell containing
 the target's centre. With ``iou_thresh < 1`` the target also goes to every masked anchor whose shape
-IoU exceeds it. A prediction whose box overlaps any target by more than ``ignore_thresh`` gets no
-"no object" penalty.
+fit (``iou_thresh_kind``: IoU, GIoU, DIoU or CIoU of centre-aligned boxes) exceeds it. A prediction whose
+box overlaps any target by more than ``ignore_thresh`` gets no "no object" penalty.
 
 Terms, summed over the batch and divided by its size (Darknet sums deltas and divides the learning rate
 by the batch, which is the same gradient):
@@ -16,10 +16,14 @@ by the batch, which is the same gradient):
 - objectness: BCE on the logit, target 1 for assigned predictions, 0 for the rest (unless ignored),
   times ``obj_normalizer``;
 - classes: independent BCEs on the assigned predictions (with ``label_smooth_eps``), times
-  ``cls_normalizer``.
+  ``cls_normalizer``; with ``focal_loss=1`` Darknet's focal variant instead: every class's delta scaled by
+  ``0.5 * g(p_true)``, ``g(p) = -(1 - p)(2 p ln p + p - 1)``, without smoothing or normaliser.
+
+The boxes are decoded by the layer itself (``YOLOLayer.boxes``), the same code the model's output uses.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +31,8 @@ import torch.nn.functional as F
 
 from utils.boxes import bbox_iou_aligned, box_iou, xywh_to_xyxy
 from utils.darknet.layers import YOLOLayer
+
+FOCAL_ALPHA = 0.5  # Darknet's delta_yolo_class
 
 
 @dataclass
@@ -44,27 +50,48 @@ class LossComponents:
                 (("box", self.box), ("obj", self.obj), ("cls", self.cls), ("total", self.total))}
 
 
-def shape_iou(wh_a: torch.Tensor, wh_b: torch.Tensor) -> torch.Tensor:
-    """IoU of boxes sharing a centre, (N, 2) x (M, 2) -> (N, M): how well an anchor's shape fits a target."""
+def shape_iou(wh_a: torch.Tensor, wh_b: torch.Tensor, kind: str = "iou") -> torch.Tensor:
+    """How well shapes fit when their boxes share a centre, (N, 2) x (M, 2) -> (N, M). Darknet's kinds: with
+    one centre DIoU is IoU, GIoU subtracts the empty part of the max(w) x max(h) hull, CIoU the aspect term."""
     inter = torch.minimum(wh_a[:, None], wh_b[None]).prod(-1)
-    return inter / (wh_a.prod(-1)[:, None] + wh_b.prod(-1)[None] - inter).clamp(min=1e-12)
+    union = (wh_a.prod(-1)[:, None] + wh_b.prod(-1)[None] - inter).clamp(min=1e-12)
+    iou = inter / union
+    if kind == "giou":
+        hull = torch.maximum(wh_a[:, None], wh_b[None]).prod(-1).clamp(min=1e-12)
+        return iou - (hull - union) / hull
+    if kind == "ciou":
+        aspect_a, aspect_b = torch.atan(wh_a[:, 0] / wh_a[:, 1]), torch.atan(wh_b[:, 0] / wh_b[:, 1])
+        v = 4 / math.pi ** 2 * (aspect_a[:, None] - aspect_b[None]) ** 2
+        return iou - v * v / (1 - iou + v).clamp(min=1e-12)
+    return iou
 
 
-def _decode(yolo: YOLOLayer, p: torch.Tensor, stride: tuple[float, float]) -> torch.Tensor:
-    """Predicted boxes (cx, cy, w, h) in input pixels from ``p`` = (B, A, H, W, 5+C) raw."""
-    _, _, height, width, _ = p.shape
-    s = yolo.scale_x_y
-    anchors = yolo.anchors.to(p.dtype).view(1, -1, 1, 1, 2)
-    if yolo.new_coords:
-        xy, wh = p[..., :2] * s - 0.5 * (s - 1), (2 * p[..., 2:4]) ** 2 * anchors
-    else:
-        xy = torch.sigmoid(p[..., :2]) * s - 0.5 * (s - 1)
-        wh = torch.exp(p[..., 2:4].clamp(max=10)) * anchors
-    gy, gx = torch.meshgrid(torch.arange(height, device=p.device, dtype=p.dtype),
-                            torch.arange(width, device=p.device, dtype=p.dtype), indexing="ij")
-    cx = (gx + xy[..., 0]) * stride[1]
-    cy = (gy + xy[..., 1]) * stride[0]
-    return torch.stack([cx, cy, wh[..., 0], wh[..., 1]], -1)
+@dataclass
+class Truth:
+    """A batch's targets in input pixels."""
+
+    xywh: torch.Tensor
+    xyxy: torch.Tensor
+    image: torch.Tensor  # index in the batch
+    cls: torch.Tensor
+
+    @classmethod
+    def of(cls, targets: torch.Tensor, image_size: tuple[int, int], device: torch.device) -> Truth:
+        img_h, img_w = image_size
+        targets = targets.to(device)
+        xywh = targets[:, 2:6] * targets.new_tensor([img_w, img_h, img_w, img_h])
+        return cls(xywh, xywh_to_xyxy(xywh), targets[:, 0].long(), targets[:, 1].long())
+
+
+@dataclass
+class Positives:
+    """The predictions that answer for a target: (target, anchor slot, row, column) and the image."""
+
+    target: torch.Tensor
+    anchor: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+    image: torch.Tensor
 
 
 class YOLOLoss:
@@ -79,12 +106,11 @@ class YOLOLoss:
         """Positives of one layer: (target index, anchor slot, row, column) for each target whose best-fitting
         anchor among all anchors is in this layer's mask, plus masked anchors fitting above ``iou_thresh``."""
         device = gt_xywh.device
-        fits = shape_iou(gt_xywh[:, 2:], yolo.all_anchors.to(device))
-        best = fits.argmax(1)
+        anchors = yolo.all_anchors.to(device)
         mask = torch.tensor(yolo.mask, device=device)
-        assigned = best[:, None] == mask[None]
-        if yolo.loss_options["iou_thresh"] < 1.0:
-            assigned |= fits[:, mask] > yolo.loss_options["iou_thresh"]
+        assigned = shape_iou(gt_xywh[:, 2:], anchors).argmax(1)[:, None] == mask[None]
+        if yolo.loss.iou_thresh < 1.0:
+            assigned |= shape_iou(gt_xywh[:, 2:], anchors[mask], yolo.loss.iou_thresh_kind) > yolo.loss.iou_thresh
         t_index, a_index = torch.nonzero(assigned, as_tuple=True)
         gi = (gt_xywh[t_index, 0] / stride[1]).long().clamp(0, grid[1] - 1)
         gj = (gt_xywh[t_index, 1] / stride[0]).long().clamp(0, grid[0] - 1)
@@ -92,72 +118,86 @@ class YOLOLoss:
 
     def __call__(self, heads: list[torch.Tensor], targets: torch.Tensor,
                  image_size: tuple[int, int]) -> LossComponents:
-        batch = heads[0].shape[0]
-        device = heads[0].device
-        img_h, img_w = image_size
-        targets = targets.to(device)
-        scale = targets.new_tensor([img_w, img_h, img_w, img_h])
-        gt_xywh = targets[:, 2:6] * scale  # pixels
-        gt_xyxy = xywh_to_xyxy(gt_xywh)
-        image_of = targets[:, 0].long()
-        classes = targets[:, 1].long()
+        truth = Truth.of(targets, image_size, heads[0].device)
         box = obj = cls = heads[0].new_zeros(())
         for yolo, head in zip(self.yolo_layers, heads):
-            options = yolo.loss_options
-            _, _, height, width = head.shape
-            stride = (img_h / height, img_w / width)
-            p = head.view(batch, yolo.num_anchors, yolo.num_outputs, height, width).permute(0, 1, 3, 4, 2).float()
-            pred = _decode(yolo, p, stride)
-
-            t_index, a_index, gj, gi = self.assign(yolo, gt_xywh, (height, width), stride)
-            b_index = image_of[t_index]
-
-            # objectness: positives 1, negatives 0 unless they already overlap a target well
-            obj_target = torch.zeros(p.shape[:4], device=device)
-            obj_weight = torch.ones_like(obj_target)
-            if len(targets):
-                with torch.no_grad():
-                    ious = box_iou(xywh_to_xyxy(pred.detach().reshape(-1, 4)), gt_xyxy)
-                    same_image = (torch.arange(batch, device=device).repeat_interleave(pred[0, ..., 0].numel())
-                                  [:, None] == image_of[None])
-                    best_iou = (ious * same_image).max(1).values.view(obj_target.shape)
-                obj_weight[best_iou > options["ignore_thresh"]] = 0.0
-                if options["truth_thresh"] < 1.0:
-                    obj_target[best_iou > options["truth_thresh"]] = 1.0
-            obj_target[b_index, a_index, gj, gi] = 1.0
-            obj_weight[b_index, a_index, gj, gi] = 1.0
-            obj = obj + options["obj_normalizer"] * F.binary_cross_entropy_with_logits(
-                p[..., 4], obj_target, obj_weight, reduction="sum")
-            if not len(t_index):
-                continue
-
-            ps = p[b_index, a_index, gj, gi]
-            # classes
-            eps = options["label_smooth_eps"]
-            cls_target = torch.full_like(ps[:, 5:], eps / yolo.num_classes)
-            cls_target[torch.arange(len(t_index)), classes[t_index]] = 1.0 - eps
-            cls_logits = ps[:, 5:]
-            if yolo.new_coords:
-                cls = cls + options["cls_normalizer"] * F.binary_cross_entropy(
-                    cls_logits.clamp(1e-7, 1 - 1e-7), cls_target, reduction="sum")
-            else:
-                cls = cls + options["cls_normalizer"] * F.binary_cross_entropy_with_logits(
-                    cls_logits, cls_target, reduction="sum")
-
-            # box
-            truth = gt_xywh[t_index]
-            if options["iou_loss"] == "mse":
-                weight = 2.0 - truth[:, 2] * truth[:, 3] / (img_w * img_h)
-                frac = torch.stack([truth[:, 0] / stride[1] - gi, truth[:, 1] / stride[0] - gj], 1)
-                s = yolo.scale_x_y
-                xy_target = ((frac + 0.5 * (s - 1)) / s).clamp(0, 1)
-                anchors = yolo.anchors.to(device)[a_index]
-                wh_target = torch.log(truth[:, 2:] / anchors)
-                xy_term = F.binary_cross_entropy_with_logits(ps[:, :2], xy_target, reduction="none").sum(1) * s
-                wh_term = 0.5 * ((wh_target - ps[:, 2:4]) ** 2).sum(1)
-                box = box + (weight * (xy_term + wh_term)).sum()
-            else:
-                pred_boxes = xywh_to_xyxy(pred[b_index, a_index, gj, gi])
-                iou = bbox_iou_aligned(pred_boxes, xywh_to_xyxy(truth), options["iou_loss"])
-                box = box + options["iou_normalizer"] * (1.0 - iou).sum()
+            terms = self._layer_terms(yolo, head.float(), truth, image_size)
+            box, obj, cls = box + terms[0], obj + terms[1], cls + terms[2]
+        batch = heads[0].shape[0]
         return LossComponents(box / batch, obj / batch, cls / batch)
+
+    def _layer_terms(self, yolo: YOLOLayer, head: torch.Tensor, truth: Truth, image_size: tuple[int, int]):
+        height, width = head.shape[-2:]
+        stride = (image_size[0] / height, image_size[1] / width)
+        p = yolo.split(head)
+        pred = yolo.boxes(p, stride)
+        t_index, a_index, gj, gi = self.assign(yolo, truth.xywh, (height, width), stride)
+        positives = Positives(t_index, a_index, gj, gi, truth.image[t_index])
+        obj = _objectness(yolo, p, pred, truth, positives)
+        if not len(t_index):
+            return head.new_zeros(()), obj, head.new_zeros(())
+        ps = p[positives.image, a_index, gj, gi]
+        return (_box_term(yolo, ps, pred, truth, positives, (stride, image_size)), obj,
+                _class_term(yolo, ps[:, 5:], truth.cls[t_index]))
+
+
+def _objectness(yolo: YOLOLayer, p: torch.Tensor, pred: torch.Tensor, truth: Truth, pos: Positives) -> torch.Tensor:
+    """Positives 1, negatives 0 unless they already overlap a target well."""
+    options = yolo.loss
+    batch = p.shape[0]
+    obj_target = torch.zeros(p.shape[:4], device=p.device)
+    obj_weight = torch.ones_like(obj_target)
+    if len(truth.cls):
+        with torch.no_grad():
+            ious = box_iou(xywh_to_xyxy(pred.detach().reshape(-1, 4)), truth.xyxy)
+            same_image = (torch.arange(batch, device=p.device).repeat_interleave(pred[0, ..., 0].numel())
+                          [:, None] == truth.image[None])
+            best_iou = (ious * same_image).max(1).values.view(obj_target.shape)
+        obj_weight[best_iou > options.ignore_thresh] = 0.0
+        if options.truth_thresh < 1.0:
+            obj_target[best_iou > options.truth_thresh] = 1.0
+    obj_target[pos.image, pos.anchor, pos.row, pos.col] = 1.0
+    obj_weight[pos.image, pos.anchor, pos.row, pos.col] = 1.0
+    return options.obj_normalizer * F.binary_cross_entropy_with_logits(p[..., 4], obj_target, obj_weight,
+                                                                       reduction="sum")
+
+
+def _class_bce(yolo: YOLOLayer, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-element BCE of class outputs: logits, or probabilities when the conv applied the logistic."""
+    if yolo.new_coords:
+        return F.binary_cross_entropy(outputs.clamp(1e-7, 1 - 1e-7), target, reduction="none")
+    return F.binary_cross_entropy_with_logits(outputs, target, reduction="none")
+
+
+def _class_term(yolo: YOLOLayer, outputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    rows = torch.arange(len(classes))
+    if yolo.loss.focal_loss:
+        onehot = torch.zeros_like(outputs)
+        onehot[rows, classes] = 1.0
+        with torch.no_grad():
+            probabilities = outputs if yolo.new_coords else torch.sigmoid(outputs)
+            pt = probabilities[rows, classes] + 1e-15
+            scale = FOCAL_ALPHA * -(1 - pt) * (2 * pt * torch.log(pt) + pt - 1)
+        return (_class_bce(yolo, outputs, onehot) * scale[:, None]).sum()
+    eps = yolo.loss.label_smooth_eps
+    target = torch.full_like(outputs, eps / yolo.num_classes)
+    target[rows, classes] = 1.0 - eps
+    return yolo.loss.cls_normalizer * _class_bce(yolo, outputs, target).sum()
+
+
+def _box_term(yolo: YOLOLayer, ps: torch.Tensor, pred: torch.Tensor, truth: Truth, pos: Positives,
+              geometry: tuple[tuple[float, float], tuple[int, int]]) -> torch.Tensor:
+    (stride, (img_h, img_w)), options = geometry, yolo.loss
+    target = truth.xywh[pos.target]
+    if options.iou_loss != "mse":
+        pred_boxes = xywh_to_xyxy(pred[pos.image, pos.anchor, pos.row, pos.col])
+        iou = bbox_iou_aligned(pred_boxes, xywh_to_xyxy(target), options.iou_loss)
+        return options.iou_normalizer * (1.0 - iou).sum()
+    weight = 2.0 - target[:, 2] * target[:, 3] / (img_w * img_h)
+    frac = torch.stack([target[:, 0] / stride[1] - pos.col, target[:, 1] / stride[0] - pos.row], 1)
+    s = yolo.scale_x_y
+    xy_target = ((frac + 0.5 * (s - 1)) / s).clamp(0, 1)
+    wh_target = torch.log(target[:, 2:] / yolo.anchors.to(ps.device)[pos.anchor])
+    xy_term = F.binary_cross_entropy_with_logits(ps[:, :2], xy_target, reduction="none").sum(1) * s
+    wh_term = 0.5 * ((wh_target - ps[:, 2:4]) ** 2).sum(1)
+    return (weight * (xy_term + wh_term)).sum()

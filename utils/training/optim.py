@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from utils.darknet.cfg import POLICIES
 from utils.darknet.layers import Convolutional
 
-POLICIES = ("steps", "constant", "poly", "cosine")
 
 
 def build_optimizer(model: nn.Module, kind: str, lr: float, momentum: float, weight_decay: float,
@@ -48,7 +48,7 @@ class Schedule:
 
     @classmethod
     def from_net(cls, net: dict, total_steps: int, policy: str | None = None, burn_in: int | None = None) -> Schedule:
-        policy = policy or ("steps" if net["policy"] in ("steps", "step") else net["policy"])
+        policy = policy or net["policy"]
         max_batches = net["max_batches"] or 0
         fractions = tuple(s / max_batches for s in net["steps"]) if max_batches else ()
         if burn_in is None:

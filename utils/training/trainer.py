@@ -17,7 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from utils.darknet.model import Darknet
-from utils.darknet.cfg import with_classes
+from utils.darknet.cfg import parse_cfg, read_cfg
+from utils.darknet.cfg_edit import with_classes
 from utils.darknet.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from utils.data.dataset import Augment, DetectionDataset, create_dataloader, parse_data_config
 from utils.evaluation.evaluate import collect_detections, format_results, score
@@ -159,17 +160,18 @@ class Trainer:
 
     def _build_model(self, run_dir: Path, classes: int, checkpoint: dict | None) -> Darknet:
         cfg_path = run_dir / "model.cfg"
-        if self.is_main:
-            if checkpoint is not None:
-                text = checkpoint["cfg_text"]
-            else:
-                text = with_classes(self.opt.model_def, classes)
-            with atomic_write(cfg_path) as f:
-                f.write(text.encode())
-        self._barrier()
+        if checkpoint is not None:
+            cfg = parse_cfg(checkpoint["cfg_text"], str(cfg_path))
+        else:
+            cfg = with_classes(read_cfg(self.opt.model_def), classes)
         with warnings.catch_warnings():
             warnings.simplefilter("default" if self.is_main else "ignore")  # one copy of cfg warnings, not N
-            return Darknet(cfg_path)
+            model = Darknet(cfg)
+        if self.is_main:
+            with atomic_write(cfg_path) as f:
+                f.write(cfg.text.encode())
+        self._barrier()
+        return model
 
     # -- main loop -----------------------------------------------------------------------------
 

@@ -1,0 +1,123 @@
+"""Resampling, pooling and dropout: [upsample], [maxpool], [avgpool], [dropout]."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.darknet.cfg import Key, integer, number
+from utils.darknet.layers.base import DarknetLayer, passthrough_flow
+from utils.darknet.registry import register
+
+MAX_POOL = 64
+
+
+@register("upsample")
+class Upsample(DarknetLayer):
+    """Nearest-neighbour upsampling by an integer stride; ``scale`` multiplies the result."""
+
+    cfg_keys = {"stride": Key(integer, 2, low=1, high=32), "scale": Key(number, 1.0)}
+
+    def __init__(self, channels: int, stride: int = 2, scale: float = 1.0):
+        super().__init__()
+        self.out_channels, self.stride, self.scale = channels, stride, scale
+
+    def describe(self) -> str:
+        return f"x{self.stride}"
+
+    @classmethod
+    def from_cfg(cls, block, ctx):
+        return cls(ctx.previous_channels, block["stride"], block["scale"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=self.stride, mode="nearest")
+        return x * self.scale if self.scale != 1.0 else x
+
+    channel_flow = staticmethod(passthrough_flow)
+
+
+@register("maxpool", "max")
+class MaxPool(DarknetLayer):
+    """Darknet's maxpool: ``padding`` is the total padding (default size-1), the window starts at -padding/2,
+    and padded cells never win (they count as -inf). Output: (in + padding - size) // stride + 1."""
+
+    cfg_keys = {
+        "size": Key(integer, 0, low=0, high=MAX_POOL),  # 0: as stride
+        "stride": Key(integer, 1, low=1, high=MAX_POOL),
+        "stride_x": Key(integer, 0, low=0, high=MAX_POOL),  # 0: as stride
+        "stride_y": Key(integer, 0, low=0, high=MAX_POOL),
+        "padding": Key(integer, -1, low=-1, high=MAX_POOL),  # -1: size - 1
+        "maxpool_depth": Key(integer, 0, (0,)),
+        "antialiasing": Key(integer, 0, (0,)),
+    }
+
+    def __init__(self, channels: int, size: int, stride: tuple[int, int], padding: int):
+        super().__init__()
+        self.out_channels, self.size, self.stride = channels, size, stride
+        before = padding // 2
+        self.pad = (before, padding - before, before, padding - before)
+
+    def describe(self) -> str:
+        return f"{self.size}x{self.size}/{self.stride[0]}"
+
+    @classmethod
+    def from_cfg(cls, block, ctx):
+        stride = block["stride"]
+        size = block["size"] or stride
+        padding = block["padding"] if block["padding"] >= 0 else size - 1
+        return cls(ctx.previous_channels, size, (block["stride_y"] or stride, block["stride_x"] or stride), padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.pad):
+            x = F.pad(x, self.pad, value=float("-inf"))
+        return F.max_pool2d(x, self.size, self.stride)
+
+    def flops(self, inputs, output):
+        c, h, w = output
+        return self.size * self.size * c * h * w  # parser.c: size^2 * c * out_h * out_w, no factor 2
+
+    channel_flow = staticmethod(passthrough_flow)
+
+
+@register("avgpool", "avg")
+class GlobalAvgPool(DarknetLayer):
+    """Darknet's [avgpool]: the mean over all spatial positions, giving C x 1 x 1."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.out_channels = channels
+
+    @classmethod
+    def from_cfg(cls, block, ctx):
+        return cls(ctx.previous_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+    channel_flow = staticmethod(passthrough_flow)
+
+
+@register("dropout")
+class Dropout(DarknetLayer):
+    """Darknet's [dropout]: identity at inference, inverted dropout (scale 1/(1-p)) in training."""
+
+    cfg_keys = {
+        "probability": Key(number, 0.5, low=0, high=0.999),
+        "dropblock": Key(integer, 0, implemented=False),
+        "dropblock_size_rel": Key(number, 0.0, implemented=False),
+        "dropblock_size_abs": Key(integer, 0, implemented=False),
+    }
+
+    def __init__(self, channels: int, probability: float):
+        super().__init__()
+        self.out_channels = channels
+        self.dropout = nn.Dropout(probability)
+
+    @classmethod
+    def from_cfg(cls, block, ctx):
+        return cls(ctx.previous_channels, block["probability"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(x)
+
+    channel_flow = staticmethod(passthrough_flow)
