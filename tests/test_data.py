@@ -178,3 +178,46 @@ def test_collate_builds_targets_with_image_indices(tmp_path):
     assert batch.images.shape == (3, 3, 64, 64) and batch.images.dtype == torch.uint8
     counts = [len(s.targets) for s in samples]
     assert batch.targets[:, 0].tolist() == [i for i, n in enumerate(counts) for _ in range(n)]
+
+
+@pytest.mark.parametrize("encode,problem", [
+    (lambda text: text.encode("utf-16"), r"a.txt:1: the label file is not UTF-8 text \(it looks like UTF-16\)"),
+    (lambda text: ("# caf\xe9\n" + text).encode("latin-1"), r"a.txt:1: the label file is not UTF-8 text: byte 0xe9"),
+])
+def test_text_files_must_be_utf8_and_say_so(tmp_path, encode, problem):
+    path = tmp_path / "a.txt"
+    path.write_bytes(encode("0 0.5 0.5 0.2 0.2\n"))
+    with pytest.raises(DataError, match=problem):
+        read_labels(path, 4)
+
+
+def test_a_byte_order_mark_is_accepted_everywhere(tmp_path):
+    data = write_dataset(tmp_path / "set", train=2, valid=1, size=64)
+    for path in [data, tmp_path / "set" / "train.txt", tmp_path / "set" / "shapes.names",
+                 *(tmp_path / "set" / "labels" / "train").glob("*.txt")]:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    config = parse_data_config(data)
+    assert config.names[0] == "circle" and config.classes == 4
+    dataset = DetectionDataset(config.train, config.classes)
+    assert sum(len(labels) for labels in dataset.labels) > 0
+
+
+def test_folders_and_python_only_numbers_are_refused_by_name(tmp_path):
+    (tmp_path / "labels.txt").mkdir()
+    with pytest.raises(DataError, match=r"labels.txt: is a folder, expected a label file"):
+        read_labels(tmp_path / "labels.txt", 4)
+    path = write_labels(tmp_path, "0 0.2_5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"a.txt:1: not a number in '0 0.2_5 0.5 0.2 0.2'"):
+        read_labels(path, 4)
+    data = write_dataset(tmp_path / "set", train=1, valid=1, size=64)
+    data.write_text(data.read_text().replace("classes=4", "classes=\u0664"))
+    with pytest.raises(DataError, match="classes must be a positive integer"):
+        parse_data_config(data)
+
+
+def test_letterbox_takes_any_aspect_ratio():
+    strip = np.full((20, 20000, 3), 200, np.uint8)
+    canvas, box = letterbox_image(strip, (64, 64))
+    assert canvas.shape == (64, 64, 3) and box.scale_y > 0
+    tall = np.full((5000, 3, 3), 10, np.uint8)
+    assert letterbox_image(tall, (32, 32))[0].shape == (32, 32, 3)

@@ -73,7 +73,7 @@ class Letterbox:
         if not keep_ratio:
             return cls(tw / w, th / h, 0.0, 0.0)
         ratio = min(tw / w, th / h)
-        new_w, new_h = round(w * ratio), round(h * ratio)
+        new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))  # a 20000x20 strip keeps a row
         return cls(new_w / w, new_h / h, (tw - new_w) / 2, (th - new_h) / 2)
 
     def resized_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:

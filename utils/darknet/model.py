@@ -19,6 +19,12 @@ from utils.darknet.layers import BuildContext, DarknetLayer, YOLOLayer, convolut
 from utils.darknet.registry import known_names, layer_type
 from utils.darknet.summary import format_summary, summarize
 from utils.darknet.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
+from utils.errors import UserError
+
+
+class ForwardError(UserError, RuntimeError):
+    """A layer that cannot run on what reaches it (spatial sizes that do not match, a map too small to pool):
+    a cfg that builds but does not fit the input, named by the layer's file, line and index."""
 
 
 @dataclass
@@ -115,8 +121,8 @@ class Darknet(nn.Module):
                     x = step.layer([kept[j] for j in step.sources])
                 if step.keep:
                     kept[index] = x
-        except RuntimeError as err:
-            raise RuntimeError(f"{self.blocks[index].where()}: {err}") from err
+        except (RuntimeError, ValueError) as err:
+            raise ForwardError(f"{self.blocks[index].where()}: {str(err).splitlines()[0]}") from err
         return heads, x
 
     def forward_heads(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ read is skipped with a warning naming it, and counted.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.boxes import Letterbox
+from utils.darknet.cfg import number
+from utils.fileio import read_text
 from utils.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PAD_VALUE = 128  # Darknet pads letterboxed images with 0.5
+INTEGER = re.compile(r"[0-9]+", re.ASCII)
 COORD_TOLERANCE = 1e-3  # converters often write 1.0000001; values this close to [0, 1] are clipped
 
 
@@ -54,10 +58,7 @@ class DataConfig:
 
 def parse_data_config(path: str | Path) -> DataConfig:
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read data config: {err.strerror}") from err
+    lines = read_text(path, "data config", DataError).splitlines()
     values: dict[str, tuple[str, int]] = {}
     for lineno, raw in enumerate(lines, 1):
         line = raw.split("#")[0].strip()
@@ -71,14 +72,14 @@ def parse_data_config(path: str | Path) -> DataConfig:
         if key not in values:
             raise DataError(f"{path}: missing '{key}=' (a .data file needs classes, train, valid and names)")
     text, lineno = values["classes"]
-    if not text.isdigit() or int(text) < 1:
+    if not INTEGER.fullmatch(text) or int(text) < 1:
         raise DataError(f"{path}:{lineno}: classes must be a positive integer, got {text!r}")
     base = path.parent
     names_path = resolve_path(values["names"][0], base)
     try:
-        names = [n.strip() for n in names_path.read_text().splitlines() if n.strip()]
-    except OSError as err:
-        raise DataError(f"{path}:{values['names'][1]}: cannot read names file {names_path}: {err.strerror}") from err
+        names = [n.strip() for n in read_text(names_path, "names file", DataError).splitlines() if n.strip()]
+    except DataError as err:
+        raise DataError(f"{path}:{values['names'][1]}: names={values['names'][0]}: {err}") from None
     if len(names) != int(text):
         raise DataError(f"{path}: classes={text} but {names_path} lists {len(names)} names")
     backup = resolve_path(values["backup"][0], base) if "backup" in values else None
@@ -87,10 +88,7 @@ def parse_data_config(path: str | Path) -> DataConfig:
 
 
 def read_image_list(path: Path) -> list[Path]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read image list: {err.strerror}") from err
+    lines = read_text(path, "image list", DataError).splitlines()
     images = [resolve_path(line.strip(), path.parent) for line in lines if line.strip()]
     if not images:
         raise DataError(f"{path}: the image list is empty")
@@ -106,28 +104,35 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def _label_values(fields: list[str], where: str, raw: str) -> list[float]:
+    """Darknet's plain number syntax (no ``0.2_5``); NaN and inf named as such."""
+    values = []
+    for field in fields:
+        try:
+            values.append(number(field))
+        except ValueError:
+            non_finite = field.lstrip("+-").lower() in ("nan", "inf", "infinity")
+            raise DataError(f"{where}: {'non-finite value' if non_finite else 'not a number'} in {raw.strip()!r}"
+                            ) from None
+    return values
+
+
 def read_labels(path: Path, num_classes: int) -> np.ndarray:
     """``(n, 5)`` float32: class, cx, cy, w, h. A missing file is a negative image (no boxes)."""
     if not path.exists():
         return np.zeros((0, 5), np.float32)
     rows = []
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+    for lineno, raw in enumerate(read_text(path, "label file", DataError).splitlines(), 1):
         fields = raw.split()
         if not fields:
             continue
         where = f"{path}:{lineno}"
         if len(fields) != 5:
             raise DataError(f"{where}: expected 5 fields 'class cx cy w h', got {len(fields)}: {raw.strip()!r}")
-        try:
-            values = [float(v) for v in fields]
-        except ValueError:
-            raise DataError(f"{where}: not a number in {raw.strip()!r}") from None
-        cls = values[0]
+        cls, *box = _label_values(fields, where, raw)
         if not cls.is_integer() or not 0 <= cls < num_classes:
             raise DataError(f"{where}: class {fields[0]} is not an integer in 0 .. {num_classes - 1}")
-        box = np.array(values[1:])
-        if not np.isfinite(box).all():
-            raise DataError(f"{where}: non-finite value in {raw.strip()!r}")
+        box = np.array(box)
         if (box < -COORD_TOLERANCE).any() or (box > 1 + COORD_TOLERANCE).any() or (box[2:] <= 0).any():
             raise DataError(f"{where}: cx cy w h must be normalised to [0, 1] with w, h > 0; got {raw.strip()!r}")
         rows.append([cls, *np.clip(box, 0.0, 1.0)])
