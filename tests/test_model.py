@@ -100,6 +100,20 @@ def test_maxpool_spp_and_stride_2_shapes(write_cfg):
     assert model.layers[1](x).shape[-1] == 7  # (13 + 1 - 2) // 2 + 1, Darknet's formula
 
 
+@pytest.mark.parametrize("size,stride,padding", [(2, 2, -1), (2, 1, -1), (3, 2, -1), (5, 1, -1), (3, 2, 0),
+                                                 (1, 2, -1), (2, 2, 2), (4, 3, -1)])
+@pytest.mark.parametrize("side", [7, 8, 13, 16])
+def test_maxpool_skips_padding_only_where_no_window_reads_it(write_cfg, size, stride, padding, side):
+    """The output is Darknet's, padded or not: each window's max over its cells inside the map."""
+    model = Darknet(write_cfg(f"[maxpool]\nsize={size}\nstride={stride}\npadding={padding}\n"))
+    x = torch.randn(1, 2, side, side + 1)
+    total = size - 1 if padding < 0 else padding
+    before = total // 2
+    padded = torch.nn.functional.pad(x, (before, total - before, before, total - before), value=float("-inf"))
+    expected = torch.nn.functional.max_pool2d(padded, size, stride)
+    assert torch.equal(model.layers[0](x), expected)
+
+
 def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):
     model = Darknet(write_cfg("""
         [convolutional]

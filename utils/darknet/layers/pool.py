@@ -67,8 +67,21 @@ class MaxPool(DarknetLayer):
         padding = block["padding"] if block["padding"] >= 0 else size - 1
         return cls(ctx.previous_channels, size, (block["stride_y"] or stride, block["stride_x"] or stride), padding)
 
+    def _needs_padding(self, height: int, width: int) -> bool:
+        """Whether any window reaches the padding. Darknet's default (size-1 in total, all of it after the
+        image when size is 2) is never read when windows tile the map exactly, e.g. size 2 stride 2 on an even
+        map: padding a large map then only costs a copy, in both passes."""
+        if self.pad[0] or self.pad[2]:
+            return True
+        for length, stride, (before, after) in ((height, self.stride[0], self.pad[2:]), (width, self.stride[1],
+                                                                                          self.pad[:2])):
+            out = (length + before + after - self.size) // stride + 1
+            if (out - 1) * stride + self.size > length:
+                return True
+        return False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(self.pad):
+        if any(self.pad) and self._needs_padding(x.shape[-2], x.shape[-1]):
             x = F.pad(x, self.pad, value=float("-inf"))
         return F.max_pool2d(x, self.size, self.stride)
 
