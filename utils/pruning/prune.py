@@ -32,8 +32,8 @@ import torch
 from utils.darknet.model import Darknet
 from utils.darknet.cfg import read_cfg
 from utils.darknet.layers import (Convolutional, Dropout, GlobalAvgPool, HierarchicalSplit, MaxPool, Res2Net, Route,
-from utils.errors import UserError
                           Shortcut, Triangle, Upsample, YOLOLayer, fusable_convs)
+from utils.errors import UserError
 
 
 class PruneError(UserError, ValueError):
