@@ -30,7 +30,7 @@ from utils.darknet.weights import WeightsFileError
 from utils.data.dataset import IMAGE_SUFFIXES
 from utils.inference.writer import VIDEO_SUFFIXES, DetectionWriter, Frame, count_frames, read_frames
 from utils.inference.load import detect, load_model, preprocess
-from utils.training.trainer import next_run_dir
+from utils.cli import next_run_dir
 
 DEMO_IMAGES = "data/demo/images/valid"
 

@@ -23,7 +23,7 @@ from utils.darknet.cfg import CfgError
 from utils.darknet.checkpoint import model_from_file
 from utils.conversion.convert import weights_to_checkpoint
 from utils.darknet.weights import WeightsFileError, darknet_weights_size
-from utils.data.dataset import DataError, DetectionDataset, create_dataloader, parse_data_config
+from utils.data.dataset import DataError, DetectionDataset, evaluation_loader, parse_data_config
 from utils.evaluation.evaluate import collect_detections, score
 from utils.fileio import atomic_write
 from utils.plots import plot_channels, plot_gamma_threshold
@@ -41,8 +41,7 @@ def latencies_ms(models: list, img_size: int) -> list[float]:
 
 
 def map50(model, data, img_size: int) -> float:
-    dataset = DetectionDataset(data.valid, data.classes, None)
-    loader, _ = create_dataloader(dataset, 8, img_size, False, workers=0)
+    loader = evaluation_loader(DetectionDataset(data.valid, data.classes, None), 8, img_size, workers=0)
     return score(collect_detections(model, loader, torch.device("cpu")), data.names).map50
 
 

@@ -10,10 +10,8 @@ import argparse
 import sys
 from dataclasses import fields
 
-from utils.darknet.cfg import CfgError
-from utils.data.dataset import DataError
-from utils.darknet.weights import WeightsFileError
-from utils.training.trainer import TrainingError, TrainOptions, Trainer
+from utils.cli import run_main
+from utils.training.trainer import TrainOptions, Trainer
 
 
 def parse_args(argv=None) -> TrainOptions:
@@ -62,12 +60,11 @@ def parse_args(argv=None) -> TrainOptions:
 
 def main(argv=None) -> int:
     options = parse_args(argv)
-    try:
+
+    def train() -> int:
         Trainer(options).run()
-    except (CfgError, DataError, WeightsFileError, TrainingError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+    return run_main(train)
 
 
 if __name__ == "__main__":

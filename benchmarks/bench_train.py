@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from models import Darknet
 from utils.darknet.cfg import with_classes
-from utils.data.dataset import Augment, DetectionDataset, create_dataloader
+from utils.data.dataset import Augment, BatchPlan, DetectionDataset, create_dataloader
 from utils.training.loss import YOLOLoss
 from utils.training.optim import build_optimizer
 from utils.data.synthetic import write_dataset
@@ -37,7 +37,7 @@ def bench(name: str, size: int, batch_size: int, steps: int, data: Path, tmp: Pa
     loss_fn = YOLOLoss(model.yolo_layers)
     optimizer = build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4)
     dataset = DetectionDataset(data.parent / "train.txt", 4, Augment())
-    loader, _ = create_dataloader(dataset, batch_size, size, True, workers=workers, seed=0)
+    loader = create_dataloader(dataset, BatchPlan(len(dataset), batch_size, [size], seed=0), workers)
     step_times, waits = [], []
     iterator = iter(loader)
     for step in range(steps + 2):
