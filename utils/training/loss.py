@@ -67,6 +67,97 @@ def _decode(yolo: YOLOLayer, p: torch.Tensor, stride: tuple[float, float]) -> to
     return torch.stack([cx, cy, wh[..., 0], wh[..., 1]], -1)
 
 
+@dataclass
+class _Truth:
+    """A batch's targets in input pixels."""
+
+    xywh: torch.Tensor  # (n, 4) centre x, centre y, width, height
+    xyxy: torch.Tensor
+    image: torch.Tensor  # (n,) index in the batch
+    classes: torch.Tensor  # (n,)
+    image_size: tuple[int, int]  # (height, width)
+
+    @classmethod
+    def of(cls, targets: torch.Tensor, image_size: tuple[int, int]) -> _Truth:
+        img_h, img_w = image_size
+        xywh = targets[:, 2:6] * targets.new_tensor([img_w, img_h, img_w, img_h])
+        return cls(xywh, xywh_to_xyxy(xywh), targets[:, 0].long(), targets[:, 1].long(), image_size)
+
+
+@dataclass
+class _Positives:
+    """The predictions one layer assigns targets to: target, image, anchor slot, grid row and column."""
+
+    target: torch.Tensor
+    image: torch.Tensor
+    anchor: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def pick(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Their entries of a ``(B, A, H, W, ...)`` tensor."""
+        return tensor[self.image, self.anchor, self.row, self.col]
+
+
+def _objectness_loss(yolo: YOLOLayer, p: torch.Tensor, pred: torch.Tensor, truth: _Truth,
+                     positives: _Positives) -> torch.Tensor:
+    """Positives 1, negatives 0 unless they already overlap a target well (``ignore_thresh``)."""
+    options = yolo.loss_options
+    batch, device = p.shape[0], p.device
+    obj_target = torch.zeros(p.shape[:4], device=device)
+    obj_weight = torch.ones_like(obj_target)
+    if len(truth.xywh):
+        with torch.no_grad():
+            ious = box_iou(xywh_to_xyxy(pred.detach().reshape(-1, 4)), truth.xyxy)
+            same_image = (torch.arange(batch, device=device).repeat_interleave(pred[0, ..., 0].numel())
+                          [:, None] == truth.image[None])
+            best_iou = (ious * same_image).max(1).values.view(obj_target.shape)
+        obj_weight[best_iou > options["ignore_thresh"]] = 0.0
+        if options["truth_thresh"] < 1.0:
+            obj_target[best_iou > options["truth_thresh"]] = 1.0
+    where = (positives.image, positives.anchor, positives.row, positives.col)
+    obj_target[where] = 1.0
+    obj_weight[where] = 1.0
+    return options["obj_normalizer"] * F.binary_cross_entropy_with_logits(p[..., 4], obj_target, obj_weight,
+                                                                          reduction="sum")
+
+
+def _class_loss(yolo: YOLOLayer, ps: torch.Tensor, truth: _Truth, positives: _Positives) -> torch.Tensor:
+    """Independent BCEs of the positives' class scores ``ps[:, 5:]``, with label smoothing."""
+    options = yolo.loss_options
+    eps = options["label_smooth_eps"]
+    cls_target = torch.full_like(ps[:, 5:], eps / yolo.num_classes)
+    cls_target[torch.arange(len(positives)), truth.classes[positives.target]] = 1.0 - eps
+    cls_logits = ps[:, 5:]
+    if yolo.new_coords:  # the head's outputs are probabilities already
+        return options["cls_normalizer"] * F.binary_cross_entropy(
+            cls_logits.clamp(1e-7, 1 - 1e-7), cls_target, reduction="sum")
+    return options["cls_normalizer"] * F.binary_cross_entropy_with_logits(cls_logits, cls_target, reduction="sum")
+
+
+def _box_loss(yolo: YOLOLayer, ps: torch.Tensor, pred: torch.Tensor, truth: _Truth, positives: _Positives,
+              stride: tuple[float, float]) -> torch.Tensor:
+    """``iou_loss=mse``: Darknet's deltas on x, y (BCE on the logit) and raw w, h, scaled by 2 - w*h;
+    otherwise ``iou_normalizer * (1 - IoU)`` of the decoded boxes."""
+    options = yolo.loss_options
+    boxes = truth.xywh[positives.target]
+    if options["iou_loss"] != "mse":
+        iou = bbox_iou_aligned(xywh_to_xyxy(positives.pick(pred)), xywh_to_xyxy(boxes), options["iou_loss"])
+        return options["iou_normalizer"] * (1.0 - iou).sum()
+    img_h, img_w = truth.image_size
+    weight = 2.0 - boxes[:, 2] * boxes[:, 3] / (img_w * img_h)
+    frac = torch.stack([boxes[:, 0] / stride[1] - positives.col, boxes[:, 1] / stride[0] - positives.row], 1)
+    s = yolo.scale_x_y
+    xy_target = ((frac + 0.5 * (s - 1)) / s).clamp(0, 1)
+    wh_target = torch.log(boxes[:, 2:] / yolo.anchors.to(ps.device)[positives.anchor])
+    xy_term = F.binary_cross_entropy_with_logits(ps[:, :2], xy_target, reduction="none").sum(1) * s
+    wh_term = 0.5 * ((wh_target - ps[:, 2:4]) ** 2).sum(1)
+    return (weight * (xy_term + wh_term)).sum()
+
+
 class YOLOLoss:
     """``loss(heads, targets, image_size)``: heads from ``model(images)`` in train mode, targets
     ``(n, 6)`` = image index, class, cx, cy, w, h normalised to the input, image_size = (height, width)."""
@@ -93,71 +184,20 @@ class YOLOLoss:
     def __call__(self, heads: list[torch.Tensor], targets: torch.Tensor,
                  image_size: tuple[int, int]) -> LossComponents:
         batch = heads[0].shape[0]
-        device = heads[0].device
         img_h, img_w = image_size
-        targets = targets.to(device)
-        scale = targets.new_tensor([img_w, img_h, img_w, img_h])
-        gt_xywh = targets[:, 2:6] * scale  # pixels
-        gt_xyxy = xywh_to_xyxy(gt_xywh)
-        image_of = targets[:, 0].long()
-        classes = targets[:, 1].long()
+        truth = _Truth.of(targets.to(heads[0].device), image_size)
         box = obj = cls = heads[0].new_zeros(())
         for yolo, head in zip(self.yolo_layers, heads):
-            options = yolo.loss_options
             _, _, height, width = head.shape
             stride = (img_h / height, img_w / width)
             p = head.view(batch, yolo.num_anchors, yolo.num_outputs, height, width).permute(0, 1, 3, 4, 2).float()
             pred = _decode(yolo, p, stride)
-
-            t_index, a_index, gj, gi = self.assign(yolo, gt_xywh, (height, width), stride)
-            b_index = image_of[t_index]
-
-            # objectness: positives 1, negatives 0 unless they already overlap a target well
-            obj_target = torch.zeros(p.shape[:4], device=device)
-            obj_weight = torch.ones_like(obj_target)
-            if len(targets):
-                with torch.no_grad():
-                    ious = box_iou(xywh_to_xyxy(pred.detach().reshape(-1, 4)), gt_xyxy)
-                    same_image = (torch.arange(batch, device=device).repeat_interleave(pred[0, ..., 0].numel())
-                                  [:, None] == image_of[None])
-                    best_iou = (ious * same_image).max(1).values.view(obj_target.shape)
-                obj_weight[best_iou > options["ignore_thresh"]] = 0.0
-                if options["truth_thresh"] < 1.0:
-                    obj_target[best_iou > options["truth_thresh"]] = 1.0
-            obj_target[b_index, a_index, gj, gi] = 1.0
-            obj_weight[b_index, a_index, gj, gi] = 1.0
-            obj = obj + options["obj_normalizer"] * F.binary_cross_entropy_with_logits(
-                p[..., 4], obj_target, obj_weight, reduction="sum")
-            if not len(t_index):
+            t_index, a_index, gj, gi = self.assign(yolo, truth.xywh, (height, width), stride)
+            positives = _Positives(t_index, truth.image[t_index], a_index, gj, gi)
+            obj = obj + _objectness_loss(yolo, p, pred, truth, positives)
+            if not len(positives):
                 continue
-
-            ps = p[b_index, a_index, gj, gi]
-            # classes
-            eps = options["label_smooth_eps"]
-            cls_target = torch.full_like(ps[:, 5:], eps / yolo.num_classes)
-            cls_target[torch.arange(len(t_index)), classes[t_index]] = 1.0 - eps
-            cls_logits = ps[:, 5:]
-            if yolo.new_coords:
-                cls = cls + options["cls_normalizer"] * F.binary_cross_entropy(
-                    cls_logits.clamp(1e-7, 1 - 1e-7), cls_target, reduction="sum")
-            else:
-                cls = cls + options["cls_normalizer"] * F.binary_cross_entropy_with_logits(
-                    cls_logits, cls_target, reduction="sum")
-
-            # box
-            truth = gt_xywh[t_index]
-            if options["iou_loss"] == "mse":
-                weight = 2.0 - truth[:, 2] * truth[:, 3] / (img_w * img_h)
-                frac = torch.stack([truth[:, 0] / stride[1] - gi, truth[:, 1] / stride[0] - gj], 1)
-                s = yolo.scale_x_y
-                xy_target = ((frac + 0.5 * (s - 1)) / s).clamp(0, 1)
-                anchors = yolo.anchors.to(device)[a_index]
-                wh_target = torch.log(truth[:, 2:] / anchors)
-                xy_term = F.binary_cross_entropy_with_logits(ps[:, :2], xy_target, reduction="none").sum(1) * s
-                wh_term = 0.5 * ((wh_target - ps[:, 2:4]) ** 2).sum(1)
-                box = box + (weight * (xy_term + wh_term)).sum()
-            else:
-                pred_boxes = xywh_to_xyxy(pred[b_index, a_index, gj, gi])
-                iou = bbox_iou_aligned(pred_boxes, xywh_to_xyxy(truth), options["iou_loss"])
-                box = box + options["iou_normalizer"] * (1.0 - iou).sum()
+            ps = positives.pick(p)
+            cls = cls + _class_loss(yolo, ps, truth, positives)
+            box = box + _box_loss(yolo, ps, pred, truth, positives, stride)
         return LossComponents(box / batch, obj / batch, cls / batch)
