@@ -4,7 +4,7 @@
                     --data_config data/demo/shapes.data --percent 0.5 [--layers 2] --output runs/prune/exp1
 
 Train with --sr first so that many BN gammas approach zero. What may be pruned, and which channels
-must go together, is derived from the network graph (see utils/prune.py). Writes to OUTPUT:
+must go together, is derived from the network graph (see utils/pruning/prune.py). Writes to OUTPUT:
 pruned.cfg, pruned.weights, pruned.pth, report.md, gammas.png and channels.png. Fine-tune with
     python train.py --model_def OUTPUT/pruned.cfg --pretrained_weights OUTPUT/pruned.weights ...
 """

@@ -3,7 +3,7 @@
     python test.py --weights_path runs/demo/exp1/best.pth --data_config data/demo/shapes.data
     python test.py --model_def cfg/yolov3.cfg --weights_path yolov3.weights --data_config data/coco.data
 
-train.py's evaluation runs this same code (utils/evaluate.py).
+train.py's evaluation runs this same code (utils/evaluation/evaluate.py).
 """
 import argparse
 import sys
