@@ -14,10 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.darknet.cfg import read_cfg
-from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model
+from utils.cli import run_main
+from utils.data.names import read_class_names
 from utils.conversion.export import export_onnx
 from utils.conversion.native import darknet_native_cfg
+from utils.darknet.cfg import read_cfg
+from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model
 from utils.errors import UserError
 from utils.fileio import atomic_write
 
@@ -41,14 +43,14 @@ def parse_args(argv=None):
 
 def refuse_existing(path: Path, force: bool) -> None:
     if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to replace it")
+        raise UserError(f"{path} exists; pass --force to replace it")
 
 
 def run(args) -> str:
     cfg = Path(args.model_def) if args.model_def else None
     if args.darknet_native:
         if cfg is None:
-            raise ValueError("--darknet_native needs --model_def")
+            raise UserError("--darknet_native needs --model_def")
         out = Path(args.darknet_native)
         refuse_existing(out, args.force)
         text = darknet_native_cfg(read_cfg(cfg)).text
@@ -56,30 +58,28 @@ def run(args) -> str:
             f.write(text.encode())
         return f"wrote {out}: {cfg} with every [res2net]/[triangle] as plain Darknet layers (same .weights)"
     if not args.input:
-        raise ValueError("name the input weights (and an output, or --onnx); see --help")
+        raise UserError("name the input weights (and an output, or --onnx); see --help")
     source = Path(args.input)
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such file")
+        raise UserError(f"{source}: no such file")
     if args.onnx:
         out = Path(args.onnx)
         refuse_existing(out, args.force)
         export_onnx(model_from_file(source, cfg)[0], out, args.img_size, args.fuse)
         return f"wrote {out} (input 'images' (batch, 3, {args.img_size}, {args.img_size}), output 'detections')"
     if not args.output:
-        raise ValueError("name an output file (.pth or .weights), or use --onnx / --darknet_native")
+        raise UserError("name an output file (.pth or .weights), or use --onnx / --darknet_native")
     out = Path(args.output)
     refuse_existing(out, args.force)
     if out.suffix in CHECKPOINT_OUT:
         if args.cutoff is not None:
-            raise ValueError("--cutoff writes a Darknet .weights file; the output here is a .pth")
-        names = None
-        if args.class_path:
-            names = [n.strip() for n in Path(args.class_path).read_text().splitlines() if n.strip()]
+            raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
+        names = read_class_names(args.class_path) if args.class_path else None
         save_model(model_from_file(source, cfg)[0], out, names)
         return f"wrote {out}"
     cutoff = args.cutoff if args.cutoff is not None else cutoff_from_name(out)
     if out.suffix != ".weights" and cutoff is None:
-        raise ValueError(f"{out}: unknown output extension {out.suffix!r}; expected .pth or .weights "
+        raise UserError(f"{out}: unknown output extension {out.suffix!r}; expected .pth or .weights "
                          f"(or a backbone name like darknet53.conv.74, or --cutoff)")
     model = model_from_file(source, cfg)[0]
     model.save_darknet_weights(out, cutoff)
@@ -88,13 +88,14 @@ def run(args) -> str:
     return f"wrote {out}: {layers}, header {header.major}.{header.minor}.{header.revision}, seen {header.seen}"
 
 
-def main(argv=None) -> int:
-    try:
-        print(run(parse_args(argv)))
-    except (UserError, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+def convert(args) -> int:
+    print(run(args))
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_main(lambda: convert(args))
 
 
 if __name__ == "__main__":

@@ -13,53 +13,17 @@ written to; outputs go to --output (default runs/detect/expN).
 from __future__ import annotations
 
 import argparse
-import glob
-import itertools
-import os
 import sys
-import time
-import warnings
 from pathlib import Path
-from typing import Iterator
 
-import torch
-from tqdm import tqdm
-
-from utils.darknet.cfg import CfgError
-from utils.darknet.weights import WeightsFileError
-from utils.data.dataset import IMAGE_SUFFIXES
-from utils.inference.writer import VIDEO_SUFFIXES, DetectionWriter, Frame, count_frames, read_frames
-from utils.inference.load import detect, load_model, preprocess
-from utils.training.trainer import next_run_dir
+from utils.cli import next_run_dir, run_main, select_device
+from utils.errors import UserError
+from utils.inference.load import load_model
+from utils.inference.pipeline import DetectionRun, DetectSettings, detect_files
+from utils.inference.sources import collect_inputs, newest_checkpoint
+from utils.inference.writer import DetectionWriter
 
 DEMO_IMAGES = "data/demo/images/valid"
-
-
-def newest_checkpoint() -> Path | None:
-    candidates = [*Path("runs").glob("*/*/best.pth"), *Path("runs").glob("*/best.pth")]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def collect_inputs(spec: str, recursive: bool) -> tuple[Path, list[Path]]:
-    """(root the outputs mirror, image and video files). Other files in a folder are skipped, named."""
-    path = Path(spec)
-    if path.is_file():
-        return path.parent, [path]
-    if path.is_dir():
-        files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file())
-        root = path
-    else:
-        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-        root = Path(os.path.commonpath([p.parent for p in files])) if files else Path(".")
-    known = IMAGE_SUFFIXES + VIDEO_SUFFIXES
-    for other in (p for p in files if p.suffix.lower() not in known):
-        warnings.warn(f"skipping {other}: not an image or video ({', '.join(known)})", stacklevel=2)
-    return root, [p for p in files if p.suffix.lower() in known]
-
-
-def batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
-    while chunk := list(itertools.islice(frames, size)):
-        yield chunk
 
 
 def parse_args(argv=None):
@@ -77,72 +41,75 @@ def parse_args(argv=None):
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the aspect ratio and pad (default), or stretch like Darknet's default detector")
     p.add_argument("--output", help="output folder (default: runs/detect/expN)")
-    p.add_argument("--device", default="", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
     return p.parse_args(argv)
+
+
+def weights_to_use(weights_path: str | None) -> Path:
+    """--weights_path, else the newest trained model; none at all is an error that says how to get one."""
+    weights = Path(weights_path) if weights_path else newest_checkpoint()
+    if weights is None:
+        raise UserError("no trained model found (runs/*/*/best.pth). Train the demo model first:\n"
+                        "    bash scripts/demo.sh\n"
+                        "or pass one: python detect.py --weights_path W [--model_def CFG] [--class_path NAMES]")
+    return weights
+
+
+def require_source(spec: str) -> None:
+    """Refuse an input that does not exist (for a glob: the folder before its first ``*``)."""
+    if not Path(spec.split("*")[0] or ".").exists():
+        hint = "\ngenerate the demo data with: python -m utils.data.synthetic --out data/demo" \
+            if spec == DEMO_IMAGES else ""
+        raise UserError(f"{spec}: no such file or folder{hint}")
+
+
+def inputs_to_read(spec: str, recursive: bool) -> tuple[Path, list[Path]]:
+    """(root the outputs mirror, the image and video files ``spec`` names); none is an error."""
+    root, inputs = collect_inputs(spec, recursive)
+    if not inputs:
+        raise UserError(f"{spec}: no images or videos found")
+    return root, inputs
+
+
+def output_folder(output: str | None, inputs: list[Path]) -> Path:
+    folder = Path(output) if output else next_run_dir(Path("runs/detect"))
+    if folder.resolve() in {p.resolve().parent for p in inputs}:
+        raise UserError(f"--output {folder} holds input files; choose another folder so none is overwritten")
+    return folder
+
+
+def print_summary(writer: DetectionWriter, run: DetectionRun, device) -> None:
+    done = len(writer.records)
+    print(f"{done} images/frames -> {writer.output} (annotated .jpg/.mp4, labels/*.txt as 'class cx cy w h score', "
+          f"detections.json)")
+    if run.skipped:
+        print(f"skipped {len(run.skipped)} unreadable: {', '.join(run.skipped[:5])}"
+              f"{' ...' if len(run.skipped) > 5 else ''}")
+    print("detections per class: "
+          + (", ".join(f"{n} {writer.counts[n]}" for n in writer.names if writer.counts[n]) or "none"))
+    if done:
+        print(f"per image: preprocess {run.preprocess_seconds / done * 1e3:.1f} ms, "
+              f"forward + NMS {run.inference_seconds / done * 1e3:.1f} ms ({device})")
+
+
+def detect(args: argparse.Namespace) -> int:
+    weights = weights_to_use(args.weights_path)
+    require_source(args.image_folder)
+    device = select_device(args.device)
+    loaded = load_model(weights, args.model_def, args.class_path, device)
+    root, inputs = inputs_to_read(args.image_folder, args.recursive)
+    writer = DetectionWriter(output_folder(args.output, inputs), root, loaded.names)
+    settings = DetectSettings(args.img_size, args.conf_thres, args.nms_thres, args.batch_size, args.letterbox)
+    run = detect_files(loaded.model, inputs, writer, settings)
+    writer.finish({"weights": str(weights), "conf_thres": args.conf_thres, "nms_thres": args.nms_thres,
+                   "img_size": args.img_size, "skipped": run.skipped})
+    print_summary(writer, run, device)
+    return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    weights = Path(args.weights_path) if args.weights_path else newest_checkpoint()
-    if weights is None:
-        print("error: no trained model found (runs/*/*/best.pth). Train the demo model first:\n"
-              "    bash scripts/demo.sh\n"
-              "or pass one: python detect.py --weights_path W [--model_def CFG] [--class_path NAMES]",
-              file=sys.stderr)
-        return 1
-    if not Path(args.image_folder.split("*")[0] or ".").exists():
-        hint = "\ngenerate the demo data with: python -m utils.data.synthetic --out data/demo" \
-            if args.image_folder == DEMO_IMAGES else ""
-        print(f"error: {args.image_folder}: no such file or folder{hint}", file=sys.stderr)
-        return 1
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        loaded = load_model(weights, args.model_def, args.class_path, device)
-    except (CfgError, WeightsFileError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    root, inputs = collect_inputs(args.image_folder, args.recursive)
-    if not inputs:
-        print(f"error: {args.image_folder}: no images or videos found", file=sys.stderr)
-        return 1
-    output = Path(args.output) if args.output else next_run_dir(Path("runs/detect"))
-    if output.resolve() in {p.resolve().parent for p in inputs}:
-        print(f"error: --output {output} holds input files; choose another folder so none is overwritten",
-              file=sys.stderr)
-        return 1
-
-    writer = DetectionWriter(output, root, loaded.names)
-    skipped: list[str] = []
-    timing = {"preprocess": 0.0, "inference": 0.0}
-    try:
-        with tqdm(total=count_frames(inputs), desc="detect", unit="frame") as progress:
-            for chunk in batches(read_frames(inputs, skipped), args.batch_size):
-                t0 = time.perf_counter()
-                batch, boxes = preprocess([f.pixels for f in chunk], args.img_size, args.letterbox)
-                t1 = time.perf_counter()
-                detections = detect(loaded.model, batch, boxes, [f.pixels.shape[:2] for f in chunk],
-                                    args.conf_thres, args.nms_thres)
-                timing["preprocess"] += t1 - t0
-                timing["inference"] += time.perf_counter() - t1
-                for frame, dets in zip(chunk, detections):
-                    writer.add(frame, dets)
-                progress.update(len(chunk))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.finish({"weights": str(weights), "conf_thres": args.conf_thres, "nms_thres": args.nms_thres,
-                   "img_size": args.img_size, "skipped": skipped})
-    done = len(writer.records)
-    print(f"{done} images/frames -> {output} (annotated .jpg/.mp4, labels/*.txt as 'class cx cy w h score', "
-          f"detections.json)")
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable: {', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")
-    print("detections per class: "
-          + (", ".join(f"{n} {writer.counts[n]}" for n in loaded.names if writer.counts[n]) or "none"))
-    if done:
-        print(f"per image: preprocess {timing['preprocess'] / done * 1e3:.1f} ms, "
-              f"forward + NMS {timing['inference'] / done * 1e3:.1f} ms ({device})")
-    return 0
+    return run_main(lambda: detect(args))
 
 
 if __name__ == "__main__":

@@ -11,34 +11,36 @@ import argparse
 import sys
 import warnings
 
-from utils.darknet.cfg import CfgError
+from utils.cli import run_main
 from utils.darknet.model import Darknet
 
 __all__ = ["Darknet"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Build a model from a Darknet cfg and print its layer table.")
     parser.add_argument("--summary", metavar="CFG", required=True, help="Darknet .cfg to build")
     parser.add_argument("--img_size", type=int, nargs="+", metavar="N",
                         help="input size: one value (square) or height width; default: the cfg's [net]")
     parser.add_argument("--weights", metavar="W", help="also load this .weights file (checks that it fits)")
-    args = parser.parse_args(argv)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            model = Darknet(args.summary)
-        if args.weights:
-            header = model.load_darknet_weights(args.weights)
-            print(f"loaded {args.weights}: version {header.major}.{header.minor}.{header.revision}, seen {header.seen}")
-    except (CfgError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    size = None
-    if args.img_size:
-        size = (args.img_size[0], args.img_size[-1])
+    return parser.parse_args(argv)
+
+
+def print_summary(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        model = Darknet(args.summary)
+    if args.weights:
+        header = model.load_darknet_weights(args.weights)
+        print(f"loaded {args.weights}: version {header.major}.{header.minor}.{header.revision}, seen {header.seen}")
+    size = (args.img_size[0], args.img_size[-1]) if args.img_size else None
     print(model.eval().summary(size))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_main(lambda: print_summary(args))
 
 
 if __name__ == "__main__":

@@ -4,47 +4,30 @@
                     --data_config data/demo/shapes.data --percent 0.5 [--layers 2] --output runs/prune/exp1
 
 Train with --sr first so that many BN gammas approach zero. What may be pruned, and which channels
-must go together, is derived from the network graph (see utils/prune.py). Writes to OUTPUT:
+must go together, is derived from the network graph (see utils/pruning/). Writes to OUTPUT:
 pruned.cfg, pruned.weights, pruned.pth, report.md, gammas.png and channels.png. Fine-tune with
     python train.py --model_def OUTPUT/pruned.cfg --pretrained_weights OUTPUT/pruned.weights ...
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
 import torch
-from terminaltables import AsciiTable
 
+from utils.cli import run_main
 from utils.darknet.checkpoint import model_from_file, save_model
-from utils.darknet.weights import darknet_weights_size
-from utils.data.dataset import DetectionDataset, create_dataloader, parse_data_config
-from utils.evaluation.evaluate import collect_detections, score
+from utils.darknet.model import Darknet
+from utils.data.dataset import parse_data_config
 from utils.errors import UserError
 from utils.fileio import atomic_write
 from utils.plots import plot_channels, plot_gamma_threshold
-from utils.pruning import PruneError, compact_model, masked_model, remove_units
-from utils.darknet.summary import summarize
-from utils.timing import alternating_median_seconds
+from utils.pruning import compact_model, masked_model, remove_units
+from utils.pruning.report import PruneRequest, compare, write_report
 
 
-def latencies_ms(models: list, img_size: int) -> list[float]:
-    """Batch-1 latency of each model after prepare_inference(), timed in alternating rounds."""
-    ready = [copy.deepcopy(model).prepare_inference() for model in models]
-    x = torch.rand(1, 3, img_size, img_size)
-    with torch.inference_mode():
-        return [1e3 * t for t in alternating_median_seconds([lambda m=m: m(x) for m in ready], rounds=8)]
-
-
-def map50(model, data, img_size: int) -> float:
-    dataset = DetectionDataset(data.valid, data.classes, None)
-    loader, _ = create_dataloader(dataset, 8, img_size, False, workers=0)
-    return score(collect_detections(model, loader, torch.device("cpu")), data.names).map50
-
-
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_def", help="Darknet .cfg (a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth of the trained model")
@@ -62,30 +45,49 @@ def main(argv=None) -> int:
     p.add_argument("--img_size", type=int, default=416, help="size for FLOPs, latency and mAP")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="write into an output folder that is not empty")
-    args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    return p.parse_args(argv)
+
+
+def check_request(args: argparse.Namespace) -> None:
     out = Path(args.output)
-    try:
-        if out.exists() and any(out.iterdir()) and not args.force:
-            raise FileExistsError(f"{out} is not empty; pass --force to write into it")
-        if args.percent <= 0 and args.layers <= 0:
-            raise ValueError("nothing to do: give --percent (channels) and/or --layers (residual units)")
-        model, state = model_from_file(args.weights_path, args.model_def)
-        model.eval()
-        work = model
-        if args.layers > 0:
-            work, units = remove_units(model, args.layers)
-            print(f"removing {len(units)} units (lowest mean |gamma|): layers "
-                  + ", ".join(f"{u.layers.start}-{u.layers[-1]}" for u in units))
-        if args.percent > 0:
-            masked, graph, selection = masked_model(work, args.percent, args.layer_keep, args.shortcut_mode,
-                                                    args.channel_multiple)
-        data = parse_data_config(args.data_config) if args.data_config else None
-    except (UserError, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise UserError(f"{out} is not empty; pass --force to write into it")
+    if args.percent <= 0 and args.layers <= 0:
+        raise UserError("nothing to do: give --percent (channels) and/or --layers (residual units)")
+
+
+def without_units(model: Darknet, count: int) -> Darknet:
+    """``model`` less its ``count`` residual units of lowest mean |gamma| (itself when ``count`` is 0)."""
+    if count <= 0:
+        return model
+    thinner, units = remove_units(model, count)
+    print(f"removing {len(units)} units (lowest mean |gamma|): layers "
+          + ", ".join(f"{u.layers.start}-{u.layers[-1]}" for u in units))
+    return thinner
+
+
+def write_channel_plots(graph, selection, out: Path) -> None:
+    plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
+    before = [r.conv.conv.out_channels for r in graph.convs]
+    after = [int(selection.keep_mask(graph, r.outputs).sum()) for r in graph.convs]
+    plot_channels(before, after, out / "channels.png")
+
+
+def prune(args: argparse.Namespace) -> int:
+    check_request(args)
+    request = PruneRequest(args.weights_path, args.percent, args.layers, args.layer_keep, args.channel_multiple,
+                           args.shortcut_mode)
+    model, state = model_from_file(args.weights_path, args.model_def)
+    model.eval()
+    work = without_units(model, args.layers)
+    selection = None
+    if args.percent > 0:  # refuses a percent that would empty a layer, before anything is written
+        masked, graph, selection = masked_model(work, args.percent, args.layer_keep, args.shortcut_mode,
+                                                args.channel_multiple)
+    data = parse_data_config(args.data_config) if args.data_config else None
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    if args.percent > 0:
+    if selection is not None:
         print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}; "
               f"the largest percent that empties no layer is {selection.safe_percent:.1%}")
         compact = compact_model(masked, graph, selection)
@@ -96,46 +98,22 @@ def main(argv=None) -> int:
     compact.save_darknet_weights(out / "pruned.weights")
     names = (state or {}).get("names") or (data.names if data else None)
     save_model(compact, out / "pruned.pth", names)
-    size = (args.img_size, args.img_size)
-    rows = [["", "before", "after pruning", "change"]]
-
-    def add(label, before, after, fmt):
-        change = f"{(after - before) / before:+.1%}" if before else ""
-        rows.append([label, fmt(before), fmt(after), change])
-
-    add("parameters", sum(p.numel() for p in model.parameters()), sum(p.numel() for p in compact.parameters()),
-        lambda v: f"{v:,}")
-    add(f"BFLOPs at {args.img_size}", sum(r.flops for r in summarize(model, size)) / 1e9,
-        sum(r.flops for r in summarize(compact, size)) / 1e9, lambda v: f"{v:.3f}")
-    add(".weights size (MB)", darknet_weights_size(model.layers, model.weights_header) / 1e6,
-        (out / "pruned.weights").stat().st_size / 1e6, lambda v: f"{v:.2f}")
-    before_ms, after_ms = latencies_ms([model, compact], args.img_size)
-    add(f"CPU latency at {args.img_size} (ms, 2 threads)", before_ms, after_ms, lambda v: f"{v:.1f}")
-    rows[-1][-1] += f" ({before_ms / after_ms:.2f}x faster)"
-    if data is not None:
-        add("mAP@0.5 (valid)", map50(model, data, args.img_size), map50(compact, data, args.img_size),
-            lambda v: f"{v:.4f}")
-    table = AsciiTable(rows).table
-    print(table)
-    markdown = "\n".join(["| " + " | ".join(map(str, row)) + " |" for row in rows[:1]]
-                         + ["|---|---|---|---|"] + ["| " + " | ".join(map(str, row)) + " |" for row in rows[1:]])
-    with atomic_write(out / "report.md") as f:
-        channels = (f"{args.percent:.1%} of prunable BN channels targeted (threshold |gamma| "
-                    f"{selection.threshold:.5f}, shortcut mode {args.shortcut_mode}, layer_keep {args.layer_keep}, "
-                    f"channel_multiple {args.channel_multiple}); "
-                    f"largest safe percent {selection.safe_percent:.1%}. " if args.percent > 0 else "")
-        units = f"{args.layers} residual units removed first. " if args.layers > 0 else ""
-        f.write(f"# Pruning {args.weights_path}\n\n{(units + channels).strip()}\n\n{markdown}\n".encode())
-    if args.percent > 0:
-        plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
-        before = [r.conv.conv.out_channels for r in graph.convs]
-        after = [int(selection.keep_mask(graph, r.outputs).sum()) for r in graph.convs]
-        plot_channels(before, after, out / "channels.png")
+    comparison = compare(model, compact, out / "pruned.weights", args.img_size, data)
+    print(comparison.table())
+    write_report(out / "report.md", request, selection, comparison)
+    if selection is not None:
+        write_channel_plots(graph, selection, out)
     print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md"
-          f"{', gammas.png, channels.png' if args.percent > 0 else ''}\n"
+          f"{', gammas.png, channels.png' if selection is not None else ''}\n"
           f"fine-tune: python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "
           f"--data_config ...")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(2)
+    return run_main(lambda: prune(args))
 
 
 if __name__ == "__main__":

@@ -3,25 +3,22 @@
     python test.py --weights_path runs/demo/exp1/best.pth --data_config data/demo/shapes.data
     python test.py --model_def cfg/yolov3.cfg --weights_path yolov3.weights --data_config data/coco.data
 
-train.py's evaluation runs this same code (utils/evaluate.py).
+train.py's evaluation runs this same code (utils/evaluation/evaluate.py).
 """
 import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from utils.darknet.cfg import CfgError
-from utils.darknet.weights import WeightsFileError
-from utils.data.dataset import DataError, DetectionDataset, create_dataloader, parse_data_config
+from utils.cli import run_main, select_device
+from utils.data.dataset import DataError, DetectionDataset, evaluation_loader, parse_data_config
 from utils.evaluation.evaluate import collect_detections, format_results, score, write_coco_json
-from utils.inference.load import load_model
 from utils.evaluation.metrics import METHODS
+from utils.inference.load import load_model
 from utils.plots import plot_pr_curves
-from utils.training.trainer import DEFAULT_DATA
+from utils.training.options import DEFAULT_DATA
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth")
@@ -39,21 +36,20 @@ def main(argv=None) -> int:
                                                      "ground truth to OUT's name + _gt.json")
     p.add_argument("--pr_curves", metavar="PNG", help="write per-class precision-recall curves to this PNG")
     p.add_argument("--n_cpu", type=int, default=2)
-    p.add_argument("--device", default="")
-    args = p.parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        data = parse_data_config(args.data_config)
-        loaded = load_model(args.weights_path, args.model_def, device=device)
-        if loaded.model.num_classes != data.classes:
-            raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
-                            f"{loaded.model.num_classes}")
-        dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
-        loader, _ = create_dataloader(dataset, args.batch_size, args.img_size, False, workers=args.n_cpu)
-        records = collect_detections(loaded.model, loader, device, args.conf_thres, args.nms_thres)
-    except (CfgError, DataError, WeightsFileError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
+    return p.parse_args(argv)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    device = select_device(args.device)
+    data = parse_data_config(args.data_config)
+    loaded = load_model(args.weights_path, args.model_def, device=device)
+    if loaded.model.num_classes != data.classes:
+        raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
+                        f"{loaded.model.num_classes}")
+    dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
+    loader = evaluation_loader(dataset, args.batch_size, args.img_size, args.n_cpu)
+    records = collect_detections(loaded.model, loader, device, args.conf_thres, args.nms_thres)
     result = score(records, data.names, args.ap_method)
     print(format_results(result, args.conf_thres, args.nms_thres,
                          f"{'letterboxed' if args.letterbox else 'stretched'} to {args.img_size}"))
@@ -64,6 +60,11 @@ def main(argv=None) -> int:
         plot_pr_curves(result, Path(args.pr_curves))
         print(f"precision-recall curves: {args.pr_curves}")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_main(lambda: evaluate(args))
 
 
 if __name__ == "__main__":

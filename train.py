@@ -10,10 +10,8 @@ import argparse
 import sys
 from dataclasses import fields
 
-from utils.darknet.cfg import CfgError
-from utils.data.dataset import DataError
-from utils.darknet.weights import WeightsFileError
-from utils.training.trainer import TrainingError, TrainOptions, Trainer
+from utils.cli import run_main
+from utils.training.trainer import TrainOptions, Trainer
 
 
 def parse_args(argv=None) -> TrainOptions:
@@ -36,7 +34,9 @@ def parse_args(argv=None) -> TrainOptions:
     p.add_argument("--output", help="run directory (default: runs/train/expN; with --resume, the checkpoint's folder)")
     p.add_argument("--resume", help="last.pth, or a run directory, to continue that run exactly where it stopped "
                                     "(with its own options; only --device, --n_cpu and --output may change)")
-    p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or GPU indices such as 0 or 0,1 (under "
+                                                  "torchrun each process takes its LOCAL_RANK-th; default: cuda if "
+                                                  "available)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--sr", action="store_true", help="sparsity training: L1 on BN gammas, for channel pruning")
     p.add_argument("--s", type=float, default=d.s, help="sparsity strength for --sr: after every optimiser step "
@@ -60,14 +60,14 @@ def parse_args(argv=None) -> TrainOptions:
     return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
 
 
+def train(options: TrainOptions) -> int:
+    Trainer(options).run()
+    return 0
+
+
 def main(argv=None) -> int:
     options = parse_args(argv)
-    try:
-        Trainer(options).run()
-    except (CfgError, DataError, WeightsFileError, TrainingError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(lambda: train(options))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -21,24 +22,34 @@ REPO = Path(__file__).resolve().parents[1]
 from models import Darknet
 from utils.darknet.cfg import read_cfg
 from utils.darknet.cfg_edit import with_classes
-from utils.data.dataset import Augment, DetectionDataset, create_dataloader
+from utils.data.dataset import Augment, BatchPlan, DetectionDataset, create_dataloader
 from utils.training.loss import YOLOLoss
 from utils.training.optim import build_optimizer
 from utils.data.synthetic import write_dataset
 
-CASES = [("yolov3-tiny", 416, 8, 6.7, 5.6), ("res2net-yolov3-tiny", 416, 8, None, None),
-         ("res2net-yolov3", 320, 4, None, None), ("yolov3", 320, 4, 1.5, 1.26)]
+
+class Case(NamedTuple):
+    name: str  # cfg/<name>.cfg
+    size: int
+    batch_size: int
+    target: float | None  # img/s to reach (../shared/perf-targets.md)
+    peer: float | None  # the best peer's img/s
 
 
-def bench(name: str, size: int, batch_size: int, steps: int, data: Path, tmp: Path,
-          workers: int) -> tuple[float, float]:
-    cfg = tmp / f"{name}.cfg"
+CASES = [Case("yolov3-tiny", 416, 8, 6.7, 5.6), Case("res2net-yolov3-tiny", 416, 8, None, None),
+         Case("res2net-yolov3", 320, 4, None, None), Case("yolov3", 320, 4, 1.5, 1.26)]
+
+
+def bench(case: Case, steps: int, data: Path, workers: int) -> tuple[float, float]:
+    """(images per second, share of step time waiting for data) training ``case`` on ``data``."""
+    name, size, batch_size = case.name, case.size, case.batch_size
+    cfg = data.parent / f"{name}.cfg"
     cfg.write_text(with_classes(read_cfg(REPO / "cfg" / f"{name}.cfg"), 4).text)
     model = Darknet(cfg).train()
     loss_fn = YOLOLoss(model.yolo_layers)
     optimizer = build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4)
     dataset = DetectionDataset(data.parent / "train.txt", 4, Augment())
-    loader, _ = create_dataloader(dataset, batch_size, size, True, workers=workers, seed=0)
+    loader = create_dataloader(dataset, BatchPlan(len(dataset), batch_size, [size], seed=0), workers)
     step_times, waits = [], []
     iterator = iter(loader)
     for step in range(steps + 2):
@@ -61,19 +72,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--models", nargs="+", default=[c[0] for c in CASES])
+    parser.add_argument("--models", nargs="+", default=[c.name for c in CASES])
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.workers} loader workers")
     with tempfile.TemporaryDirectory() as tmp:
         data = write_dataset(Path(tmp) / "shapes", train=64, valid=1, size=416)
-        for name, size, batch_size, target, peer in CASES:
-            if name not in args.models:
+        for case in CASES:
+            if case.name not in args.models:
                 continue
-            rate, wait = bench(name, size, batch_size, args.steps, data, Path(tmp), args.workers)
-            goal = f"   (target >= {target} img/s, best peer {peer})" if target else ""
-            print(f"train {name:<20} @{size} b{batch_size}: {rate:5.2f} img/s, waiting for data {wait:5.1%} "
-                  f"of step time{goal}")
+            rate, wait = bench(case, args.steps, data, args.workers)
+            goal = f"   (target >= {case.target} img/s, best peer {case.peer})" if case.target else ""
+            print(f"train {case.name:<20} @{case.size} b{case.batch_size}: {rate:5.2f} img/s, waiting for data "
+                  f"{wait:5.1%} of step time{goal}")
 
 
 if __name__ == "__main__":

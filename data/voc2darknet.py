@@ -8,13 +8,12 @@ Darknet expects; the source folders are only read. The train/valid split is seed
 """
 import argparse
 import sys
-from pathlib import Path
 
-from utils.data.dataset import DataError
-from utils.data.voc import convert_voc
+from utils.cli import run_main
+from utils.data.voc import VocOptions, convert_voc
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--annotations", required=True, help="folder of VOC .xml files")
     p.add_argument("--images", required=True, help="folder of the images they describe")
@@ -25,15 +24,19 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--include_difficult", action="store_true", help="keep objects marked difficult")
     p.add_argument("--copy", action="store_true", help="copy images instead of linking them")
-    args = p.parse_args(argv)
-    try:
-        data = convert_voc(args.annotations, args.images, args.out, args.name, args.classes, args.valid_fraction,
-                           args.seed, args.include_difficult, args.copy)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {data}")
+    return p.parse_args(argv)
+
+
+def convert(args: argparse.Namespace) -> int:
+    options = VocOptions(tuple(args.classes) if args.classes else None, args.valid_fraction, args.seed,
+                         args.include_difficult, args.copy)
+    print(f"wrote {convert_voc(args.annotations, args.images, args.out, args.name, options)}")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_main(lambda: convert(args))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 import detect
 from models import Darknet
 from utils.data.synthetic import write_dataset
-from utils.training.trainer import Trainer, TrainOptions, next_run_dir
+from utils.cli import next_run_dir
+from utils.training.trainer import Trainer, TrainOptions
 
 DATA = Path("data/demo")
 VECTORS = REPO.parent / "shared" / "darknet-vectors"

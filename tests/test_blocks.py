@@ -6,6 +6,7 @@ is checked against itself.
 """
 import re
 import struct
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -34,8 +35,19 @@ def apply_conv_bn(x, p, stride=1, pad=0, leaky=True):
     return F.leaky_relu(y, 0.1) if leaky else y
 
 
-def spec_block(kind, inplanes, planes, scale, base_width, stride, stype, seed=0):
+class Block(NamedTuple):
+    kind: str
+    inplanes: int
+    planes: int
+    scale: int
+    base_width: int
+    stride: int
+    stype: str
+
+
+def spec_block(block: Block, seed=0):
     """Returns (stream of floats in spec order, spec forward function, output channels)."""
+    kind, inplanes, planes, scale, base_width, stride, stype = block
     rng = np.random.default_rng(seed)
     width = planes * base_width // 64
     nums = 1 if scale == 1 else scale - 1
@@ -68,21 +80,20 @@ def spec_block(kind, inplanes, planes, scale, base_width, stride, stype, seed=0)
 
 
 CASES = [
-    # kind, inplanes, planes, scale, base_width, stride, stype
-    ("res2net", 16, 8, 4, 26, 1, "normal"),   # keeps channels: no downsample
-    ("res2net", 8, 8, 4, 26, 1, "normal"),    # 8 -> 16 channels: downsample
-    ("res2net", 16, 8, 3, 32, 2, "stage"),    # stride 2: downsample and avg-pooled last group
-    ("res2net", 16, 8, 1, 64, 1, "normal"),   # scale 1: one branch, nothing left untouched
-    ("res2net", 20, 10, 5, 40, 1, "normal"),  # scale 5: four inner convs (the seed's range(3) would give three)
-    ("triangle", 12, 16, 4, 16, 1, "normal"),
-    ("triangle", 12, 16, 2, 32, 2, "stage"),
-    ("triangle", 12, 16, 1, 16, 1, "normal"),
+    Block("res2net", 16, 8, 4, 26, 1, "normal"),   # keeps channels: no downsample
+    Block("res2net", 8, 8, 4, 26, 1, "normal"),    # 8 -> 16 channels: downsample
+    Block("res2net", 16, 8, 3, 32, 2, "stage"),    # stride 2: downsample and avg-pooled last group
+    Block("res2net", 16, 8, 1, 64, 1, "normal"),   # scale 1: one branch, nothing left untouched
+    Block("res2net", 20, 10, 5, 40, 1, "normal"),  # scale 5: four inner convs (the seed's range(3) would give three)
+    Block("triangle", 12, 16, 4, 16, 1, "normal"),
+    Block("triangle", 12, 16, 2, 32, 2, "stage"),
+    Block("triangle", 12, 16, 1, 16, 1, "normal"),
 ]
 
 
-@pytest.mark.parametrize("kind,inplanes,planes,scale,base_width,stride,stype", CASES)
-def test_block_loads_spec_stream_and_computes_spec_forward(write_cfg, tmp_path, kind, inplanes, planes, scale,
-                                                          base_width, stride, stype):
+@pytest.mark.parametrize("block", CASES, ids=lambda b: "-".join(map(str, b)))
+def test_block_loads_spec_stream_and_computes_spec_forward(write_cfg, tmp_path, block):
+    kind, inplanes, planes, scale, base_width, stride, stype = block
     cfg = write_cfg(f"""
         [net]
         width=16
@@ -97,7 +108,7 @@ def test_block_loads_spec_stream_and_computes_spec_forward(write_cfg, tmp_path, 
         stride={stride}
         stype={stype}
         """, net=False)
-    floats, spec_forward, out_channels = spec_block(kind, inplanes, planes, scale, base_width, stride, stype)
+    floats, spec_forward, out_channels = spec_block(block)
     weights = tmp_path / "block.weights"
     weights.write_bytes(struct.pack("<3iq", 0, 2, 0, 0) + floats.tobytes())
 

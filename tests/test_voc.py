@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import shared_path
 from utils.data.dataset import DataError, DetectionDataset, parse_data_config
-from utils.data.voc import convert_voc
+from utils.data.voc import VocOptions, convert_voc
 
 XML = """<annotation><filename>{name}.jpg</filename><size><width>{w}</width><height>{h}</height></size>
 {objects}</annotation>"""
@@ -28,15 +28,15 @@ def test_conversion_split_and_difficult(tmp_path):
                dict(cls="cat", difficult=1, x1=1, y1=1, x2=10, y2=10)]
     images = [(f"im{i}", (100, 200), objects) for i in range(10)]
     ann, img = voc_folder(tmp_path, images)
-    data = convert_voc(ann, img, tmp_path / "out", "pets", seed=3)
+    data = convert_voc(ann, img, tmp_path / "out", "pets", VocOptions(seed=3))
     config = parse_data_config(data)
     assert config.names == ["dog"]  # the only cat is difficult, so it is not even a class
     assert len(DetectionDataset(config.train, 1)) == 8 and len(DetectionDataset(config.valid, 1)) == 2
     label = (tmp_path / "out" / "labels" / "im0.txt").read_text().split()
     assert [float(v) for v in label] == pytest.approx([0, (31 - 1) / 100, (51 - 1) / 200, 40 / 100, 60 / 200])
-    again = convert_voc(ann, img, tmp_path / "out2", "pets", seed=3)
+    again = convert_voc(ann, img, tmp_path / "out2", "pets", VocOptions(seed=3))
     assert (tmp_path / "out2" / "valid.txt").read_text() == (tmp_path / "out" / "valid.txt").read_text()
-    with_difficult = convert_voc(ann, img, tmp_path / "out3", "pets", include_difficult=True)
+    with_difficult = convert_voc(ann, img, tmp_path / "out3", "pets", VocOptions(include_difficult=True))
     assert parse_data_config(with_difficult).names == ["cat", "dog"]
     assert again.exists()
 

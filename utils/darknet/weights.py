@@ -93,7 +93,7 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
     """Read ``path`` into the tensors of ``layers[:cutoff]``. Nothing is changed if the file does not fit."""
     path = Path(path)
     if cutoff is not None and not 0 <= cutoff <= len(layers):
-        raise ValueError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
+        raise WeightsFileError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
     layers = list(layers)[:cutoff]
     tensors, counts = _layer_counts(layers)
     path = regular_file(path, "weights file", WeightsFileError, "open")
@@ -152,7 +152,7 @@ def save_darknet_weights(layers: Sequence, path: str | Path, header: WeightsHead
                          cutoff: int | None = None) -> None:
     """Write ``layers[:cutoff]`` to ``path`` through a temporary file, so a failure leaves no half file."""
     if cutoff is not None and not 0 <= cutoff <= len(layers):
-        raise ValueError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
+        raise WeightsFileError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
     tensors, _ = _layer_counts(list(layers)[:cutoff])
     with atomic_write(path) as f:
         f.write(header.to_bytes())

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.boxes import Letterbox
 from utils.darknet.cfg import number
+from utils.data.names import read_class_names
 from utils.fileio import read_text
 from utils.errors import UserError
 
@@ -77,7 +78,7 @@ def parse_data_config(path: str | Path) -> DataConfig:
     base = path.parent
     names_path = resolve_path(values["names"][0], base)
     try:
-        names = [n.strip() for n in read_text(names_path, "names file", DataError).splitlines() if n.strip()]
+        names = read_class_names(names_path, DataError)
     except DataError as err:
         raise DataError(f"{path}:{values['names'][1]}: names={values['names'][0]}: {err}") from None
     if len(names) != int(text):
@@ -380,18 +381,25 @@ def collate(samples: list[Sample]) -> Batch:
                  [s.original_hw for s in samples], [s.letterbox for s in samples], skipped)
 
 
+@dataclass(eq=False)
 class BatchPlan(Sampler):
     """Batches of ``(index, size, seed)``: one input size per batch (a new one every ``size_every``
     batches when several are given), and a seed per sample so augmentation does not depend on workers.
     With ``world_size > 1`` each rank takes every world_size-th sample of the same shuffled order, and
     all ranks use the same sizes."""
 
-    def __init__(self, num_samples: int, batch_size: int, sizes: list[int], shuffle: bool = True, seed: int = 0,
-                 size_every: int = 10, rank: int = 0, world_size: int = 1, drop_last: bool = False):
-        self.num_samples, self.batch_size, self.sizes = num_samples, batch_size, list(sizes)
-        self.shuffle, self.seed, self.size_every = shuffle, seed, size_every
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
+    num_samples: int
+    batch_size: int
+    sizes: list[int]
+    shuffle: bool = True
+    seed: int = 0
+    size_every: int = 10
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        self.sizes = list(self.sizes)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -404,8 +412,7 @@ class BatchPlan(Sampler):
         return order[self.rank::self.world_size]
 
     def __len__(self) -> int:
-        per_rank = math.ceil(self.num_samples / self.world_size)
-        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+        return math.ceil(math.ceil(self.num_samples / self.world_size) / self.batch_size)
 
     def __iter__(self):
         mine = self._my_indices()
@@ -426,11 +433,12 @@ def multiscale_sizes(img_size: int, low: float = 0.67, high: float = 1.5, stride
     return list(range(lo, hi + 1, stride))
 
 
-def create_dataloader(dataset: DetectionDataset, batch_size: int, img_size: int, shuffle: bool,
-                      multiscale: bool = False, workers: int = 2, seed: int = 0, rank: int = 0,
-                      world_size: int = 1) -> tuple[DataLoader, BatchPlan]:
-    sizes = multiscale_sizes(img_size) if multiscale else [img_size]
-    plan = BatchPlan(len(dataset), batch_size, sizes, shuffle, seed, rank=rank, world_size=world_size)
-    loader = DataLoader(dataset, batch_sampler=plan, num_workers=workers, collate_fn=collate,
-                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
-    return loader, plan
+def create_dataloader(dataset: DetectionDataset, plan: BatchPlan, workers: int = 2) -> DataLoader:
+    """``dataset`` in ``plan``'s batches, read by ``workers`` processes (0: by this one)."""
+    return DataLoader(dataset, batch_sampler=plan, num_workers=workers, collate_fn=collate,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+
+
+def evaluation_loader(dataset: DetectionDataset, batch_size: int, img_size: int, workers: int = 2) -> DataLoader:
+    """``dataset`` in list order at one input size, as evaluation reads it."""
+    return create_dataloader(dataset, BatchPlan(len(dataset), batch_size, [img_size], shuffle=False), workers)

@@ -77,11 +77,17 @@ def _place(source: Path, target: Path, copy: bool) -> None:
     shutil.copyfile(source, target)
 
 
-def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | Path, name: str = "voc",
-                classes: list[str] | None = None, valid_fraction: float = 0.2, seed: int = 0,
-                include_difficult: bool = False, copy: bool = False) -> Path:
-    """Write the Darknet dataset under ``out`` and return its ``.data`` path."""
-    annotations_dir, images_dir, out = Path(annotations_dir), Path(images_dir), Path(out)
+@dataclass(frozen=True)
+class VocOptions:
+    classes: tuple[str, ...] | None = None  # class names in order; default: every name found, sorted
+    valid_fraction: float = 0.2
+    seed: int = 0  # of the train/valid split
+    include_difficult: bool = False
+    copy: bool = False  # copy the images into the dataset instead of linking them
+
+
+def _read_annotations(annotations_dir: Path, images_dir: Path, include_difficult: bool) -> list[tuple]:
+    """(image, width, height, objects) per .xml file, difficult objects left out unless asked for."""
     xml_files = sorted(annotations_dir.glob("*.xml"))
     if not xml_files:
         raise DataError(f"{annotations_dir}: no .xml annotations found")
@@ -95,7 +101,20 @@ def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | 
                 raise DataError(f"{xml_path}: size missing and {image} is unreadable")
             height, width = pixels.shape[:2]
         records.append((image, width, height, [o for o in objects if include_difficult or not o.difficult]))
-    names = classes or sorted({o.name for *_, objects in records for o in objects})
+    return records
+
+
+def _write_text(path: Path, lines: list[str]) -> None:
+    with atomic_write(path) as f:
+        f.write(("\n".join(lines) + "\n" if lines else "").encode())
+
+
+def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | Path, name: str = "voc",
+                options: VocOptions = VocOptions()) -> Path:
+    """Write the Darknet dataset under ``out`` and return its ``.data`` path."""
+    annotations_dir, out = Path(annotations_dir), Path(out)
+    records = _read_annotations(annotations_dir, Path(images_dir), options.include_difficult)
+    names = list(options.classes or sorted({o.name for *_, objects in records for o in objects}))
     if not names:
         raise DataError(f"{annotations_dir}: no objects found")
     index = {n: i for i, n in enumerate(names)}
@@ -103,21 +122,16 @@ def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | 
     (out / "labels").mkdir(parents=True, exist_ok=True)
     listed = []
     for image, width, height, objects in records:
-        target = out / "images" / image.name
-        _place(image, target, copy)
-        lines = [f"{index[o.name]} " + " ".join(f"{v:.6f}" for v in darknet_box(o.box, width, height))
-                 for o in objects if o.name in index]
-        with atomic_write(out / "labels" / (image.stem + ".txt")) as f:
-            f.write(("\n".join(lines) + "\n" if lines else "").encode())
+        _place(image, out / "images" / image.name, options.copy)
+        _write_text(out / "labels" / (image.stem + ".txt"),
+                    [f"{index[o.name]} " + " ".join(f"{v:.6f}" for v in darknet_box(o.box, width, height))
+                     for o in objects if o.name in index])
         listed.append(f"images/{image.name}")
-    order = np.random.default_rng(seed).permutation(len(listed))
-    n_valid = max(1, round(len(listed) * valid_fraction))
-    splits = {"valid": sorted(listed[i] for i in order[:n_valid]), "train": sorted(listed[i] for i in order[n_valid:])}
-    for split, entries in splits.items():
-        with atomic_write(out / f"{split}.txt") as f:
-            f.write(("\n".join(entries) + "\n").encode())
-    with atomic_write(out / f"{name}.names") as f:
-        f.write(("\n".join(names) + "\n").encode())
+    order = np.random.default_rng(options.seed).permutation(len(listed))
+    n_valid = max(1, round(len(listed) * options.valid_fraction))
+    _write_text(out / "valid.txt", sorted(listed[i] for i in order[:n_valid]))
+    _write_text(out / "train.txt", sorted(listed[i] for i in order[n_valid:]))
+    _write_text(out / f"{name}.names", names)
     data = out / f"{name}.data"
     with atomic_write(data) as f:
         f.write(f"classes={len(names)}\ntrain=train.txt\nvalid=valid.txt\nnames={name}.names\n"

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.darknet.model import Darknet
+from utils.data.names import read_class_names
 from utils.darknet.checkpoint import model_from_file
+from utils.darknet.model import Darknet
 from utils.data.dataset import letterbox_image
+from utils.errors import UserError
 from utils.inference.nms import non_max_suppression
 
 
@@ -26,11 +28,11 @@ def load_model(weights: str | Path, cfg: str | Path | None = None, names_file: s
     model, state = model_from_file(weights, cfg)
     names = state.get("names") if state else None
     if names_file is not None:
-        names = [n.strip() for n in Path(names_file).read_text().splitlines() if n.strip()]
+        names = read_class_names(names_file)
     if names is None:
         names = [str(i) for i in range(model.num_classes)]
     if len(names) != model.num_classes:
-        raise ValueError(f"{names_file}: {len(names)} class names for a model with {model.num_classes} classes")
+        raise UserError(f"{names_file}: {len(names)} class names for a model with {model.num_classes} classes")
     model.to(device).prepare_inference()
     return LoadedModel(model, names)
 
@@ -46,11 +48,12 @@ def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):
 
 
 @torch.inference_mode()
-def detect(model: Darknet, batch: torch.Tensor, boxes, shapes, conf_thres: float, nms_thres: float,
-           max_det: int = 300) -> list[torch.Tensor]:
-    """Detections per image, ``(n, 6)``: x1 y1 x2 y2 in original-image pixels, score, class."""
+def detect(model: Darknet, batch: torch.Tensor, boxes, shapes, conf_thres: float,
+           nms_thres: float) -> list[torch.Tensor]:
+    """Detections per image (at most 300, NMS's default), ``(n, 6)``: x1 y1 x2 y2 in original-image pixels,
+    score, class."""
     out = model(batch.to(next(model.parameters()).device))
-    results = non_max_suppression(out.float(), conf_thres, nms_thres, max_det=max_det)
+    results = non_max_suppression(out.float(), conf_thres, nms_thres)
     for dets, box, shape in zip(results, boxes, shapes):
         dets[:, :4] = box.to_original(dets[:, :4], shape)
     return [d.cpu() for d in results]

@@ -13,6 +13,8 @@ import torch
 
 from utils.boxes import xywh_to_xyxy
 
+MAX_CANDIDATES = 30000  # per image, highest scores first: more above the threshold only cost time
+
 
 def _overlaps(a: torch.Tensor, b: torch.Tensor, threshold: float) -> torch.Tensor:
     """IoU(a_i, b_j) > threshold as a bool (N, M) matrix, without forming the IoU itself."""
@@ -78,8 +80,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, classes
 
 
 def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
-                        multi_label: bool = False, agnostic: bool = False, max_det: int = 300,
-                        max_candidates: int = 30000) -> list[torch.Tensor]:
+                        multi_label: bool = False, agnostic: bool = False, max_det: int = 300) -> list[torch.Tensor]:
     """Model output ``(B, N, 5+classes)`` (cx, cy, w, h, objectness, class scores) -> per image
     ``(n, 6)``: x1, y1, x2, y2, score, class, best first. Score = objectness x class score, as Darknet's
     detection threshold; ``multi_label`` keeps every class above ``conf_thres`` for a box, else its best."""
@@ -94,8 +95,8 @@ def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.25, iou_
             score, cls = scores.max(1)
             box_index = torch.nonzero(score > conf_thres).squeeze(1)
             score, cls = score[box_index], cls[box_index]
-        if len(score) > max_candidates:
-            top = score.topk(max_candidates).indices
+        if len(score) > MAX_CANDIDATES:
+            top = score.topk(MAX_CANDIDATES).indices
             box_index, score, cls = box_index[top], score[top], cls[top]
         candidates = boxes[box_index]
         keep = nms(candidates, score, iou_thres, None if agnostic else cls, max_det)

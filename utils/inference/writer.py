@@ -1,15 +1,12 @@
-"""What detect.py reads and writes: image and video frames in; annotated images or videos, Darknet-style label
-files and one detections.json out. Every file is complete or absent: images and labels go through
-``atomic_write``, a video is written under a temporary name and renamed when its last frame is in."""
+"""What detect.py writes: annotated images or videos, Darknet-style label files and one detections.json
+(what it reads is in :mod:`utils.inference.sources`). Every file is complete or absent: images and labels
+go through ``atomic_write``, a video is written under a temporary name and renamed when its last frame is in."""
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -17,57 +14,8 @@ import torch
 
 from utils.boxes import xyxy_to_xywh
 from utils.fileio import atomic_write
+from utils.inference.sources import Frame
 from utils.inference.visualize import draw_detections
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-
-
-@dataclass
-class Frame:
-    path: Path
-    pixels: np.ndarray  # BGR, uint8
-    index: int | None = None  # frame number within a video; None for a still image
-    fps: float = 0.0
-
-
-def read_frames(paths: Iterable[Path], skipped: list[str]) -> Iterator[Frame]:
-    """Every image, and every frame of every video, in order. Unreadable files are warned about, appended to
-    ``skipped`` and passed over."""
-    for path in paths:
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            capture = cv2.VideoCapture(str(path))
-            fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-            index = 0
-            while capture.isOpened():
-                ok, pixels = capture.read()
-                if not ok:
-                    break
-                yield Frame(path, pixels, index, fps)
-                index += 1
-            capture.release()
-            if index == 0:
-                warnings.warn(f"skipping unreadable video {path}", stacklevel=2)
-                skipped.append(str(path))
-            continue
-        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF rotation; grey, RGBA, 16-bit -> BGR8
-        if pixels is None:
-            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
-            skipped.append(str(path))
-            continue
-        yield Frame(path, pixels)
-
-
-def count_frames(paths: Iterable[Path]) -> int:
-    """Images plus the frame counts videos declare (for progress; a video may hold fewer)."""
-    total = 0
-    for path in paths:
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            capture = cv2.VideoCapture(str(path))
-            total += max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-            capture.release()
-        else:
-            total += 1
-    return total
 
 
 class VideoSink:

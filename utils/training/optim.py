@@ -5,6 +5,7 @@ import copy
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,6 +111,27 @@ def shrink_gammas(bns: list[nn.modules.batchnorm._BatchNorm], amount: float) -> 
     the subgradient s * sign(gamma) would oscillate around 0 and, under Adam, be normalised away."""
     for bn in bns:
         bn.weight.copy_(torch.sign(bn.weight) * (bn.weight.abs() - amount).clamp_(min=0))
+
+
+@dataclass
+class Sparsity:
+    """Sparsity training (``--sr``): after every optimiser step each |gamma| of ``bns`` shrinks by
+    ``lr * strength``."""
+
+    bns: list[nn.modules.batchnorm._BatchNorm]
+    strength: float
+
+    def shrink(self, lr: float) -> None:
+        shrink_gammas(self.bns, lr * self.strength)
+
+    def budget(self, scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:
+        """The total shrinkage over the run's schedule: ``strength * sum(lr)`` over its steps."""
+        schedule = scheduler.lr_lambdas[0]
+        return self.strength * scheduler.base_lrs[0] * sum(schedule(step) for step in range(schedule.total_steps))
+
+    def gammas(self) -> np.ndarray:
+        """Every |gamma|, flattened, as the histograms plot them."""
+        return torch.cat([bn.weight.detach().abs().flatten().cpu() for bn in self.bns]).numpy()
 
 
 @torch.no_grad()

@@ -1,0 +1,113 @@
+"""utils/cli.py: --device specs, run folders, class-name files and the one error wrapper of every script."""
+import errno
+
+import pytest
+import torch
+
+from utils.cli import next_run_dir, run_main, select_device
+from utils.data.names import read_class_names
+from utils.errors import UserError
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """Pretend two GPUs: select_device only asks torch how many there are."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_cpu_and_the_default_without_cuda(no_cuda):
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device("") == torch.device("cpu")
+    assert select_device("cpu", local_rank=1) == torch.device("cpu")  # every DDP process on the CPU
+
+
+@pytest.mark.parametrize("spec", ["0", "0,1", "cuda", "cuda:0"])
+def test_cuda_specs_without_cuda_say_what_is_missing(no_cuda, spec):
+    with pytest.raises(UserError, match=rf"--device {spec}: CUDA is not available on this machine \(torch .*\); "
+                                        r"use --device cpu"):
+        select_device(spec)
+
+
+def test_cuda_specs_name_the_gpu_of_each_process(two_gpus):
+    assert select_device("") == torch.device("cuda", 0)
+    assert select_device("cuda") == torch.device("cuda", 0)
+    assert select_device("cuda:1") == torch.device("cuda", 1)
+    assert select_device("1") == torch.device("cuda", 1)
+    assert select_device("1,0") == torch.device("cuda", 1)  # one process: the first listed
+    assert select_device("1,0", local_rank=1) == torch.device("cuda", 0)  # torchrun: the LOCAL_RANK-th
+    assert select_device("", local_rank=1) == torch.device("cuda", 1)
+
+
+def test_gpus_that_are_not_there_are_refused(two_gpus):
+    with pytest.raises(UserError, match=r"--device cuda:2: there is no GPU 2; this machine has 2 \(0\.\.1\)"):
+        select_device("cuda:2")
+    with pytest.raises(UserError, match="there is no GPU 3"):
+        select_device("0,3")
+    with pytest.raises(UserError, match="--device 0 gives 1 GPU"):
+        select_device("0", local_rank=1)
+
+
+def test_a_spec_that_names_no_device_is_refused():
+    with pytest.raises(UserError, match="--device gpu: expected cpu, cuda, cuda:N or GPU indices"):
+        select_device("gpu")
+
+
+def test_next_run_dir_takes_the_first_free_number(tmp_path):
+    assert next_run_dir(tmp_path / "runs") == tmp_path / "runs" / "exp1"
+    (tmp_path / "runs" / "exp1").mkdir(parents=True)
+    (tmp_path / "runs" / "exp3").mkdir()
+    assert next_run_dir(tmp_path / "runs") == tmp_path / "runs" / "exp2"
+
+
+def test_class_names_skip_blank_lines_and_spaces(tmp_path):
+    path = tmp_path / "coco.names"
+    path.write_text("person\n\n  bicycle \r\ntraffic light\n   \n")
+    assert read_class_names(path) == ["person", "bicycle", "traffic light"]
+
+
+def test_a_missing_names_file_is_named(tmp_path):
+    with pytest.raises(UserError, match=r"absent\.names: cannot read names file: No such file or directory"):
+        read_class_names(tmp_path / "absent.names")
+
+
+def fails_with(error: BaseException):
+    def main() -> int:
+        raise error
+    return main
+
+
+def test_a_user_error_is_one_line_and_exit_code_1(capsys):
+    assert run_main(fails_with(UserError("data/x.data:3: classes must be a positive integer"))) == 1
+    assert capsys.readouterr().err == "error: data/x.data:3: classes must be a positive integer\n"
+
+
+def test_an_os_error_names_the_file(capsys):
+    error = FileNotFoundError(errno.ENOENT, "No such file or directory", "weights/yolov3.weights")
+    assert run_main(fails_with(error)) == 1
+    assert capsys.readouterr().err == "error: weights/yolov3.weights: No such file or directory\n"
+    assert run_main(fails_with(FileExistsError("out.pth exists; pass --force to replace it"))) == 1
+    assert capsys.readouterr().err == "error: out.pth exists; pass --force to replace it\n"
+
+
+def test_ctrl_c_is_interrupted_and_exit_code_130(capsys):
+    assert run_main(fails_with(KeyboardInterrupt())) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    with pytest.raises(ZeroDivisionError):
+        run_main(lambda: 1 // 0)
+    with pytest.raises(ValueError, match="a bug"):
+        run_main(fails_with(ValueError("a bug")))
+    assert capsys.readouterr().err == ""
+
+
+def test_success_returns_the_body_exit_code():
+    assert run_main(lambda: 0) == 0

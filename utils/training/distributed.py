@@ -1,0 +1,78 @@
+"""The processes of one run: one, or one per device under torchrun (DDP: NCCL on GPUs, gloo on CPU)."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from utils.training.options import TrainingError
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Which process this is. Rank 0 (the main process) evaluates, logs and writes the run's files."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        """The variables torchrun sets; a plain ``python train.py`` is the only process."""
+        return cls(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")),
+                   int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, message: str) -> None:
+        """Print once per run, not once per process (through tqdm, so progress bars stay intact)."""
+        if self.is_main:
+            tqdm.write(message)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    @contextmanager
+    def process_group(self, device: torch.device) -> Iterator[None]:
+        """Join the other processes for the body (nothing to join for a single process)."""
+        if self.world_size == 1:
+            yield
+            return
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+
+    def wrap(self, model: nn.Module, sync_bn: bool, device: torch.device) -> nn.Module:
+        """The module the training steps run: ``model`` itself, or under DDP its DistributedDataParallel
+        (with SyncBatchNorm when asked), which shares ``model``'s parameters."""
+        if self.world_size == 1:
+            return model
+        if sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def check_in_sync(self, model: nn.Module, device: torch.device) -> None:
+        """Stop the run if the ranks' parameters have drifted apart (they must stay identical under DDP)."""
+        if self.world_size == 1:
+            return
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().to(device)
+        low, high = checksum.clone(), checksum.clone()
+        dist.all_reduce(low, dist.ReduceOp.MIN)
+        dist.all_reduce(high, dist.ReduceOp.MAX)
+        if not torch.isclose(low, high, rtol=1e-9, atol=1e-6):
+            raise TrainingError(f"ranks out of sync: parameter checksums range from {low.item()} to {high.item()}")
+        self.log(f"ranks in sync: parameter checksum {checksum.item():.6f} on all {self.world_size} ranks")

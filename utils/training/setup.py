@@ -1,0 +1,58 @@
+"""Building a run's parts from its options and the cfg's [net] section: loaders, optimiser, schedule, state."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from utils.darknet.model import Darknet
+from utils.data.dataset import (Augment, BatchPlan, DataConfig, DetectionDataset, create_dataloader,
+                                evaluation_loader, multiscale_sizes)
+from utils.training.distributed import Distributed
+from utils.training.optim import ModelEMA, Schedule, build_optimizer
+from utils.training.options import TrainOptions
+from utils.training.state import TrainState
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    plan: BatchPlan  # the training batches; set_epoch() before each epoch
+    valid: DataLoader | None  # only the main process evaluates
+
+    def steps_per_epoch(self, accumulation: int) -> int:
+        return math.ceil(len(self.plan) / accumulation)
+
+
+def build_loaders(data: DataConfig, opt: TrainOptions, net: dict, dist: Distributed) -> Loaders:
+    train_set = DetectionDataset(data.train, data.classes, Augment.from_net(net, opt.mosaic) if opt.augment else None)
+    sizes = multiscale_sizes(opt.img_size) if opt.multiscale_training else [opt.img_size]
+    plan = BatchPlan(len(train_set), opt.batch_size, sizes, seed=opt.seed, rank=dist.rank, world_size=dist.world_size)
+    valid = None
+    if dist.is_main:
+        valid = evaluation_loader(DetectionDataset(data.valid, data.classes, None), opt.batch_size, opt.img_size,
+                                  opt.n_cpu)
+    return Loaders(create_dataloader(train_set, plan, opt.n_cpu), plan, valid)
+
+
+def uses_amp(opt: TrainOptions, device: torch.device) -> bool:
+    """--amp takes effect on CUDA only."""
+    return opt.amp and device.type == "cuda"
+
+
+def build_state(model: Darknet, opt: TrainOptions, steps_per_epoch: int, device: torch.device,
+                names: list[str]) -> TrainState:
+    """A fresh state for ``model`` (trained for the classes ``names``): the optimiser and schedule from
+    [net], each setting overridden by its flag when given, an EMA with --ema, and an AMP scaler (inactive
+    without --amp on CUDA)."""
+    net = model.hyperparams
+    optimizer = build_optimizer(model, opt.optimizer or ("adam" if net["adam"] else "sgd"),
+                                opt.lr if opt.lr is not None else net["learning_rate"],
+                                opt.momentum if opt.momentum is not None else net["momentum"],
+                                opt.weight_decay if opt.weight_decay is not None else net["decay"])
+    schedule = Schedule.from_net(net, steps_per_epoch * opt.epochs, opt.lr_policy, opt.burn_in)
+    return TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+                      torch.amp.GradScaler("cuda", enabled=uses_amp(opt, device)),
+                      ModelEMA(model) if opt.ema else None, names=list(names), options=opt.saved())
