@@ -167,3 +167,63 @@ def plot_batch(batch, names: list[str], path: Path, max_images: int = 16, max_si
         raise RuntimeError(f"JPEG encoding of {path} failed")
     with atomic_write(path) as f:
         f.write(encoded.tobytes())
+
+
+def _matrix_panel(ax, values: np.ndarray, labels: list[str], title: str, as_fraction: bool) -> None:
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if as_fraction else max(1, values.max()))
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = np.arange(len(labels))
+    if len(labels) <= 31:  # beyond that the names overlap; positions are class indices
+        ax.set_xticks(ticks, labels, rotation=90)
+        ax.set_yticks(ticks, labels)
+        for (row, col), value in np.ndenumerate(values):
+            if value:
+                text = f"{value:.2f}" if as_fraction else f"{int(value)}"
+                ax.text(col, row, text, ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.6 * (1 if as_fraction else values.max()) else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, names: list[str], path: Path, subtitle: str = "") -> None:
+    """``confusion_matrix.png``: counts (left) and each row divided by its sum (right: for a class row, where
+    its boxes went; for the background row, which classes the false positives claimed). Rows true, columns
+    predicted, the last of each "background"."""
+    labels = list(names) + ["background"]
+    rows = matrix.sum(1, keepdims=True)
+    normalised = np.where(rows > 0, matrix / np.maximum(rows, 1), 0.0)
+    side = max(6.0, 0.35 * len(labels) + 3)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    _matrix_panel(axes[0], matrix, labels, "confusion matrix (counts)", False)
+    _matrix_panel(axes[1], normalised, labels, "confusion matrix (each row / its sum)", True)
+    if subtitle:
+        fig.suptitle(subtitle, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_confidence_curves(curves, best: tuple[float, float] | None, out_dir: Path) -> list[Path]:
+    """``F1_curve.png``, ``P_curve.png`` and ``R_curve.png`` under ``out_dir``: each class thin (named when
+    there are few), the mean over classes thick; the F1 figure marks the best threshold. Returns the paths."""
+    paths = []
+    for key, label in (("f1", "F1"), ("precision", "precision"), ("recall", "recall")):
+        values = getattr(curves, key)
+        fig, ax = plt.subplots(figsize=(7, 5))
+        few = len(curves.names) <= 20
+        for name, row in zip(curves.names, values):
+            ax.plot(curves.confidence, row, linewidth=1, label=name if few else None, color=None if few else "grey")
+        if len(values):
+            mean = values.mean(0)
+            text = f"all classes, best {best[1]:.3f} at {best[0]:.3f}" if key == "f1" and best else "all classes"
+            ax.plot(curves.confidence, mean, linewidth=3, color="tab:blue", label=text)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence threshold")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} against the confidence threshold")
+        ax.legend(fontsize=7, loc="lower left" if key != "recall" else "upper right")
+        fig.tight_layout()
+        paths.append(out_dir / f"{'F1' if key == 'f1' else label[0].upper()}_curve.png")
+        _save(fig, paths[-1])
+    return paths
