@@ -107,6 +107,8 @@ def test_list_files_lists_of_sources_mapped_names_and_relative_roots(shapes, tmp
     assert len(DetectionDataset(config.train, 4)) == 4 + 8  # the folder, then the list
     assert len(DetectionDataset(config.valid, 4)) == 8  # '../set' did not exist beside the YAML: 'set' did
     assert len(DetectionDataset(config.test, 4)) == 8
+    path.write_text(path.read_text().replace("test: set/images/valid", "test: ../test/images"))
+    assert parse_data_config(path).test is None  # a split an export names but left out is no error
 
 
 @pytest.mark.parametrize("body,problem", [

@@ -116,7 +116,8 @@ def plot_labels(labels: list[np.ndarray], names: list[str], path: Path) -> None:
     axes[0].set_title(f"boxes per class ({len(boxes)} in all)")
     for ax, (x, y), title, labels_xy in ((axes[1], (1, 2), "box centres", ("cx", "cy")),
                                          (axes[2], (3, 4), "box sizes", ("width", "height"))):
-        ax.hist2d(boxes[:, x], boxes[:, y], bins=50, range=[[0, 1], [0, 1]], cmap="viridis", cmin=1)  # empty bins stay white
+        # cmin=1 leaves empty bins white, so that a single box still shows
+        ax.hist2d(boxes[:, x], boxes[:, y], bins=50, range=[[0, 1], [0, 1]], cmap="viridis", cmin=1)
         ax.set_xlabel(f"{labels_xy[0]} (fraction of the image)")
         ax.set_ylabel(f"{labels_xy[1]} (fraction of the image)")
         ax.set_title(title)

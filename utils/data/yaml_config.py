@@ -28,7 +28,9 @@ from pathlib import Path
 from utils.data.dataset import INTEGER, DataConfig, DataError, ImageSource, resolve_path
 from utils.fileio import read_text
 
-KEY = re.compile(r"""(?P<key>"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s#'"\[\]{},:&*!|>-][^:#]*?)\s*:(?:\s+|$)(?P<rest>.*)""")
+# a key (double-quoted, single-quoted, or plain: not starting with an indicator, without ':' or '#'), then ': '
+KEY = re.compile(r"""(?P<key>"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s#'"\[\]{},:&*!|>-][^:#]*?)"""
+                 r"""\s*:(?:\s+|$)(?P<rest>.*)""")
 BLOCK_SCALAR = re.compile(r"[|>][+-]?[0-9]?")
 NULLS = ("", "~", "null", "Null", "NULL")
 ESCAPES = {"\\": "\\", '"': '"', "/": "/", "n": "\n", "t": "\t", "r": "\r", "0": "\0", " ": " "}
@@ -305,7 +307,7 @@ def _class_names(path: Path, mapping: dict[str, Value]) -> list[str]:
 
 
 def parse_yaml_config(path: str | Path) -> DataConfig:
-    """A YOLOv5/v8 dataset YAML as a DataConfig (``valid`` is its ``val``; ``test`` may be None)."""
+    """A YOLOv5/v8 dataset YAML as a DataConfig (``valid`` is its ``val``; ``test`` is None when absent)."""
     path = Path(path)
     mapping = parse_yaml(path)
     for key in ("train", "val"):
@@ -315,7 +317,17 @@ def parse_yaml_config(path: str | Path) -> DataConfig:
     if "path" in mapping and mapping["path"].data is not None:
         root = resolve_path(_text(path, "path", mapping["path"]), path.parent)
     names = _class_names(path, mapping)
-    test = mapping.get("test")
     return DataConfig(path, len(names), _source(path, root, "train", mapping["train"]),
-                      _source(path, root, "val", mapping["val"]), names,
-                      test=_source(path, root, "test", test) if test is not None and test.data is not None else None)
+                      _source(path, root, "val", mapping["val"]), names, test=_test_source(path, root, mapping))
+
+
+def _test_source(path: Path, root: Path, mapping: dict[str, Value]) -> ImageSource | None:
+    """The optional test source; None also when it does not exist, as exports often name a test split they
+    leave out (nothing here reads it; Ultralytics checks only train and val too)."""
+    test = mapping.get("test")
+    if test is None or test.data is None:
+        return None
+    try:
+        return _source(path, root, "test", test)
+    except YamlError:
+        return None
