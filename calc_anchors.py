@@ -23,7 +23,7 @@ from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, ancho
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
                                 with_anchors)
 from utils.data.check import labels_problem, summarize_dataset
-from utils.data.dataset import DataError, DetectionDataset, parse_data_config
+from utils.data.dataset import DataError, DetectionDataset, describe_source, parse_data_config
 from utils.errors import UserError
 from utils.fileio import atomic_write
 
@@ -54,11 +54,12 @@ def training_boxes(data_config: str) -> tuple[list[np.ndarray], str, list[str]]:
     """(the train images' (n, 5) label arrays, where they came from, warnings); stops when no box is found."""
     data = parse_data_config(data_config)
     dataset = DetectionDataset(data.train, data.classes)
-    summary = summarize_dataset(dataset.images, dataset.labels, data.names, str(dataset.list_path))
+    source = describe_source(dataset.list_path)
+    summary = summarize_dataset(dataset.images, dataset.labels, data.names, source)
     problem = labels_problem(summary)
     if not summary.boxes_per_class.sum():
-        raise DataError(problem or f"{dataset.list_path}: its label files hold no boxes to compute anchors from")
-    return dataset.labels, f"{len(dataset)} train images ({dataset.list_path})", [problem] if problem else []
+        raise DataError(problem or f"{source}: its label files hold no boxes to compute anchors from")
+    return dataset.labels, f"{len(dataset)} train images ({source})", [problem] if problem else []
 
 
 def _fit_line(what: str, anchors: np.ndarray, boxes: np.ndarray, thresholds: list[float]) -> str:

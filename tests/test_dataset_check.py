@@ -7,6 +7,7 @@ import torch
 
 from utils.data.check import (CheckOptions, check_dataset, dataset_notes, format_dataset_summary, labels_problem,
                               summarize_dataset)
+from utils.data.check import main as check_main
 from utils.data.dataset import Batch, DataError, DetectionDataset, parse_data_config
 from utils.data.synthetic import write_dataset
 from utils.inference.visualize import class_colour
@@ -106,3 +107,15 @@ def test_batch_grid_shows_each_image_with_its_boxes(tmp_path):
     edge = grid[40, 64 + 16].astype(int)  # left edge of the box, in the second tile (JPEG blurs its colour)
     assert edge.min() < 200 and np.argmax(edge) == np.argmax(class_colour(2))
     assert grid[40, 16].min() > 245  # the first tile has no box
+
+
+def test_the_command_line_prints_both_lists_and_stops_on_missing_labels(shapes, tmp_path, capsys):
+    root, _ = shapes
+    assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path / "l.png")]) == 0
+    out = capsys.readouterr().out
+    assert "train.txt" in out and "valid.txt" in out and (tmp_path / "l.png").exists()
+    for label in (root / "labels" / "valid").iterdir():
+        label.unlink()
+    assert check_main(["--data_config", str(root / "shapes.data")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {root / 'valid.txt'}: no label file was found")
+    assert check_main(["--data_config", str(root / "shapes.data"), "--allow_all_negative"]) == 0

@@ -6,6 +6,7 @@ and the extension by ``.txt``, and an image without a label file is silently a n
 listed image has a label file, or more than half of them (``MAX_UNLABELLED``) have none, the check stops
 with the label paths it looked for, unless negatives are allowed (training's ``--allow_all_negative``).
 An *empty* label file is an explicit negative and never counts against the data.
+``python -m utils.data.check --data_config D`` prints the check of both lists.
 
 Box sizes in pixels are the labels' ``w`` and ``h`` times the training size (Darknet's convention, as for
 anchors); boxes under ``TINY_PIXELS`` (4) in width or height are counted, as a stride-8 head can hardly
@@ -13,6 +14,8 @@ place them.
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +23,9 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
-from utils.data.dataset import DataError, DetectionDataset, label_path
+from utils.data.dataset import DataError, DetectionDataset, describe_source, label_path, parse_data_config
+from utils.errors import UserError
+from utils.plots import plot_labels
 
 ALLOW_NEGATIVES_FLAG = "--allow_all_negative"
 MAX_UNLABELLED = 0.5
@@ -119,7 +124,7 @@ def require_labels(summary: DatasetSummary, options: CheckOptions = CheckOptions
 def check_dataset(dataset: DetectionDataset, names: Sequence[str], options: CheckOptions = CheckOptions()
                   ) -> DatasetSummary:
     """Summarize a dataset's images and labels, and stop (DataError) when its labels were not found."""
-    summary = summarize_dataset(dataset.images, dataset.labels, names, str(dataset.list_path), options)
+    summary = summarize_dataset(dataset.images, dataset.labels, names, describe_source(dataset.list_path), options)
     require_labels(summary, options)
     return summary
 
@@ -133,7 +138,7 @@ def format_dataset_summary(summary: DatasetSummary) -> str:
         rows.append([name, int(images), int(boxes), int(small)])
     rows.append(["all", summary.present - summary.negatives, int(summary.boxes_per_class.sum()),
                  int(summary.tiny_per_class.sum())])
-    return (AsciiTable(rows, f" {summary.source} ").table + "\n" + "\n".join(dataset_notes(summary)))
+    return "\n".join([f"{summary.source}:", AsciiTable(rows).table, *dataset_notes(summary)])
 
 
 def dataset_notes(summary: DatasetSummary) -> list[str]:
@@ -155,3 +160,31 @@ def dataset_notes(summary: DatasetSummary) -> list[str]:
     if unused:
         notes.append(f"classes without any box: {', '.join(unused)}")
     return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m utils.data.check --data_config D [--img_size 416] [--labels_png PATH]``: both lists' tables."""
+    parser = argparse.ArgumentParser(description="Check a dataset's images and labels before training.")
+    parser.add_argument("--data_config", required=True, help=".data or .yaml")
+    parser.add_argument("--img_size", type=int, default=416, help="training size the box sizes are counted at")
+    parser.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_negatives", action="store_true",
+                        help="do not stop when most images have no label file")
+    parser.add_argument("--labels_png", help="also draw the train labels (boxes per class, centres, sizes) here")
+    args = parser.parse_args(argv)
+    options = CheckOptions(args.img_size, args.allow_negatives)
+    try:
+        config = parse_data_config(args.data_config)
+        for source in (config.train, config.valid):
+            dataset = DetectionDataset(source, config.classes)
+            print(format_dataset_summary(check_dataset(dataset, config.names, options)))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.labels_png:
+        plot_labels(DetectionDataset(config.train, config.classes).labels, config.names, Path(args.labels_png))
+        print(f"wrote {args.labels_png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

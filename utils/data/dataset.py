@@ -97,6 +97,11 @@ def parse_data_config(path: str | Path) -> DataConfig:
                       resolve_path(values["valid"][0], base), names, backup)
 
 
+def describe_source(source: ImageSource) -> str:
+    """An ImageSource as a log or an error names it: the path, or the paths joined by ' + '."""
+    return " + ".join(map(str, source)) if isinstance(source, tuple) else str(source)
+
+
 def image_files(folder: Path) -> list[Path]:
     """The image files under ``folder`` (any depth), sorted by path, as YOLOv5 reads a folder source."""
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
