@@ -41,6 +41,7 @@ def test_the_subset_reads_lists_mappings_quotes_comments_and_blocks(tmp_path):
         other:
           - one
           - "two"
+        plain: [men's, "x, y"]  # an apostrophe inside a plain value opens nothing
         """)
     values = {key: value.data for key, value in parse_yaml(path).items()}
     assert [item.data for item in values["train"]] == ["images/a", "images/b c", 'images/d"e']
@@ -48,6 +49,7 @@ def test_the_subset_reads_lists_mappings_quotes_comments_and_blocks(tmp_path):
     assert values["download"].startswith("import os")
     assert {k: v.data for k, v in values["names"].items()} == {"0": "person", "1": "bi#cycle"}
     assert [item.data for item in values["other"]] == ["one", "two"]
+    assert [item.data for item in values["plain"]] == ["men's", "x, y"]
 
 
 @pytest.mark.parametrize("text,problem", [

@@ -69,8 +69,10 @@ def _strip_comment(text: str) -> str:
             continue
         if quote is None and char == "#" and (i == 0 or text[i - 1] in " \t"):
             return text[:i].rstrip()
-        if char in "'\"" and quote in (None, char):
-            quote = None if quote else char
+        if quote == char:
+            quote = None
+        elif quote is None and char in "'\"" and (i == 0 or text[i - 1] in " \t[,:"):
+            quote = char  # a quote opens a value only where a value starts: "men's" is plain text
         i += 1
     return text.rstrip()
 
@@ -121,7 +123,7 @@ def _flow_items(path: Path, line: int, text: str) -> list[Value]:
                 i += 1
             elif char == quote:
                 quote = None
-        elif char in "'\"":
+        elif char in "'\"" and not current.strip():
             quote, current = char, current + char
         elif char in ",]":
             if current.strip() or char == ",":
