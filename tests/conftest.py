@@ -1,5 +1,6 @@
 import math
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,23 @@ def randomize(model: torch.nn.Module, seed: int = 0, gain: float = 1.0) -> torch
             elif getattr(module, "input_weights", None) is not None:
                 normal(module.input_weights, 0.1, 1.0)
     return model
+
+
+def random_tiny_model(num_classes: int, seed: int = 0) -> torch.nn.Module:
+    """cfg/yolov3-tiny.cfg adapted to ``num_classes``, randomly initialised (its detections are not all misses)."""
+    from models import Darknet
+    from utils.darknet.cfg import read_cfg
+    from utils.darknet.cfg_edit import with_classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cfg's Darknet-only training keys
+        return randomize(Darknet(with_classes(read_cfg(REPO / "cfg" / "yolov3-tiny.cfg"), num_classes)), seed, 0.9)
+
+
+def evaluate_on(model: torch.nn.Module, data_config: Path, img_size: int = 96):
+    """(records, result) of the repo's evaluation of ``model`` on the valid images of ``data_config``."""
+    from utils.data.dataset import DetectionDataset, evaluation_loader, parse_data_config
+    from utils.evaluation.evaluate import collect_detections, score
+    config = parse_data_config(data_config)
+    loader = evaluation_loader(DetectionDataset(config.valid, config.classes), 4, img_size, workers=0)
+    records = collect_detections(model, loader, torch.device("cpu"))
+    return records, score(records, config.names)

@@ -6,6 +6,8 @@ labels live in the parallel ``labels/`` tree (the last ``images`` or ``JPEGImage
 becomes ``labels``, the extension ``.txt``), one ``class cx cy w h`` line per box, normalised to [0, 1].
 An image without a label file is a negative. Relative paths are tried from the working directory first
 (Darknet's rule) and then from the folder of the file that names them, so a dataset folder can move.
+Beyond Darknet, ``train``/``valid`` may also name a folder (its image files, sorted), and a YOLOv5/v8-style
+``.yaml`` dataset config is read by :mod:`utils.data.yaml_config` into the same :class:`DataConfig`.
 
 Bad data policy: a malformed label line stops the run at start-up with ``file:line`` and what is wrong
 (every label file is read once, up front, so this happens before any training); an image that cannot be
@@ -47,18 +49,26 @@ def resolve_path(text: str, base_dir: Path) -> Path:
     return base_dir / path
 
 
+ImageSource = Path | tuple[Path, ...]  # an image list file, a folder of images, or several of these
+
+
 @dataclass
 class DataConfig:
     path: Path
     classes: int
-    train: Path
-    valid: Path
+    train: ImageSource
+    valid: ImageSource
     names: list[str]
     backup: Path | None = None
+    test: ImageSource | None = None  # only YOLOv5-style YAML configs name one
 
 
 def parse_data_config(path: str | Path) -> DataConfig:
+    """A Darknet ``.data`` file, or a YOLOv5/v8-style ``.yaml``/``.yml`` dataset config."""
     path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        from utils.data.yaml_config import parse_yaml_config  # imported here: that module builds on this one
+        return parse_yaml_config(path)
     lines = read_text(path, "data config", DataError).splitlines()
     values: dict[str, tuple[str, int]] = {}
     for lineno, raw in enumerate(lines, 1):
@@ -88,11 +98,29 @@ def parse_data_config(path: str | Path) -> DataConfig:
                       resolve_path(values["valid"][0], base), names, backup)
 
 
-def read_image_list(path: Path) -> list[Path]:
-    lines = read_text(path, "image list", DataError).splitlines()
-    images = [resolve_path(line.strip(), path.parent) for line in lines if line.strip()]
+def describe_source(source: ImageSource) -> str:
+    """An ImageSource as a log or an error names it: the path, or the paths joined by ' + '."""
+    return " + ".join(map(str, source)) if isinstance(source, tuple) else str(source)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (any depth), sorted by path, as YOLOv5 reads a folder source."""
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not images:
-        raise DataError(f"{path}: the image list is empty")
+        raise DataError(f"{folder}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def read_image_list(source: ImageSource) -> list[Path]:
+    """The images of a list file (one path a line), of a folder, or of several such sources in order."""
+    if isinstance(source, tuple):
+        return [image for part in source for image in read_image_list(part)]
+    if source.is_dir():
+        return image_files(source)
+    lines = read_text(source, "image list", DataError).splitlines()
+    images = [resolve_path(line.strip(), source.parent) for line in lines if line.strip()]
+    if not images:
+        raise DataError(f"{source}: the image list is empty")
     return images
 
 
@@ -259,11 +287,12 @@ class Sample:
 
 
 class DetectionDataset(Dataset):
-    """Images of one list file. Items are ``(index, input size, augmentation seed)`` from a BatchPlan."""
+    """Images of one list file, folder or tuple of them (an ImageSource). Items are ``(index, input size,
+    augmentation seed)`` from a BatchPlan."""
 
-    def __init__(self, list_path: str | Path, num_classes: int, augment: Augment | None = None,
+    def __init__(self, list_path: str | ImageSource, num_classes: int, augment: Augment | None = None,
                  keep_ratio: bool = True):
-        self.list_path = Path(list_path)
+        self.list_path = list_path if isinstance(list_path, tuple) else Path(list_path)
         self.images = read_image_list(self.list_path)
         self.labels = [read_labels(label_path(image), num_classes) for image in self.images]
         self.augment = augment

@@ -5,8 +5,6 @@ Boxes convert as Darknet's own voc_label.py does: VOC pixel coordinates are 1-ba
 """
 from __future__ import annotations
 
-import os
-import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ import cv2
 import numpy as np
 
 from utils.data.dataset import IMAGE_SUFFIXES, DataError
-from utils.fileio import atomic_write
+from utils.data.layout import place_image, seeded_split, write_dataset_files, write_label_file
 
 
 @dataclass
@@ -66,17 +64,6 @@ def _find_image(images_dir: Path, xml_path: Path, filename: str) -> Path:
     raise DataError(f"{xml_path}: no image {filename or xml_path.stem + '.*'} in {images_dir}")
 
 
-def _place(source: Path, target: Path, copy: bool) -> None:
-    target.unlink(missing_ok=True)
-    if not copy:
-        try:
-            os.symlink(source.resolve(), target)
-            return
-        except OSError:
-            pass  # file systems without symlinks get a copy
-    shutil.copyfile(source, target)
-
-
 @dataclass(frozen=True)
 class VocOptions:
     classes: tuple[str, ...] | None = None  # class names in order; default: every name found, sorted
@@ -104,11 +91,6 @@ def _read_annotations(annotations_dir: Path, images_dir: Path, include_difficult
     return records
 
 
-def _write_text(path: Path, lines: list[str]) -> None:
-    with atomic_write(path) as f:
-        f.write(("\n".join(lines) + "\n" if lines else "").encode())
-
-
 def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | Path, name: str = "voc",
                 options: VocOptions = VocOptions()) -> Path:
     """Write the Darknet dataset under ``out`` and return its ``.data`` path."""
@@ -118,22 +100,10 @@ def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | 
     if not names:
         raise DataError(f"{annotations_dir}: no objects found")
     index = {n: i for i, n in enumerate(names)}
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
     listed = []
     for image, width, height, objects in records:
-        _place(image, out / "images" / image.name, options.copy)
-        _write_text(out / "labels" / (image.stem + ".txt"),
-                    [f"{index[o.name]} " + " ".join(f"{v:.6f}" for v in darknet_box(o.box, width, height))
-                     for o in objects if o.name in index])
+        place_image(image, out / "images" / image.name, options.copy)
+        write_label_file(out / "labels" / (image.stem + ".txt"),
+                         [(index[o.name], *darknet_box(o.box, width, height)) for o in objects if o.name in index])
         listed.append(f"images/{image.name}")
-    order = np.random.default_rng(options.seed).permutation(len(listed))
-    n_valid = max(1, round(len(listed) * options.valid_fraction))
-    _write_text(out / "valid.txt", sorted(listed[i] for i in order[:n_valid]))
-    _write_text(out / "train.txt", sorted(listed[i] for i in order[n_valid:]))
-    _write_text(out / f"{name}.names", names)
-    data = out / f"{name}.data"
-    with atomic_write(data) as f:
-        f.write(f"classes={len(names)}\ntrain=train.txt\nvalid=valid.txt\nnames={name}.names\n"
-                "backup=backup/\n".encode())
-    return data
+    return write_dataset_files(out, name, names, seeded_split(listed, options.valid_fraction, options.seed))

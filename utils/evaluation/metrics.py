@@ -88,6 +88,7 @@ class ClassResult:
     f1: float
     recall_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # at IoU 0.5, by descending score
     precision_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    score_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the scores the curves step through
 
 
 @dataclass
@@ -148,5 +149,5 @@ def evaluate_detections(images: list[tuple[np.ndarray, np.ndarray]], class_names
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         hits50 = np.cumsum(tp[:, iou50])
         results.append(ClassResult(name, image_count, targets, precision, recall, aps[iou50], float(np.mean(aps)), f1,
-                                   hits50 / max(targets, 1), hits50 / np.arange(1, len(hits50) + 1)))
+                                   hits50 / max(targets, 1), hits50 / np.arange(1, len(hits50) + 1), scores))
     return EvalResult(results, method, report_conf, thresholds)

@@ -1,0 +1,113 @@
+"""Anchors for your own data: Darknet's calc_anchors (k-means on the training boxes, distance 1 - IoU).
+
+    python calc_anchors.py --data_config data/raccoon/raccoon.data --num_anchors 6 --img_size 320
+    python calc_anchors.py --data_config D --num_anchors 9 --img_size 416 --model_def cfg/yolov3.cfg --out my.cfg
+
+Prints the anchors sorted by area (whole pixels at --img_size, as a cfg's anchors line), their average IoU
+with the boxes and the best possible recall at IoU 0.25 (and at the cfg's iou_thresh); with --model_def
+also the fit of the cfg's own anchors, and with --out writes a copy of the cfg with the new anchors, num
+and masks in every [yolo] (the largest anchors to the coarsest stride) and the head filters to match,
+every other line kept. An existing --out is only replaced with --force. The data config may be a Darknet
+.data or a YOLOv5-style .yaml; only its train list is read.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from utils.darknet.cfg import read_cfg
+from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
+                                assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
+                                with_anchors)
+from utils.data.check import labels_problem, summarize_dataset
+from utils.data.dataset import DataError, DetectionDataset, describe_source, parse_data_config
+from utils.errors import UserError
+from utils.fileio import atomic_write
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_config", required=True, help=".data or .yaml; its train list's labels are clustered")
+    p.add_argument("--num_anchors", type=int, default=9, help="anchors to compute (default 9)")
+    p.add_argument("--img_size", type=int, default=416, help="network input size the anchors are for (pixels)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initial centres")
+    p.add_argument("--restarts", type=int, default=10, help="k-means runs; the best average IoU is kept")
+    p.add_argument("--model_def", help="a cfg: report its anchors' fit too (and its iou_thresh)")
+    p.add_argument("--out", help="write the --model_def cfg with the new anchors here")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    return p.parse_args(argv)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.img_size < 1:
+        raise AnchorError(f"--img_size must be a positive number of pixels, got {args.img_size}")
+    if args.out and not args.model_def:
+        raise AnchorError("--out writes a copy of a cfg: name it with --model_def")
+    if args.out and Path(args.out).exists() and not args.force:
+        raise AnchorError(f"--out {args.out} exists; pass --force to replace it")
+
+
+def training_boxes(data_config: str) -> tuple[list[np.ndarray], str, list[str]]:
+    """(the train images' (n, 5) label arrays, where they came from, warnings); stops when no box is found."""
+    data = parse_data_config(data_config)
+    dataset = DetectionDataset(data.train, data.classes)
+    source = describe_source(dataset.list_path)
+    summary = summarize_dataset(dataset.images, dataset.labels, data.names, source)
+    problem = labels_problem(summary)
+    if not summary.boxes_per_class.sum():
+        raise DataError(problem or f"{source}: its label files hold no boxes to compute anchors from")
+    return dataset.labels, f"{len(dataset)} train images ({source})", [problem] if problem else []
+
+
+def _fit_line(what: str, anchors: np.ndarray, boxes: np.ndarray, thresholds: list[float]) -> str:
+    avg_iou, recall = anchor_fit(anchors, boxes, thresholds)
+    recalls = ", ".join(f"{100 * r:.2f} % at IoU {t:g}" for t, r in recall.items())
+    return f"{what}: average IoU {100 * avg_iou:.2f} %, best possible recall {recalls}"
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    """Everything the command prints, line by line (warnings first)."""
+    _check_flags(args)
+    labels, source, notes = training_boxes(args.data_config)
+    boxes = label_sizes(labels, args.img_size)
+    cfg = read_cfg(args.model_def) if args.model_def else None
+    iou_thresh = assignment_threshold(cfg) if cfg is not None else None
+    thresholds = [FIT_THRESHOLD] + ([iou_thresh] if iou_thresh is not None and iou_thresh != FIT_THRESHOLD else [])
+    clusters = kmeans_anchors(boxes, KMeansOptions(args.num_anchors, args.restarts, args.seed))
+    anchors = rounded(clusters.anchors)
+    lines = [f"warning: {note}" for note in notes] + [
+        f"{source}: {len(boxes)} boxes, sizes at {args.img_size}x{args.img_size}",
+        f"k-means (distance 1 - IoU), {args.restarts} restarts from seed {args.seed}: restart {clusters.restart} "
+        f"kept, converged after {clusters.iterations} rounds",
+        f"anchors = {format_anchors(anchors)}",
+        _fit_line("new anchors", anchors, boxes, thresholds)]
+    if cfg is not None:
+        lines.append(_fit_line(f"{args.model_def}'s anchors", anchors_in_use(cfg), boxes, thresholds))
+    if args.out:
+        edit = with_anchors(cfg, anchors)
+        with atomic_write(args.out) as f:
+            f.write(edit.cfg.text.encode())
+        where = [f"mask={','.join(map(str, m))}" + (f" (stride {s:g})" if edit.strides else "")
+                 for m, s in zip(edit.masks, edit.strides or [0] * len(edit.masks))]
+        lines.append(f"wrote {args.out}: {args.model_def} with these {len(anchors)} anchors in its {len(edit.masks)} "
+                     f"[yolo] layers, in cfg order {'; '.join(where)}"
+                     + ("" if edit.strides else " (strides unknown: the cfg's layer order decided)"))
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        lines = run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The dataset check: counts, the stop when labels were never found (naming where it looked), the summary
+table, labels.png and the train_batchN.jpg grids."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from utils.data.check import (CheckOptions, check_dataset, dataset_notes, format_dataset_summary, labels_problem,
+                              summarize_dataset)
+from utils.data.check import main as check_main
+from utils.data.dataset import Batch, DataError, DetectionDataset, parse_data_config
+from utils.data.synthetic import write_dataset
+from utils.inference.visualize import class_colour
+from utils.plots import plot_batch, plot_labels
+
+NAMES = ["circle", "rectangle", "triangle", "cross"]
+
+
+@pytest.fixture
+def shapes(tmp_path):
+    data = write_dataset(tmp_path / "set", train=10, valid=1, size=64, seed=1)
+    return tmp_path / "set", parse_data_config(data)
+
+
+def test_counts_images_negatives_missing_files_and_tiny_boxes(shapes):
+    root, config = shapes
+    labels = root / "labels" / "train"
+    (labels / "00000.txt").unlink()  # a negative by absence
+    (labels / "00001.txt").write_text("")  # an explicit negative
+    (labels / "00002.txt").write_text("0 0.5 0.5 0.03 0.5\n2 0.5 0.5 0.5 0.5\n")  # 0.03 * 64 < 4 px
+    (root / "images" / "train" / "00003.jpg").unlink()
+    summary = check_dataset(DetectionDataset(config.train, 4), NAMES, CheckOptions(img_size=64))
+    assert len(summary.images) == 10 and summary.present == 9
+    assert summary.missing_images == [root / "images" / "train" / "00003.jpg"]
+    assert summary.without_label_file == [root / "images" / "train" / "00000.jpg"]
+    assert (summary.empty_label_files, summary.negatives) == (1, 2)
+    expected = np.zeros(4, int)
+    for i in range(4, 10):
+        expected += np.bincount(np.loadtxt(labels / f"0000{i}.txt", ndmin=2)[:, 0].astype(int), minlength=4)
+    np.testing.assert_array_equal(summary.boxes_per_class, expected + [1, 0, 1, 0])
+    assert summary.tiny_per_class.tolist() == [1, 0, 0, 0]
+    table = format_dataset_summary(summary)
+    assert "| circle" in table and "< 4 px" in table
+    notes = "\n".join(dataset_notes(summary))
+    assert "7 with boxes, 2 negatives (1 without a label file, 1 with an empty one)" in notes
+    assert "1 listed images are missing on disk" in notes and "1 boxes are under 4 px" in notes
+
+
+def test_labels_never_found_stop_with_the_paths_looked_for(shapes):
+    root, config = shapes
+    for label in (root / "labels" / "train").iterdir():
+        label.unlink()
+    dataset = DetectionDataset(config.train, 4)
+    with pytest.raises(DataError) as caught:
+        check_dataset(dataset, NAMES)
+    message = str(caught.value)
+    assert message.startswith(f"{root / 'train.txt'}: no label file was found for any of its 10 images")
+    assert f"{root}/labels/train/00000.txt (for {root}/images/train/00000.jpg)" in message
+    assert "and 7 more" in message and "replacing the last 'images'" in message and "--allow_all_negative" in message
+    summary = check_dataset(dataset, NAMES, CheckOptions(allow_negatives=True))
+    assert summary.negatives == 10
+
+
+def test_more_than_half_without_labels_stops_half_does_not(shapes):
+    root, config = shapes
+    for i in range(5):
+        (root / "labels" / "train" / f"0000{i}.txt").unlink()
+    check_dataset(DetectionDataset(config.train, 4), NAMES)  # exactly half: a warning in the notes only
+    (root / "labels" / "train" / "00005.txt").unlink()
+    with pytest.raises(DataError, match=r"6 of its 10 images \(60 %\) have no label file"):
+        check_dataset(DetectionDataset(config.train, 4), NAMES)
+
+
+def test_images_outside_an_images_folder_look_beside_themselves(tmp_path):
+    (tmp_path / "photos").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")  # where the user hoped it would be found
+    (tmp_path / "list.txt").write_text("photos/a.jpg\n")
+    dataset = DetectionDataset(tmp_path / "list.txt", 1)
+    problem = labels_problem(summarize_dataset(dataset.images, dataset.labels, ["x"], "list.txt"))
+    assert f"{tmp_path}/photos/a.txt (for {tmp_path}/photos/a.jpg)" in problem
+
+
+def test_every_image_missing_is_an_error_even_with_negatives_allowed(tmp_path):
+    (tmp_path / "list.txt").write_text("images/gone.jpg\n")
+    dataset = DetectionDataset(tmp_path / "list.txt", 1)
+    with pytest.raises(DataError, match="none of its 1 listed images exists"):
+        check_dataset(dataset, ["x"], CheckOptions(allow_negatives=True))
+
+
+def test_labels_png_is_written(shapes, tmp_path):
+    _, config = shapes
+    out = tmp_path / "run" / "labels.png"
+    plot_labels(DetectionDataset(config.train, 4).labels, NAMES, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert not list(out.parent.glob(".*tmp"))
+
+
+def test_batch_grid_shows_each_image_with_its_boxes(tmp_path):
+    images = torch.full((3, 3, 64, 64), 255, dtype=torch.uint8)
+    targets = torch.tensor([[1, 2, 0.5, 0.5, 0.5, 0.5]])  # image 1, class 2: the box 16..48
+    batch = Batch(images, targets, ["a.jpg", "b.jpg", "c.jpg"], [(64, 64)] * 3, [None] * 3)
+    plot_batch(batch, NAMES, tmp_path / "train_batch0.jpg")
+    grid = cv2.imread(str(tmp_path / "train_batch0.jpg"))
+    assert grid.shape == (128, 128, 3)  # 2 x 2 tiles of 64
+    edge = grid[40, 64 + 16].astype(int)  # left edge of the box, in the second tile (JPEG blurs its colour)
+    assert edge.min() < 200 and np.argmax(edge) == np.argmax(class_colour(2))
+    assert grid[40, 16].min() > 245  # the first tile has no box
+
+
+def test_the_command_line_prints_both_lists_and_stops_on_missing_labels(shapes, tmp_path, capsys):
+    root, _ = shapes
+    assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path / "l.png")]) == 0
+    out = capsys.readouterr().out
+    assert "train.txt" in out and "valid.txt" in out and (tmp_path / "l.png").exists()
+    for label in (root / "labels" / "valid").iterdir():
+        label.unlink()
+    assert check_main(["--data_config", str(root / "shapes.data")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {root / 'valid.txt'}: no label file was found")
+    assert check_main(["--data_config", str(root / "shapes.data"), "--allow_all_negative"]) == 0

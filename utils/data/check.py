@@ -1,0 +1,190 @@
+"""A dataset checked before training: what its labels hold, and a stop when its labels were never found.
+
+The commonest reason a custom dataset trains to mAP 0 is that no label file is ever found: Darknet looks for
+an image's labels at its path with the last ``images/`` (or ``JPEGImages/``) folder replaced by ``labels/``
+and the extension by ``.txt``, and an image without a label file is silently a negative. So when *no*
+listed image has a label file, or more than half of them (``MAX_UNLABELLED``) have none, the check stops
+with the label paths it looked for, unless negatives are allowed (training's ``--allow_all_negative``).
+An *empty* label file is an explicit negative and never counts against the data.
+``python -m utils.data.check --data_config D`` prints the check of both lists.
+
+Box sizes in pixels are the labels' ``w`` and ``h`` times the training size (Darknet's convention, as for
+anchors); boxes under ``TINY_PIXELS`` (4) in width or height are counted, as a stride-8 head can hardly
+place them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from terminaltables import AsciiTable
+
+from utils.data.dataset import DataError, DetectionDataset, describe_source, label_path, parse_data_config
+from utils.errors import UserError
+from utils.plots import plot_labels
+
+ALLOW_NEGATIVES_FLAG = "--allow_all_negative"
+MAX_UNLABELLED = 0.5
+TINY_PIXELS = 4.0
+SHOWN = 3  # paths quoted in a message
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    img_size: int = 416
+    allow_negatives: bool = False
+    tiny_pixels: float = TINY_PIXELS
+    max_unlabelled: float = MAX_UNLABELLED  # fraction of images without a label file that stops the check
+
+
+@dataclass
+class DatasetSummary:
+    source: str  # the list file, folder or sources the images came from
+    names: list[str]
+    images: list[Path]
+    missing_images: list[Path]  # listed but not on disk
+    without_label_file: list[Path]  # on disk, but no label file where Darknet's rule looks
+    empty_label_files: int  # label file present and empty: explicit negatives
+    boxes_per_class: np.ndarray  # (classes,)
+    images_per_class: np.ndarray  # (classes,) images holding at least one box of the class
+    tiny_per_class: np.ndarray  # (classes,) boxes under tiny_pixels wide or high at img_size
+    img_size: int
+    tiny_pixels: float
+
+    @property
+    def present(self) -> int:
+        return len(self.images) - len(self.missing_images)
+
+    @property
+    def negatives(self) -> int:
+        return len(self.without_label_file) + self.empty_label_files
+
+
+def summarize_dataset(images: Sequence[Path], labels: Sequence[np.ndarray], names: Sequence[str], source: str,
+                      options: CheckOptions = CheckOptions()) -> DatasetSummary:
+    """Counts over ``images`` and their ``(n, 5)`` label arrays (as ``DetectionDataset`` reads them)."""
+    classes = len(names)
+    boxes, images_with, tiny = np.zeros(classes, int), np.zeros(classes, int), np.zeros(classes, int)
+    missing, unlabelled, empty = [], [], 0
+    for image, rows in zip(images, labels):
+        if not image.is_file():
+            missing.append(image)
+            continue
+        if not label_path(image).is_file():
+            unlabelled.append(image)
+            continue
+        if not len(rows):
+            empty += 1
+            continue
+        cls = rows[:, 0].astype(int)
+        boxes += np.bincount(cls, minlength=classes)
+        images_with += np.bincount(np.unique(cls), minlength=classes)
+        small = rows[:, 3:5].min(1) * options.img_size < options.tiny_pixels
+        tiny += np.bincount(cls[small], minlength=classes)
+    return DatasetSummary(source, list(names), list(images), missing, unlabelled, empty, boxes, images_with, tiny,
+                          options.img_size, options.tiny_pixels)
+
+
+def _looked_for(images: Sequence[Path]) -> str:
+    shown = "; ".join(f"{label_path(image)} (for {image})" for image in images[:SHOWN])
+    more = f"; and {len(images) - SHOWN} more" if len(images) > SHOWN else ""
+    return f"label files looked for: {shown}{more}"
+
+
+def labels_problem(summary: DatasetSummary, max_unlabelled: float = MAX_UNLABELLED) -> str | None:
+    """Why training on this data would learn nothing (no label files found, or too few), or None."""
+    if not summary.present:
+        shown = ", ".join(map(str, summary.missing_images[:SHOWN]))
+        return f"{summary.source}: none of its {len(summary.images)} listed images exists (first: {shown})"
+    unlabelled = len(summary.without_label_file)
+    if unlabelled == 0 or unlabelled <= max_unlabelled * summary.present:
+        return None
+    what = (f"no label file was found for any of its {summary.present} images" if unlabelled == summary.present
+            else f"{unlabelled} of its {summary.present} images ({100 * unlabelled / summary.present:.0f} %) have "
+                 f"no label file")
+    return (f"{summary.source}: {what}, so they would train as negatives (nothing to detect: mAP stays near 0); "
+            f"{_looked_for(summary.without_label_file)}. Darknet finds an image's labels by replacing the last "
+            f"'images' (or 'JPEGImages') folder of its path with 'labels' and the extension with '.txt' "
+            f"(data/set/images/a.jpg -> data/set/labels/a.txt); an image path without such a folder has its label "
+            f"file beside the image. Put the label files there, or pass {ALLOW_NEGATIVES_FLAG} if these images "
+            f"really hold no objects")
+
+
+def require_labels(summary: DatasetSummary, options: CheckOptions = CheckOptions()) -> None:
+    """Raise the :func:`labels_problem` as a DataError, unless negatives are allowed (missing images never are)."""
+    problem = labels_problem(summary, options.max_unlabelled)
+    if problem and (not summary.present or not options.allow_negatives):
+        raise DataError(problem)
+
+
+def check_dataset(dataset: DetectionDataset, names: Sequence[str], options: CheckOptions = CheckOptions()
+                  ) -> DatasetSummary:
+    """Summarize a dataset's images and labels, and stop (DataError) when its labels were not found."""
+    summary = summarize_dataset(dataset.images, dataset.labels, names, describe_source(dataset.list_path), options)
+    require_labels(summary, options)
+    return summary
+
+
+def format_dataset_summary(summary: DatasetSummary) -> str:
+    """A per-class table and the totals, for the log."""
+    tiny = f"< {summary.tiny_pixels:g} px"
+    rows = [["class", "images", "boxes", tiny]]
+    for name, images, boxes, small in zip(summary.names, summary.images_per_class, summary.boxes_per_class,
+                                          summary.tiny_per_class):
+        rows.append([name, int(images), int(boxes), int(small)])
+    rows.append(["all", summary.present - summary.negatives, int(summary.boxes_per_class.sum()),
+                 int(summary.tiny_per_class.sum())])
+    return "\n".join([f"{summary.source}:", AsciiTable(rows).table, *dataset_notes(summary)])
+
+
+def dataset_notes(summary: DatasetSummary) -> list[str]:
+    """The totals as sentences, and what may need the user's attention."""
+    labelled = summary.present - summary.negatives
+    notes = [f"{len(summary.images)} images listed: {labelled} with boxes, {summary.negatives} negatives "
+             f"({len(summary.without_label_file)} without a label file, {summary.empty_label_files} with an empty "
+             f"one); box sizes counted at {summary.img_size} px"]
+    if summary.missing_images:
+        notes.append(f"{len(summary.missing_images)} listed images are missing on disk and will be skipped: "
+                     + ", ".join(map(str, summary.missing_images[:SHOWN])))
+    if summary.without_label_file:
+        notes.append(f"{len(summary.without_label_file)} images have no label file and train as negatives; "
+                     + _looked_for(summary.without_label_file))
+    if summary.tiny_per_class.sum():
+        notes.append(f"{int(summary.tiny_per_class.sum())} boxes are under {summary.tiny_pixels:g} px wide or high "
+                     f"at {summary.img_size} px; a larger --img_size may find them")
+    unused = [name for name, count in zip(summary.names, summary.boxes_per_class) if not count]
+    if unused:
+        notes.append(f"classes without any box: {', '.join(unused)}")
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m utils.data.check --data_config D [--img_size 416] [--labels_png PATH]``: both lists' tables."""
+    parser = argparse.ArgumentParser(description="Check a dataset's images and labels before training.")
+    parser.add_argument("--data_config", required=True, help=".data or .yaml")
+    parser.add_argument("--img_size", type=int, default=416, help="training size the box sizes are counted at")
+    parser.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_negatives", action="store_true",
+                        help="do not stop when most images have no label file")
+    parser.add_argument("--labels_png", help="also draw the train labels (boxes per class, centres, sizes) here")
+    args = parser.parse_args(argv)
+    options = CheckOptions(args.img_size, args.allow_negatives)
+    try:
+        config = parse_data_config(args.data_config)
+        for source in (config.train, config.valid):
+            dataset = DetectionDataset(source, config.classes)
+            print(format_dataset_summary(check_dataset(dataset, config.names, options)))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.labels_png:
+        plot_labels(DetectionDataset(config.train, config.classes).labels, config.names, Path(args.labels_png))
+        print(f"wrote {args.labels_png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
