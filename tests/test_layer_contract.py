@@ -200,3 +200,11 @@ def test_iou_thresh_kind_picks_the_fit_measure():
     v = 4 / math.pi ** 2 * (math.atan(2.0) - math.atan(1.0)) ** 2
     iou = 48 / 88
     assert shape_iou(truth, anchor, "ciou").item() == pytest.approx(iou - v * v / (1 - iou + v))
+
+
+def test_edits_store_values_as_parsing_does_and_keep_windows_line_endings():
+    cfg = parse_cfg(f"[net]\r\nwidth=32\r\nheight=32\r\n{CONV.replace(chr(10), chr(13) + chr(10))}{HEAD}", "w.cfg")
+    changed = edited(cfg, {(3, "anchors"): "3,3, 6,6"})
+    assert changed.sections[3].options["anchors"][0] == "3,3,6,6"
+    assert "anchors=3,3, 6,6\r\n" in changed.text and changed.text.count("\r\n") == len(changed.text.splitlines())
+    assert Darknet(changed).yolo_layers[0].anchors.tolist() == [[3.0, 3.0], [6.0, 6.0]]

@@ -41,12 +41,13 @@ def edited(cfg: Cfg, edits: Edits) -> Cfg:
         else:
             line = section.line
             insert_after.setdefault(line, []).append(f"{key}={text}")
-        section.options[key] = (text, line)
+        section.options[key] = ("".join(text.split()), line)  # as parsing stores it: Darknet drops every blank
     out = []
     for lineno, line in enumerate(cfg.text.splitlines(), 1):
         out.append(replace_line.get(lineno, line))
         out.extend(insert_after.get(lineno, []))
-    return Cfg(cfg.source, tuple(sections), "\n".join(out) + "\n")
+    newline = "\r\n" if "\r\n" in cfg.text else "\n"
+    return Cfg(cfg.source, tuple(sections), newline.join(out) + newline)
 
 
 def render(sections: Iterable[RawSection], comment: str = "") -> str:
