@@ -1,7 +1,11 @@
-"""What the command lines share: the device a --device flag names, numbered run folders, and one way of
-reporting errors (see :mod:`utils.errors`)."""
+"""What the command lines share: an argument parser whose errors are one line and whose --help shows every
+default, flag types that state their valid range, the device a --device flag names, output folders that never
+replace an earlier result unasked, and one way of reporting errors (see :mod:`utils.errors`)."""
 from __future__ import annotations
 
+import argparse
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -11,6 +15,87 @@ import torch
 from utils.errors import UserError
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
+USAGE_EXIT_CODE = 2  # argparse's, for a flag that cannot be parsed
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and "(default: X)" after every flag's help that has a default (flags
+    without one say in their help what applies instead)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, "", False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error rule: a bad flag is one ``error: ...`` line (exit code 2), not a
+    usage block; ``--help`` lists every default."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)
+
+
+def integer(low: int | None = None, high: int | None = None, multiple: int = 1) -> Callable[[str], int]:
+    """A flag type: a plain integer within [low, high] (and a multiple of ``multiple``), its range in the error."""
+    bounds = f" in {low if low is not None else '-inf'} .. {high if high is not None else 'inf'}"
+    wanted = f"an integer{bounds if (low, high) != (None, None) else ''}" + \
+        (f", a multiple of {multiple}" if multiple > 1 else "")
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"[+-]?[0-9]+", text.strip(), re.ASCII):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        value = int(text)
+        if (low is not None and value < low) or (high is not None and value > high) or value % multiple:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def number(low: float | None = None, high: float | None = None, above: bool = False) -> Callable[[str], float]:
+    """A flag type: a finite number within [low, high] (``above``: strictly above ``low``)."""
+    low_text = f"({low:g}" if above else f"[{low:g}" if low is not None else "(-inf"
+    wanted = f"a finite number in {low_text}, {f'{high:g}]' if high is not None else 'inf)'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if above else value < low)) \
+                or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def device_flag(text: str) -> str:
+    """A flag type for --device: its form is checked here, what the machine has in :func:`select_device`."""
+    spec = text.strip()
+    if spec in ("", "cpu", "cuda", "mps", "xpu") or re.fullmatch(r"cuda:[0-9]+|[0-9]+(,[0-9]+)*", spec):
+        return spec
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or GPU indices such as 0 or 0,1; got {text!r}")
+
+
+def output_folder(requested: str | None, default_root: Path, exist_ok: bool) -> Path:
+    """Where a command writes its results: the next ``default_root/expN`` when no folder is named; a named
+    folder only if it is empty or new, unless ``exist_ok`` (so an earlier result is never replaced unasked)."""
+    if requested is None:
+        return next_run_dir(default_root)
+    folder = Path(requested)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--output {folder}: is a file, expected a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not exist_ok:
+        raise UserError(f"--output {folder} already holds results; choose another folder, leave --output out to "
+                        f"get the next {default_root}/expN, or pass --exist_ok to write into it")
+    return folder
 
 
 def _torch_build() -> str:
