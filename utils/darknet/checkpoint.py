@@ -5,10 +5,8 @@ it without running code. It carries the cfg text and class names, so a ``.pth`` 
 """
 from __future__ import annotations
 
-import pickle
 import re
 import warnings
-import zipfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from utils.darknet.model import Darknet
 from utils.darknet.weights import WeightsFileError, WeightsHeader, darknet_weights_size
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
+from utils.output_files import named_write_errors
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 
@@ -28,8 +27,15 @@ class CheckpointError(UserError, ValueError):
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    with atomic_write(path) as f:
+    """Write ``state`` atomically; a failed write (a full disk) is one error line naming ``path``."""
+    with named_write_errors(path, "checkpoint"), atomic_write(path) as f:
         torch.save(state, f)
+
+
+def save_weights(model: Darknet, path: str | Path, cutoff: int | None = None) -> None:
+    """``model.save_darknet_weights``, a failed write named as :func:`save_checkpoint` names it."""
+    with named_write_errors(path, "Darknet weights"):
+        model.save_darknet_weights(path, cutoff)
 
 
 def save_model(model: Darknet, out: str | Path, names: list[str] | None = None) -> None:
@@ -37,16 +43,25 @@ def save_model(model: Darknet, out: str | Path, names: list[str] | None = None) 
     save_checkpoint(out, {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": names, "epoch": -1})
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """The checkpoint dict of ``path`` (``mmap``: its tensors read from disk only when used)."""
     path = regular_file(path, "checkpoint", CheckpointError)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a checkpoint of this repo (no 'model' entry)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on the pickle protocol of a file it then refuses
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # any file can be named: torch.load fails on foreign bytes in a dozen ways
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {detail})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this repo (no 'model' entry of tensors)")
     return state
+
+
+def exported_state(state: dict) -> dict:
+    """The model tensors a checkpoint stands for: its EMA's when it has one (what training evaluates and
+    exports), else its model's."""
+    return state["ema"]["model"] if state.get("ema") else state["model"]
 
 
 def checkpoint_cfg(state: dict, path: Path) -> Cfg:
@@ -79,7 +94,7 @@ def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) ->
     if weights.suffix in CHECKPOINT_SUFFIXES:
         state = load_checkpoint(weights)
         model = Darknet(cfg if cfg is not None else checkpoint_cfg(state, weights))
-        load_model_state(model, state["ema"]["model"] if state.get("ema") else state["model"], weights)
+        load_model_state(model, exported_state(state), weights)
         return model, state
     if weights.suffix != ".weights" and cfg is None:
         raise WeightsFileError(f"{weights}: unknown weights format {weights.suffix!r}; expected .weights or .pth")

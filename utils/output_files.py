@@ -1,0 +1,99 @@
+"""What the commands share about their outputs beyond :func:`utils.fileio.atomic_write`: a failed write named
+by its file, existing files refused unless the user asked to replace them, a run folder that a failed
+command does not leave behind, and the temporary files of killed processes cleared away."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from utils.errors import UserError
+
+# utils.fileio.atomic_write writes ``.{name}.{pid}.tmp`` beside its target and renames it when done
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")
+
+
+class OutputError(UserError):
+    """An output that cannot be written (a full disk, a folder without write permission)."""
+
+
+def _os_error_behind(err: BaseException) -> OSError | None:
+    """The OSError that ``err`` is or that it was raised from or while handling: torch.save reports a failed
+    write of its file object as a RuntimeError of its zip writer (``inline_container.cc``), which names
+    neither the file nor the reason."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextmanager
+def named_write_errors(path: str | Path, what: str) -> Iterator[None]:
+    """Run a body that writes ``path``; a file system error in it becomes one :class:`OutputError` line
+    naming ``path``, ``what`` it is and the system's reason (e.g. "No space left on device")."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (OSError, RuntimeError) as err:
+        cause = _os_error_behind(err)
+        if cause is None:
+            raise
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        raise OutputError(f"{path}: cannot write the {what}: {reason}") from err
+
+
+def refuse_existing(paths: Iterable[str | Path], flag: str, exist_ok: bool) -> None:
+    """Stop before any work when one of ``paths`` exists (unless ``exist_ok``): an earlier result is never
+    replaced unasked. ``flag`` names the option that chose the path."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise UserError(f"{flag} {path}: is a folder, expected a file name")
+        if path.exists() and not exist_ok:
+            raise UserError(f"{flag} {path}: the file exists; choose another name or pass --exist_ok to replace it")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except (OverflowError, ValueError):
+        return False  # beyond any process id
+    return True
+
+
+def remove_orphan_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` that a process killed mid-write left (``kill -9`` skips
+    atomic_write's clean-up); those of running processes are theirs and stay. Returns what was removed."""
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = TEMPORARY_NAME.fullmatch(path.name)
+        if match and path.is_file() and not process_alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextmanager
+def removed_on_failure(folder: Path, results: tuple[str, ...] = ()) -> Iterator[None]:
+    """Run a body that creates ``folder`` and writes into it. Should the body fail while ``folder`` holds
+    none of ``results`` (file names; none given: whatever it holds), ``folder`` goes again if the body
+    created it, so a failed start leaves no empty or half-written run behind. A folder that existed before
+    is never removed."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and folder.is_dir() and not any((folder / name).exists() for name in results):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
