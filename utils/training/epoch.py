@@ -65,10 +65,12 @@ def _backward(state: TrainState, ctx: StepContext, batch: Batch, where: tuple[in
     loss = ctx.loss_fn([h.float() for h in heads], batch.targets, tuple(images.shape[-2:]))
     values = loss.as_dict()
     if not math.isfinite(values["total"]):
+        last = ctx.run_dir / "last.pth"
+        kept = f"the last good checkpoint, {last}, is kept" if last.exists() else "no epoch had been saved yet"
         raise TrainingError(
             f"non-finite loss at epoch {where[0]}, batch {where[1]} (box {values['box']}, obj "
-            f"{values['obj']}, cls {values['cls']}); the last good checkpoint in {ctx.run_dir} is "
-            f"kept. Lower the learning rate (--lr) or lengthen the burn-in (--burn_in).")
+            f"{values['obj']}, cls {values['cls']}); {kept}. Lower the learning rate (--lr) or lengthen the "
+            f"burn-in (--burn_in).")
     state.scaler.scale(loss.total / ctx.accumulation).backward()
     state.model.seen.add_(len(batch) * ctx.world_size)
     return values

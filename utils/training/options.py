@@ -1,12 +1,13 @@
 """What a training run is asked to do (train.py's flags), and how a resumed run takes its own options back."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from utils.errors import UserError
 
 DEFAULT_DATA = "data/demo/shapes.data"
-RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output")  # where a run goes on, not what it computes
+RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output", "exist_ok")  # where a run goes on, not what it computes
 
 
 class TrainingError(UserError, RuntimeError):
@@ -28,6 +29,7 @@ class TrainOptions:
     checkpoint_interval: int = 1
     evaluation_interval: int = 1
     output: str | None = None
+    exist_ok: bool = False
     resume: str | None = None
     device: str = ""
     seed: int = 0
@@ -53,8 +55,15 @@ class TrainOptions:
         """The options as a checkpoint stores them (unset ones left out)."""
         return {name: value for name, value in asdict(self).items() if value is not None}
 
-    def resumed(self, saved: dict) -> TrainOptions:
-        """The options of the run being resumed, from its checkpoint: the same run goes on, so only where
-        it runs (``RUNTIME_OPTIONS``) comes from these options."""
+    def resumed(self, saved: dict, source: Path) -> TrainOptions:
+        """The options of the run being resumed, from its checkpoint ``source``: the same run goes on, so
+        only where it runs (``RUNTIME_OPTIONS``) comes from these options."""
+        known = {f.name for f in fields(TrainOptions)}
+        unknown = sorted(set(saved) - known) if isinstance(saved, dict) else None
+        if unknown is None or unknown:
+            what = f"options {', '.join(map(repr, unknown))} unknown to" if unknown else "no readable options for"
+            raise UserError(f"{source}: the checkpoint has {what} this train.py (written by another version?); "
+                            f"--resume continues runs of this version, --pretrained_weights {source} starts a new "
+                            f"run from its weights")
         runtime = {name: getattr(self, name) for name in RUNTIME_OPTIONS}
         return TrainOptions(**{**asdict(TrainOptions()), **saved, **runtime})

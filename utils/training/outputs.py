@@ -1,6 +1,7 @@
 """What a run writes into its folder: ``results.csv`` and ``results.png`` (a row per epoch), ``bn_gammas.png``
 with --sr, and the checkpoints ``last.pth``/``last.weights`` and ``best.pth``/``best.weights``. Every file
-is written under a temporary name and renamed, so a crash never leaves half a file."""
+is written under a temporary name and renamed, so a crash never leaves half a file; a file that cannot be
+written (a full disk) stops the run with one line naming it."""
 from __future__ import annotations
 
 import csv
@@ -9,10 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.darknet.checkpoint import exported_state, load_checkpoint, model_from_file, save_weights
+from utils.darknet.weights import WeightsFileError, WeightsHeader
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
+from utils.output_files import named_write_errors
 from utils.training.epoch import EpochStats
 from utils.training.state import TrainState
+
+CHECKPOINT_PAIRS = ("last", "best")  # <stem>.pth and the <stem>.weights exported from it
 
 CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "total", "mAP50", "mAP", "img_per_s", "data_wait", "seconds"]
 NOT_EVALUATED = ""  # the mAP cells of an epoch without evaluation
@@ -59,19 +65,51 @@ class RunOutputs:
         writer = csv.DictWriter(text, CSV_FIELDS)
         writer.writeheader()
         writer.writerows(self.rows)
-        with atomic_write(self.run_dir / "results.csv") as f:
+        csv_path = self.run_dir / "results.csv"
+        with named_write_errors(csv_path, "results table"), atomic_write(csv_path) as f:
             f.write(text.getvalue().encode())
         from utils.plots import plot_bn_gammas, plot_results  # matplotlib only where a run writes plots
-        plot_results(self.rows, self.run_dir / "results.png")
+        with named_write_errors(self.run_dir / "results.png", "results plot"):
+            plot_results(self.rows, self.run_dir / "results.png")
         if self.gamma_history:
-            plot_bn_gammas(self.gamma_history, self.run_dir / "bn_gammas.png")
+            with named_write_errors(self.run_dir / "bn_gammas.png", "BN gamma plot"):
+                plot_bn_gammas(self.gamma_history, self.run_dir / "bn_gammas.png")
 
     def save_checkpoints(self, state: TrainState, best: bool) -> None:
-        """last.pth and last.weights; with ``best`` also best.pth and best.weights. The .weights files hold
-        what is evaluated (the EMA weights when there are any)."""
+        """With ``best`` best.pth and best.weights, then last.weights and last.pth. last.pth, which --resume
+        reads, goes last: a run killed while saving resumes from the epoch before and trains this one again,
+        rewriting every file, so no file is left describing an epoch that last.pth does not. The .weights
+        files hold what is evaluated (the EMA weights when there are any)."""
         exported = state.final_model
-        state.save(self.run_dir / "last.pth")
-        exported.save_darknet_weights(self.run_dir / "last.weights")
         if best:
             state.save(self.run_dir / "best.pth")
-            exported.save_darknet_weights(self.run_dir / "best.weights")
+            save_weights(exported, self.run_dir / "best.weights")
+        save_weights(exported, self.run_dir / "last.weights")
+        state.save(self.run_dir / "last.pth")
+
+    def reexport_stale_weights(self) -> list[Path]:
+        """Export last.weights and best.weights again from their .pth where the two describe different epochs:
+        the .pth is what a run resumes from. A kill between the two renames leaves that when the resumed run
+        does not train the lost epoch the same way again (GPUs are not bit-exact, so best.pth may not be
+        rewritten), and runs of older versions, which wrote last.pth first, were left so. Epochs are told
+        apart by ``seen``, the images trained on, which both files record. Returns the files rewritten."""
+        rewritten = []
+        for stem in CHECKPOINT_PAIRS:
+            checkpoint, weights = self.run_dir / f"{stem}.pth", self.run_dir / f"{stem}.weights"
+            if not checkpoint.is_file():
+                continue
+            seen = exported_state(load_checkpoint(checkpoint, mmap=True)).get("seen")
+            if weights.is_file() and seen is not None and weights_seen(weights) == int(seen):
+                continue
+            save_weights(model_from_file(checkpoint)[0], weights)
+            rewritten.append(weights)
+        return rewritten
+
+
+def weights_seen(path: Path) -> int | None:
+    """The image count in a .weights file's header (None when the file is too short to hold one)."""
+    try:
+        with open(path, "rb") as f:
+            return WeightsHeader.read(f, path).seen
+    except WeightsFileError:
+        return None

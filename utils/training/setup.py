@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from utils.darknet.model import Darknet
 from utils.data.dataset import (Augment, BatchPlan, DataConfig, DetectionDataset, create_dataloader,
                                 evaluation_loader, multiscale_sizes)
+from utils.errors import UserError
 from utils.training.distributed import Distributed
 from utils.training.optim import ModelEMA, Schedule, build_optimizer
 from utils.training.options import TrainOptions
@@ -48,9 +49,12 @@ def build_state(model: Darknet, opt: TrainOptions, steps_per_epoch: int, device:
     [net], each setting overridden by its flag when given, an EMA with --ema, and an AMP scaler (inactive
     without --amp on CUDA)."""
     net = model.hyperparams
-    optimizer = build_optimizer(model, opt.optimizer or ("adam" if net["adam"] else "sgd"),
-                                opt.lr if opt.lr is not None else net["learning_rate"],
-                                opt.momentum if opt.momentum is not None else net["momentum"],
+    kind = opt.optimizer or ("adam" if net["adam"] else "sgd")
+    momentum = opt.momentum if opt.momentum is not None else net["momentum"]
+    if kind == "adam" and not momentum < 1:
+        where = "--momentum" if opt.momentum is not None else "[net] momentum"
+        raise UserError(f"{where} {momentum}: Adam takes it as beta1, which must be below 1")
+    optimizer = build_optimizer(model, kind, opt.lr if opt.lr is not None else net["learning_rate"], momentum,
                                 opt.weight_decay if opt.weight_decay is not None else net["decay"])
     schedule = Schedule.from_net(net, steps_per_epoch * opt.epochs, opt.lr_policy, opt.burn_in)
     return TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),

@@ -12,9 +12,12 @@ from pathlib import Path
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from utils.darknet.checkpoint import load_checkpoint, save_checkpoint
+from utils.darknet.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from utils.darknet.model import Darknet
 from utils.training.optim import ModelEMA
+
+TRAINING_ENTRIES = ("model", "optimizer", "scheduler", "scaler", "epoch", "best_fitness", "rng_cpu", "cfg_text",
+                    "options")  # what --resume needs; "ema" and "names" may be absent
 
 
 @dataclass
@@ -46,22 +49,45 @@ class TrainState:
             "cfg_text": self.model.cfg_text, "names": list(self.names), "options": dict(self.options),
         }
 
-    def load_state_dict(self, checkpoint: dict) -> None:
-        """Continue from ``checkpoint``, the CPU random state included, so that the next epoch draws what
-        it would have drawn in the uninterrupted run. Its cfg, names and options describe the run and are
-        taken when the state is built, before this."""
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
+    def load_state_dict(self, checkpoint: dict, source: str | Path = "the checkpoint") -> None:
+        """Continue from ``checkpoint`` (read from ``source``), the CPU random state included, so that the
+        next epoch draws what it would have drawn in the uninterrupted run. Its cfg, names and options
+        describe the run and are taken when the state is built, before this. A part that does not fit
+        this run is a :class:`CheckpointError` naming it."""
+        check_training_checkpoint(checkpoint, source)
+        load_model_state(self.model, checkpoint["model"], source)
+        parts = {"optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
         if self.ema is not None and checkpoint.get("ema") is not None:
-            self.ema.load_state_dict(checkpoint["ema"])
-        torch.set_rng_state(checkpoint["rng_cpu"])
-        self.epoch, self.best_fitness = checkpoint["epoch"], checkpoint["best_fitness"]
+            parts["ema"] = self.ema
+        loading = ""  # the entry being loaded, for the message
+        try:
+            for loading, part in parts.items():
+                part.load_state_dict(checkpoint[loading])
+            loading = "random state"
+            torch.set_rng_state(checkpoint["rng_cpu"])
+            loading = "epoch and best mAP"
+            self.epoch, self.best_fitness = int(checkpoint["epoch"]), float(checkpoint["best_fitness"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{source}: its {loading} does not fit this run ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
 
     def save(self, path: Path) -> None:
         """Write the checkpoint atomically: a crash leaves the previous file, never half of one."""
         save_checkpoint(path, self.state_dict())
 
     def load(self, path: Path) -> None:
-        self.load_state_dict(load_checkpoint(path))
+        self.load_state_dict(load_checkpoint(path), path)
+
+
+def check_training_checkpoint(checkpoint: dict, source: str | Path) -> None:
+    """Stop unless ``checkpoint`` holds a training run's whole state, which --resume continues."""
+    missing = [key for key in TRAINING_ENTRIES if key not in checkpoint]
+    if not missing:
+        return
+    if "optimizer" not in checkpoint and "options" not in checkpoint:
+        raise CheckpointError(f"{source}: holds a model's weights only (as convert.py and prune.py write them), not "
+                              f"a training run's state; --resume needs the last.pth of a train.py run. To train "
+                              f"from these weights, start a new run with --pretrained_weights {source}")
+    raise CheckpointError(f"{source}: not a whole training checkpoint: it lacks {', '.join(missing)}; --resume needs "
+                          f"the last.pth of a train.py run (--pretrained_weights {source} starts a new run from its "
+                          f"weights)")

@@ -4,21 +4,24 @@ device under torchrun (DDP)."""
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from utils.cli import next_run_dir, select_device
+from utils.cli import output_folder, select_device
 from utils.darknet.cfg import Cfg, parse_cfg, read_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.checkpoint import load_checkpoint, load_pretrained
 from utils.darknet.model import Darknet
-from utils.data.dataset import DataConfig, parse_data_config
+from utils.data.dataset import DataConfig, DataError, parse_data_config
+from utils.errors import UserError
 from utils.evaluation.evaluate import collect_detections, format_results, score
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
+from utils.output_files import named_write_errors, remove_orphan_temporaries, removed_on_failure
 from utils.training.distributed import Distributed
 from utils.training.epoch import EpochStats, StepContext, train_epoch
 from utils.training.loss import YOLOLoss
@@ -26,9 +29,12 @@ from utils.training.optim import Sparsity, init_head_biases, sparsity_bns
 from utils.training.options import DEFAULT_DATA, TrainingError, TrainOptions
 from utils.training.outputs import RunOutputs, add_evaluation, results_row
 from utils.training.setup import Loaders, build_loaders, build_state, uses_amp
-from utils.training.state import TrainState
+from utils.training.state import TrainState, check_training_checkpoint
 
 __all__ = ["DEFAULT_DATA", "Trainer", "TrainingError", "TrainOptions"]
+
+RUNS = Path("runs/train")  # where runs go without --output, as runs/train/expN
+RESULTS = ("results.csv", "last.pth")  # a run folder holding neither has nothing worth keeping
 
 
 class Trainer:
@@ -39,6 +45,7 @@ class Trainer:
         self.dist = Distributed.from_environment()
         self.device = select_device(options.device, self.dist.local_rank if self.dist.world_size > 1 else 0)
         self.log = self.dist.log
+        self.resumed_from: Path | None = None  # the checkpoint --resume names, once read
 
     def run(self) -> dict:
         """Train; ``{"run_dir", "best_map50", "map50", "map"}``, the last two from the last evaluation
@@ -48,6 +55,17 @@ class Trainer:
 
     def _run(self) -> dict:
         run_dir, checkpoint = self._prepare_run()  # with --resume this takes the run's own options
+        with removed_on_failure(run_dir, RESULTS) if self.dist.is_main else nullcontext():
+            if self.dist.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                removed = remove_orphan_temporaries(run_dir)
+                if removed:
+                    self.log(f"removed {len(removed)} temporary file(s) that a killed run left in {run_dir}: "
+                             + ", ".join(path.name for path in removed))
+            self.dist.barrier()
+            return self._train(run_dir, checkpoint)
+
+    def _train(self, run_dir: Path, checkpoint: dict | None) -> dict:
         torch.manual_seed(self.opt.seed)
         self._ensure_demo_data()
         data = parse_data_config(self.opt.data_config)
@@ -76,20 +94,30 @@ class Trainer:
     # -- set-up --------------------------------------------------------------------------------
 
     def _prepare_run(self) -> tuple[Path, dict | None]:
-        """The run directory (created) and, with --resume, the checkpoint to continue from."""
-        checkpoint = None
+        """The run directory (chosen, not created yet) and, with --resume, the checkpoint to continue from."""
+        checkpoint, resumed_dir = None, None
         if self.opt.resume:
             resume = Path(self.opt.resume)
             resume = resume / "last.pth" if resume.is_dir() else resume
             checkpoint = load_checkpoint(resume)
-            run_dir = Path(self.opt.output) if self.opt.output else resume.parent
-            self.opt = self.opt.resumed(checkpoint["options"])
-        else:
-            run_dir = Path(self.opt.output) if self.opt.output else next_run_dir(Path("runs/train"))
-        if self.dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        self.dist.barrier()
+            check_training_checkpoint(checkpoint, resume)
+            self.opt = self.opt.resumed(checkpoint["options"], resume)
+            self.resumed_from, resumed_dir = resume, resume.parent
+        run_dir = self._run_dir(resumed_dir)
+        self.dist.barrier()  # every process has chosen the folder before the main one creates it
         return run_dir, checkpoint
+
+    def _run_dir(self, resumed_dir: Path | None) -> Path:
+        """Where the run writes: the resumed run's folder, else --output if it is new or empty (or with
+        --exist_ok), else the next runs/train/expN; an earlier run is never replaced unasked."""
+        requested = self.opt.output
+        if resumed_dir is not None and (requested is None or Path(requested).resolve() == resumed_dir.resolve()):
+            return resumed_dir
+        if requested and (Path(requested) / "last.pth").is_file() and not self.opt.exist_ok:
+            raise UserError(f"--output {requested} holds a training run (last.pth): --resume {requested} continues "
+                            f"it, --exist_ok trains a new run there (replacing its checkpoints and results.csv); or "
+                            f"choose another folder, or leave --output out for the next {RUNS}/expN")
+        return output_folder(requested, RUNS, self.opt.exist_ok)
 
     def _ensure_demo_data(self) -> None:
         if self.opt.data_config == DEFAULT_DATA and not Path(DEFAULT_DATA).exists():
@@ -108,7 +136,7 @@ class Trainer:
         else:
             cfg = with_classes(read_cfg(self.opt.model_def), classes)
         if self.dist.is_main:
-            with atomic_write(cfg_path) as f:
+            with named_write_errors(cfg_path, "model cfg"), atomic_write(cfg_path) as f:
                 f.write(cfg.text.encode())
         self.dist.barrier()
         return cfg
@@ -127,13 +155,28 @@ class Trainer:
             init_head_biases(model)
             if self.opt.pretrained_weights:
                 self.log(load_pretrained(model, self.opt.pretrained_weights, self.opt.cutoff))
-        for layer in list(model.layers)[:self.opt.freeze]:
-            layer.requires_grad_(False)
+        self._freeze(model)
         return model.to(self.device)
 
+    def _freeze(self, model: Darknet) -> None:
+        """Freeze layers 0..--freeze-1; a count past the model's layers, or one that would leave no weight
+        to train, is refused with the layer count."""
+        count, layers = self.opt.freeze, len(model.layers)
+        weighted = [i for i, layer in enumerate(model.layers) if any(p.numel() for p in layer.parameters())]
+        if count > layers:
+            raise UserError(f"--freeze {count}: {self.opt.model_def} has only {layers} layers (0..{layers - 1})")
+        if weighted and count > weighted[-1]:
+            raise UserError(f"--freeze {count} leaves nothing to train: layer {weighted[-1]} is the last of the "
+                            f"{layers} layers of {self.opt.model_def} with weights; freeze at most {weighted[-1]}")
+        for layer in list(model.layers)[:count]:
+            layer.requires_grad_(False)
+
     def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs) -> None:
-        state.load_state_dict(checkpoint)
+        state.load_state_dict(checkpoint, self.resumed_from)
         outputs.read_rows(state.epoch + 1)
+        if self.dist.is_main:
+            for weights in outputs.reexport_stale_weights():
+                self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
         self.log(f"resumed from epoch {state.epoch} (best mAP@0.5 {state.best_fitness:.4f})")
         if state.epoch + 1 >= self.opt.epochs:
             self.log(f"nothing left to train: the run's {self.opt.epochs} epochs are done")
@@ -160,6 +203,10 @@ class Trainer:
                   disable=not self.dist.is_main, dynamic_ncols=True, leave=True) as bar:
             stats = train_epoch(state, loaders.train, step, bar)
         state.epoch = epoch
+        if not stats.images:
+            raise DataError(f"epoch {epoch + 1}: not one training image could be read ({len(stats.skipped)} "
+                            f"unreadable, e.g. {stats.skipped[0] if stats.skipped else '?'}); check the list "
+                            f"{self.opt.data_config} names")
         if stats.skipped:
             shown = ", ".join(stats.skipped[:5]) + (" ..." if len(stats.skipped) > 5 else "")
             self.log(f"epoch {epoch + 1}: skipped {len(stats.skipped)} unreadable image(s): {shown}")
@@ -178,7 +225,7 @@ class Trainer:
         row = results_row(epoch, state.optimizer.param_groups[0]["lr"], stats, self.dist.world_size)
         result = None
         if (epoch + 1) % opt.evaluation_interval == 0 or last_epoch:
-            result = self._evaluate(state.final_model, valid, state.names)
+            result = self._evaluate_after_saving_on_failure(state, valid, row, outputs)
             add_evaluation(row, result)
             if sparsity is not None:
                 outputs.record_gammas(epoch, sparsity.gammas())
@@ -189,6 +236,22 @@ class Trainer:
         if (epoch + 1) % opt.checkpoint_interval == 0 or last_epoch or improved:
             outputs.save_checkpoints(state, best=improved)
         return result
+
+    def _evaluate_after_saving_on_failure(self, state: TrainState, valid: DataLoader, row: dict,
+                                          outputs: RunOutputs) -> EvalResult:
+        """Evaluate the epoch just trained. Should evaluation fail, the epoch's results row and checkpoint
+        are written before the error goes on: a failed evaluation never costs the training before it."""
+        try:
+            return self._evaluate(state.final_model, valid, state.names)
+        except (Exception, KeyboardInterrupt) as err:
+            outputs.add_row(row)
+            outputs.save_checkpoints(state, best=False)
+            saved = (f"epoch {state.epoch + 1} is saved, unevaluated, in {outputs.run_dir / 'last.pth'}; "
+                     f"--resume {outputs.run_dir} goes on from it")
+            if isinstance(err, UserError):
+                raise TrainingError(f"evaluation after epoch {state.epoch + 1} failed: {err}; {saved}") from err
+            self.log(f"evaluation after epoch {state.epoch + 1} failed; {saved}")
+            raise
 
     def _evaluate(self, model: Darknet, loader: DataLoader, names: list[str]) -> EvalResult:
         opt = self.opt

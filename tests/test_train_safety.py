@@ -1,0 +1,203 @@
+"""train.py never loses a user's file and ends bad input with one named error: an existing run is refused as
+--output, a failed start leaves no folder, killed saves are repaired on resume, and evaluation or disk
+failures cost no finished epoch."""
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+import utils.fileio
+from tests.test_train import TINY
+from utils.darknet.checkpoint import CheckpointError, model_from_file, save_checkpoint
+from utils.data.synthetic import write_dataset
+from utils.errors import UserError
+from utils.output_files import OutputError, remove_orphan_temporaries
+from utils.training import trainer
+from utils.training.options import TrainOptions
+from utils.training.outputs import weights_seen
+from utils.training.state import check_training_checkpoint
+from utils.training.trainer import Trainer
+
+TRAIN_IMAGES = 8
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    data = write_dataset(root, train=TRAIN_IMAGES, valid=4, size=64, seed=1)
+    cfg = root / "tiny.cfg"
+    cfg.write_text(TINY)
+    return data, cfg
+
+
+def options(dataset, output, **changes) -> TrainOptions:
+    data, cfg = dataset
+    return TrainOptions(**{**dict(model_def=str(cfg), data_config=str(data), img_size=64, batch_size=4, n_cpu=0,
+                                  output=None if output is None else str(output), optimizer="adam", epochs=1, device="cpu"), **changes})
+
+
+@pytest.fixture(scope="module")
+def finished_run(dataset, tmp_path_factory):
+    """A one-epoch run, trained once for the module; tests that change it work on a copy."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    Trainer(options(dataset, run)).run()
+    return run
+
+
+def copy_of(run, target):
+    target.mkdir()
+    for path in run.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def argv(dataset, output, *extra):
+    data, cfg = dataset
+    return ["--model_def", str(cfg), "--data_config", str(data), "--img_size", "64", "--batch_size", "4",
+            "--n_cpu", "0", "--optimizer", "adam", "--epochs", "1", "--device", "cpu", "--output", str(output),
+            *extra]
+
+
+def error_lines(capsys) -> list[str]:
+    """The ``error:`` lines on stderr (there must be no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_an_existing_run_is_refused_as_output_unless_exist_ok(dataset, finished_run, tmp_path, capsys):
+    run = copy_of(finished_run, tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    assert train.main(argv(dataset, run)) == 1
+    (line,) = error_lines(capsys)
+    assert f"--output {run} holds a training run (last.pth): --resume {run} continues it, --exist_ok" in line
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+    assert train.main(argv(dataset, run, "--exist_ok")) == 0
+    assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 0
+    assert (run / "last.pth").read_bytes() != before["last.pth"]  # a new run, as asked
+
+
+def test_a_failed_start_leaves_no_folder(dataset, tmp_path, capsys):
+    run = tmp_path / "new" / "run"
+    assert train.main(argv(dataset, run, "--freeze", "1000")) == 1
+    (line,) = error_lines(capsys)
+    assert "--freeze 1000:" in line and "has only 6 layers (0..5)" in line
+    assert not run.exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    assert train.main(argv(dataset, existing, "--freeze", "1000")) == 1
+    assert existing.is_dir()  # the user's own (empty) folder stays
+
+
+def test_an_unreadable_training_set_is_an_error_and_leaves_nothing(tmp_path, capsys):
+    data = write_dataset(tmp_path / "set", train=4, valid=2, size=64, seed=2)
+    for image in (tmp_path / "set" / "images" / "train").iterdir():
+        image.write_bytes(b"not an image")
+    (tmp_path / "tiny.cfg").write_text(TINY)
+    assert train.main(argv((data, tmp_path / "tiny.cfg"), tmp_path / "run")) == 1
+    (line,) = error_lines(capsys)
+    assert "epoch 1: not one training image could be read (4 unreadable, e.g." in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_orphan_temporaries_of_dead_processes_go_on_resume(finished_run, tmp_path, capsys):
+    run = copy_of(finished_run, tmp_path / "run")
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)  # a process that has ended: its pid is free
+    (run / f".last.pth.{dead}.tmp").write_bytes(b"half a checkpoint")
+    (run / ".last.pth.99999999.tmp").write_bytes(b"beyond any pid")
+    (run / f".last.weights.{os.getpid()}.tmp").write_bytes(b"a running process's")
+    (run / ".notes.tmp").write_bytes(b"not atomic_write's")
+    assert train.main(["--resume", str(run), "--n_cpu", "0"]) == 0
+    assert f"removed 2 temporary file(s) that a killed run left in {run}" in capsys.readouterr().out
+    assert sorted(p.name for p in run.glob(".*")) == [f".last.weights.{os.getpid()}.tmp", ".notes.tmp"]
+    assert remove_orphan_temporaries(tmp_path / "absent") == []
+
+
+class Killed(BaseException):
+    """What kill -9 does to a save, as far as the files are concerned: the process stops mid-way."""
+
+
+def test_last_pth_and_last_weights_describe_the_same_epoch_after_a_kill_between_the_renames(
+        dataset, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    renames = []
+    real_replace = os.replace
+
+    def replace_then_die_at_the_fourth_last_file(source, target):
+        if os.path.basename(target).startswith("last."):
+            renames.append(os.path.basename(target))
+            if len(renames) == 4:  # epoch 2's second file: one of the pair is renamed, the other not
+                raise Killed
+        real_replace(source, target)
+
+    monkeypatch.setattr(utils.fileio.os, "replace", replace_then_die_at_the_fourth_last_file)
+    with pytest.raises(Killed):
+        Trainer(options(dataset, run, epochs=2)).run()
+    monkeypatch.setattr(utils.fileio.os, "replace", real_replace)
+    Trainer(options(dataset, None, resume=str(run))).run()
+    state = torch.load(run / "last.pth", weights_only=True)
+    assert state["epoch"] == 1 and int(state["model"]["seen"]) == 2 * TRAIN_IMAGES
+    assert weights_seen(run / "last.weights") == 2 * TRAIN_IMAGES
+    model_from_file(run / "last.pth")[0].save_darknet_weights(tmp_path / "expected.weights")
+    assert (run / "last.weights").read_bytes() == (tmp_path / "expected.weights").read_bytes()
+
+
+def test_a_stale_weights_export_is_rewritten_on_resume(dataset, finished_run, tmp_path):
+    run = copy_of(finished_run, tmp_path / "run")
+    model, _ = model_from_file(run / "last.pth")
+    model.seen.zero_()  # the export of an earlier epoch
+    model.save_darknet_weights(run / "last.weights")
+    summary = Trainer(options(dataset, None, resume=str(run))).run()
+    assert summary["run_dir"] == str(run)
+    assert weights_seen(run / "last.weights") == TRAIN_IMAGES
+
+
+def test_resume_names_what_a_checkpoint_lacks(tmp_path):
+    with pytest.raises(CheckpointError, match=r"w\.pth: holds a model's weights only .* --pretrained_weights "):
+        check_training_checkpoint({"model": {}, "cfg_text": "", "names": None, "epoch": -1}, tmp_path / "w.pth")
+    whole = dict.fromkeys(["model", "optimizer", "scheduler", "scaler", "epoch", "best_fitness", "rng_cpu",
+                           "cfg_text", "options"])
+    with pytest.raises(CheckpointError, match=r"r\.pth: not a whole training checkpoint: it lacks optimizer; "):
+        check_training_checkpoint({k: v for k, v in whole.items() if k != "optimizer"}, tmp_path / "r.pth")
+    with pytest.raises(UserError, match=r"r\.pth: the checkpoint has options 'warp_speed' unknown to this train\.py"):
+        TrainOptions().resumed({"epochs": 3, "warp_speed": 9}, tmp_path / "r.pth")
+
+
+def test_a_failed_evaluation_keeps_the_epochs_checkpoint(dataset, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise ValueError("a 20000x20 image")
+
+    monkeypatch.setattr(trainer, "collect_detections", crash)
+    with pytest.raises(ValueError, match="a 20000x20 image"):
+        Trainer(options(dataset, tmp_path / "run")).run()
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert state["epoch"] == 0 and weights_seen(tmp_path / "run" / "last.weights") == TRAIN_IMAGES
+    assert (tmp_path / "run" / "results.csv").read_text().count("\n") == 2  # header and the epoch's row
+
+
+def fill_the_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def torch_save_on_a_full_disk(state, f):
+    """What torch.save does when the disk fills: its zip writer turns the file's OSError into a RuntimeError."""
+    try:
+        fill_the_disk()
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+
+@pytest.mark.parametrize("save", [fill_the_disk, torch_save_on_a_full_disk])
+def test_a_full_disk_is_one_line_naming_the_file(save, dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(OutputError, match=r"x\.pth: cannot write the checkpoint: No space left on device"):
+        save_checkpoint(tmp_path / "x.pth", {"model": {}})
+    assert list(tmp_path.iterdir()) == []  # no temporary file left either
+    assert train.main(argv(dataset, tmp_path / "run")) == 1
+    (line,) = error_lines(capsys)  # the first checkpoint an improving epoch writes is best.pth
+    assert line == f"error: {tmp_path / 'run' / 'best.pth'}: cannot write the checkpoint: No space left on device"
