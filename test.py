@@ -9,25 +9,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import run_main, select_device
+from utils.cli import ArgumentParser, device_flag, integer, number, run_main, select_device
 from utils.data.dataset import DataError, DetectionDataset, evaluation_loader, parse_data_config
 from utils.evaluation.evaluate import collect_detections, format_results, score, write_coco_json
 from utils.evaluation.metrics import METHODS
 from utils.inference.load import load_model
+from utils.output_files import named_write_errors, refuse_existing
 from utils.plots import plot_pr_curves
 from utils.training.options import DEFAULT_DATA
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth")
     p.add_argument("--data_config", default=DEFAULT_DATA, help=".data file; its 'valid' list is evaluated")
-    p.add_argument("--img_size", type=int, default=416)
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--conf_thres", type=float, default=0.001, help="keep detections above this score (low, as "
-                                                                    "mAP needs the whole precision-recall curve)")
-    p.add_argument("--nms_thres", type=float, default=0.5)
+    p.add_argument("--img_size", type=integer(32, None, 32), default=416, help="input size (multiple of 32)")
+    p.add_argument("--batch_size", type=integer(1), default=8)
+    p.add_argument("--conf_thres", type=number(0, 1), default=0.001,
+                   help="keep detections above this score (low, as mAP needs the whole precision-recall curve)")
+    p.add_argument("--nms_thres", type=number(0, 1), default=0.5, help="IoU threshold of NMS")
     p.add_argument("--ap_method", choices=METHODS, default="coco",
                    help="coco: 101-point (pycocotools); voc11: VOC2007; area: all-point (Darknet's detector map)")
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
@@ -35,12 +36,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save_json", metavar="OUT", help="write COCO-format detections to OUT and the matching "
                                                      "ground truth to OUT's name + _gt.json")
     p.add_argument("--pr_curves", metavar="PNG", help="write per-class precision-recall curves to this PNG")
-    p.add_argument("--n_cpu", type=int, default=2)
-    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
+    p.add_argument("--exist_ok", action="store_true", help="replace existing --save_json / --pr_curves files")
+    p.add_argument("--n_cpu", type=integer(0), default=2, help="data loading worker processes")
+    p.add_argument("--device", type=device_flag, default="",
+                   help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
     return p.parse_args(argv)
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before evaluating, to replace a file the run would write (unless --exist_ok)."""
+    if args.save_json:
+        detections = Path(args.save_json)
+        refuse_existing([detections, detections.with_name(detections.stem + "_gt.json")], "--save_json",
+                        args.exist_ok)
+    if args.pr_curves:
+        refuse_existing([args.pr_curves], "--pr_curves", args.exist_ok)
+
+
 def evaluate(args: argparse.Namespace) -> int:
+    check_outputs(args)
     device = select_device(args.device)
     data = parse_data_config(args.data_config)
     loaded = load_model(args.weights_path, args.model_def, device=device)
@@ -54,10 +68,12 @@ def evaluate(args: argparse.Namespace) -> int:
     print(format_results(result, args.conf_thres, args.nms_thres,
                          f"{'letterboxed' if args.letterbox else 'stretched'} to {args.img_size}"))
     if args.save_json:
-        truth = write_coco_json(records, data.names, Path(args.save_json))
+        with named_write_errors(args.save_json, "COCO detections"):
+            truth = write_coco_json(records, data.names, Path(args.save_json))
         print(f"COCO detections: {args.save_json}; ground truth: {truth}")
     if args.pr_curves:
-        plot_pr_curves(result, Path(args.pr_curves))
+        with named_write_errors(args.pr_curves, "precision-recall plot"):
+            plot_pr_curves(result, Path(args.pr_curves))
         print(f"precision-recall curves: {args.pr_curves}")
     return 0
 

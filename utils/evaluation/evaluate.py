@@ -10,6 +10,7 @@ import torch
 from terminaltables import AsciiTable
 
 from utils.boxes import xywh_to_xyxy
+from utils.data.dataset import DataError, describe_source
 from utils.fileio import atomic_write
 from utils.evaluation.metrics import EvalResult, evaluate_detections
 from utils.inference.nms import non_max_suppression
@@ -31,11 +32,13 @@ def score(records: list[ImageRecord], names: list[str], method: str = "coco") ->
 @torch.no_grad()
 def collect_detections(model, loader, device: torch.device, conf_thres: float = 0.001, nms_thres: float = 0.5,
                        max_det: int = 300) -> list[ImageRecord]:
-    """Every image's detections and ground truth, in original-image pixels."""
+    """Every image's detections and ground truth, in original-image pixels. Unreadable images are left out
+    (their loader warns); a set of which none could be read is a :class:`DataError`, not a score of 0."""
     was_training = model.training
     model.eval()
-    records = []
+    records, skipped = [], []
     for batch in loader:
+        skipped += batch.skipped
         if not len(batch):
             continue
         images = batch.images.to(device, non_blocking=True).float() / 255
@@ -51,6 +54,9 @@ def collect_detections(model, loader, device: torch.device, conf_thres: float = 
             records.append(ImageRecord(batch.paths[i], height, width, dets.numpy(),
                                        torch.cat([truth[:, 1:2], gt_xyxy], 1).numpy()))
     model.train(was_training)
+    if skipped and not records:
+        raise DataError(f"{describe_source(loader.dataset.list_path)}: not one of its {len(skipped)} images could be "
+                        f"read (e.g. {skipped[0]}), so there is nothing to evaluate")
     return records
 
 
