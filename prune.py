@@ -4,8 +4,9 @@
                     --data_config data/demo/shapes.data --percent 0.5 [--layers 2] --output runs/prune/exp1
 
 Train with --sr first so that many BN gammas approach zero. What may be pruned, and which channels
-must go together, is derived from the network graph (see utils/pruning/). Writes to OUTPUT:
-pruned.cfg, pruned.weights, pruned.pth, report.md, gammas.png and channels.png. Fine-tune with
+must go together, is derived from the network graph (see utils/pruning/). Writes to OUTPUT (default
+runs/prune/expN; a folder that holds files only with --exist_ok): pruned.cfg, pruned.weights, pruned.pth,
+report.md, gammas.png and channels.png. Fine-tune with
     python train.py --model_def OUTPUT/pruned.cfg --pretrained_weights OUTPUT/pruned.weights ...
 """
 from __future__ import annotations
@@ -16,44 +17,69 @@ from pathlib import Path
 
 import torch
 
-from utils.cli import run_main
-from utils.darknet.checkpoint import model_from_file, save_model
+from utils.cli import ArgumentParser, integer, number, output_folder, run_main
+from utils.darknet.checkpoint import model_from_file, save_model, save_weights
 from utils.darknet.model import Darknet
-from utils.data.dataset import parse_data_config
+from utils.data.dataset import DataConfig, DataError, parse_data_config
 from utils.errors import UserError
 from utils.fileio import atomic_write
+from utils.output_files import named_write_errors, removed_on_failure
 from utils.plots import plot_channels, plot_gamma_threshold
 from utils.pruning import compact_model, masked_model, remove_units
 from utils.pruning.report import PruneRequest, compare, write_report
 
+RUNS = Path("runs/prune")  # where results go without --output, as runs/prune/expN
+FRACTION = number(0, 1)
+
+
+def percent_flag(text: str) -> float:
+    """--percent: a fraction in [0, 1); all channels (1) would empty every layer."""
+    try:
+        value = FRACTION(text)
+    except argparse.ArgumentTypeError:
+        value = None
+    if value is None or value == 1:
+        raise argparse.ArgumentTypeError(f"expected a finite number in [0, 1), got {text!r}")
+    return value
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--model_def", help="Darknet .cfg (a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth of the trained model")
     p.add_argument("--data_config", help=".data file: report mAP@0.5 on its valid list before and after")
-    p.add_argument("--percent", type=float, default=0.0, help="fraction of prunable BN channels to remove")
-    p.add_argument("--layers", type=int, default=0,
+    p.add_argument("--percent", type=percent_flag, default=0.0, help="fraction of prunable BN channels to remove")
+    p.add_argument("--layers", type=integer(0), default=0,
                    help="first remove this many residual units / [res2net] blocks (lowest mean |gamma|)")
-    p.add_argument("--layer_keep", type=float, default=0.0,
+    p.add_argument("--layer_keep", type=FRACTION, default=0.0,
                    help="keep at least this fraction of every conv's channels (default: refuse to empty one)")
-    p.add_argument("--channel_multiple", type=int, default=1,
+    p.add_argument("--channel_multiple", type=integer(1), default=1,
                    help="then keep more channels (highest |gamma| first) so every layer keeps a multiple of N "
                         "(8 suits CPU and GPU kernels)")
     p.add_argument("--shortcut_mode", choices=("union", "skip"), default="union",
                    help="channels tied by additions: keep one if any member keeps it (union) or leave them (skip)")
-    p.add_argument("--img_size", type=int, default=416, help="size for FLOPs, latency and mAP")
-    p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="write into an output folder that is not empty")
+    p.add_argument("--img_size", type=integer(32, None, 32), default=416, help="size for FLOPs, latency and mAP")
+    p.add_argument("--output", help=f"output folder, new or empty (default: {RUNS}/expN)")
+    p.add_argument("--exist_ok", "--force", dest="exist_ok", action="store_true",
+                   help="write into an --output that holds files, replacing them")
     return p.parse_args(argv)
 
 
-def check_request(args: argparse.Namespace) -> None:
-    out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise UserError(f"{out} is not empty; pass --force to write into it")
+def check_request(args: argparse.Namespace) -> Path:
+    """The output folder (not created yet); a request that cannot be done stops here, before any work."""
     if args.percent <= 0 and args.layers <= 0:
         raise UserError("nothing to do: give --percent (channels) and/or --layers (residual units)")
+    return output_folder(args.output, RUNS, args.exist_ok)
+
+
+def evaluation_data(data_config: str | None, model: Darknet) -> DataConfig | None:
+    """--data_config, checked against the model's class count (None without it)."""
+    if not data_config:
+        return None
+    data = parse_data_config(data_config)
+    if data.classes != model.num_classes:
+        raise DataError(f"{data_config}: {data.classes} classes, but the model predicts {model.num_classes}")
+    return data
 
 
 def without_units(model: Darknet, count: int) -> Darknet:
@@ -67,42 +93,44 @@ def without_units(model: Darknet, count: int) -> Darknet:
 
 
 def write_channel_plots(graph, selection, out: Path) -> None:
-    plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
+    with named_write_errors(out / "gammas.png", "gamma histogram"):
+        plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
     before = [r.conv.conv.out_channels for r in graph.convs]
     after = [int(selection.keep_mask(graph, r.outputs).sum()) for r in graph.convs]
-    plot_channels(before, after, out / "channels.png")
+    with named_write_errors(out / "channels.png", "channel plot"):
+        plot_channels(before, after, out / "channels.png")
+
+
+def write_model_files(compact: Darknet, out: Path, names: list[str] | None) -> None:
+    """pruned.cfg, pruned.weights and pruned.pth."""
+    with named_write_errors(out / "pruned.cfg", "pruned cfg"), atomic_write(out / "pruned.cfg") as f:
+        f.write(compact.cfg_text.encode())
+    save_weights(compact, out / "pruned.weights")
+    save_model(compact, out / "pruned.pth", names)
 
 
 def prune(args: argparse.Namespace) -> int:
-    check_request(args)
+    out = check_request(args)
     request = PruneRequest(args.weights_path, args.percent, args.layers, args.layer_keep, args.channel_multiple,
                            args.shortcut_mode)
     model, state = model_from_file(args.weights_path, args.model_def)
     model.eval()
+    data = evaluation_data(args.data_config, model)
     work = without_units(model, args.layers)
-    selection = None
+    compact, graph, selection = work, None, None
     if args.percent > 0:  # refuses a percent that would empty a layer, before anything is written
         masked, graph, selection = masked_model(work, args.percent, args.layer_keep, args.shortcut_mode,
                                                 args.channel_multiple)
-    data = parse_data_config(args.data_config) if args.data_config else None
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if selection is not None:
         print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}; "
               f"the largest percent that empties no layer is {selection.safe_percent:.1%}")
         compact = compact_model(masked, graph, selection)
-    else:
-        compact = work
-    with atomic_write(out / "pruned.cfg") as f:
-        f.write(compact.cfg_text.encode())
-    compact.save_darknet_weights(out / "pruned.weights")
-    names = (state or {}).get("names") or (data.names if data else None)
-    save_model(compact, out / "pruned.pth", names)
-    comparison = compare(model, compact, out / "pruned.weights", args.img_size, data)
-    print(comparison.table())
-    write_report(out / "report.md", request, selection, comparison)
-    if selection is not None:
-        write_channel_plots(graph, selection, out)
+    with removed_on_failure(out):  # a failure part-way leaves no half-written new folder
+        write_model_files(compact, out, (state or {}).get("names") or (data.names if data else None))
+        comparison = compare(model, compact, out / "pruned.weights", args.img_size, data)
+        print(comparison.table())
+        write_report(out / "report.md", request, selection, comparison)
+        if selection is not None:
+            write_channel_plots(graph, selection, out)
     print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md"
           f"{', gammas.png, channels.png' if selection is not None else ''}\n"
           f"fine-tune: python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "

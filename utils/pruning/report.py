@@ -16,6 +16,7 @@ from utils.darknet.weights import darknet_weights_size
 from utils.data.dataset import DataConfig, DetectionDataset, evaluation_loader
 from utils.evaluation.evaluate import collect_detections, score
 from utils.fileio import atomic_write
+from utils.output_files import named_write_errors
 from utils.pruning.select import Selection
 from utils.timing import alternating_median_seconds
 
@@ -102,5 +103,5 @@ def compare(original: Darknet, pruned: Darknet, pruned_weights: Path, img_size: 
 def write_report(path: Path, request: PruneRequest, selection: Selection | None, comparison: Comparison) -> None:
     """report.md: what was asked for and the comparison table."""
     text = f"# Pruning {request.weights_path}\n\n{request.describe(selection)}\n\n{comparison.markdown()}\n"
-    with atomic_write(path) as f:
+    with named_write_errors(path, "pruning report"), atomic_write(path) as f:
         f.write(text.encode())
