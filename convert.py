@@ -10,34 +10,35 @@ An existing OUT is only replaced with --force, and is never left half-written.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import run_main
+from utils.cli import ArgumentParser, integer, run_main
 from utils.data.names import read_class_names
 from utils.conversion.export import export_onnx
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import read_cfg
-from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model
+from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model, save_weights
+from utils.darknet.weights import WeightsFileError
 from utils.errors import UserError
-from utils.fileio import atomic_write
+from utils.fileio import atomic_write, regular_file
+from utils.output_files import named_write_errors
 
 CHECKPOINT_OUT = (".pth", ".pt")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("input", nargs="?", help=".weights or .pth")
     p.add_argument("output", nargs="?", help=".pth, or .weights (any name with --cutoff, e.g. darknet53.conv.74)")
     p.add_argument("--model_def", help="Darknet .cfg (a .pth input carries its own)")
-    p.add_argument("--cutoff", type=int, help="write only layers 0..N-1 to the .weights output")
+    p.add_argument("--cutoff", type=integer(1), help="write only layers 0..N-1 to the .weights output")
     p.add_argument("--class_path", help="class names to store in a .pth output")
     p.add_argument("--darknet_native", metavar="OUT_CFG", help="write the cfg with [res2net]/[triangle] expanded")
     p.add_argument("--onnx", metavar="OUT_ONNX", help="export ONNX (dynamic batch)")
-    p.add_argument("--img_size", type=int, default=416, help="ONNX input size")
+    p.add_argument("--img_size", type=integer(32, None, 32), default=416, help="ONNX input size (multiple of 32)")
     p.add_argument("--fuse", action="store_true", help="fold BN into convs before the ONNX export")
-    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--force", "--exist_ok", dest="force", action="store_true", help="replace an existing output")
     return p.parse_args(argv)
 
 
@@ -54,18 +55,17 @@ def run(args) -> str:
         out = Path(args.darknet_native)
         refuse_existing(out, args.force)
         text = darknet_native_cfg(read_cfg(cfg)).text
-        with atomic_write(out) as f:
+        with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:
             f.write(text.encode())
         return f"wrote {out}: {cfg} with every [res2net]/[triangle] as plain Darknet layers (same .weights)"
     if not args.input:
         raise UserError("name the input weights (and an output, or --onnx); see --help")
-    source = Path(args.input)
-    if not source.is_file():
-        raise UserError(f"{source}: no such file")
+    source = regular_file(args.input, "weights file", WeightsFileError)
     if args.onnx:
         out = Path(args.onnx)
         refuse_existing(out, args.force)
-        export_onnx(model_from_file(source, cfg)[0], out, args.img_size, args.fuse)
+        with named_write_errors(out, "ONNX model"):
+            export_onnx(model_from_file(source, cfg)[0], out, args.img_size, args.fuse)
         return f"wrote {out} (input 'images' (batch, 3, {args.img_size}, {args.img_size}), output 'detections')"
     if not args.output:
         raise UserError("name an output file (.pth or .weights), or use --onnx / --darknet_native")
@@ -74,15 +74,22 @@ def run(args) -> str:
     if out.suffix in CHECKPOINT_OUT:
         if args.cutoff is not None:
             raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
+        model = model_from_file(source, cfg)[0]
         names = read_class_names(args.class_path) if args.class_path else None
-        save_model(model_from_file(source, cfg)[0], out, names)
+        if names is not None and len(names) != model.num_classes:
+            raise UserError(f"--class_path {args.class_path}: {len(names)} class names for a model with "
+                            f"{model.num_classes} classes")
+        save_model(model, out, names)
         return f"wrote {out}"
+    if args.class_path:
+        raise UserError(f"--class_path stores class names in a .pth output; {out} is a Darknet .weights file, "
+                        f"which holds none (Darknet reads them from a .names file)")
     cutoff = args.cutoff if args.cutoff is not None else cutoff_from_name(out)
     if out.suffix != ".weights" and cutoff is None:
         raise UserError(f"{out}: unknown output extension {out.suffix!r}; expected .pth or .weights "
                          f"(or a backbone name like darknet53.conv.74, or --cutoff)")
     model = model_from_file(source, cfg)[0]
-    model.save_darknet_weights(out, cutoff)
+    save_weights(model, out, cutoff)
     header = model.weights_header
     layers = f"layers 0..{cutoff - 1}" if cutoff is not None else f"all {len(model.layers)} layers"
     return f"wrote {out}: {layers}, header {header.major}.{header.minor}.{header.revision}, seen {header.seen}"

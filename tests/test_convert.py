@@ -114,4 +114,4 @@ def test_errors(tiny_weights, tmp_path):
     convert("--model_def", cfg, weights, existing, "--force")
     assert torch.load(existing, weights_only=True)["model"]
     missing = convert("--model_def", cfg, tmp_path / "absent.weights", tmp_path / "y.pth", check=False)
-    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert missing.returncode == 1 and "absent.weights: cannot read weights file: No such file" in missing.stderr
