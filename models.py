@@ -11,19 +11,33 @@ import argparse
 import sys
 import warnings
 
-from utils.cli import run_main
+from utils.cli import ArgumentParser, integer, run_main
+from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint, load_model_state
 from utils.darknet.model import Darknet
 
 __all__ = ["Darknet"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Build a model from a Darknet cfg and print its layer table.")
+    parser = ArgumentParser(description="Build a model from a Darknet cfg and print its layer table.")
     parser.add_argument("--summary", metavar="CFG", required=True, help="Darknet .cfg to build")
-    parser.add_argument("--img_size", type=int, nargs="+", metavar="N",
-                        help="input size: one value (square) or height width; default: the cfg's [net]")
-    parser.add_argument("--weights", metavar="W", help="also load this .weights file (checks that it fits)")
-    return parser.parse_args(argv)
+    parser.add_argument("--img_size", type=integer(32, None, 32), nargs="+", metavar="N",
+                        help="input size, multiples of 32: one value (square) or height width; default: the cfg's "
+                             "[net]")
+    parser.add_argument("--weights", metavar="W", help="also load this .weights or .pth file (checks that it fits)")
+    args = parser.parse_args(argv)
+    if args.img_size and len(args.img_size) > 2:
+        parser.error(f"argument --img_size: expected one size or height width, got {len(args.img_size)} values")
+    return args
+
+
+def load_weights(model: Darknet, path: str) -> str:
+    """Load a .weights or .pth file into ``model`` (refused, named, when it does not fit); what was loaded."""
+    if path.endswith(CHECKPOINT_SUFFIXES):
+        load_model_state(model, load_checkpoint(path)["model"], path)
+        return f"loaded {path}"
+    header = model.load_darknet_weights(path)
+    return f"loaded {path}: version {header.major}.{header.minor}.{header.revision}, seen {header.seen}"
 
 
 def print_summary(args: argparse.Namespace) -> int:
@@ -31,8 +45,7 @@ def print_summary(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         model = Darknet(args.summary)
     if args.weights:
-        header = model.load_darknet_weights(args.weights)
-        print(f"loaded {args.weights}: version {header.major}.{header.minor}.{header.revision}, seen {header.seen}")
+        print(load_weights(model, args.weights))
     size = (args.img_size[0], args.img_size[-1]) if args.img_size else None
     print(model.eval().summary(size))
     return 0
