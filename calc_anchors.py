@@ -18,32 +18,32 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.cli import ArgumentParser, integer, run_main
 from utils.darknet.cfg import read_cfg
 from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
                                 with_anchors)
 from utils.data.check import labels_problem, summarize_dataset
 from utils.data.dataset import DataError, DetectionDataset, describe_source, parse_data_config
-from utils.errors import UserError
 from utils.fileio import atomic_write
+from utils.output_files import named_write_errors
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--data_config", required=True, help=".data or .yaml; its train list's labels are clustered")
-    p.add_argument("--num_anchors", type=int, default=9, help="anchors to compute (default 9)")
-    p.add_argument("--img_size", type=int, default=416, help="network input size the anchors are for (pixels)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random initial centres")
-    p.add_argument("--restarts", type=int, default=10, help="k-means runs; the best average IoU is kept")
+    p.add_argument("--num_anchors", type=integer(1), default=9, help="anchors to compute")
+    p.add_argument("--img_size", type=integer(32, None, 32), default=416,
+                   help="network input size the anchors are for (pixels, a multiple of 32)")
+    p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the random initial centres")
+    p.add_argument("--restarts", type=integer(1), default=10, help="k-means runs; the best average IoU is kept")
     p.add_argument("--model_def", help="a cfg: report its anchors' fit too (and its iou_thresh)")
     p.add_argument("--out", help="write the --model_def cfg with the new anchors here")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--force", "--exist_ok", dest="force", action="store_true", help="replace an existing --out")
     return p.parse_args(argv)
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    if args.img_size < 1:
-        raise AnchorError(f"--img_size must be a positive number of pixels, got {args.img_size}")
     if args.out and not args.model_def:
         raise AnchorError("--out writes a copy of a cfg: name it with --model_def")
     if args.out and Path(args.out).exists() and not args.force:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> list[str]:
         lines.append(_fit_line(f"{args.model_def}'s anchors", anchors_in_use(cfg), boxes, thresholds))
     if args.out:
         edit = with_anchors(cfg, anchors)
-        with atomic_write(args.out) as f:
+        with named_write_errors(args.out, "cfg"), atomic_write(args.out) as f:
             f.write(edit.cfg.text.encode())
         where = [f"mask={','.join(map(str, m))}" + (f" (stride {s:g})" if edit.strides else "")
                  for m, s in zip(edit.masks, edit.strides or [0] * len(edit.masks))]
@@ -98,15 +98,14 @@ def run(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def report(args: argparse.Namespace) -> int:
+    print("\n".join(run(args)))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        lines = run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print("\n".join(lines))
-    return 0
+    return run_main(lambda: report(args))
 
 
 if __name__ == "__main__":
