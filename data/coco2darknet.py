@@ -10,41 +10,48 @@ kept as negatives; boxes are clipped to their image and those left empty dropped
 linked (or with --copy, copied) into OUT/images so that labels can sit in OUT/labels, as Darknet expects;
 the source folders are only read. Without --valid_annotations the train JSON is split (seeded).
 """
-import argparse
 import sys
 from pathlib import Path
 
+from data.voc2darknet import check_destination, split_fraction
+from utils.cli import ArgumentParser, integer, run_main
 from utils.data.coco import CocoOptions, CocoSource, convert_coco, describe
 from utils.errors import UserError
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--annotations", required=True, help="COCO instances JSON of the training images")
     p.add_argument("--images", required=True, help="folder its file_name entries are relative to")
     p.add_argument("--valid_annotations", help="COCO instances JSON of the validation images")
     p.add_argument("--valid_images", help="their folder (default: --images)")
-    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--out", required=True, help="output dataset folder, new or empty")
+    p.add_argument("--exist_ok", action="store_true", help="write into an --out that holds files, replacing them")
     p.add_argument("--name", default="coco", help="base name of the .data and .names files")
-    p.add_argument("--valid_fraction", type=float, default=0.2, help="without --valid_annotations: share split off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--valid_fraction", type=split_fraction, default=0.2,
+                   help="without --valid_annotations: share split off for validation")
+    p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the train/valid split")
     p.add_argument("--copy", action="store_true", help="copy images instead of linking them")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def convert(args) -> int:
+    if args.valid_images and not args.valid_annotations:
+        raise UserError("--valid_images needs --valid_annotations")
     train = CocoSource(Path(args.annotations), Path(args.images))
     valid = CocoSource(Path(args.valid_annotations), Path(args.valid_images or args.images)) \
         if args.valid_annotations else None
-    try:
-        if args.valid_images and not args.valid_annotations:
-            raise UserError("--valid_images needs --valid_annotations")
-        if not 0 < args.valid_fraction < 1:
-            raise UserError(f"--valid_fraction must be between 0 and 1, got {args.valid_fraction}")
-        data, counts = convert_coco(train, args.out, valid, CocoOptions(args.name, args.valid_fraction, args.seed,
-                                                                        args.copy))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    folders = [("--images", train.images)] + ([("--valid_images", valid.images)] if valid else [])
+    check_destination(Path(args.out), args.name, folders, args.exist_ok)
+    data, counts = convert_coco(train, args.out, valid, CocoOptions(args.name, args.valid_fraction, args.seed,
+                                                                    args.copy))
     print(describe(data, counts))
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_main(lambda: convert(args))
 
 
 if __name__ == "__main__":

@@ -7,30 +7,60 @@ Images are linked (or with --copy, copied) into OUT/images so that labels can si
 Darknet expects; the source folders are only read. The train/valid split is seeded.
 """
 import argparse
+import re
 import sys
+from pathlib import Path
 
-from utils.cli import run_main
+from utils.cli import ArgumentParser, integer, number, run_main
 from utils.data.voc import VocOptions, convert_voc
+from utils.errors import UserError
+from utils.output_files import refuse_filled_folder, refuse_inputs_inside
+
+FRACTION = number(0, 1, above=True)
+
+
+def split_fraction(text: str) -> float:
+    """--valid_fraction: in (0, 1), so that both lists keep images."""
+    try:
+        value = FRACTION(text)
+    except argparse.ArgumentTypeError:
+        value = None
+    if value is None or value == 1:
+        raise argparse.ArgumentTypeError(f"expected a finite number in (0, 1), got {text!r}")
+    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--annotations", required=True, help="folder of VOC .xml files")
     p.add_argument("--images", required=True, help="folder of the images they describe")
-    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--out", required=True, help="output dataset folder, new or empty")
+    p.add_argument("--exist_ok", action="store_true", help="write into an --out that holds files, replacing them")
     p.add_argument("--name", default="voc", help="base name of the .data and .names files")
     p.add_argument("--classes", nargs="+", help="class names in order (default: every name found, sorted)")
-    p.add_argument("--valid_fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--valid_fraction", type=split_fraction, default=0.2, help="share of the images for validation")
+    p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the train/valid split")
     p.add_argument("--include_difficult", action="store_true", help="keep objects marked difficult")
     p.add_argument("--copy", action="store_true", help="copy images instead of linking them")
     return p.parse_args(argv)
 
 
+def check_destination(out: Path, name: str, image_folders: list[tuple[str, Path]], exist_ok: bool) -> None:
+    """What an importer (this one, data/coco2darknet.py) checks before writing the dataset ``out``/``name``:
+    a plain file name, an --out that is new or empty (unless ``exist_ok``) and none of the ``image_folders``
+    (flag, path) where the images go, OUT/images, which would replace them."""
+    if not re.fullmatch(r"[^/\\]+", name):
+        raise UserError(f"--name {name!r}: expected a file name without folders (it names NAME.data, NAME.names)")
+    refuse_filled_folder(out, "--out", exist_ok)
+    refuse_inputs_inside(out / "images", image_folders, "--out")
+
+
 def convert(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    check_destination(out, args.name, [("--images", Path(args.images))], args.exist_ok)
     options = VocOptions(tuple(args.classes) if args.classes else None, args.valid_fraction, args.seed,
                          args.include_difficult, args.copy)
-    print(f"wrote {convert_voc(args.annotations, args.images, args.out, args.name, options)}")
+    print(f"wrote {convert_voc(args.annotations, args.images, out, args.name, options)}")
     return 0
 
 

@@ -59,6 +59,26 @@ def refuse_existing(paths: Iterable[str | Path], flag: str, exist_ok: bool) -> N
             raise UserError(f"{flag} {path}: the file exists; choose another name or pass --exist_ok to replace it")
 
 
+def refuse_filled_folder(folder: Path, flag: str, exist_ok: bool) -> None:
+    """Stop before any work when ``folder`` (chosen by ``flag``) is a file, or a folder that holds anything
+    (unless ``exist_ok``): an earlier result is never replaced unasked."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder}: is a file, expected a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not exist_ok:
+        raise UserError(f"{flag} {folder}: the folder is not empty; choose a new or empty one, or pass --exist_ok to "
+                        f"write into it (replacing the files it shares with the output)")
+
+
+def refuse_inputs_inside(folder: Path, inputs: Iterable[tuple[str, Path]], flag: str) -> None:
+    """Stop when an input folder, given as (its flag, its path), lies at or below ``folder``, which ``flag``
+    makes an output: writing there could replace the inputs themselves, so not even --exist_ok allows it."""
+    target = folder.resolve()
+    for input_flag, path in inputs:
+        if path.resolve().is_relative_to(target):
+            raise UserError(f"{input_flag} {path} is at or inside {folder}, which {flag} writes: the output would "
+                            f"replace the input files; choose another {flag}")
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process ``pid`` runs on this machine (signal 0 checks without sending anything)."""
     try:
