@@ -36,8 +36,9 @@ def dataset(tmp_path_factory):
 
 def options(dataset, output, **changes) -> TrainOptions:
     data, cfg = dataset
-    return TrainOptions(**{**dict(model_def=str(cfg), data_config=str(data), img_size=64, batch_size=4, n_cpu=0,
-                                  output=None if output is None else str(output), optimizer="adam", epochs=1, device="cpu"), **changes})
+    fixed = dict(model_def=str(cfg), data_config=str(data), img_size=64, batch_size=4, n_cpu=0, optimizer="adam",
+                 epochs=1, device="cpu", output=None if output is None else str(output))
+    return TrainOptions(**{**fixed, **changes})
 
 
 @pytest.fixture(scope="module")
