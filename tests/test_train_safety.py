@@ -11,6 +11,7 @@ import torch
 
 import train
 import utils.fileio
+from models import Darknet
 from tests.test_train import TINY
 from utils.darknet.checkpoint import CheckpointError, model_from_file, save_checkpoint
 from utils.data.synthetic import write_dataset
@@ -19,6 +20,7 @@ from utils.output_files import OutputError, remove_orphan_temporaries
 from utils.training import trainer
 from utils.training.options import TrainOptions
 from utils.training.outputs import weights_seen
+from utils.training.setup import build_state
 from utils.training.state import check_training_checkpoint
 from utils.training.trainer import Trainer
 
@@ -202,3 +204,19 @@ def test_a_full_disk_is_one_line_naming_the_file(save, dataset, tmp_path, monkey
     assert train.main(argv(dataset, tmp_path / "run")) == 1
     (line,) = error_lines(capsys)  # the first checkpoint an improving epoch writes is best.pth
     assert line == f"error: {tmp_path / 'run' / 'best.pth'}: cannot write the checkpoint: No space left on device"
+
+
+def test_resume_names_the_part_of_a_checkpoint_that_does_not_fit(tmp_path):
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY)
+    four = tmp_path / "four.cfg"
+    four.write_text(TINY.replace("filters=255", "filters=27").replace("classes=80", "classes=4"))
+    opt, cpu = TrainOptions(optimizer="adam", epochs=2), torch.device("cpu")
+    saved = build_state(Darknet(four), opt, 4, cpu, list("abcd")).state_dict()
+    eighty = build_state(Darknet(cfg), opt, 4, cpu, [str(i) for i in range(80)])
+    with pytest.raises(CheckpointError, match=r"r\.pth: tensor 'layers\.4\.conv\.weight' has shape \(27, 32, 1, 1\)"):
+        eighty.load_state_dict(saved, tmp_path / "r.pth")
+    sgd = build_state(Darknet(four), TrainOptions(optimizer="sgd", epochs=2), 4, cpu, list("abcd"))
+    saved["optimizer"]["param_groups"] = saved["optimizer"]["param_groups"][:1]
+    with pytest.raises(CheckpointError, match=r"r\.pth: its optimizer does not fit this run \(ValueError: "):
+        sgd.load_state_dict(saved, tmp_path / "r.pth")
