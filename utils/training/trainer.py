@@ -205,8 +205,8 @@ class Trainer:
         state.epoch = epoch
         if not stats.images:
             raise DataError(f"epoch {epoch + 1}: not one training image could be read ({len(stats.skipped)} "
-                            f"unreadable, e.g. {stats.skipped[0] if stats.skipped else '?'}); check the list "
-                            f"{self.opt.data_config} names")
+                            f"unreadable, e.g. {stats.skipped[0] if stats.skipped else '?'}); check the images "
+                            f"that the train list of {self.opt.data_config} names")
         if stats.skipped:
             shown = ", ".join(stats.skipped[:5]) + (" ..." if len(stats.skipped) > 5 else "")
             self.log(f"epoch {epoch + 1}: skipped {len(stats.skipped)} unreadable image(s): {shown}")
