@@ -17,6 +17,7 @@ from data.voc2darknet import check_destination, split_fraction
 from utils.cli import ArgumentParser, integer, run_main
 from utils.data.coco import CocoOptions, CocoSource, convert_coco, describe
 from utils.errors import UserError
+from utils.output_files import named_write_errors, removed_on_failure
 
 
 def parse_args(argv=None):
@@ -43,8 +44,9 @@ def convert(args) -> int:
         if args.valid_annotations else None
     folders = [("--images", train.images)] + ([("--valid_images", valid.images)] if valid else [])
     check_destination(Path(args.out), args.name, folders, args.exist_ok)
-    data, counts = convert_coco(train, args.out, valid, CocoOptions(args.name, args.valid_fraction, args.seed,
-                                                                    args.copy))
+    with removed_on_failure(Path(args.out)), named_write_errors(args.out, "dataset"):  # no half-written new dataset
+        data, counts = convert_coco(train, args.out, valid, CocoOptions(args.name, args.valid_fraction, args.seed,
+                                                                        args.copy))
     print(describe(data, counts))
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from utils.cli import ArgumentParser, integer, number, run_main
 from utils.data.voc import VocOptions, convert_voc
 from utils.errors import UserError
-from utils.output_files import refuse_filled_folder, refuse_inputs_inside
+from utils.output_files import named_write_errors, refuse_filled_folder, refuse_inputs_inside, removed_on_failure
 
 FRACTION = number(0, 1, above=True)
 
@@ -60,7 +60,8 @@ def convert(args: argparse.Namespace) -> int:
     check_destination(out, args.name, [("--images", Path(args.images))], args.exist_ok)
     options = VocOptions(tuple(args.classes) if args.classes else None, args.valid_fraction, args.seed,
                          args.include_difficult, args.copy)
-    print(f"wrote {convert_voc(args.annotations, args.images, out, args.name, options)}")
+    with removed_on_failure(out), named_write_errors(out, "dataset"):  # no half-written new dataset is left
+        print(f"wrote {convert_voc(args.annotations, args.images, out, args.name, options)}")
     return 0
 
 
