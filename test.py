@@ -25,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights_path", required=True, help=".weights or .pth")
     p.add_argument("--data_config", default=DEFAULT_DATA, help=".data file; its 'valid' list is evaluated")
     p.add_argument("--img_size", type=integer(32, None, 32), default=416, help="input size (multiple of 32)")
-    p.add_argument("--batch_size", type=integer(1), default=8)
+    p.add_argument("--batch_size", type=integer(1), default=8, help="images per batch")
     p.add_argument("--conf_thres", type=number(0, 1), default=0.001,
                    help="keep detections above this score (low, as mAP needs the whole precision-recall curve)")
     p.add_argument("--nms_thres", type=number(0, 1), default=0.5, help="IoU threshold of NMS")

@@ -23,11 +23,12 @@ def parse_args(argv=None) -> TrainOptions:
     d = TrainOptions()
     p = ArgumentParser(description=__doc__)
     p.add_argument("--model_def", default=d.model_def, help="Darknet .cfg of the model")
-    p.add_argument("--data_config", default=d.data_config, help=".data file (default: the generated demo set)")
+    p.add_argument("--data_config", default=d.data_config, help=".data or .yaml dataset config (the default is the "
+                                                                "demo set, generated on first use)")
     p.add_argument("--pretrained_weights", help=".weights (whole, or a backbone with --cutoff) or a .pth checkpoint")
     p.add_argument("--cutoff", type=POSITIVE, help="load only layers 0..N-1 of --pretrained_weights (default: N "
                                                    "from a '<name>.conv.N' file name)")
-    p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
+    p.add_argument("--epochs", type=POSITIVE, default=d.epochs, help="epochs to train")
     p.add_argument("--batch_size", type=POSITIVE, default=d.batch_size, help="images per batch (per process under DDP)")
     p.add_argument("--gradient_accumulations", type=POSITIVE, default=d.gradient_accumulations,
                    help="batches per optimiser step")
@@ -47,7 +48,7 @@ def parse_args(argv=None) -> TrainOptions:
     p.add_argument("--device", type=device_flag, default=d.device,
                    help="cpu, cuda, cuda:N or GPU indices such as 0 or 0,1 (under torchrun each process takes its "
                         "LOCAL_RANK-th; default: cuda if available)")
-    p.add_argument("--seed", type=SEED, default=d.seed)
+    p.add_argument("--seed", type=SEED, default=d.seed, help="seed of initialisation, shuffling and augmentation")
     p.add_argument("--sr", action="store_true", help="sparsity training: L1 on BN gammas, for channel pruning")
     p.add_argument("--s", type=number(0, above=True), default=d.s,
                    help="sparsity strength for --sr: after every optimiser step each |BN gamma| shrinks by lr * s, "
@@ -66,7 +67,8 @@ def parse_args(argv=None) -> TrainOptions:
     p.add_argument("--no_augment", dest="augment", action="store_false", help="letterbox only, no augmentation")
     p.add_argument("--conf_thres", type=FRACTION, default=d.conf_thres, help="evaluation confidence threshold")
     p.add_argument("--nms_thres", type=FRACTION, default=d.nms_thres, help="evaluation NMS IoU threshold")
-    p.add_argument("--ap_method", choices=("coco", "voc11", "area"), default=d.ap_method)
+    p.add_argument("--ap_method", choices=("coco", "voc11", "area"), default=d.ap_method,
+                   help="evaluation AP: COCO 101-point, VOC 11-point or all-point area (as test.py)")
     args = p.parse_args(argv)
     return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
 
