@@ -84,6 +84,14 @@ def test_an_existing_run_is_refused_as_output_unless_exist_ok(dataset, finished_
     assert (run / "last.pth").read_bytes() != before["last.pth"]  # a new run, as asked
 
 
+def test_resuming_best_pth_in_its_own_folder_would_rewind_the_run_and_is_refused(finished_run, tmp_path, capsys):
+    run = copy_of(finished_run, tmp_path / "run")
+    assert train.main(["--resume", str(run / "best.pth"), "--n_cpu", "0"]) == 1
+    (line,) = error_lines(capsys)
+    assert f"--resume {run / 'best.pth'}: going on from it in {run} would replace that run's own last.pth" in line
+    assert train.main(["--resume", str(run / "best.pth"), "--n_cpu", "0", "--output", str(tmp_path / "branch")]) == 0
+
+
 def test_a_failed_start_leaves_no_folder(dataset, tmp_path, capsys):
     run = tmp_path / "new" / "run"
     assert train.main(argv(dataset, run, "--freeze", "1000")) == 1

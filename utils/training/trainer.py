@@ -112,6 +112,11 @@ class Trainer:
         --exist_ok), else the next runs/train/expN; an earlier run is never replaced unasked."""
         requested = self.opt.output
         if resumed_dir is not None and (requested is None or Path(requested).resolve() == resumed_dir.resolve()):
+            last = resumed_dir / "last.pth"
+            if last.is_file() and not last.samefile(self.resumed_from) and not self.opt.exist_ok:
+                raise UserError(f"--resume {self.resumed_from}: going on from it in {resumed_dir} would replace that "
+                                f"run's own last.pth and later results.csv rows; pass --output NEW to continue it in "
+                                f"a new folder, or --exist_ok to rewind the run")
             return resumed_dir
         if requested and (Path(requested) / "last.pth").is_file() and not self.opt.exist_ok:
             raise UserError(f"--output {requested} holds a training run (last.pth): --resume {requested} continues "
