@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,13 @@ from typing import BinaryIO, Iterator
 from utils.errors import UserError
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# what atomic_write writes beside its target until the body succeeded: ``.{name}.{pid}.tmp``
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")
+
+
+def temporary_path(path: Path) -> Path:
+    """The temporary file ``atomic_write`` fills for ``path`` (matches TEMPORARY_NAME)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def regular_file(path: str | Path, what: str, error: type[UserError] = UserError, action: str = "read") -> Path:
@@ -50,7 +58,7 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     the body succeeded."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as f:
             yield f

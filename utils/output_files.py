@@ -4,16 +4,14 @@ command does not leave behind, and the temporary files of killed processes clear
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from utils.errors import UserError
+from utils.fileio import TEMPORARY_NAME
 
-# utils.fileio.atomic_write writes ``.{name}.{pid}.tmp`` beside its target and renames it when done
-TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")
 
 
 class OutputError(UserError):
