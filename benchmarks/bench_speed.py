@@ -1,0 +1,278 @@
+"""Speed against the hardware's limit, on CPU (2 threads), every case measured in its own process.
+
+    python -m benchmarks.bench_speed                              # inference, detection and training
+    python -m benchmarks.bench_speed --only inference --sizes 416
+    python -m benchmarks.bench_speed --pruned runs/prune/x/pruned.pth --original runs/x/best.pth
+    python -m benchmarks.bench_speed --only step --baseline ../baseline  # one step, before/after, interleaved
+
+- inference: per-image forward time of the prepared model (what test.py, detect.py and the API run) at batch 1
+  and 8, the compute floor measured in the same process (convolution FLOPs / this machine's fp32 matmul rate,
+  1024^3 matmuls timed beside the model), their ratio, and the process's peak memory;
+- detection: one decoded image -> final boxes (letterbox, forward, NMS) for yolov3-tiny at 416;
+- training: images per second with the real loader (augmentation, 2 workers), and the split of a step into
+  data wait, forward, loss, backward, optimiser and EMA;
+- step: one training step (forward, loss, backward, optimiser; synthetic batch and targets, no data
+  loading) of this checkout against another (``--baseline DIR``, e.g. a clone of an older main), the two
+  run alternately in rounds of fresh processes so a machine whose speed drifts hits both alike.
+
+Each case runs in a child process (``--case``), which prints one JSON line: that gives every case its own
+peak memory, and lets the step case run unchanged against an older checkout (it uses only APIs both have).
+These machines are noisy (±15 %): compare ratios from one run, not absolute times across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+INFERENCE_MODELS = ("yolov3", "yolov3-tiny", "res2net-yolov3", "res2net-yolov3-tiny")
+TRAINING_CASES = (("yolov3-tiny", 416, 8), ("res2net-yolov3-tiny", 416, 8), ("yolov3", 320, 4))
+
+
+def _median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _matmul_flops_per_second() -> float:
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    return 2 * 1024 ** 3 / _median_seconds(lambda: a @ b, repeats=5, warmup=2)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _model(source: str):
+    """A Darknet model from a cfg name under cfg/, a .cfg path or a .pth checkpoint."""
+    from models import Darknet
+    if source.endswith((".pth", ".pt")):
+        from utils.darknet.checkpoint import model_from_file
+        return model_from_file(source)[0]
+    return Darknet(source if source.endswith(".cfg") else REPO / "cfg" / f"{source}.cfg")
+
+
+def _convolution_flops(model, size: int) -> int:
+    """2 * weights * output positions over every nn.Conv2d, blocks' inner ones included, at batch 1."""
+    flops = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: flops.append(2 * mod.weight.numel() * out.shape[-2]
+                                                                         * out.shape[-1]))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model.forward_heads(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return sum(flops)
+
+
+def case_inference(source: str, size: int, batch: int) -> dict:
+    model = _model(source).eval()
+    flops = _convolution_flops(model, size)
+    model.prepare_inference()
+    x = torch.rand(batch, 3, size, size)
+    rates, times = [], []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(3 if batch == 1 else 2):  # the floor is measured between the model's runs
+            rates.append(_matmul_flops_per_second())
+            times.append(_median_seconds(lambda: model(x), repeats=3 if batch == 1 else 1, warmup=0))
+    per_image = statistics.median(times) / batch
+    floor = flops / statistics.median(rates)
+    return {"ms_per_image": per_image * 1e3, "floor_ms": floor * 1e3, "ratio": per_image / floor,
+            "gflops": flops / 1e9, "peak_mb": _peak_mb()}
+
+
+def case_detect(source: str, size: int) -> dict:
+    import numpy as np
+    from utils.inference.load import detect, preprocess
+    model = _model(source).prepare_inference()
+    image = (np.random.default_rng(0).random((576, 768, 3)) * 255).astype(np.uint8)  # dog.jpg's size
+
+    def boxes():
+        batch, letterboxes = preprocess([image], size)
+        return detect(model, batch, letterboxes, [image.shape[:2]], 0.25, 0.45)
+    flops = _convolution_flops(model, size)
+    seconds = _median_seconds(boxes, repeats=7, warmup=2)
+    floor = flops / _matmul_flops_per_second()
+    return {"ms": seconds * 1e3, "floor_ms": floor * 1e3, "ratio": seconds / floor, "peak_mb": _peak_mb()}
+
+
+def _synthetic_targets(batch: int, count: int = 30) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.cat([torch.randint(0, batch, (count, 1), generator=g).float(),
+                      torch.randint(0, 80, (count, 1), generator=g).float(),
+                      torch.rand(count, 2, generator=g) * 0.8 + 0.1, torch.rand(count, 2, generator=g) * 0.3 + 0.05], 1)
+
+
+def _training_parts(model):
+    """(loss, optimiser, EMA) from whichever layout this checkout has (utils/training/ or older utils/)."""
+    try:
+        from utils.training.loss import YOLOLoss
+        from utils.training.optim import ModelEMA, build_optimizer
+    except ImportError:  # an older checkout, run by --baseline
+        from utils.loss import YOLOLoss
+        from utils.optim import ModelEMA, build_optimizer
+    return YOLOLoss(model.yolo_layers), build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4), ModelEMA(model)
+
+
+def case_step(source: str, size: int, batch: int, steps: int = 4) -> dict:
+    """One training step the way this checkout's trainer prepares the model (``prepare_training`` when the
+    model has it), on a synthetic batch."""
+    model = _model(source).train()
+    if hasattr(model, "prepare_training"):
+        model.prepare_training()
+    loss_fn, optimizer, _ = _training_parts(model)
+    x, targets = torch.rand(batch, 3, size, size), _synthetic_targets(batch)
+
+    def step():
+        loss = loss_fn(model(x), targets, (size, size))
+        optimizer.zero_grad()
+        loss.total.backward()
+        optimizer.step()
+    seconds = _median_seconds(step, repeats=steps, warmup=2)
+    return {"ms": seconds * 1e3, "img_per_s": batch / seconds, "peak_mb": _peak_mb()}
+
+
+def _timed(split: dict[str, float], part: str, fn):
+    start = time.perf_counter()
+    result = fn()
+    split[part] = split.get(part, 0.0) + time.perf_counter() - start
+    return result
+
+
+def _train_loader(size: int, batch: int, folder: Path):
+    from utils.data.dataset import Augment, BatchPlan, DetectionDataset, create_dataloader
+    from utils.data.synthetic import write_dataset
+    data = write_dataset(folder, train=64, valid=1, size=size)
+    dataset = DetectionDataset(data.parent / "train.txt", 4, Augment())
+    return create_dataloader(dataset, BatchPlan(len(dataset), batch, [size], seed=0), workers=2)
+
+
+def case_train(source: str, size: int, batch: int, steps: int = 6) -> dict:
+    """Training as train.py runs it, with the real loader: img/s and the mean split of a step."""
+    from utils.darknet.cfg_edit import with_classes
+    model = _model(source)
+    from models import Darknet
+    model = Darknet(with_classes(model.cfg, 4)).train()
+    if hasattr(model, "prepare_training"):
+        model.prepare_training()
+    loss_fn, optimizer, ema = _training_parts(model)
+    split: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        batches = iter(_train_loader(size, batch, Path(tmp)))
+        for step in range(steps + 2):
+            if step == 2:
+                split.clear()  # the first steps warm up the workers and the allocator
+            data = _timed(split, "data", lambda: next(batches))
+            images = data.images.float() / 255
+            heads = _timed(split, "forward", lambda: model(images))
+            loss = _timed(split, "loss", lambda: loss_fn(heads, data.targets, (size, size)))
+            _timed(split, "backward", lambda: (optimizer.zero_grad(), loss.total.backward()))
+            _timed(split, "optimiser", optimizer.step)
+            _timed(split, "ema", lambda: ema.update(model))
+    split = {part: seconds / steps for part, seconds in split.items()}
+    total = sum(split.values())
+    return {"img_per_s": batch / total, **{f"{k}_ms": v * 1e3 for k, v in split.items()},
+            "wait_share": split["data"] / total, "peak_mb": _peak_mb()}
+
+
+CASES = {"inference": case_inference, "detect": case_detect, "step": case_step, "train": case_train}
+
+
+def run_case(kind: str, args: list, repo: Path = REPO) -> dict:
+    """One case in a fresh process of ``repo`` (this checkout, or --baseline's)."""
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "2"}
+    command = [sys.executable, str(Path(__file__).resolve()), "--case", kind, *map(str, args)]
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode:
+        raise RuntimeError(f"{kind} {args} in {repo} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report_inference(models: list[str], sizes: list[int]) -> None:
+    print(f"{'model':<32}{'size':>5}{'batch':>6}{'ms/img':>9}{'floor':>8}{'ratio':>7}{'BFLOPs':>8}{'peak MB':>9}")
+    for model in models:
+        for size in sizes:
+            for batch in (1, 8):
+                r = run_case("inference", [model, size, batch])
+                print(f"{Path(model).name:<32}{size:>5}{batch:>6}{r['ms_per_image']:>9.1f}{r['floor_ms']:>8.1f}"
+                      f"{r['ratio']:>7.2f}{r['gflops']:>8.2f}{r['peak_mb']:>9.0f}")
+
+
+def report_train() -> None:
+    print(f"{'model':<22}{'size':>5}{'batch':>6}{'img/s':>7}  split per step (ms)"
+          f"{'':>38}{'wait':>6}{'peak MB':>9}")
+    for model, size, batch in TRAINING_CASES:
+        r = run_case("train", [model, size, batch])
+        split = "  ".join(f"{k} {r[f'{k}_ms']:.0f}" for k in ("data", "forward", "loss", "backward", "optimiser",
+                                                             "ema"))
+        print(f"{model:<22}{size:>5}{batch:>6}{r['img_per_s']:>7.2f}  {split:<56}{r['wait_share']:>6.1%}"
+              f"{r['peak_mb']:>9.0f}")
+
+
+def report_steps(baseline: Path | None, rounds: int) -> None:
+    """Step time per case, this checkout and (interleaved) the baseline's, medians over rounds."""
+    repos = [("this checkout", REPO)] + ([("baseline", baseline)] if baseline else [])
+    for model, size, batch in TRAINING_CASES:
+        times: dict[str, list[float]] = {name: [] for name, _ in repos}
+        for _ in range(rounds):
+            for name, repo in repos:
+                times[name].append(run_case("step", [model, size, batch], repo)["ms"])
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        line = f"step {model:<20} @{size} b{batch}: " + ", ".join(
+            f"{name} {ms:.0f} ms ({batch / ms * 1e3:.2f} img/s)" for name, ms in medians.items())
+        if baseline:
+            line += f"; {1 - medians['this checkout'] / medians['baseline']:+.0%} shorter"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("inference", "detect", "train", "step"))
+    parser.add_argument("--models", nargs="+", default=list(INFERENCE_MODELS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[416, 320])
+    parser.add_argument("--pruned", help="a pruned .pth (prune.py's pruned.pth) to add to the inference table")
+    parser.add_argument("--original", help="the .pth it was pruned from, to compare speed-up with FLOPs")
+    parser.add_argument("--baseline", type=Path, help="another checkout for the step comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the step comparison")
+    parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    warnings.simplefilter("ignore")  # the shipped cfgs' Darknet-only training keys
+    if args.case:
+        kind, *rest = args.case
+        print(json.dumps(CASES[kind](rest[0], *map(int, rest[1:]))))
+        return
+    print(f"torch {torch.__version__}, 2 threads; each case in its own process")
+    models = args.models + [m for m in (args.original, args.pruned) if m]
+    if args.only in (None, "inference"):
+        report_inference(models, args.sizes)
+    if args.only in (None, "detect"):
+        r = run_case("detect", ["yolov3-tiny", 416])
+        print(f"detect yolov3-tiny @416, 768x576 image -> boxes: {r['ms']:.1f} ms, floor {r['floor_ms']:.1f} ms, "
+              f"ratio {r['ratio']:.2f}")
+    if args.only in (None, "train"):
+        report_train()
+    if args.only in (None, "step"):
+        report_steps(args.baseline, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
