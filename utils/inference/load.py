@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.boxes import Letterbox
 from utils.data.names import read_class_names
 from utils.darknet.checkpoint import model_from_file
 from utils.darknet.model import Darknet
 from utils.data.dataset import letterbox_image
 from utils.errors import UserError
-from utils.inference.nms import non_max_suppression
+from utils.inference.nms import NmsFilter, filter_detections
 
 
 @dataclass
@@ -48,12 +49,12 @@ def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):
 
 
 @torch.inference_mode()
-def detect(model: Darknet, batch: torch.Tensor, boxes, shapes, conf_thres: float,
-           nms_thres: float) -> list[torch.Tensor]:
-    """Detections per image (at most 300, NMS's default), ``(n, 6)``: x1 y1 x2 y2 in original-image pixels,
-    score, class."""
+def detect(model: Darknet, batch: torch.Tensor, letterboxes: list[Letterbox], shapes: list[tuple[int, int]],
+           rule: NmsFilter = NmsFilter()) -> list[torch.Tensor]:
+    """Detections per image, ``(n, 6)``: x1 y1 x2 y2 in original-image pixels, score, class; ``rule`` says which
+    boxes are kept."""
     out = model(batch.to(next(model.parameters()).device))
-    results = non_max_suppression(out.float(), conf_thres, nms_thres)
-    for dets, box, shape in zip(results, boxes, shapes):
+    results = filter_detections(out.float(), rule)
+    for dets, box, shape in zip(results, letterboxes, shapes):
         dets[:, :4] = box.to_original(dets[:, :4], shape)
     return [d.cpu() for d in results]
