@@ -9,6 +9,7 @@ import torch
 
 from utils.boxes import Letterbox
 from utils.data.names import read_class_names
+from utils.darknet.cfg import Cfg
 from utils.darknet.checkpoint import model_from_file
 from utils.darknet.model import Darknet
 from utils.data.dataset import letterbox_image
@@ -22,20 +23,26 @@ class LoadedModel:
     names: list[str]
 
 
-def load_model(weights: str | Path, cfg: str | Path | None = None, names_file: str | Path | None = None,
-               device: torch.device | str = "cpu") -> LoadedModel:
-    """A model ready for inference (fused, channels-last, on ``device``) and its class names: from
-    ``names_file``, else the checkpoint's, else numbers."""
-    model, state = model_from_file(weights, cfg)
-    names = state.get("names") if state else None
-    if names_file is not None:
-        names = read_class_names(names_file)
+def class_names(names: str | Path | list[str] | None, fallback: list[str] | None, num_classes: int) -> list[str]:
+    """The class names to report: ``names`` (a .names file or a list), else ``fallback`` (a checkpoint's), else
+    numbers; a count that does not fit the model is an error."""
     if names is None:
-        names = [str(i) for i in range(model.num_classes)]
-    if len(names) != model.num_classes:
-        raise UserError(f"{names_file}: {len(names)} class names for a model with {model.num_classes} classes")
+        return list(fallback) if fallback is not None else [str(i) for i in range(num_classes)]
+    listed = read_class_names(names) if isinstance(names, (str, Path)) else list(names)
+    if len(listed) != num_classes:
+        where = names if isinstance(names, (str, Path)) else "names"
+        raise UserError(f"{where}: {len(listed)} class names for a model with {num_classes} classes")
+    return listed
+
+
+def load_model(weights: str | Path, cfg: str | Path | Cfg | None = None, names: str | Path | list[str] | None = None,
+               device: torch.device | str = "cpu") -> LoadedModel:
+    """A model ready for inference (fused, channels-last, on ``device``) and its class names: ``names`` (a .names
+    file or a list), else the checkpoint's, else numbers."""
+    model, state = model_from_file(weights, cfg)
+    listed = class_names(names, state.get("names") if state else None, model.num_classes)
     model.to(device).prepare_inference()
-    return LoadedModel(model, names)
+    return LoadedModel(model, listed)
 
 
 def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):
