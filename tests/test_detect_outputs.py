@@ -47,7 +47,7 @@ def photos(tmp_path):
     return tmp_path / "P"
 
 
-@pytest.mark.parametrize("source,output,flags,problem", [
+@pytest.mark.parametrize("case", [
     ("{P}", "{P}", ["--recursive"], "is the input {P}"),
     ("{P}", "{P}/sub", ["--recursive"], "is inside the input folder {P}"),
     ("{P}", "{P}/new", [], "is inside the input folder {P}"),
@@ -57,7 +57,8 @@ def photos(tmp_path):
     ("{P}/../list.txt", "{P}/out", [], "is inside the input folder {P}"),
     ("{P}", "{P}/../link", [], "is the input {P}"),
 ])
-def test_an_output_on_in_or_around_an_input_is_refused(weights, photos, capsys, source, output, flags, problem):
+def test_an_output_on_in_or_around_an_input_is_refused(weights, photos, capsys, case):
+    source, output, flags, problem = case
     (photos.parent / "list.txt").write_text(f"{photos}\n")
     (photos.parent / "link").symlink_to(photos)  # the same folder by another name
     before = snapshot(photos)
