@@ -40,7 +40,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", help=".weights or .pth (default: the newest runs/*/*/best.pth)")
     p.add_argument("--class_path", help="class names, one per line (default: from the .pth, else numbers)")
-    p.add_argument("--img_size", type=integer(32, multiple=32), default=416, help="network input size, a multiple of 32")
+    p.add_argument("--img_size", type=integer(32, multiple=32), default=416,
+                   help="network input size, a multiple of 32")
     p.add_argument("--batch_size", type=integer(1), default=1, help="frames per forward pass")
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the aspect ratio and pad, or stretch like Darknet's default detector")

@@ -108,7 +108,8 @@ def test_save_crop_writes_each_detection_in_its_class_folder(setup, baseline, tm
             x1, y1, x2, y2 = det["box_xyxy"]
             height, width = source[record["image"]].shape[:2]
             expected = (min(height, np.ceil(y2)) - max(0, np.floor(y1)), min(width, np.ceil(x2)) - max(0, np.floor(x1)))
-            assert abs(crop.shape[0] - expected[0]) <= 1 and abs(crop.shape[1] - expected[1]) <= 1  # rounding of 2 decimals
+            # the JSON's boxes are rounded to 2 decimals, so a pixel edge may fall either way
+            assert abs(crop.shape[0] - expected[0]) <= 1 and abs(crop.shape[1] - expected[1]) <= 1
 
 
 def test_nosave_writes_labels_and_json_only(setup, baseline, tmp_path):

@@ -94,7 +94,8 @@ class Detector(nn.Module):
     ``settings.batch_size``.
 
     ``weights``: a ``.pth`` (carries its cfg and class names), a ``.weights`` with ``cfg``, or a built
-    :class:`Darknet` (prepared for inference in place: fused, so no longer trainable). ``names``: a ``.names`` file or a list (default: the checkpoint's, else numbers).
+    :class:`Darknet` (prepared for inference in place: fused, so no longer trainable). ``names``: a ``.names``
+    file or a list (default: the checkpoint's, else numbers).
     ``device``: as detect.py's --device (default: CUDA when available). ``settings``: thresholds, classes,
     input size (:class:`DetectSettings`; replace ``detector.settings`` at any time)."""
 
