@@ -35,7 +35,11 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, device, classes):
         raise UserError(f"{entry}: pretrained=True needs weights='path/to/model.pth' (or a .weights file); "
                         f"this repo downloads nothing")
     if weights is not None and _Path(weights).suffix in (".pth", ".pt"):
-        return Detector(weights, None, names, device)
+        detector = Detector(weights, None, names, device)
+        if classes is not None and classes != detector.model.num_classes:
+            raise UserError(f"{weights}: the checkpoint has {detector.model.num_classes} classes, not "
+                            f"classes={classes}")
+        return detector
     cfg = read_cfg(_CFG_FOLDER / f"{cfg_name}.cfg")
     if classes is None and names is not None:
         classes = len(read_class_names(names) if isinstance(names, (str, _Path)) else names)

@@ -132,3 +132,5 @@ def test_torch_hub_load_on_the_local_clone(files):
     assert untrained.model.num_classes == 3 and untrained.names == ["0", "1", "2"]
     with pytest.raises(UserError, match="res2net_yolov3: pretrained=True needs weights=.* downloads nothing"):
         torch.hub.load(str(REPO), "res2net_yolov3", source="local", pretrained=True)
+    with pytest.raises(UserError, match=r"model\.pth: the checkpoint has 4 classes, not classes=80"):
+        torch.hub.load(str(REPO), "yolov3_tiny", source="local", weights=str(files / "model.pth"), classes=80)
