@@ -1,10 +1,15 @@
-"""Convert between Darknet and PyTorch, cut backbones, expand Res2Net for Darknet, export ONNX.
+"""Convert between Darknet and PyTorch, cut backbones, expand Res2Net for Darknet, export ONNX and TorchScript.
 
     python convert.py --model_def CFG IN.weights OUT.pth          # Darknet -> checkpoint (train/test/detect take it)
     python convert.py [--model_def CFG] IN.pth OUT.weights        # checkpoint -> Darknet (seen, version kept)
     python convert.py --model_def CFG IN.weights darknet53.conv.74 # backbone: layers 0..73 (or --cutoff N)
     python convert.py --model_def CFG --darknet_native OUT.cfg    # [res2net]/[triangle] as plain Darknet layers
-    python convert.py [--model_def CFG] IN --onnx OUT.onnx [--img_size 416] [--fuse]
+    python convert.py [--model_def CFG] IN --onnx OUT.onnx [--img_size N] [--fuse]     # ONNX opset 17
+    python convert.py [--model_def CFG] IN --onnx OUT.onnx --nms [--conf_thres --iou_thres --max_det]
+    python convert.py [--model_def CFG] IN --torchscript OUT.pt                        # traced TorchScript
+
+Exports take any batch and input size (--img_size, default the cfg's [net] size, is only the traced example).
+With --nms the ONNX graph ends in ONNX NonMaxSuppression: rows of batch, x1, y1, x2, y2, score, class.
 
 An existing OUT is only replaced with --force, and is never left half-written.
 """
@@ -13,9 +18,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from utils.cli import ArgumentParser, integer, run_main
+from utils.cli import ArgumentParser, integer, number, run_main
 from utils.data.names import read_class_names
-from utils.conversion.export import export_onnx
+from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import read_cfg
 from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model, save_weights
@@ -35,11 +40,22 @@ def parse_args(argv=None):
     p.add_argument("--cutoff", type=integer(1), help="write only layers 0..N-1 to the .weights output")
     p.add_argument("--class_path", help="class names to store in a .pth output")
     p.add_argument("--darknet_native", metavar="OUT_CFG", help="write the cfg with [res2net]/[triangle] expanded")
-    p.add_argument("--onnx", metavar="OUT_ONNX", help="export ONNX (dynamic batch)")
-    p.add_argument("--img_size", type=integer(32, None, 32), default=416, help="ONNX input size (multiple of 32)")
-    p.add_argument("--fuse", action="store_true", help="fold BN into convs before the ONNX export")
+    add_export_flags(p)
     p.add_argument("--force", "--exist_ok", dest="force", action="store_true", help="replace an existing output")
     return p.parse_args(argv)
+
+
+def add_export_flags(p: ArgumentParser) -> None:
+    defaults = NmsOptions()
+    p.add_argument("--onnx", metavar="OUT_ONNX", help=f"export ONNX (opset {ONNX_OPSET}; dynamic batch, height, width)")
+    p.add_argument("--nms", action="store_true", help="end the ONNX graph in NonMaxSuppression: final boxes")
+    p.add_argument("--conf_thres", type=number(0, 1), help=f"with --nms: score threshold ({defaults.conf_thres})")
+    p.add_argument("--iou_thres", type=number(0, 1), help=f"with --nms: IoU threshold ({defaults.iou_thres})")
+    p.add_argument("--max_det", type=integer(1), help=f"with --nms: boxes per image at most ({defaults.max_det})")
+    p.add_argument("--torchscript", metavar="OUT_PT", help="export traced TorchScript (fused, channels-last)")
+    p.add_argument("--img_size", type=integer(32, multiple=32),
+                   help="size of the traced example input (default: the cfg's [net] size; exports take any size)")
+    p.add_argument("--fuse", action="store_true", help="fold BN into convs before the ONNX export")
 
 
 def refuse_existing(path: Path, force: bool) -> None:
@@ -61,12 +77,8 @@ def run(args) -> str:
     if not args.input:
         raise UserError("name the input weights (and an output, or --onnx); see --help")
     source = regular_file(args.input, "weights file", WeightsFileError)
-    if args.onnx:
-        out = Path(args.onnx)
-        refuse_existing(out, args.force)
-        with named_write_errors(out, "ONNX model"):
-            export_onnx(model_from_file(source, cfg)[0], out, args.img_size, args.fuse)
-        return f"wrote {out} (input 'images' (batch, 3, {args.img_size}, {args.img_size}), output 'detections')"
+    if args.onnx or args.torchscript:
+        return export(args, source, cfg)
     if not args.output:
         raise UserError("name an output file (.pth or .weights), or use --onnx / --darknet_native")
     out = Path(args.output)
@@ -93,6 +105,51 @@ def run(args) -> str:
     header = model.weights_header
     layers = f"layers 0..{cutoff - 1}" if cutoff is not None else f"all {len(model.layers)} layers"
     return f"wrote {out}: {layers}, header {header.major}.{header.minor}.{header.revision}, seen {header.seen}"
+
+
+def nms_options(args) -> NmsOptions | None:
+    """The --nms step of an ONNX export, from its flags (each needs --nms, and --nms needs --onnx)."""
+    given = {name: getattr(args, name) for name in ("conf_thres", "iou_thres", "max_det")
+             if getattr(args, name) is not None}
+    if not args.nms:
+        if given:
+            raise UserError(f"--{next(iter(given))} sets the NMS step of an ONNX export; add --nms")
+        return None
+    if not args.onnx:
+        raise UserError("--nms ends an ONNX graph; add --onnx OUT.onnx")
+    return NmsOptions(**given)
+
+
+def describe_onnx(out: Path, model, size: tuple[int, int], nms: NmsOptions | None) -> str:
+    detections = f"(batch, N, {5 + model.num_classes}): cx, cy, w, h, objectness, class scores" if nms is None \
+        else (f"(K, 7): batch, x1, y1, x2, y2, score, class in input pixels, after NMS at conf {nms.conf_thres}, "
+              f"IoU {nms.iou_thres}, at most {nms.max_det} per image")
+    return (f"wrote {out}: ONNX opset {ONNX_OPSET}, input 'images' (batch, {model.input_channels}, height, width; "
+            f"traced at {size[0]}x{size[1]}), output 'detections' {detections}")
+
+
+def export(args, source: Path, cfg: Path | None) -> str:
+    """--onnx and/or --torchscript from one loaded model (ONNX first: TorchScript fuses the model)."""
+    nms = nms_options(args)
+    if args.output:
+        raise UserError(f"{args.output}: an export writes only its --onnx / --torchscript file; drop this output")
+    targets = [Path(name) for name in (args.onnx, args.torchscript) if name]
+    for out in targets:
+        refuse_existing(out, args.force)
+    model = model_from_file(source, cfg)[0]
+    size = (args.img_size, args.img_size) if args.img_size else model.img_size
+    lines = []
+    if args.onnx:
+        with named_write_errors(Path(args.onnx), "ONNX model"):
+            export_onnx(model, Path(args.onnx), args.img_size, args.fuse, nms)
+        lines.append(describe_onnx(Path(args.onnx), model, size, nms))
+    if args.torchscript:
+        with named_write_errors(Path(args.torchscript), "TorchScript module"):
+            export_torchscript(model, Path(args.torchscript), args.img_size)
+        lines.append(f"wrote {args.torchscript}: TorchScript (torch.jit.load), input (batch, {model.input_channels}, "
+                     f"height, width; traced at {size[0]}x{size[1]}), output as the eval forward, "
+                     f"(batch, N, {5 + model.num_classes})")
+    return "\n".join(lines)
 
 
 def convert(args) -> int:

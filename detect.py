@@ -1,14 +1,19 @@
-"""Detect objects in images or videos and write annotated copies, Darknet label files and one JSON per run.
+"""Detect objects in images, videos, cameras and streams; write annotated copies, Darknet label files and one JSON.
 
     python detect.py                                   # the demo's held-out images and newest trained model
-    python detect.py --image_folder photos/ --weights_path runs/train/exp1/best.pth
-    python detect.py --image_folder 'photos/**/*.png' --model_def cfg/yolov3.cfg --weights_path yolov3.weights \\
-                     --class_path data/coco.names
+    python detect.py --source photos/ --weights_path runs/train/exp1/best.pth
+    python detect.py --source 'photos/**/*.png' --model_def cfg/yolov3.cfg --weights_path yolov3.weights \\
+                     --class_path data/coco.names --classes 0 2 --save_crop
     python detect.py --source clip.mp4 --weights_path runs/train/exp1/best.pth      # -> clip.mp4 with boxes
+    python detect.py --source 0 --view                 # the first camera, shown live; Ctrl-C or q stops
+    python detect.py --source rtsp://host/stream --nosave                           # labels and JSON only
+    python detect.py --source sources.txt              # one folder, file, glob, camera or URL a line
 
-The input (--image_folder, alias --source) may be a folder (add --recursive for subfolders), one image
-or video, or a glob. Videos come out as annotated .mp4 with a label file per frame. Inputs are never
-written to; outputs go to --output (default runs/detect/expN).
+--source (alias --image_folder) is a folder (add --recursive for subfolders), an image or video, a glob, a camera
+index, a stream URL (rtsp, rtmp, http(s), udp, tcp) or a list file (.txt, .list, .streams). Cameras and streams
+are read on a background thread that keeps only the newest frame, so detection never lags behind; files are read
+ahead without dropping any. Outputs go to --output (default runs/detect/expN): never inside, onto or around an
+input, and never into a folder that already holds results unless --exist_ok.
 """
 from __future__ import annotations
 
@@ -16,32 +21,62 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import next_run_dir, run_main, select_device
+from utils.cli import (ArgumentParser, device_flag, integer, next_run_dir, number, output_folder, run_main,
+                       select_device)
 from utils.errors import UserError
-from utils.inference.load import load_model
-from utils.inference.pipeline import DetectionRun, DetectSettings, detect_files
-from utils.inference.sources import collect_inputs, newest_checkpoint
-from utils.inference.writer import DetectionWriter
+from utils.inference.load import LoadedModel, load_model
+from utils.inference.pipeline import DetectionRun, DetectSettings, detect_inputs
+from utils.inference.sources import SourceError, SourceSet, newest_checkpoint, resolve_sources
+from utils.inference.viewer import FrameViewer
+from utils.inference.visualize import DrawStyle
+from utils.inference.writer import DetectionWriter, OutputOptions, check_output_folder
 
 DEMO_IMAGES = "data/demo/images/valid"
+DETECT_RUNS = Path("runs/detect")
+SHOWN_SKIPPED = 5  # unreadable inputs named in the summary; detections.json lists them all
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image_folder", "--source", default=DEMO_IMAGES,
-                   help="folder, image, video or glob (default: the demo's validation images)")
-    p.add_argument("--recursive", action="store_true", help="also look in subfolders")
+def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", help=".weights or .pth (default: the newest runs/*/*/best.pth)")
     p.add_argument("--class_path", help="class names, one per line (default: from the .pth, else numbers)")
-    p.add_argument("--conf_thres", type=float, default=0.25, help="objectness x class score threshold")
-    p.add_argument("--nms_thres", type=float, default=0.45, help="IoU threshold of class-aware NMS")
-    p.add_argument("--img_size", type=int, default=416, help="network input size (multiple of 32)")
-    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--img_size", type=integer(32, multiple=32), default=416,
+                   help="network input size, a multiple of 32")
+    p.add_argument("--batch_size", type=integer(1), default=1, help="frames per forward pass")
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep the aspect ratio and pad (default), or stretch like Darknet's default detector")
-    p.add_argument("--output", help="output folder (default: runs/detect/expN)")
-    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
+                   help="keep the aspect ratio and pad, or stretch like Darknet's default detector")
+    p.add_argument("--device", type=device_flag, default="",
+                   help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
+
+
+def add_selection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf_thres", type=number(0, 1), default=0.25, help="objectness x class score threshold")
+    p.add_argument("--nms_thres", "--iou_thres", type=number(0, 1), default=0.45, help="IoU threshold of NMS")
+    p.add_argument("--max_det", type=integer(1), default=300, help="at most this many detections per image")
+    p.add_argument("--classes", type=integer(0), nargs="+", metavar="CLASS",
+                   help="keep only these class indices (default: all)")
+    p.add_argument("--agnostic_nms", action="store_true", help="NMS across classes (boxes of any class suppress)")
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", help="output folder (default: the next runs/detect/expN)")
+    p.add_argument("--exist_ok", action="store_true", help="write into an --output that already holds results")
+    p.add_argument("--nosave", action="store_true", help="no annotated images or videos: labels and JSON only")
+    p.add_argument("--save_crop", action="store_true", help="also save each detection's pixels, in crops/<class>/")
+    p.add_argument("--line_thickness", type=integer(1, 100), help="box line width in pixels (default: by image size)")
+    p.add_argument("--hide_labels", action="store_true", help="draw boxes without class names or scores")
+    p.add_argument("--hide_conf", action="store_true", help="draw class names without scores")
+    p.add_argument("--view", action="store_true", help="show the annotated frames in a window (q or Esc stops)")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--source", "--image_folder", default=DEMO_IMAGES,
+                   help="folder, image, video, glob, camera index, stream URL or list file")
+    p.add_argument("--recursive", action="store_true", help="also look in subfolders of a folder")
+    add_model_flags(p)
+    add_selection_flags(p)
+    add_output_flags(p)
     return p.parse_args(argv)
 
 
@@ -55,36 +90,42 @@ def weights_to_use(weights_path: str | None) -> Path:
     return weights
 
 
-def require_source(spec: str) -> None:
-    """Refuse an input that does not exist (for a glob: the folder before its first ``*``)."""
-    if not Path(spec.split("*")[0] or ".").exists():
-        hint = "\ngenerate the demo data with: python -m utils.data.synthetic --out data/demo" \
-            if spec == DEMO_IMAGES else ""
-        raise UserError(f"{spec}: no such file or folder{hint}")
+def sources_to_read(spec: str, recursive: bool) -> SourceSet:
+    """What ``spec`` names; a missing demo folder says how to generate it."""
+    try:
+        return resolve_sources(spec, recursive)
+    except SourceError as err:
+        if spec == DEMO_IMAGES and not Path(spec).exists():
+            raise SourceError(f"{err}\ngenerate the demo data with: python -m utils.data.synthetic --out data/demo")
+        raise
 
 
-def inputs_to_read(spec: str, recursive: bool) -> tuple[Path, list[Path]]:
-    """(root the outputs mirror, the image and video files ``spec`` names); none is an error."""
-    root, inputs = collect_inputs(spec, recursive)
-    if not inputs:
-        raise UserError(f"{spec}: no images or videos found")
-    return root, inputs
+def settings_from(args: argparse.Namespace) -> DetectSettings:
+    return DetectSettings(conf_thres=args.conf_thres, iou_thres=args.nms_thres, max_det=args.max_det,
+                          classes=tuple(args.classes) if args.classes else None, agnostic=args.agnostic_nms,
+                          img_size=args.img_size, letterbox=args.letterbox, batch_size=args.batch_size)
 
 
-def output_folder(output: str | None, inputs: list[Path]) -> Path:
-    folder = Path(output) if output else next_run_dir(Path("runs/detect"))
-    if folder.resolve() in {p.resolve().parent for p in inputs}:
-        raise UserError(f"--output {folder} holds input files; choose another folder so none is overwritten")
-    return folder
+def check_classes(classes: list[int] | None, loaded: LoadedModel) -> None:
+    outside = [c for c in classes or () if c >= len(loaded.names)]
+    if outside:
+        raise UserError(f"--classes {outside[0]}: the model has {len(loaded.names)} classes "
+                        f"(0..{len(loaded.names) - 1})")
 
 
 def print_summary(writer: DetectionWriter, run: DetectionRun, device) -> None:
     done = len(writer.records)
-    print(f"{done} images/frames -> {writer.output} (annotated .jpg/.mp4, labels/*.txt as 'class cx cy w h score', "
+    saved = "" if not writer.options.save_annotated else "annotated .jpg/.mp4, "
+    crops = "crops/<class>/, " if writer.options.save_crops else ""
+    print(f"{done} images/frames -> {writer.output} ({saved}labels/*.txt as 'class cx cy w h score', {crops}"
           f"detections.json)")
+    if run.stopped:
+        print(f"stopped by {run.stopped}; the outputs hold every frame detected until then")
+    if run.dropped:
+        print(f"dropped {run.dropped} live frames to stay current (detection is slower than the source)")
     if run.skipped:
-        print(f"skipped {len(run.skipped)} unreadable: {', '.join(run.skipped[:5])}"
-              f"{' ...' if len(run.skipped) > 5 else ''}")
+        print(f"skipped {len(run.skipped)} unreadable: {', '.join(run.skipped[:SHOWN_SKIPPED])}"
+              f"{' ...' if len(run.skipped) > SHOWN_SKIPPED else ''}")
     print("detections per class: "
           + (", ".join(f"{n} {writer.counts[n]}" for n in writer.names if writer.counts[n]) or "none"))
     if done:
@@ -94,16 +135,26 @@ def print_summary(writer: DetectionWriter, run: DetectionRun, device) -> None:
 
 def detect(args: argparse.Namespace) -> int:
     weights = weights_to_use(args.weights_path)
-    require_source(args.image_folder)
+    sources = sources_to_read(args.source, args.recursive)
+    folder = Path(args.output) if args.output else next_run_dir(DETECT_RUNS)
+    check_output_folder(folder, sources.locations)  # first: an output among the inputs is the graver mistake
+    output_folder(str(folder), DETECT_RUNS, args.exist_ok)
     device = select_device(args.device)
     loaded = load_model(weights, args.model_def, args.class_path, device)
-    root, inputs = inputs_to_read(args.image_folder, args.recursive)
-    writer = DetectionWriter(output_folder(args.output, inputs), root, loaded.names)
-    settings = DetectSettings(args.img_size, args.conf_thres, args.nms_thres, args.batch_size, args.letterbox)
-    run = detect_files(loaded.model, inputs, writer, settings)
-    writer.finish({"weights": str(weights), "conf_thres": args.conf_thres, "nms_thres": args.nms_thres,
-                   "img_size": args.img_size, "skipped": run.skipped})
+    check_classes(args.classes, loaded)
+    style = DrawStyle(args.line_thickness, args.hide_labels, args.hide_conf)
+    writer = DetectionWriter(folder, loaded.names, OutputOptions(not args.nosave, args.save_crop, style))
+    settings = settings_from(args)
+    run = detect_inputs(loaded.model, sources.inputs, writer, settings, FrameViewer.open() if args.view else None)
+    writer.finish({"weights": str(weights), "conf_thres": settings.conf_thres, "nms_thres": settings.iou_thres,
+                   "max_det": settings.max_det, "classes": settings.classes, "agnostic_nms": settings.agnostic,
+                   "img_size": settings.img_size, "skipped": run.skipped, "dropped_live_frames": run.dropped,
+                   "stopped": run.stopped})
     print_summary(writer, run, device)
+    if not writer.records and run.skipped:
+        raise UserError(f"nothing could be read: {', '.join(run.skipped[:SHOWN_SKIPPED])}")
+    if run.stopped == "Ctrl-C":
+        raise KeyboardInterrupt  # outputs are complete; the exit code still says the run was cut short
     return 0
 
 

@@ -1,7 +1,9 @@
-"""The model, as users of Darknet-cfg repos import it, and its layer table.
+"""The model, as users of Darknet-cfg repos import it, the detector for code that embeds a trained one, and the
+layer table.
 
-    from models import Darknet
+    from models import Darknet, Detector
     model = Darknet("cfg/res2net-yolov3.cfg")
+    detector = Detector("runs/train/exp1/best.pth")         # detector("photo.jpg").boxes: x1 y1 x2 y2 in pixels
 
 ``python models.py --summary CFG`` prints the layer table Darknet prints at load, with totals.
 """
@@ -14,8 +16,10 @@ import warnings
 from utils.cli import ArgumentParser, integer, run_main
 from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint, load_model_state
 from utils.darknet.model import Darknet
+from utils.inference.api import Detections, Detector
+from utils.inference.pipeline import DetectSettings
 
-__all__ = ["Darknet"]
+__all__ = ["Darknet", "DetectSettings", "Detections", "Detector"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

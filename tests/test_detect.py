@@ -11,6 +11,7 @@ import torch
 from models import Darknet
 from tests.conftest import REPO, randomize
 from utils.inference.load import detect, preprocess
+from utils.inference.nms import NmsFilter
 
 
 class FixedOutput(torch.nn.Module):
@@ -33,7 +34,7 @@ def test_boxes_map_back_to_original_pixels_exactly(shape, letterbox):
     # the original box (60, 30)-(180, 150), carried into network pixels by the same letterbox
     net = boxes[0].to_network(torch.tensor([[60.0, 30, 180, 150]]))[0]
     model = FixedOutput([(net[0] + net[2]) / 2, (net[1] + net[3]) / 2, net[2] - net[0], net[3] - net[1]])
-    dets = detect(model, batch, boxes, [shape], conf_thres=0.1, nms_thres=0.5)[0]
+    dets = detect(model, batch, boxes, [shape], NmsFilter(conf_thres=0.1, iou_thres=0.5))[0]
     torch.testing.assert_close(dets[0, :4], torch.tensor([60.0, 30, 180, 150]), atol=1e-3, rtol=0)
     assert dets[0, 5].item() == 0 and dets[0, 4].item() == pytest.approx(0.72)
 
@@ -112,7 +113,7 @@ def test_detect_refuses_to_write_into_the_input_folder(model_files, tmp_path):
     result = subprocess.run([sys.executable, "detect.py", "--image_folder", str(tmp_path / "a.jpg"),
                              "--model_def", str(cfg), "--weights_path", str(weights), "--output", str(tmp_path)],
                             cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 1 and "holds input files" in result.stderr
+    assert result.returncode == 1 and "contains the input" in result.stderr
 
 
 def test_detect_without_a_model_says_how_to_make_one(tmp_path):

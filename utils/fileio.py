@@ -11,12 +11,15 @@ from typing import BinaryIO, Iterator
 from utils.errors import UserError
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-# what atomic_write writes beside its target until the body succeeded: ``.{name}.{pid}.tmp``
-TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")
+# what a write puts beside its target until it is complete: ``.{name}.{pid}.tmp`` (and a video, whose
+# encoder picks the container by suffix, ``.{stem}.{pid}.tmp.mp4``)
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp(\.[A-Za-z0-9]+)?")
 
 
-def temporary_path(path: Path) -> Path:
-    """The temporary file ``atomic_write`` fills for ``path`` (matches TEMPORARY_NAME)."""
+def temporary_path(path: Path, keep_suffix: bool = False) -> Path:
+    """The temporary file a write of ``path`` fills before renaming it (matches TEMPORARY_NAME)."""
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 

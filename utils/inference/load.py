@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.boxes import Letterbox
 from utils.data.names import read_class_names
+from utils.darknet.cfg import Cfg
 from utils.darknet.checkpoint import model_from_file
 from utils.darknet.model import Darknet
 from utils.data.dataset import letterbox_image
 from utils.errors import UserError
-from utils.inference.nms import non_max_suppression
+from utils.inference.nms import NmsFilter, filter_detections
 
 
 @dataclass
@@ -21,20 +23,26 @@ class LoadedModel:
     names: list[str]
 
 
-def load_model(weights: str | Path, cfg: str | Path | None = None, names_file: str | Path | None = None,
-               device: torch.device | str = "cpu") -> LoadedModel:
-    """A model ready for inference (fused, channels-last, on ``device``) and its class names: from
-    ``names_file``, else the checkpoint's, else numbers."""
-    model, state = model_from_file(weights, cfg)
-    names = state.get("names") if state else None
-    if names_file is not None:
-        names = read_class_names(names_file)
+def class_names(names: str | Path | list[str] | None, fallback: list[str] | None, num_classes: int) -> list[str]:
+    """The class names to report: ``names`` (a .names file or a list), else ``fallback`` (a checkpoint's), else
+    numbers; a count that does not fit the model is an error."""
     if names is None:
-        names = [str(i) for i in range(model.num_classes)]
-    if len(names) != model.num_classes:
-        raise UserError(f"{names_file}: {len(names)} class names for a model with {model.num_classes} classes")
+        return list(fallback) if fallback is not None else [str(i) for i in range(num_classes)]
+    listed = read_class_names(names) if isinstance(names, (str, Path)) else list(names)
+    if len(listed) != num_classes:
+        where = names if isinstance(names, (str, Path)) else "names"
+        raise UserError(f"{where}: {len(listed)} class names for a model with {num_classes} classes")
+    return listed
+
+
+def load_model(weights: str | Path, cfg: str | Path | Cfg | None = None, names: str | Path | list[str] | None = None,
+               device: torch.device | str = "cpu") -> LoadedModel:
+    """A model ready for inference (fused, channels-last, on ``device``) and its class names: ``names`` (a .names
+    file or a list), else the checkpoint's, else numbers."""
+    model, state = model_from_file(weights, cfg)
+    listed = class_names(names, state.get("names") if state else None, model.num_classes)
     model.to(device).prepare_inference()
-    return LoadedModel(model, names)
+    return LoadedModel(model, listed)
 
 
 def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):
@@ -48,12 +56,12 @@ def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):
 
 
 @torch.inference_mode()
-def detect(model: Darknet, batch: torch.Tensor, boxes, shapes, conf_thres: float,
-           nms_thres: float) -> list[torch.Tensor]:
-    """Detections per image (at most 300, NMS's default), ``(n, 6)``: x1 y1 x2 y2 in original-image pixels,
-    score, class."""
+def detect(model: Darknet, batch: torch.Tensor, letterboxes: list[Letterbox], shapes: list[tuple[int, int]],
+           rule: NmsFilter = NmsFilter()) -> list[torch.Tensor]:
+    """Detections per image, ``(n, 6)``: x1 y1 x2 y2 in original-image pixels, score, class; ``rule`` says which
+    boxes are kept."""
     out = model(batch.to(next(model.parameters()).device))
-    results = non_max_suppression(out.float(), conf_thres, nms_thres)
-    for dets, box, shape in zip(results, boxes, shapes):
+    results = filter_detections(out.float(), rule)
+    for dets, box, shape in zip(results, letterboxes, shapes):
         dets[:, :4] = box.to_original(dets[:, :4], shape)
     return [d.cpu() for d in results]

@@ -9,6 +9,8 @@ about one block per ``max_det`` survivors, not its square.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from utils.boxes import xywh_to_xyxy
@@ -79,26 +81,50 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, classes
     return order[kept]
 
 
-def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
-                        multi_label: bool = False, agnostic: bool = False, max_det: int = 300) -> list[torch.Tensor]:
+@dataclass(frozen=True)
+class NmsFilter:
+    """Which boxes survive: score (objectness x class score) above ``conf_thres``, greedy NMS at ``iou_thres``
+    within a class (across classes with ``agnostic``), at most ``max_det`` per image, and with ``classes`` only
+    boxes of those classes (chosen before NMS, so a box of another class never suppresses one of them)."""
+
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    max_det: int = 300
+    classes: tuple[int, ...] | None = None
+    agnostic: bool = False
+    multi_label: bool = False  # every class above conf_thres for a box, else its best
+
+
+def filter_detections(prediction: torch.Tensor, rule: NmsFilter) -> list[torch.Tensor]:
     """Model output ``(B, N, 5+classes)`` (cx, cy, w, h, objectness, class scores) -> per image
-    ``(n, 6)``: x1, y1, x2, y2, score, class, best first. Score = objectness x class score, as Darknet's
-    detection threshold; ``multi_label`` keeps every class above ``conf_thres`` for a box, else its best."""
+    ``(n, 6)``: x1, y1, x2, y2, score, class, best first, as ``rule`` selects them."""
+    wanted = None if rule.classes is None else torch.tensor(rule.classes, device=prediction.device)
     results = []
     for image_pred in prediction:
         scores = image_pred[:, 5:] * image_pred[:, 4:5]
         boxes = xywh_to_xyxy(image_pred[:, :4])
-        if multi_label:
-            box_index, cls = torch.nonzero(scores > conf_thres, as_tuple=True)
+        if rule.multi_label:
+            box_index, cls = torch.nonzero(scores > rule.conf_thres, as_tuple=True)
             score = scores[box_index, cls]
         else:
             score, cls = scores.max(1)
-            box_index = torch.nonzero(score > conf_thres).squeeze(1)
+            box_index = torch.nonzero(score > rule.conf_thres).squeeze(1)
             score, cls = score[box_index], cls[box_index]
+        if wanted is not None:
+            # a box keeps its best class and is dropped when that class is not wanted: the detections of the
+            # unfiltered run, restricted to these classes
+            among = torch.isin(cls, wanted)
+            box_index, score, cls = box_index[among], score[among], cls[among]
         if len(score) > MAX_CANDIDATES:
             top = score.topk(MAX_CANDIDATES).indices
             box_index, score, cls = box_index[top], score[top], cls[top]
         candidates = boxes[box_index]
-        keep = nms(candidates, score, iou_thres, None if agnostic else cls, max_det)
+        keep = nms(candidates, score, rule.iou_thres, None if rule.agnostic else cls, rule.max_det)
         results.append(torch.cat([candidates[keep], score[keep, None], cls[keep, None].to(boxes.dtype)], 1))
     return results
+
+
+def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                        multi_label: bool = False, agnostic: bool = False, max_det: int = 300) -> list[torch.Tensor]:
+    """:func:`filter_detections` for every class, with the filter's fields as parameters (evaluation's form)."""
+    return filter_detections(prediction, NmsFilter(conf_thres, iou_thres, max_det, None, agnostic, multi_label))

@@ -1,56 +1,78 @@
-"""detect.py's loop: every frame of the inputs, in batches, through preprocessing, the model and NMS, into
-a :class:`DetectionWriter`; timed per stage."""
+"""detect.py's loop: every frame of the inputs, read on a background thread, in batches through preprocessing,
+the model and NMS, into a :class:`DetectionWriter` (and a viewer window); timed per stage. It ends at the end of
+the inputs, at Ctrl-C or at a stop key in the viewer, and each way leaves complete outputs behind."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tqdm import tqdm
 
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
-from utils.inference.sources import batches, count_frames, read_frames
+from utils.inference.nms import NmsFilter
+from utils.inference.reader import FrameReader
+from utils.inference.sources import Frame, Input, batches, count_frames, read_frames
+from utils.inference.viewer import FrameViewer
 from utils.inference.writer import DetectionWriter
 
 
 @dataclass(frozen=True)
-class DetectSettings:
+class DetectSettings(NmsFilter):
+    """Which boxes are kept (the :class:`NmsFilter` fields) and how images reach the network."""
+
     img_size: int = 416  # network input (multiple of 32)
-    conf_thres: float = 0.25
-    nms_thres: float = 0.45
-    batch_size: int = 1
     letterbox: bool = True  # keep the aspect ratio and pad, else stretch
+    batch_size: int = 1
 
 
 @dataclass
 class DetectionRun:
-    """What a pass over the inputs did: seconds per stage, and the files it could not read."""
+    """What a pass over the inputs did: seconds per stage, what it could not read, live frames it dropped to
+    stay current, and why it stopped early (None: the inputs ended)."""
 
     preprocess_seconds: float = 0.0
     inference_seconds: float = 0.0  # forward + NMS
     skipped: list[str] = field(default_factory=list)
+    dropped: int = 0
+    stopped: str | None = None
 
 
-def detect_files(model: Darknet, inputs: list[Path], writer: DetectionWriter,
-                 settings: DetectSettings) -> DetectionRun:
-    """Detect in every image and video frame of ``inputs`` and hand the results to ``writer``; on any
-    failure the half-written video is dropped (finished files stay) and the error propagates."""
+def _detect_batch(model: Darknet, chunk: list[Frame], settings: DetectSettings, run: DetectionRun):
+    t0 = time.perf_counter()
+    batch, letterboxes = preprocess([f.pixels for f in chunk], settings.img_size, settings.letterbox)
+    t1 = time.perf_counter()
+    detections = detect(model, batch, letterboxes, [f.pixels.shape[:2] for f in chunk], settings)
+    run.preprocess_seconds += t1 - t0
+    run.inference_seconds += time.perf_counter() - t1
+    return detections
+
+
+def detect_inputs(model: Darknet, inputs: list[Input], writer: DetectionWriter, settings: DetectSettings,
+                  viewer: FrameViewer | None = None) -> DetectionRun:
+    """Detect in every frame of ``inputs`` and hand the results to ``writer`` (and ``viewer``). Ctrl-C or a stop
+    key ends the run cleanly (``stopped`` says which); on any other failure the half-written video is dropped
+    (finished files stay) and the error propagates."""
     run = DetectionRun()
+    reader = FrameReader(read_frames(inputs, run.skipped))
     try:
         with tqdm(total=count_frames(inputs), desc="detect", unit="frame") as progress:
-            for chunk in batches(read_frames(inputs, run.skipped), settings.batch_size):
-                t0 = time.perf_counter()
-                batch, boxes = preprocess([f.pixels for f in chunk], settings.img_size, settings.letterbox)
-                t1 = time.perf_counter()
-                detections = detect(model, batch, boxes, [f.pixels.shape[:2] for f in chunk],
-                                    settings.conf_thres, settings.nms_thres)
-                run.preprocess_seconds += t1 - t0
-                run.inference_seconds += time.perf_counter() - t1
-                for frame, dets in zip(chunk, detections):
-                    writer.add(frame, dets)
+            for chunk in batches(reader, settings.batch_size):
+                for frame, dets in zip(chunk, _detect_batch(model, chunk, settings, run)):
+                    annotated = writer.add(frame, dets, annotate=viewer is not None)
+                    if viewer is not None and not viewer.show(frame.source.label, annotated):
+                        run.stopped = "a stop key in the viewer"
                 progress.update(len(chunk))
+                if run.stopped:
+                    break
+    except KeyboardInterrupt:
+        run.stopped = "Ctrl-C"
     except BaseException:
         writer.abort()
         raise
+    finally:
+        reader.close()
+        if viewer is not None:
+            viewer.close()
+    run.dropped = reader.dropped
     return run

@@ -1,0 +1,136 @@
+"""The Python API (models.Detector) and the torch.hub entries, used only through what users see: the same boxes
+as detect.py's label files, from a numpy image, a path or a list; named errors for what is not an image."""
+import importlib.util
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models import DetectSettings, Detections, Detector
+from tests.conftest import REPO, random_tiny_model
+from utils.darknet.checkpoint import save_model
+from utils.errors import UserError
+
+pytestmark = pytest.mark.filterwarnings("ignore::utils.darknet.cfg.CfgWarning")
+
+NAMES = ["circle", "rectangle", "triangle", "cross"]
+SETTINGS = DetectSettings(conf_thres=0.28, img_size=128)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A random 4-class yolov3-tiny as .pth (with names) and as .weights, and two noise images."""
+    root = tmp_path_factory.mktemp("api")
+    model = random_tiny_model(4, seed=0)
+    save_model(model, root / "model.pth", NAMES)
+    model.save_darknet_weights(root / "model.weights")
+    (root / "shapes.names").write_text("\n".join(NAMES) + "\n")
+    rng = np.random.default_rng(0)
+    for name, shape in (("wide.jpg", (96, 160)), ("tall.png", (150, 90))):
+        (root / "images").mkdir(exist_ok=True)
+        cv2.imwrite(str(root / "images" / name), rng.integers(0, 255, (*shape, 3), dtype=np.uint8))
+    return root
+
+
+def labels_in_pixels(path, image_shape):
+    """A detect.py label file (class cx cy w h score, normalised) as (xyxy pixels, scores, classes)."""
+    rows = np.loadtxt(path, ndmin=2)
+    height, width = image_shape
+    cx, cy, w, h = rows[:, 1] * width, rows[:, 2] * height, rows[:, 3] * width, rows[:, 4] * height
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), rows[:, 5], rows[:, 0].astype(int)
+
+
+def test_the_detector_gives_detect_pys_boxes_from_an_array_and_from_a_path(files, tmp_path):
+    subprocess.run([sys.executable, "detect.py", "--source", str(files / "images"), "--weights_path",
+                    str(files / "model.pth"), "--conf_thres", "0.28", "--img_size", "128", "--output",
+                    str(tmp_path / "out")], cwd=REPO, check=True, capture_output=True)
+    detector = Detector(files / "model.pth", settings=SETTINGS, device="cpu")
+    for name in ("wide.jpg", "tall.png"):
+        image = cv2.imread(str(files / "images" / name))
+        boxes, scores, classes = labels_in_pixels(tmp_path / "out" / "labels" / f"{name[:-4]}.txt", image.shape[:2])
+        from_array, from_path = detector(image), detector(files / "images" / name)
+        assert isinstance(from_array, Detections) and len(from_array) == len(boxes) > 0
+        assert from_path.source == str(files / "images" / name) and from_array.source is None
+        for result in (from_array, from_path):
+            np.testing.assert_allclose(result.boxes, boxes, atol=0.01)
+            np.testing.assert_allclose(result.scores, scores, atol=1e-4)
+            assert result.classes.tolist() == classes.tolist() and result.names == [NAMES[c] for c in classes]
+            assert result.image_shape == image.shape[:2] and result.boxes.dtype == np.float32
+
+
+def test_a_list_is_batched_and_gives_each_image_its_own_result(files):
+    detector = Detector(files / "model.pth", settings=DetectSettings(conf_thres=0.28, img_size=128, batch_size=2))
+    images = [files / "images" / "wide.jpg", cv2.imread(str(files / "images" / "tall.png")),
+              str(files / "images" / "wide.jpg")]
+    results = detector(images)
+    assert isinstance(results, list) and len(results) == 3
+    for image, result in zip(images, results):
+        alone = detector(image)
+        np.testing.assert_allclose(result.boxes, alone.boxes, atol=1e-3)
+        assert result.classes.tolist() == alone.classes.tolist()
+    stacked = detector(np.stack([cv2.imread(str(files / "images" / "wide.jpg"))] * 2))  # an NxHxWx3 array
+    assert len(stacked) == 2 and stacked[0].classes.tolist() == results[0].classes.tolist()
+
+
+def test_grey_and_bgra_arrays_and_settings_changes(files):
+    detector = Detector(files / "model.pth", settings=SETTINGS)
+    image = cv2.imread(str(files / "images" / "wide.jpg"))
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    np.testing.assert_allclose(detector(grey).boxes, detector(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)).boxes)
+    np.testing.assert_allclose(detector(cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)).boxes, detector(image).boxes)
+    detector.settings = DetectSettings(conf_thres=0.28, img_size=128, classes=(2,), max_det=2)
+    assert set(detector(image).classes.tolist()) <= {2} and len(detector(image)) <= 2
+
+
+def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
+    detector = Detector(files / "model.pth", settings=SETTINGS)
+    with pytest.raises(UserError, match=r"image 1: expected an HxWx3 BGR uint8 array .* got shape \(3, 64, 64\) "
+                                        r"float32"):
+        detector([np.zeros((64, 64, 3), np.uint8), np.zeros((3, 64, 64), np.float32)])
+    with pytest.raises(UserError, match=r"absent\.jpg: cannot read image: No such file or directory"):
+        detector(tmp_path / "absent.jpg")
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(UserError, match=r"text\.jpg: OpenCV cannot read it as an image"):
+        detector(str(tmp_path / "text.jpg"))
+    with pytest.raises(UserError, match="image 0: expected a file path or a numpy BGR array, got int"):
+        detector([3])
+    with pytest.raises(UserError, match="names: 2 class names for a model with 4 classes"):
+        Detector(files / "model.pth", names=["a", "b"])
+
+
+def hub_module():
+    spec = importlib.util.spec_from_file_location("hubconf_under_test", REPO / "hubconf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_hub_has_an_entry_for_each_shipped_cfg():
+    module = hub_module()
+    entries = sorted(name for name in dir(module) if callable(getattr(module, name)) and not name.startswith("_"))
+    assert entries == sorted(p.stem.replace("-", "_") for p in (REPO / "cfg").glob("*.cfg"))
+    assert "res2net_yolov3" in entries and "yolov3_tiny" in entries
+
+
+def test_torch_hub_load_on_the_local_clone(files):
+    image = cv2.imread(str(files / "images" / "wide.jpg"))
+    direct = Detector(files / "model.pth", settings=SETTINGS)(image)
+    from_weights = torch.hub.load(str(REPO), "yolov3_tiny", source="local", weights=str(files / "model.weights"),
+                                  names=str(files / "shapes.names"), device="cpu")  # 4 classes, from the names
+    from_pth = torch.hub.load(str(REPO), "yolov3_tiny", source="local", pretrained=True,
+                              weights=str(files / "model.pth"))
+    for detector in (from_weights, from_pth):
+        assert isinstance(detector, Detector) and isinstance(detector, torch.nn.Module)
+        detector.settings = SETTINGS
+        result = detector(image)
+        np.testing.assert_allclose(result.boxes, direct.boxes, atol=1e-3)
+        assert result.names == direct.names
+    untrained = torch.hub.load(str(REPO), "res2net_yolov3_tiny", source="local", classes=3, device="cpu")
+    assert untrained.model.num_classes == 3 and untrained.names == ["0", "1", "2"]
+    with pytest.raises(UserError, match="res2net_yolov3: pretrained=True needs weights=.* downloads nothing"):
+        torch.hub.load(str(REPO), "res2net_yolov3", source="local", pretrained=True)
+    with pytest.raises(UserError, match=r"model\.pth: the checkpoint has 4 classes, not classes=80"):
+        torch.hub.load(str(REPO), "yolov3_tiny", source="local", weights=str(files / "model.pth"), classes=80)

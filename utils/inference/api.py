@@ -1,0 +1,126 @@
+"""The model for code that embeds it: images in, boxes in the images' own pixels out.
+
+    from models import Detector
+    detector = Detector("runs/train/exp1/best.pth")            # or Detector("yolov3.weights", "cfg/yolov3.cfg",
+    result = detector("photo.jpg")                             #                  names="data/coco.names")
+    for (x1, y1, x2, y2), score, name in zip(result.boxes, result.scores, result.names):
+        ...
+    results = detector([frame_bgr, "other.png"])               # a list in, a list of results out, batched
+
+It runs what detect.py runs (the fused, channels-last inference path; the same letterbox and NMS), so it gives
+detect.py's boxes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Union
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from utils.cli import select_device
+from utils.darknet.cfg import Cfg
+from utils.darknet.model import Darknet
+from utils.errors import UserError
+from utils.fileio import regular_file
+from utils.inference.load import class_names, detect, load_model, preprocess
+from utils.inference.pipeline import DetectSettings
+
+ImageLike = Union[str, Path, np.ndarray]  # a path, or an HxWx3 BGR array as OpenCV reads images
+API_BATCH_SIZE = 8  # images per forward pass when a list comes in
+
+
+class ImageInputError(UserError, ValueError):
+    """Something given as an image that is none: a path that cannot be read, an array of the wrong shape or type."""
+
+
+@dataclass
+class Detections:
+    """One image's detections, best first."""
+
+    boxes: np.ndarray  # (n, 4) float32: x1, y1, x2, y2 in the image's own pixels
+    scores: np.ndarray  # (n,) float32: objectness x class score
+    classes: np.ndarray  # (n,) int64: class indices
+    names: list[str]  # the class name of each detection
+    image_shape: tuple[int, int]  # (height, width)
+    source: str | None = None  # the path the image was read from, if it was
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, class_names: list[str], image_shape: tuple[int, int],
+                  source: str | None) -> Detections:
+        """From detection rows ``(n, 6)``: x1, y1, x2, y2, score, class."""
+        classes = rows[:, 5].to(torch.int64).numpy()
+        return cls(rows[:, :4].numpy().astype(np.float32), rows[:, 4].numpy().astype(np.float32), classes,
+                   [class_names[c] for c in classes], image_shape, source)
+
+
+def _bgr8(array: np.ndarray, position: int) -> np.ndarray:
+    """``array`` as a contiguous HxWx3 uint8 BGR image (grey and BGRA converted, 16-bit scaled like imread)."""
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    if array.dtype != np.uint8 or array.size == 0 or array.ndim not in (2, 3) \
+            or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ImageInputError(f"image {position}: expected an HxWx3 BGR uint8 array (HxW grey, HxWx4 BGRA and "
+                              f"16-bit are taken too), got shape {array.shape} {array.dtype}")
+    if array.ndim == 2 or array.shape[2] == 1:
+        return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
+    if array.shape[2] == 4:
+        return cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(array)
+
+
+def read_image(image: ImageLike, position: int = 0) -> tuple[np.ndarray, str | None]:
+    """(BGR pixels, the path they came from or None) for a path or an array; ``position`` names it in errors."""
+    if isinstance(image, (str, Path)):
+        path = regular_file(image, "image", ImageInputError)
+        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if pixels is None:
+            raise ImageInputError(f"{path}: OpenCV cannot read it as an image")
+        return pixels, str(path)
+    if isinstance(image, np.ndarray):
+        return _bgr8(image, position), None
+    raise ImageInputError(f"image {position}: expected a file path or a numpy BGR array, got {type(image).__name__}")
+
+
+class Detector(nn.Module):
+    """A trained model ready to detect: ``detector(images)`` takes one image (a path or a BGR array) and returns
+    its :class:`Detections`, or a list (or an NxHxWx3 array) and returns a list, read and run in batches of
+    ``settings.batch_size``.
+
+    ``weights``: a ``.pth`` (carries its cfg and class names), a ``.weights`` with ``cfg``, or a built
+    :class:`Darknet` (prepared for inference in place: fused, so no longer trainable). ``names``: a ``.names``
+    file or a list (default: the checkpoint's, else numbers).
+    ``device``: as detect.py's --device (default: CUDA when available). ``settings``: thresholds, classes,
+    input size (:class:`DetectSettings`; replace ``detector.settings`` at any time)."""
+
+    def __init__(self, weights: str | Path | Darknet, cfg: str | Path | Cfg | None = None,
+                 names: str | Path | list[str] | None = None, device: str | torch.device | None = None,
+                 settings: DetectSettings | None = None):
+        super().__init__()
+        target = select_device(str(device) if device is not None else "")
+        if isinstance(weights, Darknet):
+            self.model = weights.to(target).prepare_inference()
+            self.names = class_names(names, None, self.model.num_classes)
+        else:
+            loaded = load_model(weights, cfg, names, target)
+            self.model, self.names = loaded.model, loaded.names
+        self.settings = settings if settings is not None else DetectSettings(batch_size=API_BATCH_SIZE)
+
+    def forward(self, images: ImageLike | Iterable[ImageLike]) -> Detections | list[Detections]:
+        single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim < 4)
+        items = [images] if single else list(images)
+        settings, results = self.settings, []
+        for start in range(0, len(items), settings.batch_size):
+            chunk = [read_image(item, start + i) for i, item in enumerate(items[start:start + settings.batch_size])]
+            shapes = [pixels.shape[:2] for pixels, _ in chunk]
+            batch, letterboxes = preprocess([pixels for pixels, _ in chunk], settings.img_size, settings.letterbox)
+            rows = detect(self.model, batch, letterboxes, shapes, settings)
+            results += [Detections.from_rows(r, self.names, shape, source)
+                        for r, shape, (_, source) in zip(rows, shapes, chunk)]
+        return results[0] if single else results
