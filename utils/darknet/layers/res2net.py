@@ -196,7 +196,9 @@ class Res2Net(HierarchicalBlock):
     cfg_keys = {**HIERARCHICAL_KEYS,
                 # written by prune.py: conv3's filters, and whether the residual has its 1x1 conv
                 "filters": Key(integer, -1, low=-1, high=MAX_FILTERS),
-                "downsample": Key(integer, -1, (-1, 0, 1))}
+                "downsample": Key(integer, -1, (-1, 0, 1)),
+                # after the residual add: linear in the spec; relu gives the Res2Net paper's ImageNet block
+                "residual_activation": activation_key("linear")}
     expansion = 2
 
     def __init__(self, inplanes: int, out_channels: int, widths: Sequence[int], branch_filters: Sequence[int],
@@ -210,6 +212,7 @@ class Res2Net(HierarchicalBlock):
             downsample = stride != 1 or inplanes != out_channels
         self.downsample = Convolutional(inplanes, out_channels, 1, stride, norm_layer=norm_layer) if downsample \
             else None
+        self.residual_act: nn.Module = nn.Identity()
 
     @classmethod
     def from_cfg(cls, block, ctx):
@@ -219,11 +222,13 @@ class Res2Net(HierarchicalBlock):
         if downsample is False and (block["stride"] != 1 or options["inplanes"] != out_channels):
             raise block.error(f"downsample=0 needs stride 1 and inplanes ({options['inplanes']}) == filters "
                               f"({out_channels}) for the residual add", "downsample")
-        return cls(out_channels=out_channels, downsample=downsample, **options)
+        layer = cls(out_channels=out_channels, downsample=downsample, **options)
+        layer.residual_act = ACTIVATIONS[block["residual_activation"]]()
+        return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.conv3(self.split(x)) + identity
+        return self.residual_act(self.conv3(self.split(x)) + identity)
 
     def darknet_tensors(self) -> list[torch.Tensor]:
         tensors = self.split.darknet_tensors() + self.conv3.darknet_tensors()
@@ -261,12 +266,13 @@ class Res2Net(HierarchicalBlock):
 
         layers.append(linear_conv(1))
         conv3 = len(layers) - 1
+        residual = {"activation": block["residual_activation"]}
         if self.downsample is None:
-            layers.append(PlainLayer("shortcut", {"activation": "linear"}, (BLOCK_INPUT,)))
+            layers.append(PlainLayer("shortcut", residual, (BLOCK_INPUT,)))
         else:
             layers.append(PlainLayer("route", {}, (BLOCK_INPUT,)))
             layers.append(linear_conv(self.downsample.conv.stride[0]))
-            layers.append(PlainLayer("shortcut", {"activation": "linear"}, (conv3,)))
+            layers.append(PlainLayer("shortcut", residual, (conv3,)))
         return layers
 
 
