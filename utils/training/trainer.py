@@ -57,6 +57,7 @@ class TrainOptions:
     sr: bool = False
     s: float = 0.001
     freeze: int = 0
+    freeze_bn: bool = False
     ema: bool = False
     amp: bool = False
     sync_bn: bool = False
@@ -202,6 +203,8 @@ class Trainer:
                 self.log(load_pretrained(model, opt.pretrained_weights, opt.cutoff))
         for layer in list(model.layers)[:opt.freeze]:
             layer.requires_grad_(False)
+        if opt.freeze_bn:
+            model.freeze_batchnorm()
         model.to(self.device)
 
         net = model.hyperparams
