@@ -5,6 +5,8 @@
     python convert.py --model_def CFG IN.weights darknet53.conv.74 # backbone: layers 0..73 (or --cutoff N)
     python convert.py --model_def CFG --darknet_native OUT.cfg    # [res2net]/[triangle] as plain Darknet layers
     python convert.py [--model_def CFG] IN --onnx OUT.onnx [--img_size 416] [--fuse]
+    python convert.py --import_imagenet resnet50.pth --model_def cfg/resnet50-yolov3.cfg resnet50.conv.74
+                                                                   # ImageNet classifier -> backbone file
 
 An existing OUT is only replaced with --force, and is never left half-written.
 """
@@ -16,7 +18,9 @@ from pathlib import Path
 
 from utils.darknet.cfg import read_cfg
 from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model
+from utils.darknet.model import Darknet
 from utils.conversion.export import export_onnx
+from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagenet, write_backbone
 from utils.conversion.native import darknet_native_cfg
 from utils.errors import UserError
 from utils.fileio import atomic_write
@@ -35,8 +39,26 @@ def parse_args(argv=None):
     p.add_argument("--onnx", metavar="OUT_ONNX", help="export ONNX (dynamic batch)")
     p.add_argument("--img_size", type=int, default=416, help="ONNX input size")
     p.add_argument("--fuse", action="store_true", help="fold BN into convs before the ONNX export")
+    p.add_argument("--import_imagenet", metavar="CKPT", help="a classification checkpoint (torchvision ResNet/"
+                   "ResNeXt, SE-ResNet, IBN-Net, Res2Net layouts) to map onto the cfg's backbone; writes OUTPUT")
+    p.add_argument("--input_mean", type=float, nargs="+", default=list(IMAGENET_MEAN),
+                   help="with --import_imagenet: the RGB mean the checkpoint's inputs were normalised with "
+                        "(folded into the first conv; 0 0 0 and --input_std 1 1 1 to fold nothing)")
+    p.add_argument("--input_std", type=float, nargs="+", default=list(IMAGENET_STD))
     p.add_argument("--force", action="store_true", help="replace an existing output")
     return p.parse_args(argv)
+
+
+def run_import(args, cfg: Path | None) -> str:
+    if cfg is None or not args.input or args.output:  # the one positional argument is the output here
+        raise ValueError("--import_imagenet CKPT needs --model_def CFG and one output (OUT.conv.N, .weights or .pth)")
+    out = Path(args.input)
+    refuse_existing(out, args.force)
+    imported = import_imagenet(args.import_imagenet, Darknet(cfg), args.input_mean, args.input_std)
+    how = write_backbone(imported, out)
+    left_out = f"; left out: {', '.join(imported.dropped)}" if imported.dropped else ""
+    return (f"wrote {out}: the {imported.convs} convs of {args.import_imagenet} as layers 0..{imported.cutoff - 1} "
+            f"of {cfg}{left_out}\ntrain from it: python train.py --model_def {cfg} {how}")
 
 
 def refuse_existing(path: Path, force: bool) -> None:
@@ -46,14 +68,19 @@ def refuse_existing(path: Path, force: bool) -> None:
 
 def run(args) -> str:
     cfg = Path(args.model_def) if args.model_def else None
+    if args.import_imagenet:
+        return run_import(args, cfg)
     if args.darknet_native:
         if cfg is None:
             raise ValueError("--darknet_native needs --model_def")
         out = Path(args.darknet_native)
         refuse_existing(out, args.force)
-        text = darknet_native_cfg(read_cfg(cfg)).text
+        source = read_cfg(cfg)
+        native = darknet_native_cfg(source)
         with atomic_write(out) as f:
-            f.write(text.encode())
+            f.write(native.text.encode())
+        if native is source:
+            return f"wrote {out}: {cfg} is plain Darknet already, copied unchanged"
         return f"wrote {out}: {cfg} with every [res2net]/[triangle] as plain Darknet layers (same .weights)"
     if not args.input:
         raise ValueError("name the input weights (and an output, or --onnx); see --help")
