@@ -89,17 +89,18 @@ class CfgWriter:
         return self.count - 1
 
     def conv(self, filters: int, size: int, stride: int = 1, activation: str = "relu", bn: bool = True,
-             comment: str = "", **extra) -> int:
+             **extra) -> int:
         options = {"batch_normalize": 1} if bn else {}
         options.update(filters=filters, size=size, stride=stride, pad=1, **extra, activation=activation)
-        return self.add("convolutional", comment, **options)
+        return self.add("convolutional", **options)
 
     def text(self, header: str) -> str:
         return header + NET + "\n" + "\n".join(self.parts)
 
 
 def stem(out: CfgWriter, net: Backbone) -> None:
-    out.conv(net.stem, 7, 2, comment="stem: conv1 7x7/2, BN, ReLU; 3x3/2 max pool")
+    out.parts.append("# stem: conv1 7x7/2, BN, ReLU; 3x3/2 max pool\n")
+    out.conv(net.stem, 7, 2)
     # Darknet pads a max pool by `padding` in total, size-1 = 2 by default: torch's padding=1 on each side.
     # padding=1 puts it all after the input, which is Caffe's ceil_mode pooling without padding.
     out.add("maxpool", size=3, stride=2, **({"padding": 1} if net.ceil_mode_pool else {}))
