@@ -28,7 +28,8 @@ def bilinear(image: torch.Tensor, y: float, x: float) -> float:
     return value
 
 
-def reference(x, weight, bias, offset, mask, conv: nn.Conv2d, deform_groups: int) -> torch.Tensor:
+def reference(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, conv: DeformConv2d) -> torch.Tensor:
+    weight, bias, deform_groups = conv.weight, conv.bias, conv.deform_groups
     n, c, _, _ = x.shape
     out_c, c_per_group, kh, kw = weight.shape
     ho, wo = offset.shape[-2:]
@@ -70,7 +71,7 @@ def test_deformable_conv_equals_explicit_bilinear_sampling(modulated, stride, di
         predicted = conv.offset(x)
         shifts = 2 * deform_groups * 9
         mask = torch.sigmoid(predicted[:, shifts:]) if modulated else None
-        expected = reference(x, conv.weight, conv.bias, predicted[:, :shifts], mask, conv, deform_groups)
+        expected = reference(x, predicted[:, :shifts], mask, conv)
         got = conv(x)
     assert predicted[:, :shifts].abs().max() > 2
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
