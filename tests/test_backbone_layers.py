@@ -1,5 +1,8 @@
 """The layers and keys the ImageNet backbones need: [scale_channels], [activation], stopbackward, FrozenBN,
 IBN-a, the FPN cfg's strides, pruning on the new cfgs, plain-Darknet conversion, and the generated cfgs."""
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,10 +12,12 @@ from scripts.make_backbone_cfgs import main as make_cfgs
 from tests.conftest import REPO, randomize
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import CfgError, read_cfg
+from utils.darknet.checkpoint import load_model_state
 from utils.darknet.layers import NotPlainDarknet
 from utils.darknet.layers.norm import FrozenBatchNorm2d, InstanceBatchNorm
 from utils.darknet.summary import summarize
 from utils.pruning import ChannelGraph, compact_model, masked_model, remove_units, removable_units
+from utils.data.synthetic import write_dataset
 from utils.training.optim import build_optimizer, sparsity_bns
 
 CONV = "[convolutional]\nbatch_normalize=1\nfilters={f}\nsize={k}\nstride={s}\npad=1\nactivation={a}\n{extra}\n"
@@ -267,3 +272,25 @@ def test_layer_pruning_removes_resnet_units(tmp_path):
 
 def test_generated_cfgs_are_up_to_date(tmp_path):
     assert make_cfgs(["--check"]) == 0
+
+
+def test_train_freeze_bn_keeps_every_bn_and_its_checkpoint_loads_into_the_cfg(tmp_path):
+    data = write_dataset(tmp_path / "set", train=8, valid=2, size=64, seed=1)
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n\n" + conv(8, s=2) + conv(8, s=2) + HEAD)
+    start = randomize(Darknet(cfg), seed=9)
+    start.save_darknet_weights(tmp_path / "start.weights")
+    command = [sys.executable, "train.py", "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
+               "--batch_size", "4", "--n_cpu", "0", "--epochs", "1", "--optimizer", "adam", "--output",
+               str(tmp_path / "run"), "--pretrained_weights", str(tmp_path / "start.weights"), "--freeze_bn"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trained = torch.load(tmp_path / "run" / "last.pth", weights_only=True)["model"]
+    initial = start.state_dict()
+    for index in (0, 1):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            key = f"layers.{index}.bn.{name}"
+            torch.testing.assert_close(trained[key], initial[key], rtol=0, atol=0)
+        assert not torch.equal(trained[f"layers.{index}.conv.weight"], initial[f"layers.{index}.conv.weight"])
+    model = Darknet(tmp_path / "run" / "model.cfg")
+    load_model_state(model, trained, tmp_path / "run" / "last.pth")  # the frozen run's state fits the cfg as written
