@@ -134,6 +134,8 @@ def test_deformable_cfg_layer_weights_order_and_checks(write_cfg, tmp_path):
         Darknet(write_cfg(CFG.format(deform=1, groups=3)))
     with pytest.raises(CfgError, match="key 'deform' must be one of 0, 1, 2"):
         Darknet(write_cfg(CFG.format(deform=3, groups=1)))
+    with pytest.raises(CfgError, match="deform_groups= needs deform=1 or 2"):
+        Darknet(write_cfg(CFG.format(deform=0, groups=2)))
 
 
 def test_a_deformable_conv_counts_its_offset_conv_flops(write_cfg):

@@ -71,6 +71,8 @@ class Convolutional(DarknetLayer):
         if block["deform"]:
             cls._check_deform(block, in_channels)
             layer.make_deformable(block["deform"] == 2, block["deform_groups"])
+        elif block["deform_groups"] != 1:
+            raise block.error("deform_groups= needs deform=1 or 2", "deform_groups")
         return layer
 
     @staticmethod
