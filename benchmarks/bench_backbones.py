@@ -5,9 +5,9 @@ what a deformable conv costs beside the plain one.
     python -m benchmarks.bench_backbones --only forward   # forward | train | deform
     python -m benchmarks.bench_backbones --repeats 3 --models resnet50-yolov3 yolov3
 
-Forward: batch 1 at 416, ``prepare_inference()`` (BN folded, channels-last), torch.inference_mode, the models
-timed in alternating rounds so a slow spell of the shared machine hits all alike. Training: the real loader
-and loss (benchmarks/bench_train.py) at 320, batch 4. Medians, 2 threads.
+Forward: batch 1 at 416, ``prepare_inference()`` (BN folded, channels-last), torch.inference_mode. Training:
+forward + YOLO loss + backward + SGD step at 320 on one augmented batch of 4. The models are timed in
+alternating rounds so a slow spell of the shared machine hits all alike: compare ratios. Medians, 2 threads.
 """
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.bench_train import bench as bench_training
 from models import Darknet
+from utils.darknet.cfg import read_cfg
+from utils.darknet.cfg_edit import with_classes
 from utils.darknet.layers.deform import DeformConv2d
+from utils.data.dataset import Augment, DetectionDataset, create_dataloader
 from utils.data.synthetic import write_dataset
+from utils.training.loss import YOLOLoss
+from utils.training.optim import build_optimizer
 from utils.timing import alternating_median_seconds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,15 +58,36 @@ def bench_forward(names: list[str], size: int, rounds: int) -> None:
         print(f"  {name:<22} {seconds * 1e3:7.1f} ms   {params / 1e6:6.2f} M parameters")
 
 
-def bench_train(names: list[str], steps: int) -> None:
-    print("training at 320, batch 4, augmenting loader with 2 workers (median step):")
+def training_step(name: str, batch, size: int):
+    """A closure running one SGD step of ``name`` (4 classes) on ``batch``: forward, YOLO loss, backward, step."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Darknet(with_classes(read_cfg(REPO / "cfg" / f"{name}.cfg"), 4)).train()
+    loss_fn = YOLOLoss(model.yolo_layers)
+    optimizer = build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4)
+    images = batch.images.float() / 255
+
+    def step():
+        loss = loss_fn(model(images), batch.targets, (size, size))
+        optimizer.zero_grad()
+        loss.total.backward()
+        optimizer.step()
+    return step
+
+
+def bench_train(names: list[str], size: int, rounds: int) -> None:
+    """Training steps on one augmented batch of 4, the models in alternating rounds (a slow spell of the shared
+    machine hits all of them alike; benchmarks/bench_train.py measures the data loader too)."""
     with tempfile.TemporaryDirectory() as tmp:
-        data = write_dataset(Path(tmp) / "shapes", train=32, valid=1, size=320)
-        for name in names:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                rate, wait = bench_training(name, 320, 4, steps, data, Path(tmp), 2)
-            print(f"  {name:<22} {rate:5.2f} img/s (waiting for data {wait:5.1%})")
+        data = write_dataset(Path(tmp) / "shapes", train=8, valid=1, size=size)
+        loader, _ = create_dataloader(DetectionDataset(data.parent / "train.txt", 4, Augment()), 4, size, True,
+                                      workers=0, seed=0)
+        batch = next(iter(loader))
+    steps = [training_step(name, batch, size) for name in names]
+    times = alternating_median_seconds(steps, rounds=rounds, per_round=1, warmup=1)
+    print(f"training step at {size}, batch 4, SGD (median, alternating rounds):")
+    for name, seconds in zip(names, times):
+        print(f"  {name:<22} {4 / seconds:5.2f} img/s")
 
 
 def bench_deform(rounds: int) -> None:
@@ -97,7 +122,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("forward", "train", "deform"))
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--repeats", type=int, default=4, help="alternating rounds (forward, deform)")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per model")
+    parser.add_argument("--steps", type=int, default=3, help="alternating rounds of training steps")
     parser.add_argument("--img_size", type=int, default=416)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -105,7 +130,7 @@ def main() -> None:
     if args.only in (None, "forward"):
         bench_forward(args.models, args.img_size, args.repeats)
     if args.only in (None, "train"):
-        bench_train(args.models, args.steps)
+        bench_train(args.models, 320, args.steps)
     if args.only in (None, "deform"):
         bench_deform(args.repeats)
 
