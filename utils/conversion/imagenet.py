@@ -126,11 +126,12 @@ def source_convs(state: dict[str, torch.Tensor], path: Path) -> tuple[list[Sourc
                 waiting.append(conv)
         else:
             raise ImagenetImportError(f"{path}: module {name!r} ({', '.join(tensors)}) is neither a conv nor a norm")
-    trailing = modules[last_conv + 1:]
-    for name, tensors in trailing:  # what follows the last conv: its norm, then the classifier
-        if _is_norm(tensors) and waiting:
+    dropped = []
+    for name, tensors in modules[last_conv + 1:]:  # what follows the last conv: its norm, then the classifier
+        if _is_norm(tensors) and any(conv.out_channels == _norm_channels(tensors) for conv in waiting):
             _attach_norm(waiting, name, tensors, path)
-    dropped = [f"{name}.{key}" for name, tensors in trailing if not _is_norm(tensors) for key in tensors]
+        else:
+            dropped += [f"{name}.{key}" for key in tensors]
     return convs, dropped
 
 
