@@ -10,6 +10,8 @@
 
 Exports take any batch and input size (--img_size, default the cfg's [net] size, is only the traced example).
 With --nms the ONNX graph ends in ONNX NonMaxSuppression: rows of batch, x1, y1, x2, y2, score, class.
+    python convert.py --import_imagenet resnet50.pth --model_def cfg/resnet50-yolov3.cfg resnet50.conv.74
+                                                                   # ImageNet classifier -> backbone file
 
 An existing OUT is only replaced with --force, and is never left half-written.
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 from utils.cli import ArgumentParser, integer, number, run_main
 from utils.data.names import read_class_names
 from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript
+from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagenet, write_backbone
+from utils.darknet.model import Darknet
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import read_cfg
 from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model, save_weights
@@ -41,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--class_path", help="class names to store in a .pth output")
     p.add_argument("--darknet_native", metavar="OUT_CFG", help="write the cfg with [res2net]/[triangle] expanded")
     add_export_flags(p)
+    add_import_flags(p)
     p.add_argument("--force", "--exist_ok", dest="force", action="store_true", help="replace an existing output")
     return p.parse_args(argv)
 
@@ -58,6 +63,29 @@ def add_export_flags(p: ArgumentParser) -> None:
     p.add_argument("--fuse", action="store_true", help="fold BN into convs before the ONNX export")
 
 
+def add_import_flags(p: ArgumentParser) -> None:
+    p.add_argument("--import_imagenet", metavar="CKPT", help="a classification checkpoint (torchvision ResNet/"
+                   "ResNeXt, SE-ResNet, IBN-Net, Res2Net layouts) to map onto the cfg's backbone; writes OUTPUT")
+    p.add_argument("--input_mean", type=number(), nargs=3, default=list(IMAGENET_MEAN),
+                   help="with --import_imagenet: the RGB mean the checkpoint's inputs were normalised with "
+                        "(folded into the first conv; 0 0 0 and --input_std 1 1 1 to fold nothing)")
+    p.add_argument("--input_std", type=number(0, above=True), nargs=3, default=list(IMAGENET_STD),
+                   help="with --import_imagenet: the RGB standard deviation of that normalisation")
+
+
+def run_import(args, cfg: Path | None) -> str:
+    if cfg is None or not args.input or args.output:  # the one positional argument is the output here
+        raise UserError("--import_imagenet CKPT needs --model_def CFG and one output (OUT.conv.N, .weights or .pth)")
+    out = Path(args.input)
+    refuse_existing(out, args.force)
+    imported = import_imagenet(args.import_imagenet, Darknet(cfg), args.input_mean, args.input_std)
+    with named_write_errors(out, "backbone"):
+        how = write_backbone(imported, out)
+    left_out = f"; left out: {', '.join(imported.dropped)}" if imported.dropped else ""
+    return (f"wrote {out}: the {imported.convs} convs of {args.import_imagenet} as layers 0..{imported.cutoff - 1} "
+            f"of {cfg}{left_out}\ntrain from it: python train.py --model_def {cfg} {how}")
+
+
 def refuse_existing(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise UserError(f"{path} exists; pass --force to replace it")
@@ -65,14 +93,19 @@ def refuse_existing(path: Path, force: bool) -> None:
 
 def run(args) -> str:
     cfg = Path(args.model_def) if args.model_def else None
+    if args.import_imagenet:
+        return run_import(args, cfg)
     if args.darknet_native:
         if cfg is None:
             raise UserError("--darknet_native needs --model_def")
         out = Path(args.darknet_native)
         refuse_existing(out, args.force)
-        text = darknet_native_cfg(read_cfg(cfg)).text
+        source = read_cfg(cfg)
+        native = darknet_native_cfg(source)
         with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:
-            f.write(text.encode())
+            f.write(native.text.encode())
+        if native is source:
+            return f"wrote {out}: {cfg} is plain Darknet already, copied unchanged"
         return f"wrote {out}: {cfg} with every [res2net]/[triangle] as plain Darknet layers (same .weights)"
     if not args.input:
         raise UserError("name the input weights (and an output, or --onnx); see --help")

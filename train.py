@@ -54,6 +54,8 @@ def parse_args(argv=None) -> TrainOptions:
                    help="sparsity strength for --sr: after every optimiser step each |BN gamma| shrinks by lr * s, "
                         "stopping at 0")
     p.add_argument("--freeze", type=integer(0), default=d.freeze, help="freeze layers 0..N-1")
+    p.add_argument("--freeze_bn", action="store_true", help="freeze every BN (detectron2's FrozenBatchNorm): "
+                   "running statistics normalise in training too, gamma and beta are not trained")
     p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--sync_bn", action="store_true", help="synchronised BatchNorm under DDP")

@@ -34,19 +34,24 @@ def _expansion(block: Block, plain: list[PlainLayer], start: int, block_input: i
 
 
 def darknet_native_cfg(cfg: Cfg) -> Cfg:
-    """``cfg`` in plain Darknet layers, with the same ``.weights`` stream."""
+    """``cfg`` in plain Darknet layers, with the same ``.weights`` stream; ``cfg`` itself, text and all, when
+    every layer is plain Darknet already."""
     network = build_network(cfg)
     sections = [cfg.sections[0]]
     output_of: list[int] = []  # original layer index -> index of the plain layer holding its output
+    expanded = False
     for index, (raw, block, layer) in enumerate(zip(cfg.layers, network.blocks, network.layers)):
         try:
             plain = layer.plain_layers(block)
         except NotPlainDarknet as err:
             raise NotPlainDarknet(f"{block.where()}: {err}") from None
+        expanded = expanded or plain is not None
         if plain is None:
             sections.append(renumbered(raw, index, len(sections) - 1, output_of.__getitem__))
         else:
             sections += _expansion(block, plain, len(sections) - 1, output_of[-1] if output_of else -1)
         output_of.append(len(sections) - 2)
+    if not expanded:
+        return cfg
     return rebuilt(cfg, sections, f"{cfg.name} with [res2net]/[triangle] expanded into plain Darknet layers by "
                                   f"convert.py;\nit reads the same .weights file as the original.")

@@ -163,9 +163,13 @@ def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None)
     returned one-line report says so."""
     path = regular_file(path, "pretrained weights", WeightsFileError)
     if path.suffix in CHECKPOINT_SUFFIXES:
-        skipped = load_state_dict_matching(model, load_checkpoint(path)["model"])
-        layers = sorted({int(name.split(".")[1]) for name in skipped if name.startswith("layers.")})
+        state = load_checkpoint(path)["model"]
+        skipped = load_state_dict_matching(model, state)
+        layers = sorted({int(name.split(".")[1]) for name in skipped if name.startswith("layers.") and name in state})
         note = f"; layers {', '.join(map(str, layers))} differ in shape and were re-initialised" if layers else ""
+        absent = sorted({int(name.split(".")[1]) for name in skipped if name.startswith("layers.")} - set(layers))
+        if absent:  # a backbone file (convert.py --import_imagenet) holds the leading layers only
+            note += f"; layers {absent[0]}..{absent[-1]} are not in the file and keep their initial values"
         return f"loaded {path}{note}"
     cutoff = cutoff if cutoff is not None else cutoff_from_name(path)
     try:

@@ -16,6 +16,7 @@ from torch import nn
 
 from utils.darknet.cfg import NET_SCHEMA, Block, Cfg, CfgError, as_cfg, type_section, warn_unknown_keys
 from utils.darknet.layers import BuildContext, DarknetLayer, YOLOLayer, convolutions
+from utils.darknet.layers.norm import freeze_batchnorm
 from utils.darknet.registry import known_names, layer_type
 from utils.darknet.summary import format_summary, summarize
 from utils.darknet.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
@@ -88,6 +89,10 @@ class Darknet(nn.Module):
         referenced = {j for layer in network.layers for j in layer.sources or ()}
         self._plan = [PlanStep(layer, layer.sources, i in referenced, layer.is_head)
                       for i, layer in enumerate(network.layers)]
+        # Darknet's stopbackward=1: the last such layer and every layer before it are not trained.
+        self.stop_backward = max((b.index for b in network.blocks if b["stopbackward"]), default=-1)
+        for layer in network.layers[:self.stop_backward + 1]:
+            layer.requires_grad_(False)
 
     @property
     def cfg_text(self) -> str:
@@ -101,6 +106,14 @@ class Darknet(nn.Module):
     def input_channels(self) -> int:
         return self.hyperparams["channels"]
 
+    def train(self, mode: bool = True) -> Darknet:
+        """As nn.Module.train; the layers before a stopbackward layer stay in inference mode (BN uses its
+        running statistics), as Darknet builds them with train=0."""
+        super().train(mode)
+        for layer in list(self.layers)[:max(self.stop_backward, 0)]:
+            layer.eval()
+        return self
+
     # -- forward -------------------------------------------------------------------------------
 
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -109,9 +122,18 @@ class Darknet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         kept: dict[int, torch.Tensor] = {}
         heads: list[torch.Tensor] = []
-        index = 0
+        frozen = self.stop_backward + 1
+        with torch.no_grad():  # stopbackward: no output up to that layer carries a gradient, routed ones included
+            x = self._run_steps(x, range(frozen), kept, heads)
+        x = self._run_steps(x, range(frozen, len(self._plan)), kept, heads)
+        return heads, x
+
+    def _run_steps(self, x: torch.Tensor, indices: range, kept: dict[int, torch.Tensor],
+                   heads: list[torch.Tensor]) -> torch.Tensor:
+        index = indices.start
         try:
-            for index, step in enumerate(self._plan):
+            for index in indices:
+                step = self._plan[index]
                 if step.is_head:
                     heads.append(x)
                     x = step.layer(x) if step.keep else x
@@ -123,7 +145,7 @@ class Darknet(nn.Module):
                     kept[index] = x
         except (RuntimeError, ValueError) as err:
             raise ForwardError(f"{self.blocks[index].where()}: {str(err).splitlines()[0]}") from err
-        return heads, x
+        return x
 
     def forward_heads(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The raw input of every [yolo] layer, in cfg order: ``(B, A*(5+classes), H, W)``, Darknet's layout."""
@@ -140,6 +162,12 @@ class Darknet(nn.Module):
     def decode(self, heads: list[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
         """Spec §4: ``(B, N, 5+classes)``, N over [yolo] layers, then anchor, row, column."""
         return torch.cat([yolo.decode(head, image_size) for yolo, head in zip(self.yolo_layers, heads)], 1)
+
+    def freeze_batchnorm(self) -> Darknet:
+        """Every BN becomes a FrozenBatchNorm2d of its current values (train.py --freeze_bn): in training the
+        running statistics normalise and gamma/beta stay as they are (no update, no weight decay)."""
+        freeze_batchnorm(self)
+        return self
 
     def fuse(self) -> Darknet:
         """Fold every BN into its conv, for inference. A fused model can no longer save .weights."""

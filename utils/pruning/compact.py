@@ -57,11 +57,7 @@ def _fold_constants(model: Darknet, graph: ChannelGraph, removed: set[int]) -> N
         if not gone.any():
             continue
         constants = torch.where(gone, inputs, torch.zeros_like(inputs))
-        delta = record.conv.conv.weight.sum((2, 3)) @ constants
-        if record.conv.bn is not None:
-            record.conv.bn.running_mean -= delta
-        else:
-            record.conv.conv.bias += delta
+        record.conv.absorb_output_shift(record.conv.conv.weight.sum((2, 3)) @ constants)
 
 
 @torch.no_grad()

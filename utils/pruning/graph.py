@@ -4,7 +4,8 @@ never written per cfg.
 Each conv output channel is an *atom*. An elementwise add ([shortcut], the hierarchical adds and the
 residual inside [res2net]) ties the atoms it adds, so channels that must go together form one class.
 Atoms that cannot be removed are *fixed*: the network input, outputs of convs that are not prunable (no
-BN, grouped, or an activation that is not 0 at 0), and whatever a layer type fixes in its own
+trained BN, grouped, deformable, or an activation that is not 0 at 0), inputs of grouped and deformable
+convs, and whatever a layer type fixes in its own
 ``channel_flow`` (``[route] groups`` slices, the pooled group of ``stype=stage`` blocks, per-channel
 shortcut weights, layers pruning knows nothing about).
 """
@@ -89,7 +90,7 @@ class ChannelGraph:
     def conv(self, conv: Convolutional, inputs: list[int], segment: bool = True) -> list[int]:
         """A conv reading ``inputs``: new atoms for its outputs, free if the conv is prunable. ``segment``:
         the conv must keep at least one output channel."""
-        if conv.conv.groups != 1:
+        if conv.reads_whole_input:
             self.atoms.fix(inputs)
         prunable = conv.prunable
         outputs = self.atoms.new(conv.conv.out_channels, fixed=not prunable)

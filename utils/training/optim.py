@@ -99,9 +99,9 @@ class ModelEMA:
 
 
 def sparsity_bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BNs network slimming penalises: every BN (SyncBatchNorm too), those inside [res2net] and
-    [triangle] included."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """The BNs network slimming penalises: every trained BN (SyncBatchNorm too), those inside [res2net] and
+    [triangle] included; frozen ones (FrozenBatchNorm2d, --freeze, stopbackward) keep their gammas."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight.requires_grad]
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ class TrainOptions:
     sr: bool = False
     s: float = 0.001
     freeze: int = 0
+    freeze_bn: bool = False
     ema: bool = False
     amp: bool = False
     sync_bn: bool = False

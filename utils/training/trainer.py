@@ -164,8 +164,8 @@ class Trainer:
         return model.to(self.device)
 
     def _freeze(self, model: Darknet) -> None:
-        """Freeze layers 0..--freeze-1; a count past the model's layers, or one that would leave no weight
-        to train, is refused with the layer count."""
+        """Freeze layers 0..--freeze-1 (a count past the model's layers, or one that would leave no weight
+        to train, is refused with the layer count), and with --freeze_bn every BN."""
         count, layers = self.opt.freeze, len(model.layers)
         weighted = [i for i, layer in enumerate(model.layers) if any(p.numel() for p in layer.parameters())]
         if count > layers:
@@ -175,6 +175,8 @@ class Trainer:
                             f"{layers} layers of {self.opt.model_def} with weights; freeze at most {weighted[-1]}")
         for layer in list(model.layers)[:count]:
             layer.requires_grad_(False)
+        if self.opt.freeze_bn:
+            model.freeze_batchnorm()
 
     def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs) -> None:
         state.load_state_dict(checkpoint, self.resumed_from)

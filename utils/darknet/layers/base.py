@@ -3,7 +3,8 @@
 A layer class registered with ``utils.darknet.registry.register`` declares everything the rest of the repo
 needs to know about its type; nothing outside the class dispatches on layer types:
 
-- ``cfg_keys``: the typed schema of its cfg section; ``reference_key``: the key listing layers it reads;
+- ``cfg_keys``: the typed schema of its cfg section (with ``LAYER_KEYS``, which every type has);
+  ``reference_key``: the key listing layers it reads;
 - ``from_cfg(block, ctx)``: how it is built from a typed block, given the channels before it;
   ``class_edits``: what adapting the class count changes in the cfg;
 - ``out_channels`` and ``sources`` (absolute indices of the layers it reads; None: just the previous one);
@@ -23,7 +24,7 @@ from typing import Callable, ClassVar, Protocol, Sequence
 import torch
 from torch import nn
 
-from utils.darknet.cfg import Block, Cfg, Key, word
+from utils.darknet.cfg import Block, Cfg, Key, integer, word
 from utils.errors import UserError
 
 NormLayer = Callable[[int], nn.Module]
@@ -127,16 +128,26 @@ class KeptChannels(Protocol):
         """Bool mask of the output channels of a Convolutional that are kept."""
 
 
+# Keys Darknet's parser reads for every layer type (parse_network_cfg), whatever the section.
+# stopbackward=1: no gradient reaches this layer or any before it (Darknet ends its backward pass there, and
+# builds the layers before it for inference); the model's forward plan applies it (utils/darknet/model.py).
+LAYER_KEYS: dict[str, Key] = {"stopbackward": Key(integer, 0, (0, 1))}
+
+
 class DarknetLayer(nn.Module):
     """Base of every registered layer. Single-input layers take a tensor, others a list. The defaults
     describe a layer without weights that pruning treats as opaque and that plain Darknet already has."""
 
     section_name: ClassVar[str]  # set by register()
-    cfg_keys: ClassVar[dict[str, Key]] = {}
+    cfg_keys: ClassVar[dict[str, Key]] = LAYER_KEYS
     reference_key: ClassVar[str | None] = None
     is_head: ClassVar[bool] = False
     out_channels: int
     sources: tuple[int, ...] | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.cfg_keys = {**LAYER_KEYS, **cls.cfg_keys}  # every type's schema has the keys Darknet gives all
 
     @classmethod
     def from_cfg(cls, block: Block, ctx: BuildContext) -> DarknetLayer:

@@ -1,6 +1,7 @@
 """[res2net] and [triangle] (spec §2): the hierarchical split they share, and the two blocks."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -10,7 +11,7 @@ from utils.darknet.cfg import Block, Key, int_list, integer, with_default, word
 from utils.darknet.layers.base import (ACTIVATIONS, BLOCK_INPUT, ActivationFactory, BuildContext, DarknetLayer,
                                        NormLayer, NotPlainDarknet, PlainLayer, activation_from, activation_key,
                                        batch_norm)
-from utils.darknet.layers.conv import MAX_FILTERS, Convolutional
+from utils.darknet.layers.conv import MAX_FILTERS, Convolutional, ConvShape
 from utils.darknet.registry import register
 
 
@@ -19,6 +20,21 @@ def _bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
     for size in sizes:
         starts.append(starts[-1] + size)
     return list(zip(starts, starts[1:]))
+
+
+@dataclass(frozen=True)
+class SplitShape:
+    """The channel layout of a hierarchical split: per-group widths, per-branch 3x3 filters (equal unless
+    pruned), the branches' stride, and whether it is the ``stage`` variant."""
+
+    widths: tuple[int, ...]
+    branch_filters: tuple[int, ...]
+    stride: int = 1
+    stage: bool = False
+
+    @classmethod
+    def uniform(cls, width: int, scale: int, stride: int = 1, stage: bool = False) -> SplitShape:
+        return cls((width,) * scale, (width,) * (1 if scale == 1 else scale - 1), stride, stage)
 
 
 class HierarchicalSplit(nn.Module):
@@ -30,18 +46,17 @@ class HierarchicalSplit(nn.Module):
     untouched (or avg-pooled for ``stage``). Unpruned blocks have every width and filter count equal.
     """
 
-    def __init__(self, inplanes: int, widths: Sequence[int], branch_filters: Sequence[int], stride: int = 1,
-                 stage: bool = False, norm_layer: NormLayer = batch_norm,
+    def __init__(self, inplanes: int, shape: SplitShape, norm_layer: NormLayer = batch_norm,
                  activation: ActivationFactory = ACTIVATIONS["leaky"]):
         super().__init__()
-        self.widths, self.branch_filters = list(widths), list(branch_filters)
-        self.scale, self.stage = len(self.widths), stage
+        self.widths, self.branch_filters = list(shape.widths), list(shape.branch_filters)
+        self.scale, self.stage = len(self.widths), shape.stage
         self.out_channels = sum(self.branch_filters) + (self.widths[-1] if self.scale != 1 else 0)
-        self.conv1 = Convolutional(inplanes, sum(self.widths), 1, norm_layer=norm_layer, activation=activation)
+        self.conv1 = Convolutional(inplanes, sum(self.widths), ConvShape(1), norm_layer, activation)
         self.convs = nn.ModuleList(
-            Convolutional(self.widths[i], filters, 3, stride, 1, norm_layer=norm_layer, activation=activation)
+            Convolutional(self.widths[i], filters, ConvShape(3, shape.stride, 1), norm_layer, activation)
             for i, filters in enumerate(self.branch_filters))
-        self.pool = nn.AvgPool2d(3, stride, 1) if stage and self.scale != 1 else None
+        self.pool = nn.AvgPool2d(3, shape.stride, 1) if shape.stage and self.scale != 1 else None
 
     @property
     def uniform_width(self) -> int | None:
@@ -151,9 +166,11 @@ def _split_widths(block: Block) -> tuple[list[int], list[int]]:
     widths = block["widths"] if block["widths"] is not None else [width] * scale
     filters = block["branch_filters"] if block["branch_filters"] is not None else widths[:nums]
     if len(widths) != scale:
-        raise block.error(f"widths needs {scale} positive values (one per group, scale={scale}), got {widths}", "widths")
+        raise block.error(f"widths needs {scale} positive values (one per group, scale={scale}), got {widths}",
+                          "widths")
     if len(filters) != nums:
-        raise block.error(f"branch_filters needs {nums} positive values (one per 3x3 branch), got {filters}", "branch_filters")
+        raise block.error(f"branch_filters needs {nums} positive values (one per 3x3 branch), got {filters}",
+                          "branch_filters")
     return widths, filters
 
 
@@ -174,7 +191,7 @@ def split_options(block: Block, ctx: BuildContext) -> dict:
                 raise block.error(f"branch {i - 1} outputs {filters[i - 1]} channels but is added to group {i} "
                                   f"of {widths[i]}: they must match", "branch_filters")
     ctx.check_weights(block, inplanes * sum(widths) + 9 * sum(w * f for w, f in zip(widths, filters)))
-    return dict(inplanes=inplanes, widths=widths, branch_filters=filters, stride=block["stride"], stage=stage,
+    return dict(inplanes=inplanes, shape=SplitShape(tuple(widths), tuple(filters), block["stride"], stage),
                 activation=activation_from(block))
 
 
@@ -196,20 +213,22 @@ class Res2Net(HierarchicalBlock):
     cfg_keys = {**HIERARCHICAL_KEYS,
                 # written by prune.py: conv3's filters, and whether the residual has its 1x1 conv
                 "filters": Key(integer, -1, low=-1, high=MAX_FILTERS),
-                "downsample": Key(integer, -1, (-1, 0, 1))}
+                "downsample": Key(integer, -1, (-1, 0, 1)),
+                # after the residual add: linear in the spec; relu gives the Res2Net paper's ImageNet block
+                "residual_activation": activation_key("linear")}
     expansion = 2
 
-    def __init__(self, inplanes: int, out_channels: int, widths: Sequence[int], branch_filters: Sequence[int],
-                 stride: int = 1, stage: bool = False, downsample: bool | None = None,
+    def __init__(self, inplanes: int, out_channels: int, shape: SplitShape, downsample: bool | None = None,
                  norm_layer: NormLayer = batch_norm, activation: ActivationFactory = ACTIVATIONS["leaky"]):
         super().__init__()
         self.out_channels = out_channels
-        self.split = HierarchicalSplit(inplanes, widths, branch_filters, stride, stage, norm_layer, activation)
-        self.conv3 = Convolutional(self.split.out_channels, out_channels, 1, norm_layer=norm_layer)
+        self.split = HierarchicalSplit(inplanes, shape, norm_layer, activation)
+        self.conv3 = Convolutional(self.split.out_channels, out_channels, ConvShape(1), norm_layer)
         if downsample is None:
-            downsample = stride != 1 or inplanes != out_channels
-        self.downsample = Convolutional(inplanes, out_channels, 1, stride, norm_layer=norm_layer) if downsample \
-            else None
+            downsample = shape.stride != 1 or inplanes != out_channels
+        self.downsample = Convolutional(inplanes, out_channels, ConvShape(1, shape.stride), norm_layer) \
+            if downsample else None
+        self.residual_act: nn.Module = nn.Identity()
 
     @classmethod
     def from_cfg(cls, block, ctx):
@@ -219,11 +238,13 @@ class Res2Net(HierarchicalBlock):
         if downsample is False and (block["stride"] != 1 or options["inplanes"] != out_channels):
             raise block.error(f"downsample=0 needs stride 1 and inplanes ({options['inplanes']}) == filters "
                               f"({out_channels}) for the residual add", "downsample")
-        return cls(out_channels=out_channels, downsample=downsample, **options)
+        layer = cls(out_channels=out_channels, downsample=downsample, **options)
+        layer.residual_act = ACTIVATIONS[block["residual_activation"]]()
+        return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.conv3(self.split(x)) + identity
+        return self.residual_act(self.conv3(self.split(x)) + identity)
 
     def darknet_tensors(self) -> list[torch.Tensor]:
         tensors = self.split.darknet_tensors() + self.conv3.darknet_tensors()
@@ -261,12 +282,13 @@ class Res2Net(HierarchicalBlock):
 
         layers.append(linear_conv(1))
         conv3 = len(layers) - 1
+        residual = {"activation": block["residual_activation"]}
         if self.downsample is None:
-            layers.append(PlainLayer("shortcut", {"activation": "linear"}, (BLOCK_INPUT,)))
+            layers.append(PlainLayer("shortcut", residual, (BLOCK_INPUT,)))
         else:
             layers.append(PlainLayer("route", {}, (BLOCK_INPUT,)))
             layers.append(linear_conv(self.downsample.conv.stride[0]))
-            layers.append(PlainLayer("shortcut", {"activation": "linear"}, (conv3,)))
+            layers.append(PlainLayer("shortcut", residual, (conv3,)))
         return layers
 
 
@@ -276,11 +298,10 @@ class Triangle(HierarchicalBlock):
 
     cfg_keys = with_default(HIERARCHICAL_KEYS, "base_width", 16)
 
-    def __init__(self, inplanes: int, widths: Sequence[int], branch_filters: Sequence[int], stride: int = 1,
-                 stage: bool = False, norm_layer: NormLayer = batch_norm,
+    def __init__(self, inplanes: int, shape: SplitShape, norm_layer: NormLayer = batch_norm,
                  activation: ActivationFactory = ACTIVATIONS["leaky"]):
         super().__init__()
-        self.split = HierarchicalSplit(inplanes, widths, branch_filters, stride, stage, norm_layer, activation)
+        self.split = HierarchicalSplit(inplanes, shape, norm_layer, activation)
         self.out_channels = self.split.out_channels
 
     @classmethod

@@ -87,16 +87,21 @@ class Shortcut(DarknetLayer):
 
     @property
     def is_plain_residual(self) -> bool:
-        """previous + one earlier layer of the same width, unweighted and linear: x + f(x)."""
-        return (len(self.sources) == 2 and self.input_weights is None and isinstance(self.act, nn.Identity)
-                and self.add_channels[0] == self.out_channels)
+        """previous + one earlier layer of the same width, unweighted, linear or ReLU: x + f(x), or ResNet's
+        relu(x + f(x)), which is x + f(x) for the non-negative x a ResNet unit receives."""
+        return (len(self.sources) == 2 and self.input_weights is None
+                and isinstance(self.act, (nn.Identity, nn.ReLU)) and self.add_channels[0] == self.out_channels)
 
     def removable_span(self, index, layers):
         if not self.is_plain_residual:
             return None
         start = self.sources[1] + 1
         inside = range(start, index)
-        chain = len(inside) > 0 and all(layers[k].sources is None for k in inside)
+
+        def reads_only_the_unit(k: int) -> bool:  # its input and the layers of the unit before k
+            return all(start - 1 <= j < k for j in (layers[k].sources or ()))
+
+        chain = len(inside) > 0 and all(reads_only_the_unit(k) for k in inside)
         if chain and layers[self.sources[1]].out_channels == self.out_channels:
             return range(start, index + 1)
         return None

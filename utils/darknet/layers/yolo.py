@@ -85,13 +85,13 @@ class YOLOLayer(DarknetLayer):
     }
     is_head = True
 
-    def __init__(self, channels: int, anchors: torch.Tensor, mask: Sequence[int], num_classes: int,
-                 scale_x_y: float = 1.0, new_coords: bool = False, loss: YoloLossOptions = YoloLossOptions()):
+    def __init__(self, anchors: torch.Tensor, mask: Sequence[int], num_classes: int, scale_x_y: float = 1.0,
+                 new_coords: bool = False, loss: YoloLossOptions = YoloLossOptions()):
         super().__init__()
-        self.out_channels = channels
         self.mask = tuple(mask)
         self.num_classes = num_classes
         self.num_outputs = 5 + num_classes
+        self.out_channels = len(self.mask) * self.num_outputs
         self.scale_x_y, self.new_coords = scale_x_y, bool(new_coords)
         self.loss = loss
         self.register_buffer("all_anchors", anchors.reshape(-1, 2).float(), persistent=False)
@@ -119,8 +119,7 @@ class YOLOLayer(DarknetLayer):
             raise block.error(f"the layer before has {ctx.previous_channels} filters; a [yolo] with {len(mask)} "
                               f"anchors and {classes} classes needs {len(mask)}*({classes}+5) = {expected}")
         loss = YoloLossOptions(**{k: block[k] for k in YoloLossOptions.__dataclass_fields__})
-        return cls(expected, torch.tensor(anchors[:2 * num]), mask, classes, block["scale_x_y"],
-                   block["new_coords"], loss)
+        return cls(torch.tensor(anchors[:2 * num]), mask, classes, block["scale_x_y"], block["new_coords"], loss)
 
     @classmethod
     def class_edits(cls, cfg: Cfg, index: int, num_classes: int) -> dict[tuple[int, str], object]:
