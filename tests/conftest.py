@@ -6,17 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.cfgs import NET
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 torch.set_num_threads(2)
 
-NET = """
-[net]
-width=64
-height=64
-channels=3
-"""
 
 
 def shared_path(*parts: str) -> Path:

@@ -144,6 +144,7 @@ def calc_anchors(*args):
                           text=True)
 
 
+@pytest.mark.e2e
 def test_calc_anchors_command_line(tmp_path):
     data = write_dataset(tmp_path / "set", train=30, valid=2, size=96, seed=2)
     out = tmp_path / "new.cfg"
@@ -160,6 +161,7 @@ def test_calc_anchors_command_line(tmp_path):
     assert alone.returncode == 1 and "name it with --model_def" in alone.stderr
 
 
+@pytest.mark.e2e
 def test_calc_anchors_without_labels_says_where_it_looked(tmp_path):
     data = write_dataset(tmp_path / "set", train=3, valid=1, size=64)
     for label in (tmp_path / "set" / "labels" / "train").iterdir():

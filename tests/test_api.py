@@ -43,6 +43,7 @@ def labels_in_pixels(path, image_shape):
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), rows[:, 5], rows[:, 0].astype(int)
 
 
+@pytest.mark.e2e
 def test_the_detector_gives_detect_pys_boxes_from_an_array_and_from_a_path(files, tmp_path):
     subprocess.run([sys.executable, "detect.py", "--source", str(files / "images"), "--weights_path",
                     str(files / "model.pth"), "--conf_thres", "0.28", "--img_size", "128", "--output",

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from models import Darknet
 from scripts.make_backbone_cfgs import main as make_cfgs
+from tests import cfgs
+from tests.cfgs import HEAD
 from tests.conftest import REPO, randomize
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import CfgError, read_cfg
@@ -20,13 +22,11 @@ from utils.pruning import ChannelGraph, compact_model, masked_model, remove_unit
 from utils.data.synthetic import write_dataset
 from utils.training.optim import build_optimizer, sparsity_bns
 
-CONV = "[convolutional]\nbatch_normalize=1\nfilters={f}\nsize={k}\nstride={s}\npad=1\nactivation={a}\n{extra}\n"
-HEAD = "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n\n[yolo]\nmask=0,1,2\nanchors=4,4,8,8,16,16\n" \
-       "classes=2\nnum=3\n"
 
 
 def conv(f, k=3, s=1, a="relu", extra=""):
-    return CONV.format(f=f, k=k, s=s, a=a, extra=extra)
+    """A BN conv with ReLU, ResNet's activation."""
+    return cfgs.conv(f, k, s, a, extra)
 
 
 SE = conv(8, s=2) + conv(8, a="linear") + """
@@ -274,6 +274,7 @@ def test_generated_cfgs_are_up_to_date(tmp_path):
     assert make_cfgs(["--check"]) == 0
 
 
+@pytest.mark.e2e
 def test_train_freeze_bn_keeps_every_bn_and_its_checkpoint_loads_into_the_cfg(tmp_path):
     data = write_dataset(tmp_path / "set", train=8, valid=2, size=64, seed=1)
     cfg = tmp_path / "tiny.cfg"

@@ -14,6 +14,8 @@ from utils.darknet.cfg_edit import with_classes
 from utils.darknet.checkpoint import save_checkpoint, save_model
 from utils.data.synthetic import write_dataset
 
+pytestmark = pytest.mark.e2e  # every test here runs a command line as a subprocess
+
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has CUDA")
 
 

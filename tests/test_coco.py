@@ -119,6 +119,7 @@ def test_a_coco_version_gives_the_same_dataset_and_map(tmp_path):
     assert (converted.map50, converted.map) == pytest.approx((expected.map50, expected.map), abs=1e-9)
 
 
+@pytest.mark.e2e
 def test_the_command_line_converts_and_reports(small, tmp_path):
     result = subprocess.run([sys.executable, "-m", "data.coco2darknet", "--annotations", str(small.annotations),
                              "--images", str(small.images), "--out", str(tmp_path / "out"), "--name", "mine"],

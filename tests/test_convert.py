@@ -34,6 +34,7 @@ def tiny_weights(tmp_path):
     return cfg, path
 
 
+@pytest.mark.e2e
 def test_weights_to_pth_and_back_is_byte_identical(tiny_weights, tmp_path):
     cfg, weights = tiny_weights
     convert("--model_def", cfg, weights, tmp_path / "m.pth")
@@ -45,6 +46,7 @@ def test_weights_to_pth_and_back_is_byte_identical(tiny_weights, tmp_path):
     assert loaded.model.num_classes == 80 and loaded.names[0] == "0"
 
 
+@pytest.mark.e2e
 def test_backbone_cutoff_by_flag_and_by_name(tiny_weights, tmp_path):
     cfg, weights = tiny_weights
     convert("--model_def", cfg, weights, tmp_path / "tiny.conv.11")
@@ -57,6 +59,7 @@ def test_backbone_cutoff_by_flag_and_by_name(tiny_weights, tmp_path):
     assert result.returncode == 1 and "--cutoff writes a Darknet .weights file" in result.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["res2net-yolov3-tiny", "res2net-triangle-yolov3-tiny", "res2net-yolov3",
                                   "res2net-triangle-yolov3"])
 def test_darknet_native_expansion_is_equivalent(name, tmp_path):
@@ -83,6 +86,7 @@ def test_darknet_native_refuses_what_darknet_cannot_express(write_cfg):
         darknet_native_cfg(read_cfg(first))
 
 
+@pytest.mark.e2e
 def test_onnx_export_matches_pytorch(tiny_weights, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     cfg, weights = tiny_weights
@@ -100,6 +104,7 @@ def test_onnx_export_matches_pytorch(tiny_weights, tmp_path):
         assert abs(got - expected).max() < 1e-3
 
 
+@pytest.mark.e2e
 def test_errors(tiny_weights, tmp_path):
     cfg, weights = tiny_weights
     wrong = convert("--model_def", REPO / "cfg" / "yolov3-tiny.cfg", weights, tmp_path / "x.pth", check=False)

@@ -13,6 +13,8 @@ from utils.darknet.cfg import parse_cfg
 from utils.darknet.checkpoint import save_model
 from utils.inference.nms import non_max_suppression
 
+pytestmark = pytest.mark.e2e  # every test here runs a command line as a subprocess
+
 pytestmark = pytest.mark.filterwarnings("ignore::utils.darknet.cfg.CfgWarning")
 
 

@@ -50,6 +50,7 @@ def model_files(tmp_path):
     return cfg, tmp_path / "tiny.weights", names
 
 
+@pytest.mark.e2e
 def test_detect_end_to_end_on_a_folder_of_odd_images(model_files, tmp_path):
     cfg, weights, names = model_files
     folder = tmp_path / "images"
@@ -82,6 +83,7 @@ def test_detect_end_to_end_on_a_folder_of_odd_images(model_files, tmp_path):
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.e2e
 def test_detect_on_a_video_writes_an_annotated_video_and_labels_per_frame(model_files, tmp_path):
     cfg, weights, names = model_files
     clip = tmp_path / "clip.avi"
@@ -107,6 +109,7 @@ def test_detect_on_a_video_writes_an_annotated_video_and_labels_per_frame(model_
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.e2e
 def test_detect_refuses_to_write_into_the_input_folder(model_files, tmp_path):
     cfg, weights, names = model_files
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
@@ -116,6 +119,7 @@ def test_detect_refuses_to_write_into_the_input_folder(model_files, tmp_path):
     assert result.returncode == 1 and "contains the input" in result.stderr
 
 
+@pytest.mark.e2e
 def test_detect_without_a_model_says_how_to_make_one(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "detect.py")], cwd=tmp_path, capture_output=True,
                             text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})

@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import REPO, random_tiny_model
 from utils.darknet.checkpoint import save_model
 
+pytestmark = pytest.mark.e2e  # every test here runs a command line as a subprocess
+
 ROWS = [  # (flags, with {T} for the fixture's folder; what the error line says)
     (["--batch_size", "0"], "--batch_size: expected an integer in 1 .. inf, got 0"),
     (["--batch_size", "2.5"], "--batch_size: expected an integer in 1 .. inf, got '2.5'"),

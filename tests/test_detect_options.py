@@ -62,6 +62,7 @@ def boxes_of(detections):
     return torch.tensor([d["box_xyxy"] for d in detections]).reshape(-1, 4)
 
 
+@pytest.mark.e2e
 def test_classes_keeps_exactly_the_unfiltered_detections_of_those_classes(setup, baseline, tmp_path):
     classes = {d["class"] for dets in per_image(baseline).values() for d in dets}
     assert {0, 2} & classes and classes - {0, 2}  # the filter has something to keep and something to drop
@@ -71,6 +72,7 @@ def test_classes_keeps_exactly_the_unfiltered_detections_of_those_classes(setup,
         assert per_image(result)[image] == [d for d in dets if d["class"] in (0, 2)]
 
 
+@pytest.mark.e2e
 def test_agnostic_nms_suppresses_across_classes(setup, baseline, tmp_path):
     """detect.py's boxes are NMS's across classes (boxes clipped to the image after NMS may overlap more, so
     the JSON is compared with the library's agnostic result rather than checked for overlaps)."""
@@ -86,6 +88,7 @@ def test_agnostic_nms_suppresses_across_classes(setup, baseline, tmp_path):
         assert len(record["detections"]) < len(per_image(baseline)[record["image"]])
 
 
+@pytest.mark.e2e
 def test_max_det_keeps_the_best(setup, baseline, tmp_path):
     code, result = run_detect(setup, tmp_path / "out", "--max_det", 3)
     assert code == 0
@@ -93,6 +96,7 @@ def test_max_det_keeps_the_best(setup, baseline, tmp_path):
         assert len(dets) > 3 and per_image(result)[image] == dets[:3]
 
 
+@pytest.mark.e2e
 def test_save_crop_writes_each_detection_in_its_class_folder(setup, baseline, tmp_path):
     code, result = run_detect(setup, tmp_path / "out", "--save_crop")
     assert code == 0
@@ -112,6 +116,7 @@ def test_save_crop_writes_each_detection_in_its_class_folder(setup, baseline, tm
             assert abs(crop.shape[0] - expected[0]) <= 1 and abs(crop.shape[1] - expected[1]) <= 1
 
 
+@pytest.mark.e2e
 def test_nosave_writes_labels_and_json_only(setup, baseline, tmp_path):
     code, result = run_detect(setup, tmp_path / "out", "--nosave")
     assert code == 0
@@ -121,6 +126,7 @@ def test_nosave_writes_labels_and_json_only(setup, baseline, tmp_path):
     assert all("annotated" not in r for r in result["images"])
 
 
+@pytest.mark.e2e
 def test_drawing_flags_reach_the_annotated_images(setup, tmp_path):
     runs = {}
     for flags in ([], ["--hide_labels"], ["--hide_conf"], ["--line_thickness", 4]):
@@ -154,6 +160,7 @@ def test_hide_labels_and_hide_conf():
     assert full > no_conf > 0 and label_width(box_image(DrawStyle(hide_labels=True))) == 0
 
 
+@pytest.mark.e2e
 def test_view_without_a_display_says_so_in_one_line_and_detects(setup, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -164,6 +171,7 @@ def test_view_without_a_display_says_so_in_one_line_and_detects(setup, tmp_path,
     assert notes == ["--view: no display (DISPLAY and WAYLAND_DISPLAY are unset); detecting without showing frames"]
 
 
+@pytest.mark.e2e
 def test_the_viewer_shows_every_frame_and_a_stop_key_ends_the_run_cleanly(setup, tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(cv2, "imshow", lambda title, image: shown.append((title, image.shape)))
@@ -202,6 +210,7 @@ def test_a_stream_through_the_whole_pipeline(setup, tmp_path):
     assert {r["image"] for r in writer.records} == {"rtsp://camera/clip"}
 
 
+@pytest.mark.e2e
 def test_ctrl_c_stops_cleanly_with_the_video_closed_and_the_json_written(setup, tmp_path):
     clip = make_clip(tmp_path / "long.avi", 400)
     out = tmp_path / "out"

@@ -13,6 +13,8 @@ from utils.darknet.cfg import read_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.data.synthetic import write_dataset
 
+pytestmark = pytest.mark.e2e  # every test here runs a command line as a subprocess
+
 
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory):

@@ -258,6 +258,7 @@ def test_imagenet_normalisation_is_folded_into_the_first_conv(tmp_path):
     assert (got - expected).abs().max() > 1e-3  # and at the edge they do not, as stated
 
 
+@pytest.mark.e2e
 def test_weights_backbone_names_its_cutoff_and_trains_from_it(tmp_path):
     net = reference("se-resnet50-yolov3-tiny")
     torch.save(net.state_dict(), tmp_path / "se.pth")

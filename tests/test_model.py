@@ -258,6 +258,7 @@ def test_summary_counts_params_and_darknet_flops(write_cfg):
     assert f"{total:.3f} BFLOPs" in text and f"{216 + 16 + 112 + 14:,} parameters" in text
 
 
+@pytest.mark.e2e
 def test_summary_command_line():
     result = subprocess.run([sys.executable, "models.py", "--summary", "cfg/res2net-yolov3.cfg", "--img_size", "416"],
                             cwd=REPO, capture_output=True, text=True, check=True)

@@ -3,12 +3,10 @@ import pytest
 import torch
 
 from models import Darknet
+from tests.cfgs import HEAD, conv
 from tests.conftest import REPO, randomize
 from utils.pruning import ChannelGraph, PruneError, compact_model, masked_model, select
 
-CONV = "[convolutional]\nbatch_normalize=1\nfilters={f}\nsize={k}\nstride={s}\npad=1\nactivation=leaky\n\n"
-HEAD = "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n\n[yolo]\nmask=0,1,2\nanchors=4,4,8,8,16,16\n" \
-       "classes=2\nnum=3\n"
 
 
 def tied(graph, a, b):
@@ -16,7 +14,7 @@ def tied(graph, a, b):
 
 
 def test_shortcut_chains_tie_their_convs(write_cfg):
-    text = CONV.format(f=8, k=3, s=2) + (CONV.format(f=4, k=1, s=1) + CONV.format(f=8, k=3, s=1)
+    text = conv(8, 3, 2) + (conv(4, 1, 1) + conv(8, 3, 1)
                                          + "[shortcut]\nfrom=-3\nactivation=linear\n\n") * 2 + HEAD
     model = Darknet(write_cfg(text))
     graph = ChannelGraph(model)
@@ -28,7 +26,7 @@ def test_shortcut_chains_tie_their_convs(write_cfg):
 
 
 def test_route_groups_fix_their_source_and_spp_routes_concatenate(write_cfg):
-    text = (CONV.format(f=8, k=3, s=1) + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n\n" + CONV.format(f=6, k=3, s=1)
+    text = (conv(8, 3, 1) + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n\n" + conv(6, 3, 1)
             + "[maxpool]\nsize=5\nstride=1\n\n[route]\nlayers=-1,-2\n\n" + HEAD)
     graph = ChannelGraph(Darknet(write_cfg(text)))
     outs = graph.layer_outputs
@@ -38,7 +36,7 @@ def test_route_groups_fix_their_source_and_spp_routes_concatenate(write_cfg):
 
 
 def test_res2net_ties_branches_and_the_residual(write_cfg):
-    text = CONV.format(f=16, k=3, s=1) + "[res2net]\nplanes=8\nbase_width=32\n\n" + HEAD
+    text = conv(16, 3, 1) + "[res2net]\nplanes=8\nbase_width=32\n\n" + HEAD
     model = Darknet(write_cfg(text))
     graph = ChannelGraph(model)
     block = model.layers[1]
@@ -95,12 +93,12 @@ def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_p
 
 def test_channels_with_zero_gamma_and_beta_are_removed_without_changing_outputs(write_cfg, tmp_path):
     """Channels that already emit nothing (gamma = beta = 0, as sparsity training drives them) go, exactly."""
-    text = CONV.format(f=16, k=3, s=2) + CONV.format(f=16, k=1, s=1) + "[res2net]\nplanes=8\nbase_width=32\n\n" + HEAD
+    text = conv(16, 3, 2) + conv(16, 1, 1) + "[res2net]\nplanes=8\nbase_width=32\n\n" + HEAD
     model = randomize(Darknet(write_cfg(text)), seed=1).eval()
     with torch.no_grad():
-        for conv in (model.layers[0], model.layers[1]):
-            conv.bn.weight[::2] = 0.0
-            conv.bn.bias[::2] = 0.0
+        for layer in (model.layers[0], model.layers[1]):
+            layer.bn.weight[::2] = 0.0
+            layer.bn.bias[::2] = 0.0
     gammas = len(ChannelGraph(model).gamma_of_atoms())
     masked, graph, selection = masked_model(model, 16 / gammas)  # the 16 zeros are the lowest 16 gammas
     compact = compact_model(masked, graph, selection)
@@ -112,7 +110,7 @@ def test_channels_with_zero_gamma_and_beta_are_removed_without_changing_outputs(
 
 
 def test_skip_mode_leaves_tied_channels_alone(write_cfg):
-    text = CONV.format(f=8, k=3, s=2) + CONV.format(f=4, k=1, s=1) + CONV.format(f=8, k=3, s=1) + \
+    text = conv(8, 3, 2) + conv(4, 1, 1) + conv(8, 3, 1) + \
         "[shortcut]\nfrom=-3\nactivation=linear\n\n" + HEAD
     model = randomize(Darknet(write_cfg(text)), seed=2)
     graph = ChannelGraph(model)
@@ -122,7 +120,7 @@ def test_skip_mode_leaves_tied_channels_alone(write_cfg):
 
 
 def test_a_percent_that_would_empty_a_layer_is_refused_with_the_safe_maximum(write_cfg, tmp_path):
-    model = randomize(Darknet(write_cfg(CONV.format(f=8, k=3, s=2) + CONV.format(f=4, k=1, s=1) + HEAD)), seed=3)
+    model = randomize(Darknet(write_cfg(conv(8, 3, 2) + conv(4, 1, 1) + HEAD)), seed=3)
     with torch.no_grad():
         model.layers[1].bn.weight.copy_(torch.tensor([0.01, 0.01, 0.01, 0.3]))  # conv 0's are in [0.5, 1.5]
     # 12 gammas; the safe threshold is conv 1's largest (0.3), with 3 of 12 below it
@@ -133,6 +131,7 @@ def test_a_percent_that_would_empty_a_layer_is_refused_with_the_safe_maximum(wri
     assert int(selection.keep_mask(graph, graph.layer_outputs[1]).sum()) == 1
 
 
+@pytest.mark.e2e
 def test_prune_command_writes_everything_or_nothing(tmp_path):
     import subprocess
     import sys
@@ -171,27 +170,27 @@ def test_prune_command_writes_everything_or_nothing(tmp_path):
 
 
 def test_layer_pruning_removes_units_and_rewrites_every_index(write_cfg, tmp_path):
-    unit = CONV.format(f=4, k=1, s=1) + CONV.format(f=8, k=3, s=1) + "[shortcut]\nfrom=-3\nactivation=linear\n\n"
-    text = (CONV.format(f=8, k=3, s=2) + unit * 3 + "[res2net]\nplanes=4\nbase_width=64\n\n"
+    unit = conv(4, 1, 1) + conv(8, 3, 1) + "[shortcut]\nfrom=-3\nactivation=linear\n\n"
+    text = (conv(8, 3, 2) + unit * 3 + "[res2net]\nplanes=4\nbase_width=64\n\n"
             + "[route]\nlayers=-1,6\n\n[maxpool]\nsize=2\nstride=1\n\n[route]\nlayers=-2\n\n"
-            + CONV.format(f=8, k=1, s=1) + "[route]\nlayers=-1,9\n\n" + HEAD)
+            + conv(8, 1, 1) + "[route]\nlayers=-1,9\n\n" + HEAD)
     # 0 conv | 1-3, 4-6, 7-9 residual units | 10 res2net | 11 route to unit 2's output (6) | ... | 15 route to 9
     model = randomize(Darknet(write_cfg(text)), seed=6).eval()
     from utils.pruning import removable_units, remove_units
     units = removable_units(model)
     assert [(u.layers.start, u.layers.stop) for u in units] == [(1, 4), (4, 7), (7, 10), (10, 11)]
     with torch.no_grad():  # which two go: the lowest mean |gamma|
-        for conv in (model.layers[4], model.layers[5], model.layers[10].split.conv1):
-            conv.bn.weight.mul_(0.01)
+        for layer in (model.layers[4], model.layers[5], model.layers[10].split.conv1):
+            layer.bn.weight.mul_(0.01)
     thinner, chosen = remove_units(model, 2)
     assert [(u.layers.start, u.layers.stop) for u in chosen] == [(4, 7), (10, 11)]
     assert len(thinner.layers) == len(model.layers) - 4
     assert thinner.layers[7].sources == (6, 3)  # the route to unit 2's output now reads unit 1's
     # the same network with those residual branches adding zero
     with torch.no_grad():
-        for conv in (model.layers[5], model.layers[10].conv3):
-            conv.bn.weight.zero_()
-            conv.bn.bias.zero_()
+        for layer in (model.layers[5], model.layers[10].conv3):
+            layer.bn.weight.zero_()
+            layer.bn.bias.zero_()
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(thinner(x), model(x))

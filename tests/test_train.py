@@ -85,6 +85,7 @@ def model_tensors(path):
     return torch.load(path, weights_only=True)["model"]
 
 
+@pytest.mark.e2e
 def test_training_writes_every_output_and_adapts_the_classes(dataset, tmp_path):
     data, cfg = dataset
     result = train(data, cfg, tmp_path / "run", "--epochs", "2", "--ema")
@@ -104,6 +105,7 @@ def test_training_writes_every_output_and_adapts_the_classes(dataset, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1"] and all(float(r["mAP50"]) >= 0 for r in rows)
 
 
+@pytest.mark.e2e
 def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset, tmp_path):
     data, cfg = dataset
     train(data, cfg, tmp_path / "run", "--epochs", "1")
@@ -115,6 +117,7 @@ def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset,
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.e2e
 def test_kill_9_mid_epoch_loses_at_most_that_epoch(dataset, tmp_path):
     data, cfg = dataset
     train(data, cfg, tmp_path / "straight", "--epochs", "4")
@@ -135,6 +138,7 @@ def test_kill_9_mid_epoch_loses_at_most_that_epoch(dataset, tmp_path):
         assert torch.equal(straight[name], resumed[name]), name
 
 
+@pytest.mark.e2e
 def test_non_finite_loss_stops_with_a_clear_message(dataset, tmp_path):
     data, cfg = dataset
     result = train(data, cfg, tmp_path / "nan", "--epochs", "3", "--lr", "1e30", "--optimizer", "sgd", check=False)
@@ -151,6 +155,7 @@ def test_gamma_shrinkage_is_proximal():
     assert bn.weight.tolist() == pytest.approx([0.4, -0.4, 0.0, 0.0])
 
 
+@pytest.mark.e2e
 def test_sparsity_training_states_its_shrink_budget_and_writes_the_gamma_histogram(dataset, tmp_path):
     data, cfg = dataset
     # 12 images in batches of 4 for 2 epochs at a constant lr 0.01, no burn-in: 6 steps x 0.01 x s 5 = 0.30
@@ -161,12 +166,14 @@ def test_sparsity_training_states_its_shrink_budget_and_writes_the_gamma_histogr
     assert "0.30 in all over this run's schedule" in result.stderr + result.stdout
 
 
+@pytest.mark.e2e
 def test_missing_data_config_is_a_clear_error(dataset, tmp_path):
     _, cfg = dataset
     result = train(tmp_path / "absent.data", cfg, tmp_path / "x", "--epochs", "1", check=False)
     assert result.returncode == 1 and "absent.data: cannot read data config" in result.stderr
 
 
+@pytest.mark.e2e
 def test_ddp_two_cpu_processes_stay_in_sync(dataset, tmp_path):
     data, cfg = dataset
     env = dict(os.environ, OMP_NUM_THREADS="1")

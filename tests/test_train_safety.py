@@ -115,6 +115,7 @@ def test_an_unreadable_training_set_is_an_error_and_leaves_nothing(tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.e2e
 def test_orphan_temporaries_of_dead_processes_go_on_resume(finished_run, tmp_path, capsys):
     run = copy_of(finished_run, tmp_path / "run")
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
