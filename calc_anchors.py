@@ -24,7 +24,8 @@ from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, ancho
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
                                 with_anchors)
 from utils.data.check import labels_problem, summarize_dataset
-from utils.data.dataset import DataError, DetectionDataset, describe_source, parse_data_config
+from utils.data.config import DataError, describe_source, parse_data_config
+from utils.data.dataset import DetectionDataset
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors
 

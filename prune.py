@@ -20,7 +20,7 @@ import torch
 from utils.cli import ArgumentParser, integer, number, output_folder, run_main
 from utils.darknet.checkpoint import model_from_file, save_model, save_weights
 from utils.darknet.model import Darknet
-from utils.data.dataset import DataConfig, DataError, parse_data_config
+from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.errors import UserError
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors, removed_on_failure

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from utils.cli import ArgumentParser, device_flag, integer, number, run_main, select_device
-from utils.data.dataset import DataError, DetectionDataset, evaluation_loader, parse_data_config
+from utils.data.batching import evaluation_loader
+from utils.data.config import DataError, parse_data_config
+from utils.data.dataset import DetectionDataset
 from utils.evaluation.evaluate import collect_detections, format_results, score, write_coco_json
 from utils.evaluation.metrics import METHODS
 from utils.inference.load import load_model

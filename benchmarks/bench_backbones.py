@@ -23,7 +23,9 @@ from models import Darknet
 from utils.darknet.cfg import read_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.layers.deform import DeformConv2d
-from utils.data.dataset import Augment, DetectionDataset, create_dataloader
+from utils.data.augment import Augment
+from utils.data.batching import create_dataloader
+from utils.data.dataset import DetectionDataset
 from utils.data.synthetic import write_dataset
 from utils.training.loss import YOLOLoss
 from utils.training.optim import build_optimizer

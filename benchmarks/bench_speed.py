@@ -158,7 +158,9 @@ def _timed(split: dict[str, float], part: str, fn):
 
 
 def _train_loader(size: int, batch: int, folder: Path):
-    from utils.data.dataset import Augment, BatchPlan, DetectionDataset, create_dataloader
+    from utils.data.augment import Augment
+    from utils.data.batching import BatchPlan, create_dataloader
+    from utils.data.dataset import DetectionDataset
     from utils.data.synthetic import write_dataset
     data = write_dataset(folder, train=64, valid=1, size=size)
     dataset = DetectionDataset(data.parent / "train.txt", 4, Augment())

@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 from models import Darknet
 from utils.darknet.cfg import read_cfg
 from utils.darknet.cfg_edit import with_classes
-from utils.data.dataset import Augment, BatchPlan, DetectionDataset, create_dataloader
+from utils.data.augment import Augment
+from utils.data.batching import BatchPlan, create_dataloader
+from utils.data.dataset import DetectionDataset
 from utils.training.loss import YOLOLoss
 from utils.training.optim import build_optimizer
 from utils.data.synthetic import write_dataset

@@ -72,7 +72,9 @@ def random_tiny_model(num_classes: int, seed: int = 0) -> torch.nn.Module:
 
 def evaluate_on(model: torch.nn.Module, data_config: Path, img_size: int = 96):
     """(records, result) of the repo's evaluation of ``model`` on the valid images of ``data_config``."""
-    from utils.data.dataset import DetectionDataset, evaluation_loader, parse_data_config
+    from utils.data.batching import evaluation_loader
+    from utils.data.config import parse_data_config
+    from utils.data.dataset import DetectionDataset
     from utils.evaluation.evaluate import collect_detections, score
     config = parse_data_config(data_config)
     loader = evaluation_loader(DetectionDataset(config.valid, config.classes), 4, img_size, workers=0)

@@ -232,9 +232,9 @@ def test_pruned_backbones_compact_equals_masked(cfg, tmp_path):
     compact = compact_model(masked, graph, selection)
     removed = 1 - sum(p.numel() for p in compact.parameters()) / sum(p.numel() for p in model.parameters())
     assert removed > 0.2
-    x = torch.rand(2, 3, 96, 64)
-    with torch.no_grad():
-        assert (compact(x) - masked(x)).abs().max().item() <= 1e-4
+    x = torch.rand(2, 3, 96, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # float32 rounding of differently shaped convs, on outputs up to ~130 px
+        torch.testing.assert_close(compact(x), masked(x), rtol=1e-5, atol=1e-4)
     compact.save_darknet_weights(tmp_path / "pruned.weights")
     again = Darknet(compact.cfg).eval()
     again.load_darknet_weights(tmp_path / "pruned.weights")

@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import REPO, evaluate_on, random_tiny_model
 from utils.data.coco import CocoOptions, CocoSource, convert_coco
-from utils.data.dataset import DataError, DetectionDataset, parse_data_config
+from utils.data.config import DataError, parse_data_config
+from utils.data.dataset import DetectionDataset
 from utils.data.synthetic import write_dataset
 
 

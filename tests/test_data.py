@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from utils.boxes import Letterbox
-from utils.data.dataset import (Augment, BatchPlan, DataError, DetectionDataset, collate, label_path, letterbox_image,
-                        multiscale_sizes, parse_data_config, read_labels)
+from utils.data.augment import Augment, letterbox_image
+from utils.data.batching import BatchPlan, multiscale_sizes
+from utils.data.config import DataError, parse_data_config
+from utils.data.dataset import DetectionDataset, collate
+from utils.data.labels import label_path, read_labels
 from utils.data.synthetic import write_dataset
 
 

@@ -8,7 +8,8 @@ import torch
 from utils.data.check import (CheckOptions, check_dataset, dataset_notes, format_dataset_summary, labels_problem,
                               summarize_dataset)
 from utils.data.check import main as check_main
-from utils.data.dataset import Batch, DataError, DetectionDataset, parse_data_config
+from utils.data.config import DataError, parse_data_config
+from utils.data.dataset import Batch, DetectionDataset
 from utils.data.synthetic import write_dataset
 from utils.inference.visualize import class_colour
 from utils.plots import plot_batch, plot_labels

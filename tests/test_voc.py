@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_path
-from utils.data.dataset import DataError, DetectionDataset, parse_data_config
+from utils.data.config import DataError, parse_data_config
+from utils.data.dataset import DetectionDataset
 from utils.data.voc import VocOptions, convert_voc
 
 XML = """<annotation><filename>{name}.jpg</filename><size><width>{w}</width><height>{h}</height></size>

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import evaluate_on, random_tiny_model
-from utils.data.dataset import DataError, DetectionDataset, parse_data_config
+from utils.data.config import DataError, parse_data_config
+from utils.data.dataset import DetectionDataset
 from utils.data.synthetic import write_dataset
 from utils.data.yaml_config import YamlError, parse_yaml
 

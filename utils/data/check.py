@@ -23,7 +23,9 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
-from utils.data.dataset import DataError, DetectionDataset, describe_source, label_path, parse_data_config
+from utils.data.config import DataError, describe_source, parse_data_config
+from utils.data.dataset import DetectionDataset
+from utils.data.labels import label_path
 from utils.errors import UserError
 from utils.plots import plot_labels
 

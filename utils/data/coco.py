@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 
-from utils.data.dataset import DataError, label_path
+from utils.data.config import DataError
+from utils.data.labels import label_path
 from utils.data.layout import place_image, seeded_split, write_dataset_files, write_label_file
 from utils.fileio import read_text
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.data.dataset import IMAGE_SUFFIXES, DataError
+from utils.data.config import IMAGE_SUFFIXES, DataError
 from utils.data.layout import place_image, seeded_split, write_dataset_files, write_label_file
 
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.data.dataset import INTEGER, DataConfig, DataError, ImageSource, resolve_path
+from utils.data.config import INTEGER, DataConfig, DataError, ImageSource, resolve_path
 from utils.fileio import read_text
 
 # a key (double-quoted, single-quoted, or plain: not starting with an indicator, without ':' or '#'), then ': '

@@ -10,7 +10,7 @@ import torch
 from terminaltables import AsciiTable
 
 from utils.boxes import xywh_to_xyxy
-from utils.data.dataset import DataError, describe_source
+from utils.data.config import DataError, describe_source
 from utils.fileio import atomic_write
 from utils.evaluation.metrics import EvalResult, evaluate_detections
 from utils.inference.nms import non_max_suppression

@@ -12,7 +12,7 @@ from utils.data.names import read_class_names
 from utils.darknet.cfg import Cfg
 from utils.darknet.checkpoint import model_from_file
 from utils.darknet.model import Darknet
-from utils.data.dataset import letterbox_image
+from utils.data.augment import letterbox_image
 from utils.errors import UserError
 from utils.inference.nms import NmsFilter, filter_detections
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from utils.data.dataset import IMAGE_SUFFIXES, resolve_path
+from utils.data.config import IMAGE_SUFFIXES, resolve_path
 from utils.errors import UserError
 from utils.fileio import read_text
 

@@ -13,7 +13,9 @@ from terminaltables import AsciiTable
 from utils.darknet.model import Darknet
 from utils.darknet.summary import summarize
 from utils.darknet.weights import darknet_weights_size
-from utils.data.dataset import DataConfig, DetectionDataset, evaluation_loader
+from utils.data.batching import evaluation_loader
+from utils.data.config import DataConfig
+from utils.data.dataset import DetectionDataset
 from utils.evaluation.evaluate import collect_detections, score
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors

@@ -8,8 +8,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from utils.darknet.model import Darknet
-from utils.data.dataset import (Augment, BatchPlan, DataConfig, DetectionDataset, create_dataloader,
-                                evaluation_loader, multiscale_sizes)
+from utils.data.augment import Augment
+from utils.data.batching import BatchPlan, create_dataloader, evaluation_loader, multiscale_sizes
+from utils.data.config import DataConfig
+from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
 from utils.training.distributed import Distributed
 from utils.training.optim import ModelEMA, Schedule, build_optimizer

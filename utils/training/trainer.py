@@ -16,7 +16,7 @@ from utils.darknet.cfg import Cfg, parse_cfg, read_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.checkpoint import load_checkpoint, load_pretrained
 from utils.darknet.model import Darknet
-from utils.data.dataset import DataConfig, DataError, parse_data_config
+from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.errors import UserError
 from utils.evaluation.evaluate import collect_detections, format_results, score
 from utils.evaluation.metrics import EvalResult

@@ -1,0 +1,108 @@
+"""Dataset configs: Darknet's ``.data`` files (and YOLOv5/v8 YAML, via :mod:`utils.data.yaml_config`), image lists.
+
+A ``.data`` file names ``classes``, ``train``, ``valid``, ``names`` and optionally ``backup``; ``train`` and
+``valid`` are text files with one image path per line, or (beyond Darknet) a folder (its image files,
+sorted). Relative paths are tried from the working directory first (Darknet's rule) and then from the
+folder of the file that names them, so a dataset folder can move.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.data.names import read_class_names
+from utils.errors import UserError
+from utils.fileio import read_text
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+INTEGER = re.compile(r"[0-9]+", re.ASCII)
+
+
+class DataError(UserError, ValueError):
+    """A dataset description or label file that cannot be used."""
+
+
+def resolve_path(text: str, base_dir: Path) -> Path:
+    path = Path(text).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return base_dir / path
+
+
+ImageSource = Path | tuple[Path, ...]  # an image list file, a folder of images, or several of these
+
+
+@dataclass
+class DataConfig:
+    path: Path
+    classes: int
+    train: ImageSource
+    valid: ImageSource
+    names: list[str]
+    backup: Path | None = None
+    test: ImageSource | None = None  # only YOLOv5-style YAML configs name one
+
+
+def parse_data_config(path: str | Path) -> DataConfig:
+    """A Darknet ``.data`` file, or a YOLOv5/v8-style ``.yaml``/``.yml`` dataset config."""
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        from utils.data.yaml_config import parse_yaml_config  # imported here: that module builds on this one
+        return parse_yaml_config(path)
+    lines = read_text(path, "data config", DataError).splitlines()
+    values: dict[str, tuple[str, int]] = {}
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.split("#")[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise DataError(f"{path}:{lineno}: expected 'key=value', got {raw.strip()!r}")
+        values[key.strip()] = (value.strip(), lineno)
+    for key in ("classes", "train", "valid", "names"):
+        if key not in values:
+            raise DataError(f"{path}: missing '{key}=' (a .data file needs classes, train, valid and names)")
+    text, lineno = values["classes"]
+    if not INTEGER.fullmatch(text) or int(text) < 1:
+        raise DataError(f"{path}:{lineno}: classes must be a positive integer, got {text!r}")
+    base = path.parent
+    names_path = resolve_path(values["names"][0], base)
+    try:
+        names = read_class_names(names_path, DataError)
+    except DataError as err:
+        raise DataError(f"{path}:{values['names'][1]}: names={values['names'][0]}: {err}") from None
+    if len(names) != int(text):
+        raise DataError(f"{path}: classes={text} but {names_path} lists {len(names)} names")
+    backup = resolve_path(values["backup"][0], base) if "backup" in values else None
+    return DataConfig(path, int(text), resolve_path(values["train"][0], base),
+                      resolve_path(values["valid"][0], base), names, backup)
+
+
+def describe_source(source: ImageSource) -> str:
+    """An ImageSource as a log or an error names it: the path, or the paths joined by ' + '."""
+    return " + ".join(map(str, source)) if isinstance(source, tuple) else str(source)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (any depth), sorted by path, as YOLOv5 reads a folder source."""
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise DataError(f"{folder}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def read_image_list(source: ImageSource) -> list[Path]:
+    """The images of a list file (one path a line), of a folder, or of several such sources in order."""
+    if isinstance(source, tuple):
+        return [image for part in source for image in read_image_list(part)]
+    if source.is_dir():
+        return image_files(source)
+    lines = read_text(source, "image list", DataError).splitlines()
+    images = [resolve_path(line.strip(), source.parent) for line in lines if line.strip()]
+    if not images:
+        raise DataError(f"{source}: the image list is empty")
+    return images
