@@ -3,7 +3,10 @@ the model and NMS, into a :class:`DetectionWriter` (and a viewer window); timed 
 the inputs, at Ctrl-C or at a stop key in the viewer, and each way leaves complete outputs behind."""
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -48,6 +51,23 @@ def _detect_batch(model: Darknet, chunk: list[Frame], settings: DetectSettings, 
     return detections
 
 
+@contextmanager
+def _interrupt_after():
+    """Hold Ctrl-C until the block ends, so a frame's outputs (video frame, label file, record) are written
+    whole or not at all; off the main thread (the Detector API in a worker) signals cannot be caught there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pending.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def detect_inputs(model: Darknet, inputs: list[Input], writer: DetectionWriter, settings: DetectSettings,
                   viewer: FrameViewer | None = None) -> DetectionRun:
     """Detect in every frame of ``inputs`` and hand the results to ``writer`` (and ``viewer``). Ctrl-C or a stop
@@ -59,7 +79,8 @@ def detect_inputs(model: Darknet, inputs: list[Input], writer: DetectionWriter, 
         with tqdm(total=count_frames(inputs), desc="detect", unit="frame") as progress:
             for chunk in batches(reader, settings.batch_size):
                 for frame, dets in zip(chunk, _detect_batch(model, chunk, settings, run)):
-                    annotated = writer.add(frame, dets, annotate=viewer is not None)
+                    with _interrupt_after():
+                        annotated = writer.add(frame, dets, annotate=viewer is not None)
                     if viewer is not None and not viewer.show(frame.source.label, annotated):
                         run.stopped = "a stop key in the viewer"
                 progress.update(len(chunk))
