@@ -88,7 +88,8 @@ def model_tensors(path):
 def test_training_writes_every_output_and_adapts_the_classes(dataset, tmp_path):
     data, cfg = dataset
     result = train(data, cfg, tmp_path / "run", "--epochs", "2", "--ema")
-    for name in ("last.pth", "best.pth", "last.weights", "best.weights", "model.cfg", "results.csv", "results.png"):
+    for name in ("last.pth", "best.pth", "last.weights", "best.weights", "model.cfg", "results.csv", "results.png",
+                 "labels.png", "train_batch0.jpg", "train_batch2.jpg", "confusion_matrix.png", "F1_curve.png"):
         assert (tmp_path / "run" / name).is_file(), name
     assert "mAP@0.5 =" in result.stderr + result.stdout
     assert not list((tmp_path / "run").glob(".*tmp"))
@@ -108,7 +109,7 @@ def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset,
     data, cfg = dataset
     train(data, cfg, tmp_path / "run", "--epochs", "1")
     before = model_tensors(tmp_path / "run" / "last.pth")
-    result = train(data, cfg, tmp_path / "ignored", "--epochs", "5", "--resume", str(tmp_path / "run"))
+    result = train(data, cfg, tmp_path / "ignored", "--batch_size", "2", "--resume", str(tmp_path / "run"))
     assert "nothing left to train: the run's 1 epochs are done" in result.stderr + result.stdout
     assert not (tmp_path / "ignored" / "last.pth").exists()
     after = model_tensors(tmp_path / "run" / "last.pth")
