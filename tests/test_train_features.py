@@ -95,6 +95,8 @@ def test_images_outside_images_folders_stop_with_the_label_paths_looked_for(data
     assert f"no label file was found for any of its {TRAIN_IMAGES} images" in line
     assert f"label files looked for: {first.with_suffix('.txt')} (for {first})" in line
     assert "--allow_all_negative" in line and not run.exists()
+    assert train.main(argv((data_file, cfg), run, "--epochs", "1", "--allow_all_negative")) == 0
+    assert "anchor fit: not measured (no labelled boxes to fit anchors to)" in capsys.readouterr().out
 
 
 @dataclass

@@ -4,10 +4,12 @@
   seed in every trial, so that they differ by their hyperparameters only), written to ``<folder>/trial<K>``.
 - Trial 1 trains the starting values: the cfg's [net] and [yolo] values (utils/training/hyp.py), the --hyp
   file's over them, and train.py's flags (--lr, --momentum, --weight_decay, --mosaic/--no-mosaic) over both.
-- Each later trial mutates the best trial so far (the earliest on a tie): every key, with probability 0.8, is
-  multiplied by ``1 + 0.2 * N(0, 1)`` clipped to [0.3, 3] (a key at 0, where a factor cannot move it, gets
-  ``0.2 * |N(0, 1)|`` times its upper bound instead); the result is clipped to the key's search range
-  (``SEARCH_RANGES``); at least one key changes. The draws come from a generator seeded by --seed.
+- Each later trial mutates the best trial so far (the earliest on a tie): for every key, with probability 0.8,
+  its distance above the low end of its search range (``SEARCH_RANGES``) is multiplied by ``1 + 0.2 * N(0, 1)``
+  clipped to [0.3, 3] (multiplicative, so small values take small steps; measured from the low end so that
+  saturation 1.2 moves as 0.2 of jitter, not as 1.2); a key at the low end, where a factor cannot move it (hue
+  0, saturation 1, mosaic 0), moves up by ``0.2 * |N(0, 1)|`` of its range instead. The result is clipped to
+  the range, and at least one key changes. The draws come from a generator seeded by --seed.
 - Fitness is the trial's best mAP@0.5 over its evaluations (what its best.pth holds). A trial that stops on a
   training error (a non-finite loss from too high a learning rate) scores 0 and the evolution goes on.
 - After every trial ``evolve.csv`` (one row per trial: fitness and values), ``evolve.png`` (fitness against
@@ -58,11 +60,11 @@ def mutate(parent: dict[str, float], rng: np.random.Generator) -> dict[str, floa
         for key, (low, high) in SEARCH_RANGES.items():
             if rng.random() >= MUTATION_PROBABILITY:
                 continue
-            draw = rng.standard_normal()
-            if parent[key] == 0:
-                value = MUTATION_SIGMA * abs(draw) * high
+            draw, above = rng.standard_normal(), parent[key] - low
+            if above <= 0:  # at the range's lower end, where a factor cannot move it (hue 0, saturation 1)
+                value = low + MUTATION_SIGMA * abs(draw) * (high - low)
             else:
-                value = parent[key] * float(np.clip(1 + MUTATION_SIGMA * draw, *FACTOR_LIMITS))
+                value = low + above * float(np.clip(1 + MUTATION_SIGMA * draw, *FACTOR_LIMITS))
             child[key] = float(np.clip(value, low, high))
         if child != parent:
             return child
