@@ -174,7 +174,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(dataset, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                "train.py", "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
                "--batch_size", "2", "--n_cpu", "0", "--output", str(tmp_path / "ddp"), "--epochs", "2",
-               "--optimizer", "adam", "--device", "cpu"]
+               "--optimizer", "adam", "--device", "cpu", "--patience", "5"]  # rank 0 tells the others: go on
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (result.stdout + result.stderr).count("ranks in sync") == 2
