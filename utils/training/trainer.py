@@ -105,7 +105,9 @@ class Trainer:
         """Train the epochs left, or until --patience runs out; the last evaluation's result."""
         result = None
         for _ in range(state.epoch + 1, self.opt.epochs):
-            if self.dist.main_decides(self.dist.is_main and self._patience_exhausted(outputs), self.device):
+            # only the main process evaluates, so it decides for all (and the others ask only with --patience)
+            if self.opt.patience and self.dist.main_decides(self.dist.is_main and self._patience_exhausted(outputs),
+                                                            self.device):
                 break
             evaluated = self._epoch(state, loaders, step, outputs)
             result = evaluated if evaluated is not None else result
