@@ -115,8 +115,8 @@ def train_epoch(state: TrainState, loader: DataLoader, ctx: StepContext, bar: tq
         if ctx.observer is not None:
             ctx.observer(StepRecord(epoch, i, batch, losses, state.scheduler.last_epoch,
                                     state.optimizer.param_groups[0]["lr"]))
-        bar.set_postfix(box=f"{stats.mean('box'):.3f}", obj=f"{stats.mean('obj'):.3f}",
-                        cls=f"{stats.mean('cls'):.3f}", size=batch.images.shape[-1],
+        terms = {key: f"{stats.mean(key):.3f}" for key in stats.sums if key != "total"}  # distill too, if any
+        bar.set_postfix(**terms, size=batch.images.shape[-1],
                         img_s=f"{stats.images * ctx.world_size / stats.seconds:.1f}")
         bar.update()
         fetch_start = time.perf_counter()
