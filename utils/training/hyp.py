@@ -25,6 +25,7 @@ from utils.darknet.cfg_edit import edited
 from utils.darknet.layers import YOLOLayer
 from utils.darknet.layers.yolo import YoloLossOptions
 from utils.darknet.registry import layer_type
+from utils.data.dataset import Augment
 from utils.errors import UserError
 from utils.fileio import read_text
 
@@ -38,24 +39,23 @@ class HypKey:
     section: str  # "net", "yolo" or "augment": where the value acts
     low: float  # the valid range, [low, high]
     high: float
-    default: float  # when neither the cfg nor the file gives one (augment keys: utils.data.dataset.Augment's)
 
 
 HYP_KEYS: dict[str, HypKey] = {
-    "learning_rate": HypKey("net", 1e-7, 10.0, 0.001),
-    "momentum": HypKey("net", 0.0, 0.999, 0.9),
-    "decay": HypKey("net", 0.0, 1.0, 0.0001),
-    "hue": HypKey("net", 0.0, 0.5, 0.0),
-    "saturation": HypKey("net", 1.0, 10.0, 1.0),
-    "exposure": HypKey("net", 1.0, 10.0, 1.0),
-    "scale": HypKey("augment", 0.0, 0.9, 0.25),
-    "translate": HypKey("augment", 0.0, 0.9, 0.1),
-    "mosaic": HypKey("augment", 0.0, 1.0, 0.0),
-    "obj_normalizer": HypKey("yolo", 0.0, 1000.0, 1.0),
-    "cls_normalizer": HypKey("yolo", 0.0, 1000.0, 1.0),
-    "iou_normalizer": HypKey("yolo", 0.0, 1000.0, 0.75),
+    "learning_rate": HypKey("net", 1e-7, 10.0),
+    "momentum": HypKey("net", 0.0, 0.999),
+    "decay": HypKey("net", 0.0, 1.0),
+    "hue": HypKey("net", 0.0, 0.5),
+    "saturation": HypKey("net", 1.0, 10.0),
+    "exposure": HypKey("net", 1.0, 10.0),
+    "scale": HypKey("augment", 0.0, 0.9),
+    "translate": HypKey("augment", 0.0, 0.9),
+    "mosaic": HypKey("augment", 0.0, 1.0),
+    "obj_normalizer": HypKey("yolo", 0.0, 1000.0),
+    "cls_normalizer": HypKey("yolo", 0.0, 1000.0),
+    "iou_normalizer": HypKey("yolo", 0.0, 1000.0),
 }
-MOSAIC_WHEN_ON = 0.5  # the mosaic probability of [net] mosaic=1 or --mosaic (utils.data.dataset.Augment.from_net)
+MOSAIC_WHEN_ON = Augment.from_net({}, mosaic=True).mosaic  # the probability [net] mosaic=1 or --mosaic gives
 
 
 def parse_hyp_text(text: str, source: str) -> dict[str, float]:
@@ -123,8 +123,8 @@ def cfg_hyperparameters(cfg: Cfg, mosaic_flag: bool | None = None) -> dict[str, 
     normalisers, the augmentation defaults, and mosaic from --mosaic/--no-mosaic or else [net] mosaic; what
     ``--evolve`` starts from."""
     net = type_section(cfg.sections[0], NET_SCHEMA, cfg.source, -1)
-    values = {key: spec.default for key, spec in HYP_KEYS.items()}
-    values.update({key: float(net[key]) for key, spec in HYP_KEYS.items() if spec.section == "net"})
+    values = {key: float(net[key]) for key, spec in HYP_KEYS.items() if spec.section == "net"}
+    values.update(scale=Augment().scale, translate=Augment().translate)  # no cfg key: the augmentation's own
     loss = _first_yolo_loss(cfg)
     values.update({key: float(getattr(loss, key)) for key, spec in HYP_KEYS.items() if spec.section == "yolo"})
     mosaic = bool(net["mosaic"]) if mosaic_flag is None else mosaic_flag
