@@ -8,13 +8,14 @@ import shutil
 import warnings
 from dataclasses import dataclass
 
+import importlib.util
+
 import pytest
 import torch
 
-import test as test_py
 import train
 from models import Darknet
-from tests.conftest import random_tiny_model
+from tests.conftest import REPO, random_tiny_model
 from tests.test_train import TINY
 from tests.test_train_safety import copy_of, error_lines, options
 from utils.cli import ArgumentParser
@@ -26,6 +27,17 @@ from utils.training.hyp import read_hyp_file
 from utils.training.trainer import Trainer
 
 TRAIN_IMAGES = 8  # two batches of 4 per epoch
+
+
+def load_test_py():
+    """test.py as a module, by its path: ``import test`` could give Python's own test package."""
+    spec = importlib.util.spec_from_file_location("test_py", REPO / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+test_py = load_test_py()
 
 
 @pytest.fixture(scope="module")
