@@ -13,12 +13,16 @@ from utils.cli import ArgumentParser, device_flag, integer, number, run_main, se
 from utils.data.batching import evaluation_loader
 from utils.data.config import DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
-from utils.evaluation.evaluate import collect_detections, format_results, score, write_coco_json
+from utils.errors import UserError
+from utils.evaluation.confusion import best_f1_confidence, write_evaluation_pictures
+from utils.evaluation.evaluate import collect_detections, format_best_f1, format_results, score, write_coco_json
 from utils.evaluation.metrics import METHODS
 from utils.inference.load import load_model
 from utils.output_files import named_write_errors, refuse_existing
 from utils.plots import plot_pr_curves
 from utils.training.options import DEFAULT_DATA
+
+PICTURES = ("confusion_matrix.png", "F1_curve.png", "P_curve.png", "R_curve.png")  # what --plots writes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,7 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save_json", metavar="OUT", help="write COCO-format detections to OUT and the matching "
                                                      "ground truth to OUT's name + _gt.json")
     p.add_argument("--pr_curves", metavar="PNG", help="write per-class precision-recall curves to this PNG")
-    p.add_argument("--exist_ok", action="store_true", help="replace existing --save_json / --pr_curves files")
+    p.add_argument("--plots", metavar="DIR", help="write confusion_matrix.png (conf >= 0.25, IoU >= 0.5) and "
+                                                 "F1_curve.png, P_curve.png, R_curve.png into this folder")
+    p.add_argument("--exist_ok", action="store_true", help="replace existing --save_json / --pr_curves / --plots "
+                                                          "files")
     p.add_argument("--n_cpu", type=integer(0), default=2, help="data loading worker processes")
     p.add_argument("--device", type=device_flag, default="",
                    help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
@@ -53,6 +60,27 @@ def check_outputs(args: argparse.Namespace) -> None:
                         args.exist_ok)
     if args.pr_curves:
         refuse_existing([args.pr_curves], "--pr_curves", args.exist_ok)
+    if args.plots:
+        folder = Path(args.plots)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--plots {folder}: is a file, expected a folder")
+        refuse_existing([folder / name for name in PICTURES], "--plots", args.exist_ok)
+
+
+def write_outputs(args: argparse.Namespace, records: list, result, names: list[str]) -> None:
+    """The files asked for: COCO JSON, precision-recall curves, the confusion matrix and confidence curves."""
+    if args.save_json:
+        with named_write_errors(args.save_json, "COCO detections"):
+            truth = write_coco_json(records, names, Path(args.save_json))
+        print(f"COCO detections: {args.save_json}; ground truth: {truth}")
+    if args.pr_curves:
+        with named_write_errors(args.pr_curves, "precision-recall plot"):
+            plot_pr_curves(result, Path(args.pr_curves))
+        print(f"precision-recall curves: {args.pr_curves}")
+    if args.plots:
+        with named_write_errors(Path(args.plots) / PICTURES[0], "evaluation pictures"):
+            pictures = write_evaluation_pictures(records, result, args.plots)
+        print(f"confusion matrix and F1, P, R curves: {', '.join(str(path) for path in pictures.files)}")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -65,18 +93,12 @@ def evaluate(args: argparse.Namespace) -> int:
                         f"{loaded.model.num_classes}")
     dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
     loader = evaluation_loader(dataset, args.batch_size, args.img_size, args.n_cpu)
-    records = collect_detections(loaded.model, loader, device, args.conf_thres, args.nms_thres)
+    records = collect_detections(loaded.model, loader, device, args.conf_thres, args.nms_thres, progress=True)
     result = score(records, data.names, args.ap_method)
     print(format_results(result, args.conf_thres, args.nms_thres,
                          f"{'letterboxed' if args.letterbox else 'stretched'} to {args.img_size}"))
-    if args.save_json:
-        with named_write_errors(args.save_json, "COCO detections"):
-            truth = write_coco_json(records, data.names, Path(args.save_json))
-        print(f"COCO detections: {args.save_json}; ground truth: {truth}")
-    if args.pr_curves:
-        with named_write_errors(args.pr_curves, "precision-recall plot"):
-            plot_pr_curves(result, Path(args.pr_curves))
-        print(f"precision-recall curves: {args.pr_curves}")
+    print(format_best_f1(best_f1_confidence(result)))
+    write_outputs(args, records, result, data.names)
     return 0
 
 

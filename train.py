@@ -7,10 +7,15 @@ With no --data_config it trains on the synthetic shapes dataset (data/demo, gene
 The cfg's class count is adapted to the data (the adapted cfg is saved as <output>/model.cfg).
 """
 import argparse
+import os
 import sys
 from dataclasses import fields
 
 from utils.cli import ArgumentParser, device_flag, integer, number, run_main
+from utils.data.check import ALLOW_NEGATIVES_FLAG
+from utils.errors import UserError
+from utils.training.hyp import read_hyp_file
+from utils.training.options import DEFAULT_EPOCHS, EXTENDABLE_OPTIONS
 from utils.training.trainer import TrainOptions, Trainer
 
 POSITIVE = integer(1)
@@ -19,41 +24,75 @@ FRACTION = number(0, 1)
 SEED = integer(0, 2 ** 32 - 1)  # numpy's seed sequences take no negative seeds
 
 
-def parse_args(argv=None) -> TrainOptions:
-    d = TrainOptions()
-    p = ArgumentParser(description=__doc__)
+def hyp_file(text: str) -> dict:
+    """A flag type for --hyp: the file read and checked at parse time (utils/training/hyp.py)."""
+    try:
+        return read_hyp_file(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_data_and_model_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--model_def", default=d.model_def, help="Darknet .cfg of the model")
     p.add_argument("--data_config", default=d.data_config, help=".data or .yaml dataset config (the default is the "
                                                                 "demo set, generated on first use)")
+    p.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_all_negative", action="store_true",
+                   help="train even when most images have no label file (they are negatives); without it the "
+                        "dataset check stops, naming the label paths it looked for")
     p.add_argument("--pretrained_weights", help=".weights (whole, or a backbone with --cutoff) or a .pth checkpoint")
     p.add_argument("--cutoff", type=POSITIVE, help="load only layers 0..N-1 of --pretrained_weights (default: N "
                                                    "from a '<name>.conv.N' file name)")
-    p.add_argument("--epochs", type=POSITIVE, default=d.epochs, help="epochs to train")
+    p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size, help="input size (multiple of 32)")
+    p.add_argument("--multiscale_training", action="store_true", help="a new input size every 10 batches")
+    p.add_argument("--freeze", type=integer(0), default=d.freeze, help="freeze layers 0..N-1")
+    p.add_argument("--teacher_weights", help="distil from this teacher (.pth, or .weights with --teacher_cfg), e.g. "
+                                             "the model a pruned one came from; it needs the student's heads")
+    p.add_argument("--teacher_cfg", help="the teacher's .cfg (default: the one its .pth carries)")
+    p.add_argument("--distill_weight", type=number(0, above=True), default=d.distill_weight,
+                   help="weight of the distillation term (KL toward the teacher's objectness, class scores and "
+                        "boxes) added to the loss")
+
+
+def _add_run_flags(p: ArgumentParser, d: TrainOptions) -> None:
+    p.add_argument("--epochs", type=POSITIVE, default=DEFAULT_EPOCHS,
+                   help="epochs to train (with --resume: the run's own unless given, and only raised)")
+    p.add_argument("--patience", type=integer(0), default=0,
+                   help="stop when mAP@0.5 has not improved for N evaluations (0: never; with --resume: the run's "
+                        "own unless given)")
     p.add_argument("--batch_size", type=POSITIVE, default=d.batch_size, help="images per batch (per process under DDP)")
     p.add_argument("--gradient_accumulations", type=POSITIVE, default=d.gradient_accumulations,
                    help="batches per optimiser step")
-    p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size, help="input size (multiple of 32)")
-    p.add_argument("--multiscale_training", action="store_true", help="a new input size every 10 batches")
     p.add_argument("--n_cpu", type=integer(0), default=d.n_cpu, help="data loading worker processes")
     p.add_argument("--checkpoint_interval", type=POSITIVE, default=d.checkpoint_interval,
                    help="epochs between checkpoints")
     p.add_argument("--evaluation_interval", type=POSITIVE, default=d.evaluation_interval,
                    help="epochs between evaluations")
     p.add_argument("--output", help="run directory, new or empty (default: runs/train/expN; with --resume, the "
-                                    "checkpoint's folder)")
+                                    "checkpoint's folder; with --evolve, the folder of its trials: runs/evolve/expN)")
     p.add_argument("--exist_ok", action="store_true", help="train into an --output that holds results, replacing "
                                                           "them")
-    p.add_argument("--resume", help="last.pth, or a run directory, to continue that run exactly where it stopped "
-                                    "(with its own options; only --device, --n_cpu and --output may change)")
+    p.add_argument("--resume", nargs="?", const="", metavar="RUN",
+                   help="last.pth, or a run directory, to continue that run exactly where it stopped (with its own "
+                        "options; only --device, --n_cpu, --output and a larger --epochs or other --patience may "
+                        "change); without a value, the newest runs/train/*/last.pth")
+    p.add_argument("--evolve", type=integer(1), metavar="N",
+                   help="evolve the hyperparameters: N seeded trainings of --epochs each, each mutating the best so "
+                        "far, into runs/evolve/expN (evolve.csv, evolve.png, hyp_evolved.txt for --hyp); default: train once")
     p.add_argument("--device", type=device_flag, default=d.device,
                    help="cpu, cuda, cuda:N or GPU indices such as 0 or 0,1 (under torchrun each process takes its "
                         "LOCAL_RANK-th; default: cuda if available)")
     p.add_argument("--seed", type=SEED, default=d.seed, help="seed of initialisation, shuffling and augmentation")
+
+
+def _add_optimisation_flags(p: ArgumentParser, d: TrainOptions) -> None:
+    p.add_argument("--hyp", type=hyp_file, metavar="FILE",
+                   help="hyperparameters, 'key = value' lines (what --evolve writes): learning_rate, momentum, decay, "
+                        "hue, saturation, exposure ([net]), obj/cls/iou_normalizer ([yolo]), scale, translate, mosaic; "
+                        "the flags below win over it")
     p.add_argument("--sr", action="store_true", help="sparsity training: L1 on BN gammas, for channel pruning")
     p.add_argument("--s", type=number(0, above=True), default=d.s,
                    help="sparsity strength for --sr: after every optimiser step each |BN gamma| shrinks by lr * s, "
                         "stopping at 0")
-    p.add_argument("--freeze", type=integer(0), default=d.freeze, help="freeze layers 0..N-1")
     p.add_argument("--freeze_bn", action="store_true", help="freeze every BN (detectron2's FrozenBatchNorm): "
                    "running statistics normalise in training too, gamma and beta are not trained")
     p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
@@ -71,8 +110,22 @@ def parse_args(argv=None) -> TrainOptions:
     p.add_argument("--nms_thres", type=FRACTION, default=d.nms_thres, help="evaluation NMS IoU threshold")
     p.add_argument("--ap_method", choices=("coco", "voc11", "area"), default=d.ap_method,
                    help="evaluation AP: COCO 101-point, VOC 11-point or all-point area (as test.py)")
-    args = p.parse_args(argv)
-    return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
+
+
+def parse_args(argv=None) -> tuple[TrainOptions, int | None]:
+    """The run's options and --evolve's trial count (None: one training)."""
+    d = TrainOptions()
+    p = ArgumentParser(description=__doc__)
+    _add_data_and_model_flags(p, d)
+    _add_run_flags(p, d)
+    _add_optimisation_flags(p, d)
+    # argparse fills in a default only where the namespace has no value yet: these stay None when not given, so
+    # that a resumed run keeps its own (--help still shows the defaults of a new run)
+    args = p.parse_args(argv, argparse.Namespace(**{name: None for name in EXTENDABLE_OPTIONS}))
+    if args.resume is None:
+        for name in EXTENDABLE_OPTIONS:
+            setattr(args, name, getattr(args, name) if getattr(args, name) is not None else p.get_default(name))
+    return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)}), args.evolve
 
 
 def train(options: TrainOptions) -> int:
@@ -80,9 +133,17 @@ def train(options: TrainOptions) -> int:
     return 0
 
 
+def evolve(options: TrainOptions, trials: int) -> int:
+    from utils.training.evolve import evolve as evolve_hyperparameters
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--evolve runs its trials one after another in one process; start it without torchrun")
+    evolve_hyperparameters(options, trials)
+    return 0
+
+
 def main(argv=None) -> int:
-    options = parse_args(argv)
-    return run_main(lambda: train(options))
+    options, trials = parse_args(argv)
+    return run_main(lambda: train(options) if trials is None else evolve(options, trials))
 
 
 if __name__ == "__main__":

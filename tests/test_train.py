@@ -89,7 +89,8 @@ def model_tensors(path):
 def test_training_writes_every_output_and_adapts_the_classes(dataset, tmp_path):
     data, cfg = dataset
     result = train(data, cfg, tmp_path / "run", "--epochs", "2", "--ema")
-    for name in ("last.pth", "best.pth", "last.weights", "best.weights", "model.cfg", "results.csv", "results.png"):
+    for name in ("last.pth", "best.pth", "last.weights", "best.weights", "model.cfg", "results.csv", "results.png",
+                 "labels.png", "train_batch0.jpg", "train_batch2.jpg", "confusion_matrix.png", "F1_curve.png"):
         assert (tmp_path / "run" / name).is_file(), name
     assert "mAP@0.5 =" in result.stderr + result.stdout
     assert not list((tmp_path / "run").glob(".*tmp"))
@@ -110,7 +111,7 @@ def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset,
     data, cfg = dataset
     train(data, cfg, tmp_path / "run", "--epochs", "1")
     before = model_tensors(tmp_path / "run" / "last.pth")
-    result = train(data, cfg, tmp_path / "ignored", "--epochs", "5", "--resume", str(tmp_path / "run"))
+    result = train(data, cfg, tmp_path / "ignored", "--batch_size", "2", "--resume", str(tmp_path / "run"))
     assert "nothing left to train: the run's 1 epochs are done" in result.stderr + result.stdout
     assert not (tmp_path / "ignored" / "last.pth").exists()
     after = model_tensors(tmp_path / "run" / "last.pth")
@@ -180,7 +181,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(dataset, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                "train.py", "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
                "--batch_size", "2", "--n_cpu", "0", "--output", str(tmp_path / "ddp"), "--epochs", "2",
-               "--optimizer", "adam", "--device", "cpu"]
+               "--optimizer", "adam", "--device", "cpu", "--patience", "5"]  # rank 0 tells the others: go on
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (result.stdout + result.stderr).count("ranks in sync") == 2

@@ -151,7 +151,7 @@ def test_last_pth_and_last_weights_describe_the_same_epoch_after_a_kill_between_
     with pytest.raises(Killed):
         Trainer(options(dataset, run, epochs=2)).run()
     monkeypatch.setattr(utils.fileio.os, "replace", real_replace)
-    Trainer(options(dataset, None, resume=str(run))).run()
+    Trainer(options(dataset, None, resume=str(run), epochs=None)).run()  # its own epochs
     state = torch.load(run / "last.pth", weights_only=True)
     assert state["epoch"] == 1 and int(state["model"]["seen"]) == 2 * TRAIN_IMAGES
     assert weights_seen(run / "last.weights") == 2 * TRAIN_IMAGES

@@ -20,10 +20,12 @@ USAGE_EXIT_CODE = 2  # argparse's, for a flag that cannot be parsed
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The module docstring as written, and "(default: X)" after every flag's help that has a default (flags
-    without one say in their help what applies instead)."""
+    without one say in their help what applies instead; an on/off flag's default is its absence). A default
+    of 0 is shown: it is a value, unlike False."""
 
     def _get_help_string(self, action):
-        if action.default in (None, "", False) or action.default is argparse.SUPPRESS:
+        if action.default is None or action.default == "" or isinstance(action.default, bool) \
+                or action.default is argparse.SUPPRESS:
             return action.help
         return super()._get_help_string(action)
 

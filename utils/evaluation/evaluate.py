@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from terminaltables import AsciiTable
+from tqdm import tqdm
 
 from utils.boxes import xywh_to_xyxy
 from utils.data.config import DataError, describe_source
 from utils.fileio import atomic_write
 from utils.evaluation.metrics import EvalResult, evaluate_detections
 from utils.inference.nms import non_max_suppression
+
+
+MAX_DETECTIONS = 300  # per image, as COCO's evaluation counts them
 
 
 @dataclass
@@ -31,19 +35,20 @@ def score(records: list[ImageRecord], names: list[str], method: str = "coco") ->
 
 @torch.no_grad()
 def collect_detections(model, loader, device: torch.device, conf_thres: float = 0.001, nms_thres: float = 0.5,
-                       max_det: int = 300) -> list[ImageRecord]:
-    """Every image's detections and ground truth, in original-image pixels. Unreadable images are left out
-    (their loader warns); a set of which none could be read is a :class:`DataError`, not a score of 0."""
+                       progress: bool = False) -> list[ImageRecord]:
+    """Every image's detections (at most MAX_DETECTIONS each) and ground truth, in original-image pixels, with a
+    progress bar when ``progress``. Unreadable images are left out (their loader warns); a set of which none
+    could be read is a :class:`DataError`, not a score of 0."""
     was_training = model.training
     model.eval()
     records, skipped = [], []
-    for batch in loader:
+    for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
         skipped += batch.skipped
         if not len(batch):
             continue
         images = batch.images.to(device, non_blocking=True).float() / 255
         height, width = images.shape[-2:]
-        detections = non_max_suppression(model(images).float(), conf_thres, nms_thres, max_det=max_det)
+        detections = non_max_suppression(model(images).float(), conf_thres, nms_thres, max_det=MAX_DETECTIONS)
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         for i, (dets, box) in enumerate(zip(detections, batch.letterboxes)):
             truth = batch.targets[batch.targets[:, 0] == i]
@@ -70,6 +75,14 @@ def format_results(result: EvalResult, conf_thres: float, nms_thres: float, resi
             + f"\nmAP@0.5 = {result.map50:.4f}   mAP@0.5:0.95 = {result.map:.4f}"
             + f"\n({method} AP; detections with conf >= {conf_thres} after NMS at IoU {nms_thres}; "
               f"P/R/F1 at IoU 0.5 for conf >= {result.report_conf}; images {resize})")
+
+
+def format_best_f1(best: tuple[float, float] | None) -> str:
+    """The line that reports :func:`utils.evaluation.confusion.best_f1_confidence`."""
+    if best is None:
+        return "best F1: no detection of a class with ground truth, so no confidence threshold to suggest"
+    return (f"best F1 {best[1]:.3f} (mean over classes) at confidence {best[0]:.3f}: the detection threshold "
+            f"(detect.py --conf_thres) that balances precision and recall")
 
 
 def write_coco_json(records: list[ImageRecord], names: list[str], detections_path: Path) -> Path:

@@ -65,6 +65,15 @@ class Distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    def main_decides(self, decision: bool, device: torch.device) -> bool:
+        """The main process's ``decision`` on every process (only it evaluates, so only it knows whether the
+        run stops early)."""
+        if self.world_size == 1:
+            return decision
+        flag = torch.tensor([float(decision)], device=device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def check_in_sync(self, model: nn.Module, device: torch.device) -> None:
         """Stop the run if the ranks' parameters have drifted apart (they must stay identical under DDP)."""
         if self.world_size == 1:

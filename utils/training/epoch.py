@@ -5,6 +5,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -12,9 +13,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.data.dataset import Batch
+from utils.training.distill import Distiller
 from utils.training.loss import YOLOLoss
 from utils.training.optim import Sparsity
 from utils.training.options import TrainingError
+from utils.training.runlog import StepRecord
 from utils.training.state import TrainState
 
 
@@ -30,6 +33,8 @@ class StepContext:
     accumulation: int = 1  # batches per optimiser step
     sparsity: Sparsity | None = None
     world_size: int = 1  # processes, each with its own batch, that one step stands for
+    distiller: Distiller | None = None  # adds the teacher's term to the loss (--teacher_weights)
+    observer: Callable[[StepRecord], None] | None = None  # sees every batch (the main process's RunLog)
 
 
 @dataclass
@@ -42,8 +47,8 @@ class EpochStats:
     skipped: list[str] = field(default_factory=list)
 
     def add(self, components: dict[str, float], images: int, wait: float) -> None:
-        for key in self.sums:
-            self.sums[key] += components[key]
+        for key, value in components.items():  # "distill" joins the sums when a run has a teacher
+            self.sums[key] = self.sums.get(key, 0.0) + value
         self.batches += 1
         self.images += images
         self.wait += wait
@@ -63,15 +68,20 @@ def _backward(state: TrainState, ctx: StepContext, batch: Batch, where: tuple[in
     with torch.autocast(ctx.device.type, enabled=ctx.amp):
         heads = ctx.network(images)
     loss = ctx.loss_fn([h.float() for h in heads], batch.targets, tuple(images.shape[-2:]))
-    values = loss.as_dict()
+    values, total = loss.as_dict(), loss.total
+    if ctx.distiller is not None:
+        distill = ctx.distiller(heads, images)
+        total = total + distill
+        values["distill"] = float(distill.detach())
+        values["total"] += values["distill"]
     if not math.isfinite(values["total"]):
         last = ctx.run_dir / "last.pth"
         kept = f"the last good checkpoint, {last}, is kept" if last.exists() else "no epoch had been saved yet"
+        terms = ", ".join(f"{key} {value}" for key, value in values.items() if key != "total")
         raise TrainingError(
-            f"non-finite loss at epoch {where[0]}, batch {where[1]} (box {values['box']}, obj "
-            f"{values['obj']}, cls {values['cls']}); {kept}. Lower the learning rate (--lr) or lengthen the "
-            f"burn-in (--burn_in).")
-    state.scaler.scale(loss.total / ctx.accumulation).backward()
+            f"non-finite loss at epoch {where[0]}, batch {where[1]} ({terms}); {kept}. Lower the learning rate "
+            f"(--lr) or lengthen the burn-in (--burn_in).")
+    state.scaler.scale(total / ctx.accumulation).backward()
     state.model.seen.add_(len(batch) * ctx.world_size)
     return values
 
@@ -97,12 +107,16 @@ def train_epoch(state: TrainState, loader: DataLoader, ctx: StepContext, bar: tq
     for i, batch in enumerate(loader):
         wait = time.perf_counter() - fetch_start
         stats.skipped += batch.skipped
-        if len(batch):
-            stats.add(_backward(state, ctx, batch, (epoch + 1, i + 1)), len(batch), wait)
+        losses = _backward(state, ctx, batch, (epoch + 1, i + 1)) if len(batch) else {}
+        if losses:
+            stats.add(losses, len(batch), wait)
         if (i + 1) % ctx.accumulation == 0 or i + 1 == len(loader):
             _optimizer_step(state, ctx)
-        bar.set_postfix(box=f"{stats.mean('box'):.3f}", obj=f"{stats.mean('obj'):.3f}",
-                        cls=f"{stats.mean('cls'):.3f}", size=batch.images.shape[-1],
+        if ctx.observer is not None:
+            ctx.observer(StepRecord(epoch, i, batch, losses, state.scheduler.last_epoch,
+                                    state.optimizer.param_groups[0]["lr"]))
+        terms = {key: f"{stats.mean(key):.3f}" for key in stats.sums if key != "total"}  # distill too, if any
+        bar.set_postfix(**terms, size=batch.images.shape[-1],
                         img_s=f"{stats.images * ctx.world_size / stats.seconds:.1f}")
         bar.update()
         fetch_start = time.perf_counter()

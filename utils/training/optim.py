@@ -146,3 +146,17 @@ def init_head_biases(model) -> None:
             bias = conv.conv.bias.view(layer.num_anchors, layer.num_outputs)
             bias[:, 4] = math.log(0.01 / 0.99)
             bias[:, 5:] = math.log(1.0 / max(layer.num_classes - 0.99, 1.0))
+
+
+def extend_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> tuple[float, float]:
+    """Lay the run's schedule over ``total_steps`` (a resumed run whose --epochs was raised) and set the
+    learning rate the new plan gives at the step reached; returns (lr before, lr now). Only the length
+    changes: the policy, the burn-in (long done) and the steps' fractions stay, so the rest of the run follows
+    the schedule a run planned this long from the start would have from here on."""
+    schedule: Schedule = scheduler.lr_lambdas[0]  # LambdaLR repeats one Schedule for every parameter group
+    before = scheduler.get_last_lr()[0]
+    schedule.total_steps = total_steps
+    for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base_lr * schedule(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]  # what get_last_lr reports
+    return before, scheduler._last_lr[0]

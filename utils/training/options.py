@@ -1,13 +1,17 @@
 """What a training run is asked to do (train.py's flags), and how a resumed run takes its own options back."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from utils.errors import UserError
 
 DEFAULT_DATA = "data/demo/shapes.data"
+DEFAULT_EPOCHS = 100
 RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output", "exist_ok")  # where a run goes on, not what it computes
+# How long a run goes on: a resumed run keeps its own unless these are given (None: not given); --epochs may only
+# grow, and --patience may be changed to go on after an early stop.
+EXTENDABLE_OPTIONS = ("epochs", "patience")
 
 
 class TrainingError(UserError, RuntimeError):
@@ -20,7 +24,7 @@ class TrainOptions:
     data_config: str = DEFAULT_DATA
     pretrained_weights: str | None = None
     cutoff: int | None = None
-    epochs: int = 100
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or a resumed run's own
     batch_size: int = 8
     gradient_accumulations: int = 1
     img_size: int = 416
@@ -51,6 +55,12 @@ class TrainOptions:
     conf_thres: float = 0.001
     nms_thres: float = 0.5
     ap_method: str = "coco"
+    allow_all_negative: bool = False
+    patience: int | None = None  # evaluations without a better mAP@0.5 before stopping; None or 0: never
+    hyp: dict | None = None  # hyperparameters from --hyp (utils/training/hyp.py), as read
+    teacher_cfg: str | None = None
+    teacher_weights: str | None = None
+    distill_weight: float = 1.0
 
     def saved(self) -> dict:
         """The options as a checkpoint stores them (unset ones left out)."""
@@ -67,4 +77,14 @@ class TrainOptions:
                             f"--resume continues runs of this version, --pretrained_weights {source} starts a new "
                             f"run from its weights")
         runtime = {name: getattr(self, name) for name in RUNTIME_OPTIONS}
-        return TrainOptions(**{**asdict(TrainOptions()), **saved, **runtime})
+        extended = {name: getattr(self, name) for name in EXTENDABLE_OPTIONS if getattr(self, name) is not None}
+        own_epochs = saved.get("epochs", DEFAULT_EPOCHS)
+        if extended.get("epochs", own_epochs) < own_epochs:
+            raise UserError(f"--epochs {extended['epochs']}: {source} is a run of {own_epochs} epochs; --resume may "
+                            f"raise its epochs, not lower them (--output NEW with --pretrained_weights {source} starts "
+                            f"a shorter run from its weights)")
+        return TrainOptions(**{**asdict(TrainOptions()), **saved, **runtime, **extended})
+
+    def fresh(self) -> TrainOptions:
+        """These options for a new run: what was left unset takes its default."""
+        return replace(self, epochs=self.epochs or DEFAULT_EPOCHS)

@@ -21,6 +21,7 @@ from utils.training.state import TrainState
 CHECKPOINT_PAIRS = ("last", "best")  # <stem>.pth and the <stem>.weights exported from it
 
 CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "total", "mAP50", "mAP", "img_per_s", "data_wait", "seconds"]
+OPTIONAL_FIELDS = ["distill"]  # columns of runs that have them (a teacher), after the others
 NOT_EVALUATED = ""  # the mAP cells of an epoch without evaluation
 
 
@@ -34,6 +35,16 @@ def results_row(epoch: int, lr: float, stats: EpochStats, world_size: int) -> di
 
 def add_evaluation(row: dict, result: EvalResult) -> None:
     row["mAP50"], row["mAP"] = result.map50, result.map
+
+
+def evaluations_since_best(rows: list[dict]) -> tuple[int, dict | None]:
+    """(how many evaluations came after the best mAP@0.5, the best one's row): the first row to reach the best
+    value is the best, as only a strictly higher mAP@0.5 replaces best.pth. (0, None) before any evaluation."""
+    evaluated = [row for row in rows if row["mAP50"] != NOT_EVALUATED]
+    if not evaluated:
+        return 0, None
+    best = max(range(len(evaluated)), key=lambda i: (evaluated[i]["mAP50"], -i))
+    return len(evaluated) - 1 - best, evaluated[best]
 
 
 class RunOutputs:
@@ -51,8 +62,7 @@ class RunOutputs:
         if not path.exists():
             return
         with open(path, newline="") as f:
-            rows = [{key: float(value) if value not in ("", None) else NOT_EVALUATED for key, value in row.items()}
-                    for row in csv.DictReader(f)]
+            rows = [{key: _cell(key, value) for key, value in row.items()} for row in csv.DictReader(f)]
         self.rows = rows[:epochs]
 
     def record_gammas(self, epoch: int, gammas: np.ndarray) -> None:
@@ -62,7 +72,8 @@ class RunOutputs:
         """Append an epoch's row and rewrite results.csv, results.png and (with gammas) bn_gammas.png."""
         self.rows.append(row)
         text = io.StringIO()
-        writer = csv.DictWriter(text, CSV_FIELDS)
+        fields = CSV_FIELDS + [key for key in OPTIONAL_FIELDS if any(key in row for row in self.rows)]
+        writer = csv.DictWriter(text, fields)
         writer.writeheader()
         writer.writerows(self.rows)
         csv_path = self.run_dir / "results.csv"
@@ -104,6 +115,14 @@ class RunOutputs:
             save_weights(model_from_file(checkpoint)[0], weights)
             rewritten.append(weights)
         return rewritten
+
+
+def _cell(key: str, text: str | None) -> float | int | str:
+    """A results.csv cell as the row held it: the epoch an int (so that rewriting the file keeps it "3", not
+    "3.0"), an empty mAP cell empty, the rest floats."""
+    if text in ("", None):
+        return NOT_EVALUATED
+    return int(float(text)) if key == "epoch" else float(text)
 
 
 def weights_seen(path: Path) -> int | None:

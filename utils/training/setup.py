@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import DataLoader
@@ -14,6 +14,7 @@ from utils.data.config import DataConfig
 from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
 from utils.training.distributed import Distributed
+from utils.training.hyp import augment_values
 from utils.training.optim import ModelEMA, Schedule, build_optimizer
 from utils.training.options import TrainOptions
 from utils.training.state import TrainState
@@ -24,20 +25,31 @@ class Loaders:
     train: DataLoader
     plan: BatchPlan  # the training batches; set_epoch() before each epoch
     valid: DataLoader | None  # only the main process evaluates
+    valid_set: DetectionDataset  # on every process, so that every process checks it alike
 
     def steps_per_epoch(self, accumulation: int) -> int:
         return math.ceil(len(self.plan) / accumulation)
 
 
+def build_augment(opt: TrainOptions, net: dict) -> Augment | None:
+    """Training augmentation: [net]'s (hue, saturation, exposure, flip, mosaic) and the --hyp file's scale,
+    translate and mosaic probability; --mosaic/--no-mosaic (probability 0.5 or 0) win over both, as every flag
+    wins over [net] and --hyp. None with --no_augment."""
+    if not opt.augment:
+        return None
+    values = augment_values(opt.hyp)
+    if opt.mosaic is not None:
+        values.pop("mosaic", None)
+    return replace(Augment.from_net(net, opt.mosaic), **values)
+
+
 def build_loaders(data: DataConfig, opt: TrainOptions, net: dict, dist: Distributed) -> Loaders:
-    train_set = DetectionDataset(data.train, data.classes, Augment.from_net(net, opt.mosaic) if opt.augment else None)
+    train_set = DetectionDataset(data.train, data.classes, build_augment(opt, net))
     sizes = multiscale_sizes(opt.img_size) if opt.multiscale_training else [opt.img_size]
     plan = BatchPlan(len(train_set), opt.batch_size, sizes, seed=opt.seed, rank=dist.rank, world_size=dist.world_size)
-    valid = None
-    if dist.is_main:
-        valid = evaluation_loader(DetectionDataset(data.valid, data.classes, None), opt.batch_size, opt.img_size,
-                                  opt.n_cpu)
-    return Loaders(create_dataloader(train_set, plan, opt.n_cpu), plan, valid)
+    valid_set = DetectionDataset(data.valid, data.classes, None)
+    valid = evaluation_loader(valid_set, opt.batch_size, opt.img_size, opt.n_cpu) if dist.is_main else None
+    return Loaders(create_dataloader(train_set, plan, opt.n_cpu), plan, valid, valid_set)
 
 
 def uses_amp(opt: TrainOptions, device: torch.device) -> bool:

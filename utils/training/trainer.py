@@ -3,6 +3,7 @@ evaluate (every --evaluation_interval epochs and at the end), log and checkpoint
 device under torchrun (DDP)."""
 from __future__ import annotations
 
+import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -16,25 +17,30 @@ from utils.darknet.cfg import Cfg, parse_cfg, read_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.checkpoint import load_checkpoint, load_pretrained
 from utils.darknet.model import Darknet
-from utils.data.config import DataConfig, DataError, parse_data_config
+from utils.data.config import DataConfig, DataError, describe_source, parse_data_config
 from utils.errors import UserError
-from utils.evaluation.evaluate import collect_detections, format_results, score
+from utils.evaluation.evaluate import ImageRecord, collect_detections, format_best_f1, format_results, score
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors, remove_orphan_temporaries, removed_on_failure
+from utils.training.distill import build_distiller
 from utils.training.distributed import Distributed
 from utils.training.epoch import EpochStats, StepContext, train_epoch
+from utils.training.hyp import format_hyp, with_hyp
 from utils.training.loss import YOLOLoss
-from utils.training.optim import Sparsity, init_head_biases, sparsity_bns
-from utils.training.options import DEFAULT_DATA, TrainingError, TrainOptions
-from utils.training.outputs import RunOutputs, add_evaluation, results_row
+from utils.training.optim import Sparsity, extend_schedule, init_head_biases, sparsity_bns
+from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, TrainOptions
+from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
+from utils.training.runlog import RunLog, open_tensorboard
 from utils.training.setup import Loaders, build_loaders, build_state, uses_amp
+from utils.training.startup import check_data, plot_training_labels, report_anchor_fit
 from utils.training.state import TrainState, check_training_checkpoint
 
 __all__ = ["DEFAULT_DATA", "Trainer", "TrainingError", "TrainOptions"]
 
 RUNS = Path("runs/train")  # where runs go without --output, as runs/train/expN
 RESULTS = ("results.csv", "last.pth")  # a run folder holding neither has nothing worth keeping
+Evaluation = tuple[list[ImageRecord], EvalResult]  # what one evaluation gives: per image, and the scores
 
 
 class Trainer:
@@ -46,6 +52,7 @@ class Trainer:
         self.device = select_device(options.device, self.dist.local_rank if self.dist.world_size > 1 else 0)
         self.log = self.dist.log
         self.resumed_from: Path | None = None  # the checkpoint --resume names, once read
+        self.runlog: RunLog | None = None  # the main process's pictures and TensorBoard events
 
     def run(self) -> dict:
         """Train; ``{"run_dir", "best_map50", "map50", "map"}``, the last two from the last evaluation
@@ -71,41 +78,70 @@ class Trainer:
         data = parse_data_config(self.opt.data_config)
         model = self._build_model(run_dir, data, checkpoint)
         loaders = build_loaders(data, self.opt, model.hyperparams, self.dist)
-        if loaders.valid is not None:
-            self.log(f"train: {len(loaders.train.dataset)} images ({data.train}); "
-                     f"valid: {len(loaders.valid.dataset)} images ({data.valid})")
-        state = build_state(model, self.opt, loaders.steps_per_epoch(self.opt.gradient_accumulations), self.device,
-                            data.names)
+        self._check_data(loaders, data, model, run_dir)
+        steps_per_epoch = loaders.steps_per_epoch(self.opt.gradient_accumulations)
+        state = build_state(model, self.opt, steps_per_epoch, self.device, data.names)
         if self.opt.amp and not uses_amp(self.opt, self.device):
             self.log("--amp needs a CUDA device; training in float32")
         outputs = RunOutputs(run_dir)
         if checkpoint is not None:
-            self._resume(state, checkpoint, outputs)
+            self._resume(state, checkpoint, outputs, steps_per_epoch)
         step = self._step_context(state, run_dir)
-        result = None
-        for _ in range(state.epoch + 1, self.opt.epochs):
-            evaluated = self._epoch(state, loaders, step, outputs)
-            result = evaluated if evaluated is not None else result
+        if self.dist.is_main:
+            self.runlog = RunLog(run_dir, data.names, open_tensorboard(run_dir, state.scheduler.last_epoch))
+            step.observer = self.runlog.step
+        try:
+            result = self._epochs(state, loaders, step, outputs)
+        finally:
+            if self.runlog is not None:
+                self.runlog.close()
         self.log(f"done: best mAP@0.5 {state.best_fitness:.4f}; checkpoints and logs in {run_dir}")
         return {"run_dir": str(run_dir), "best_map50": state.best_fitness,
                 "map50": result.map50 if result is not None else None,
                 "map": result.map if result is not None else None}
+
+    def _epochs(self, state: TrainState, loaders: Loaders, step: StepContext, outputs: RunOutputs
+                ) -> EvalResult | None:
+        """Train the epochs left, or until --patience runs out; the last evaluation's result."""
+        result = None
+        for _ in range(state.epoch + 1, self.opt.epochs):
+            # only the main process evaluates, so it decides for all (and the others ask only with --patience)
+            if self.opt.patience and self.dist.main_decides(self.dist.is_main and self._patience_exhausted(outputs),
+                                                            self.device):
+                break
+            evaluated = self._epoch(state, loaders, step, outputs)
+            result = evaluated if evaluated is not None else result
+        return result
 
     # -- set-up --------------------------------------------------------------------------------
 
     def _prepare_run(self) -> tuple[Path, dict | None]:
         """The run directory (chosen, not created yet) and, with --resume, the checkpoint to continue from."""
         checkpoint, resumed_dir = None, None
-        if self.opt.resume:
-            resume = Path(self.opt.resume)
+        if self.opt.resume is not None:
+            resume = Path(self.opt.resume) if self.opt.resume else self._newest_run()
             resume = resume / "last.pth" if resume.is_dir() else resume
             checkpoint = load_checkpoint(resume)
             check_training_checkpoint(checkpoint, resume)
             self.opt = self.opt.resumed(checkpoint["options"], resume)
             self.resumed_from, resumed_dir = resume, resume.parent
+        else:
+            self.opt = self.opt.fresh()
         run_dir = self._run_dir(resumed_dir)
         self.dist.barrier()  # every process has chosen the folder before the main one creates it
         return run_dir, checkpoint
+
+    def _newest_run(self) -> Path:
+        """What --resume without a path continues: the most recently written runs/train/*/last.pth."""
+        candidates = [path for path in RUNS.glob("*/last.pth") if path.is_file()]
+        if not candidates:
+            raise UserError(f"--resume without a path continues the newest {RUNS}/*/last.pth, and there is none "
+                            f"(from {Path.cwd()}); name the run folder or checkpoint to resume")
+        newest = max(candidates, key=lambda path: path.stat().st_mtime)
+        written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest.stat().st_mtime))
+        self.log(f"--resume: continuing the newest run, {newest.parent} (its last.pth was written {written}, the "
+                 f"latest of {len(candidates)} under {RUNS})")
+        return newest
 
     def _run_dir(self, resumed_dir: Path | None) -> Path:
         """Where the run writes: the resumed run's folder, else --output if it is new or empty (or with
@@ -137,9 +173,11 @@ class Trainer:
         user's file and lines); written to ``run_dir/model.cfg``."""
         cfg_path = run_dir / "model.cfg"
         if checkpoint is not None:
-            cfg = parse_cfg(checkpoint["cfg_text"], str(cfg_path))
+            cfg = parse_cfg(checkpoint["cfg_text"], str(cfg_path))  # with the --hyp values it was started with
         else:
-            cfg = with_classes(read_cfg(self.opt.model_def), classes)
+            cfg = with_hyp(with_classes(read_cfg(self.opt.model_def), classes), self.opt.hyp or {})
+            if self.opt.hyp:
+                self.log("hyperparameters from --hyp: " + format_hyp(self.opt.hyp).strip().replace("\n", ", "))
         if self.dist.is_main:
             with named_write_errors(cfg_path, "model cfg"), atomic_write(cfg_path) as f:
                 f.write(cfg.text.encode())
@@ -178,15 +216,40 @@ class Trainer:
         if self.opt.freeze_bn:
             model.freeze_batchnorm()
 
-    def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs) -> None:
+    def _check_data(self, loaders: Loaders, data: DataConfig, model: Darknet, run_dir: Path) -> None:
+        """The dataset check of both lists (every process stops alike), then on the main process labels.png
+        and the anchors' fit to the training boxes."""
+        if loaders.valid is not None:
+            self.log(f"train: {len(loaders.train.dataset)} images ({describe_source(data.train)}); "
+                     f"valid: {len(loaders.valid_set)} images ({describe_source(data.valid)})")
+        check_data(loaders, data, self.opt, self.log)
+        if self.dist.is_main:
+            plot_training_labels(loaders, data.names, run_dir)
+            report_anchor_fit(model.cfg, loaders, self.opt, self.log)
+
+    def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs, steps_per_epoch: int) -> None:
         state.load_state_dict(checkpoint, self.resumed_from)
         outputs.read_rows(state.epoch + 1)
         if self.dist.is_main:
             for weights in outputs.reexport_stale_weights():
                 self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
         self.log(f"resumed from epoch {state.epoch} (best mAP@0.5 {state.best_fitness:.4f})")
+        planned = int(checkpoint["options"].get("epochs", DEFAULT_EPOCHS))
+        if self.opt.epochs > planned:
+            before, now = extend_schedule(state.scheduler, steps_per_epoch * self.opt.epochs)
+            self.log(f"--epochs {self.opt.epochs}: the run, planned for {planned} epochs, goes on to "
+                     f"{self.opt.epochs}; its learning-rate schedule now spans {self.opt.epochs} epochs, so the lr "
+                     f"at step {state.scheduler.last_epoch} goes from {before:.4g} to {now:.4g}")
         if state.epoch + 1 >= self.opt.epochs:
-            self.log(f"nothing left to train: the run's {self.opt.epochs} epochs are done")
+            self.log(f"nothing left to train: the run's {self.opt.epochs} epochs are done (--resume with a larger "
+                     f"--epochs trains more)")
+        elif self._patience_exhausted(outputs):
+            self.log(f"nothing left to train: the run stopped early, mAP@0.5 not having improved for "
+                     f"{self.opt.patience} evaluations; --resume with a larger --patience (or 0: none) goes on")
+
+    def _patience_exhausted(self, outputs: RunOutputs) -> bool:
+        """Whether --patience evaluations have passed without a better mAP@0.5 (never without --patience)."""
+        return bool(self.opt.patience) and evaluations_since_best(outputs.rows)[0] >= self.opt.patience
 
     def _step_context(self, state: TrainState, run_dir: Path) -> StepContext:
         opt = self.opt
@@ -196,8 +259,13 @@ class Trainer:
             self.log(f"sparsity training: L1 {opt.s} on {len(sparsity.bns)} BN scale vectors: |gamma| shrinks by "
                      f"lr x s after every step, {sparsity.budget(state.scheduler):.2f} in all over this run's "
                      f"schedule (gammas start near 1)")
+        distiller = build_distiller(state.model, opt, self.device)
+        if distiller is not None:
+            self.log(f"distilling from {opt.teacher_weights} (weight {opt.distill_weight:g}): KL toward the teacher's "
+                     f"objectness on every cell, its class scores and boxes weighted by its objectness, per [yolo]")
         return StepContext(network, YOLOLoss(state.model.yolo_layers), self.device, run_dir,
-                           uses_amp(opt, self.device), opt.gradient_accumulations, sparsity, self.dist.world_size)
+                           uses_amp(opt, self.device), opt.gradient_accumulations, sparsity, self.dist.world_size,
+                           distiller)
 
     # -- one epoch -----------------------------------------------------------------------------
 
@@ -226,26 +294,47 @@ class Trainer:
 
     def _report(self, state: TrainState, stats: EpochStats, valid: DataLoader, outputs: RunOutputs,
                 sparsity: Sparsity | None) -> EvalResult | None:
-        """Evaluate the finished epoch when due, add its results row and write the checkpoints due."""
+        """Evaluate the finished epoch when due, add its results row and write the checkpoints due; after the
+        run's last epoch (or the one --patience stops at) also the evaluation pictures."""
         opt, epoch = self.opt, state.epoch
         last_epoch = epoch == opt.epochs - 1
         row = results_row(epoch, state.optimizer.param_groups[0]["lr"], stats, self.dist.world_size)
-        result = None
+        evaluation = None
         if (epoch + 1) % opt.evaluation_interval == 0 or last_epoch:
-            result = self._evaluate_after_saving_on_failure(state, valid, row, outputs)
-            add_evaluation(row, result)
+            evaluation = self._evaluate_after_saving_on_failure(state, valid, row, outputs)
+            add_evaluation(row, evaluation[1])
             if sparsity is not None:
                 outputs.record_gammas(epoch, sparsity.gammas())
         outputs.add_row(row)
-        improved = result is not None and result.map50 > state.best_fitness
-        if result is not None:
-            state.best_fitness = max(state.best_fitness, result.map50)
-        if (epoch + 1) % opt.checkpoint_interval == 0 or last_epoch or improved:
+        improved = evaluation is not None and evaluation[1].map50 > state.best_fitness
+        if evaluation is not None:
+            state.best_fitness = max(state.best_fitness, evaluation[1].map50)
+        stopping = not last_epoch and self._patience_exhausted(outputs)
+        if (epoch + 1) % opt.checkpoint_interval == 0 or last_epoch or stopping or improved:
             outputs.save_checkpoints(state, best=improved)
-        return result
+        if stopping:
+            best = evaluations_since_best(outputs.rows)[1]
+            self.log(f"stopping early after epoch {epoch + 1}: mAP@0.5 has not improved for {opt.patience} "
+                     f"evaluations (--patience); the best, {best['mAP50']:.4f} after epoch {int(best['epoch']) + 1}, "
+                     f"is in {outputs.run_dir / 'best.pth'}")
+        self._record(row, evaluation, last_epoch or stopping, outputs.run_dir)
+        return evaluation[1] if evaluation is not None else None
+
+    def _record(self, row: dict, evaluation: Evaluation | None, final: bool, run_dir: Path) -> None:
+        """The epoch in TensorBoard and, after the run's final epoch, its evaluation pictures."""
+        self.runlog.epoch(row)
+        if evaluation is None:
+            return
+        self.runlog.evaluation(evaluation[0], int(row["epoch"]))
+        if final:
+            from utils.evaluation.confusion import write_evaluation_pictures  # matplotlib only where it plots
+            with named_write_errors(run_dir / "confusion_matrix.png", "evaluation pictures"):
+                pictures = write_evaluation_pictures(evaluation[0], evaluation[1], run_dir)
+            self.log(f"{format_best_f1(pictures.best)}; confusion_matrix.png and the F1, P and R curves of this "
+                     f"last evaluation are in {run_dir}")
 
     def _evaluate_after_saving_on_failure(self, state: TrainState, valid: DataLoader, row: dict,
-                                          outputs: RunOutputs) -> EvalResult:
+                                          outputs: RunOutputs) -> Evaluation:
         """Evaluate the epoch just trained. Should evaluation fail, the epoch's results row and checkpoint
         are written before the error goes on: a failed evaluation never costs the training before it."""
         try:
@@ -260,10 +349,10 @@ class Trainer:
             self.log(f"evaluation after epoch {state.epoch + 1} failed; {saved}")
             raise
 
-    def _evaluate(self, model: Darknet, loader: DataLoader, names: list[str]) -> EvalResult:
+    def _evaluate(self, model: Darknet, loader: DataLoader, names: list[str]) -> Evaluation:
         opt = self.opt
-        result = score(collect_detections(model, loader, self.device, opt.conf_thres, opt.nms_thres), names,
-                       opt.ap_method)
+        records = collect_detections(model, loader, self.device, opt.conf_thres, opt.nms_thres, progress=True)
+        result = score(records, names, opt.ap_method)
         self.log(format_results(result, opt.conf_thres, opt.nms_thres,
                                 "letterboxed" if loader.dataset.keep_ratio else "stretched"))
-        return result
+        return records, result

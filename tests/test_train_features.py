@@ -1,0 +1,377 @@
+"""From a user's own data to a good model: the dataset check and pictures at start-up, TensorBoard events,
+--patience, --resume without a path and with more --epochs, --hyp and --evolve, distillation, test.py --plots."""
+import argparse
+import copy
+import csv
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+
+import importlib.util
+
+import pytest
+import torch
+
+import train
+from models import Darknet
+from tests.conftest import REPO, random_tiny_model
+from tests.test_train import TINY
+from tests.test_train_safety import copy_of, error_lines, options
+from utils.cli import ArgumentParser
+from utils.data.synthetic import write_dataset
+from utils.evaluation.metrics import EvalResult
+from utils.training import trainer
+from utils.training.distill import DistillationError, Distiller, check_same_heads, layer_distillation
+from utils.training.hyp import read_hyp_file
+from utils.training.trainer import Trainer
+
+TRAIN_IMAGES = 8  # two batches of 4 per epoch
+
+
+def load_test_py():
+    """test.py as a module, by its path: ``import test`` could give Python's own test package."""
+    spec = importlib.util.spec_from_file_location("test_py", REPO / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+test_py = load_test_py()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    data = write_dataset(root, train=TRAIN_IMAGES, valid=4, size=64, seed=1)
+    cfg = root / "tiny.cfg"
+    cfg.write_text(TINY)
+    return data, cfg
+
+
+@pytest.fixture(scope="module")
+def finished_run(dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("finished") / "run"
+    Trainer(options(dataset, run)).run()
+    return run
+
+
+def argv(dataset, output, *extra):
+    data, cfg = dataset
+    return ["--model_def", str(cfg), "--data_config", str(data), "--img_size", "64", "--batch_size", "4",
+            "--n_cpu", "0", "--optimizer", "adam", "--device", "cpu", "--output", str(output), *extra]
+
+
+def results_rows(run):
+    with open(run / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_writes_the_data_pictures_and_reports_the_data_and_the_anchors(finished_run, dataset, capsys):
+    for name in ("labels.png", "train_batch0.jpg", "train_batch1.jpg", "confusion_matrix.png", "F1_curve.png",
+                 "P_curve.png", "R_curve.png"):
+        assert (finished_run / name).is_file(), name
+    assert not (finished_run / "train_batch2.jpg").exists()  # an epoch of two batches has no third
+    run = copy_of(finished_run, finished_run.parent / "again")
+    assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "8 images listed: 8 with boxes, 0 negatives" in out and "4 images listed: 4 with boxes" in out
+    assert "anchor fit at 64 px: average IoU" in out and "best possible recall" in out
+    assert "best F1 " in out and "at confidence " in out
+
+
+def test_poor_anchors_are_a_warning_naming_calc_anchors(dataset, tmp_path, capsys):
+    data, _ = dataset
+    (tmp_path / "huge.cfg").write_text(TINY.replace("anchors=8,8, 16,16, 32,32", "anchors=300,300, 400,400, 500,500"))
+    assert train.main(argv((data, tmp_path / "huge.cfg"), tmp_path / "run", "--epochs", "1")) == 0
+    out = capsys.readouterr().out
+    assert "warning: the cfg's anchors fit these labels poorly" in out
+    assert f"python calc_anchors.py --data_config {data} --num_anchors 3 --img_size 64" in out
+
+
+def test_images_outside_images_folders_stop_with_the_label_paths_looked_for(dataset, tmp_path, capsys):
+    data, cfg = dataset
+    source = data.parent
+    pictures = tmp_path / "set" / "pictures"
+    shutil.copytree(source / "images" / "train", pictures)
+    shutil.copytree(source / "labels", tmp_path / "set" / "labels")  # where they would be under images/
+    listing = tmp_path / "set" / "train.txt"
+    listing.write_text("".join(f"{path}\n" for path in sorted(pictures.iterdir())))
+    data_file = tmp_path / "set" / "mine.data"
+    data_file.write_text(f"classes=4\ntrain={listing}\nvalid={source / 'valid.txt'}\n"
+                         f"names={source / 'shapes.names'}\n")
+    run = tmp_path / "run"
+    assert train.main(argv((data_file, cfg), run, "--epochs", "1")) == 1
+    (line,) = error_lines(capsys)
+    first = sorted(pictures.iterdir())[0]
+    assert f"no label file was found for any of its {TRAIN_IMAGES} images" in line
+    assert f"label files looked for: {first.with_suffix('.txt')} (for {first})" in line
+    assert "--allow_all_negative" in line and not run.exists()
+    assert train.main(argv((data_file, cfg), run, "--epochs", "1", "--allow_all_negative")) == 0
+    assert "anchor fit: not measured (no labelled boxes to fit anchors to)" in capsys.readouterr().out
+
+
+@dataclass
+class ScriptedResult(EvalResult):
+    """A real evaluation whose mAP@0.5 is the one a test scripts."""
+
+    scripted: float = 0.0
+
+    @property
+    def map50(self) -> float:
+        return self.scripted
+
+
+def test_patience_stops_after_that_many_evaluations_without_improvement(dataset, tmp_path, monkeypatch, capsys):
+    script = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best after epoch 2; epochs 3 and 4 do not improve on it
+    real = Trainer._evaluate
+
+    def scripted(self, *args):
+        records, result = real(self, *args)
+        return records, ScriptedResult(**vars(result), scripted=next(script))
+
+    monkeypatch.setattr(Trainer, "_evaluate", scripted)
+    run = tmp_path / "run"
+    Trainer(options(dataset, run, epochs=6, patience=2)).run()
+    assert [float(row["mAP50"]) for row in results_rows(run)] == [0.1, 0.3, 0.2, 0.25]
+    assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 3
+    assert torch.load(run / "best.pth", weights_only=True)["epoch"] == 1
+    out = capsys.readouterr().out
+    assert "stopping early after epoch 4: mAP@0.5 has not improved for 2 evaluations (--patience); the best, " \
+           "0.3000 after epoch 2, is in" in out
+    assert (run / "confusion_matrix.png").is_file()
+    Trainer(options(dataset, run, resume=str(run), epochs=None)).run()  # its own patience: nothing left
+    assert "nothing left to train: the run stopped early" in capsys.readouterr().out
+    assert len(results_rows(run)) == 4
+
+
+def test_resume_without_a_path_continues_the_newest_run(finished_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "train").mkdir(parents=True)
+    older, newer = (copy_of(finished_run, tmp_path / "runs" / "train" / name) for name in ("exp1", "exp2"))
+    os.utime(newer / "last.pth", (1_000_000, 1_000_000))  # exp1's last.pth is the newest, whatever the names say
+    assert train.main(["--resume", "--n_cpu", "0", "--epochs", "2"]) == 0
+    assert "--resume: continuing the newest run, runs/train/exp1" in capsys.readouterr().out
+    assert torch.load(older / "last.pth", weights_only=True)["epoch"] == 1
+    assert torch.load(newer / "last.pth", weights_only=True)["epoch"] == 0
+    shutil.rmtree(tmp_path / "runs")
+    assert train.main(["--resume", "--n_cpu", "0"]) == 1
+    (line,) = error_lines(capsys)
+    assert "--resume without a path continues the newest runs/train/*/last.pth, and there is none" in line
+
+
+def test_raising_epochs_on_resume_trains_the_extra_epochs_over_a_longer_schedule(finished_run, tmp_path, capsys):
+    run = copy_of(finished_run, tmp_path / "run")
+    assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "--epochs 3: the run, planned for 1 epochs, goes on to 3; its learning-rate schedule now spans 3" in out
+    state = torch.load(run / "last.pth", weights_only=True)
+    assert state["epoch"] == 2 and state["options"]["epochs"] == 3
+    assert state["scheduler"]["lr_lambdas"][0]["total_steps"] == 3 * 2 and state["scheduler"]["last_epoch"] == 6
+    assert [row["epoch"] for row in results_rows(run)] == ["0", "1", "2"]
+    assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2"]) == 1
+    (line,) = error_lines(capsys)
+    assert "--epochs 2:" in line and "is a run of 3 epochs; --resume may raise its epochs, not lower them" in line
+
+
+def test_tensorboard_events_hold_the_scalars_and_images(dataset, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = tmp_path / "run"
+    Trainer(options(dataset, run, epochs=2)).run()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/box", "train/obj", "train/cls", "train/total", "lr", "metrics/mAP50", "metrics/mAP"):
+        assert [s.step for s in events.Scalars(tag)] == [0, 1], tag
+    for tag in ("step/box", "step/total", "step/lr"):
+        assert [s.step for s in events.Scalars(tag)] == [1, 2, 3, 4], tag
+    rows = results_rows(run)
+    assert events.Scalars("metrics/mAP50")[1].value == pytest.approx(float(rows[1]["mAP50"]), abs=1e-6)
+    assert {"train_batch0", "train_batch1"} <= set(tags["images"])
+    assert any(tag.startswith("valid/") for tag in tags["images"])
+
+
+def test_without_tensorboard_a_run_writes_no_events(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "open_tensorboard", lambda *args: None)
+    run = tmp_path / "run"
+    Trainer(options(dataset, run)).run()
+    assert not list(run.glob("events.out.tfevents*")) and (run / "results.csv").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# hyperparameters
+
+
+def test_hyp_values_go_into_the_runs_cfg_and_augmentation_and_flags_win(dataset, tmp_path):
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text("# mine\nlearning_rate = 0.004\nobj_normalizer = 2.5\nscale = 0.1\nmosaic = 0.3\n")
+    run = tmp_path / "run"
+    assert train.main(argv(dataset, run, "--epochs", "1", "--hyp", str(hyp))) == 0
+    model = Darknet(run / "model.cfg")
+    assert model.hyperparams["learning_rate"] == 0.004
+    assert all(yolo.loss.obj_normalizer == 2.5 for yolo in model.yolo_layers)
+    state = torch.load(run / "last.pth", weights_only=True)
+    assert state["options"]["hyp"] == {"learning_rate": 0.004, "obj_normalizer": 2.5, "scale": 0.1, "mosaic": 0.3}
+    assert state["scheduler"]["base_lrs"] == [0.004, 0.004]
+    flagged = tmp_path / "flagged"
+    assert train.main(argv(dataset, flagged, "--epochs", "1", "--hyp", str(hyp), "--lr", "0.002")) == 0
+    assert torch.load(flagged / "last.pth", weights_only=True)["scheduler"]["base_lrs"] == [0.002, 0.002]
+
+
+def test_a_bad_hyp_file_is_one_line_naming_file_and_line(dataset, tmp_path, capsys):
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text("learning_rate = 0.01\nwarp = 9\n")
+    with pytest.raises(SystemExit) as stop:
+        train.main(argv(dataset, tmp_path / "run", "--hyp", str(hyp)))
+    assert stop.value.code == 2
+    (line,) = error_lines(capsys)
+    assert f"{hyp}:2: unknown hyperparameter 'warp'" in line
+    hyp.write_text("momentum = 1.5\n")
+    with pytest.raises(SystemExit):
+        train.main(argv(dataset, tmp_path / "run", "--hyp", str(hyp)))
+    assert f"{hyp}:1: momentum = 1.5 is outside its range" in error_lines(capsys)[0]
+
+
+def test_evolve_two_trials_write_a_table_a_plot_and_a_hyp_file_train_py_takes(dataset, tmp_path, capsys):
+    folder = tmp_path / "evolve"
+    assert train.main(argv(dataset, folder, "--epochs", "1", "--evolve", "2", "--lr", "0.003")) == 0
+    for name in ("evolve.csv", "evolve.png", "hyp_evolved.txt", "trial1/last.pth", "trial2/last.pth"):
+        assert (folder / name).is_file(), name
+    with open(folder / "evolve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["trial"] for row in rows] == ["1", "2"]
+    assert float(rows[0]["learning_rate"]) == 0.003  # trial 1 starts from the flags and the cfg
+    assert float(rows[0]["momentum"]) == 0.9 and float(rows[0]["obj_normalizer"]) == 1.0
+    assert any(rows[0][key] != rows[1][key] for key in rows[0] if key not in ("trial", "fitness", "note"))
+    best = max(rows, key=lambda row: (float(row["fitness"]), -int(row["trial"])))
+    evolved = read_hyp_file(folder / "hyp_evolved.txt")
+    assert evolved == pytest.approx({key: float(value) for key, value in best.items() if key in evolved})
+    assert "the best of 2 trials is trial" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert train.main(argv(dataset, run, "--epochs", "1", "--hyp", str(folder / "hyp_evolved.txt"))) == 0
+    assert Darknet(run / "model.cfg").hyperparams["learning_rate"] == pytest.approx(evolved["learning_rate"])
+
+
+def test_mutation_stays_in_range_moves_zeros_and_always_changes_something():
+    import numpy as np
+    from utils.training.evolve import SEARCH_RANGES, mutate
+    rng = np.random.default_rng(0)
+    parent = {key: (low if low > 0 else 0.0) for key, (low, high) in SEARCH_RANGES.items()}
+    children = [mutate(parent, rng) for _ in range(50)]
+    for child in children:
+        assert child != parent
+        assert all(SEARCH_RANGES[key][0] <= value <= SEARCH_RANGES[key][1] for key, value in child.items())
+    assert any(child["mosaic"] > 0 for child in children)  # a key at 0 moves too
+
+
+# ----------------------------------------------------------------------------------------------
+# distillation
+
+
+def student_and_teacher(seed: int):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        teacher = random_tiny_model(3, 0)
+        student = random_tiny_model(3, seed) if seed else copy.deepcopy(teacher)
+    return student.eval(), teacher
+
+
+def test_distillation_is_zero_for_the_teacher_itself_and_positive_for_another_model():
+    images = torch.rand(2, 3, 64, 64)
+    student, teacher = student_and_teacher(0)
+    assert Distiller(teacher, student.yolo_layers, 1.0)(student.forward_heads(images), images).item() == 0.0
+    other, _ = student_and_teacher(1)
+    assert Distiller(teacher, other.yolo_layers, 1.0)(other.forward_heads(images), images).item() > 0
+    raw = torch.randn(1, 3 * 8, 4, 4)
+    assert layer_distillation(teacher.yolo_layers[0], raw, raw).item() == 0.0
+
+
+def test_the_distillation_gradient_moves_the_student_toward_the_teacher():
+    images = torch.rand(2, 3, 64, 64)
+    student, teacher = student_and_teacher(1)
+    distiller = Distiller(teacher, student.yolo_layers, 1.0)
+    with torch.no_grad():
+        targets = [yolo.activate(head) for yolo, head in zip(teacher.yolo_layers, teacher.forward_heads(images))]
+
+    def gaps():
+        heads = student.forward_heads(images)
+        return sum(float((yolo.activate(h) - t).abs().mean()) for yolo, h, t in zip(student.yolo_layers, heads, targets))
+
+    before_term, before_gap = distiller(student.forward_heads(images), images).item(), gaps()
+    optimizer = torch.optim.SGD(student.parameters(), lr=1e-3)
+    for _ in range(5):
+        optimizer.zero_grad()
+        distiller(student.forward_heads(images), images).backward()
+        optimizer.step()
+    assert distiller(student.forward_heads(images), images).item() < before_term
+    assert gaps() < before_gap
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_a_teacher_with_other_heads_is_named():
+    student, teacher = student_and_teacher(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        four = random_tiny_model(4, 0)
+    with pytest.raises(DistillationError, match=r"teacher t\.pth: \[yolo\] layer 1 of 2 has classes 4, the student's "
+                                                r"has 3; distillation needs the same heads"):
+        check_same_heads(student, four, "t.pth")
+    check_same_heads(student, teacher, "t.pth")
+
+
+def test_training_with_a_teacher_logs_the_term_and_its_column(dataset, finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main(argv(dataset, run, "--epochs", "1", "--pretrained_weights", str(finished_run / "best.pth"),
+                           "--teacher_weights", str(finished_run / "best.pth"), "--distill_weight", "2")) == 0
+    assert f"distilling from {finished_run / 'best.pth'} (weight 2)" in capsys.readouterr().out
+    (row,) = results_rows(run)
+    assert float(row["distill"]) > 0  # the student trains (BN in train mode, augmented batches): not the teacher
+    assert float(row["total"]) == pytest.approx(sum(float(row[k]) for k in ("box", "obj", "cls", "distill")))
+    (tmp_path / "other.cfg").write_text(TINY.replace("anchors=8,8, 16,16, 32,32", "anchors=9,9, 16,16, 32,32"))
+    assert train.main(argv(dataset, tmp_path / "bad", "--epochs", "1", "--teacher_weights",
+                           str(finished_run / "best.pth"), "--model_def", str(tmp_path / "other.cfg"))) == 1
+    (line,) = error_lines(capsys)
+    assert "[yolo] layer 1 of 1 has anchors" in line and not (tmp_path / "bad").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# test.py
+
+
+def test_test_py_writes_the_confusion_pictures_and_prints_the_best_f1_confidence(dataset, finished_run, tmp_path,
+                                                                                 capsys):
+    data, _ = dataset
+    command = ["--weights_path", str(finished_run / "best.pth"), "--data_config", str(data), "--img_size", "64",
+               "--n_cpu", "0", "--device", "cpu", "--plots", str(tmp_path / "plots")]
+    assert test_py.main(command) == 0
+    out = capsys.readouterr().out
+    assert "best F1 " in out and " at confidence " in out
+    for name in ("confusion_matrix.png", "F1_curve.png", "P_curve.png", "R_curve.png"):
+        assert (tmp_path / "plots" / name).is_file(), name
+    before = (tmp_path / "plots" / "F1_curve.png").read_bytes()
+    assert test_py.main(command) == 1
+    (line,) = error_lines(capsys)
+    assert "--plots" in line and "the file exists" in line and "--exist_ok" in line
+    assert (tmp_path / "plots" / "F1_curve.png").read_bytes() == before
+    assert test_py.main(command + ["--exist_ok"]) == 0
+
+
+@pytest.mark.parametrize("parse", [train.parse_args, test_py.parse_args], ids=["train.py", "test.py"])
+def test_help_shows_every_default(parse, monkeypatch):
+    built = []
+
+    def keep_the_parser(self, *args, **kwargs):
+        built.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per flag: no wrapping inside a default
+    monkeypatch.setattr(ArgumentParser, "parse_args", keep_the_parser)
+    with pytest.raises(SystemExit):
+        parse([])
+    text = " ".join(built[0].format_help().split())
+    for action in built[0]._actions:
+        if action.default is None or action.default == "" or isinstance(action.default, bool) \
+                or action.default is argparse.SUPPRESS:
+            continue  # no default, or an on/off flag whose default is its absence
+        assert f"(default: {action.default})" in text, action.dest

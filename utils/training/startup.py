@@ -1,0 +1,44 @@
+"""What a run checks and reports about its data before the first step: the dataset check of both lists
+(utils/data/check.py: a stop when the labels were not found, unless --allow_all_negative), the labels' picture
+(labels.png) and how well the cfg's anchors fit the training boxes (utils/data/anchors.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from utils.darknet.cfg import Cfg
+from utils.data.anchors import AnchorError, check_anchor_fit
+from utils.data.check import CheckOptions, check_dataset, format_dataset_summary
+from utils.data.config import DataConfig
+from utils.output_files import named_write_errors
+from utils.training.options import TrainOptions
+from utils.training.setup import Loaders
+
+Log = Callable[[str], None]
+
+
+def check_data(loaders: Loaders, data: DataConfig, opt: TrainOptions, log: Log) -> None:
+    """Check the training and the validation list (every process: each stops alike), and log both summaries."""
+    options = CheckOptions(img_size=opt.img_size, allow_negatives=opt.allow_all_negative)
+    for dataset in (loaders.train.dataset, loaders.valid_set):
+        log(format_dataset_summary(check_dataset(dataset, data.names, options)))
+
+
+def plot_training_labels(loaders: Loaders, names: list[str], run_dir: Path) -> None:
+    from utils.plots import plot_labels  # matplotlib only where a run writes plots
+    path = run_dir / "labels.png"
+    with named_write_errors(path, "labels plot"):
+        plot_labels(loaders.train.dataset.labels, names, path)
+
+
+def report_anchor_fit(cfg: Cfg, loaders: Loaders, opt: TrainOptions, log: Log) -> None:
+    """The fit of the run's anchors (the cfg as trained) to the training boxes; a poor fit is a warning with
+    the calc_anchors.py command that computes better ones."""
+    try:
+        fit = check_anchor_fit(cfg, loaders.train.dataset.labels, opt.img_size)
+    except AnchorError as err:  # e.g. a set of negatives only (--allow_all_negative): nothing to fit
+        log(f"anchor fit: not measured ({err})")
+        return
+    log(fit.summary())
+    if fit.poor:
+        log(f"warning: {fit.advice(opt.data_config, opt.model_def)}")
