@@ -132,9 +132,9 @@ def _training_parts(model):
     return YOLOLoss(model.yolo_layers), build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4), ModelEMA(model)
 
 
-def case_step(source: str, size: int, batch: int, steps: int = 4) -> dict:
+def case_step(source: str, size: int, batch: int, precision: str = "fp32", steps: int = 4) -> dict:
     """One training step the way this checkout's trainer prepares the model (``prepare_training`` when the
-    model has it), on a synthetic batch."""
+    model has it), on a synthetic batch; ``precision`` bf16: as train.py --amp on CPU."""
     model = _model(source).train()
     if hasattr(model, "prepare_training"):
         model.prepare_training()
@@ -142,7 +142,9 @@ def case_step(source: str, size: int, batch: int, steps: int = 4) -> dict:
     x, targets = torch.rand(batch, 3, size, size), _synthetic_targets(batch)
 
     def step():
-        loss = loss_fn(model(x), targets, (size, size))
+        with torch.autocast("cpu", enabled=precision == "bf16"):
+            heads = [h.float() for h in model(x)]
+        loss = loss_fn(heads, targets, (size, size))
         optimizer.zero_grad()
         loss.total.backward()
         optimizer.step()
@@ -230,18 +232,22 @@ def report_train() -> None:
 
 
 def report_steps(baseline: Path | None, rounds: int) -> None:
-    """Step time per case, this checkout and (interleaved) the baseline's, medians over rounds."""
-    repos = [("this checkout", REPO)] + ([("baseline", baseline)] if baseline else [])
+    """Step time per case: this checkout in float32 and with --amp's bfloat16, and (interleaved) the
+    baseline's in float32; medians over rounds."""
+    runs = [("this checkout", REPO, "fp32"), ("--amp (bf16)", REPO, "bf16")]
+    runs += [("baseline", baseline, "fp32")] if baseline else []
     for model, size, batch in TRAINING_CASES:
-        times: dict[str, list[float]] = {name: [] for name, _ in repos}
+        times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
         for _ in range(rounds):
-            for name, repo in repos:
-                times[name].append(run_case("step", [model, size, batch], repo)["ms"])
+            for name, repo, precision in runs:
+                args = [model, size, batch] + ([precision] if precision != "fp32" else [])
+                times[name].append(run_case("step", args, repo)["ms"])
         medians = {name: statistics.median(values) for name, values in times.items()}
         line = f"step {model:<20} @{size} b{batch}: " + ", ".join(
             f"{name} {ms:.0f} ms ({batch / ms * 1e3:.2f} img/s)" for name, ms in medians.items())
         if baseline:
-            line += f"; {1 - medians['this checkout'] / medians['baseline']:+.0%} shorter"
+            line += "; shorter than the baseline: " + ", ".join(
+                f"{name} {1 - medians[name] / medians['baseline']:+.0%}" for name, _, _ in runs[:2])
         print(line)
 
 
@@ -260,7 +266,7 @@ def main() -> None:
     warnings.simplefilter("ignore")  # the shipped cfgs' Darknet-only training keys
     if args.case:
         kind, *rest = args.case
-        print(json.dumps(CASES[kind](rest[0], *map(int, rest[1:]))))
+        print(json.dumps(CASES[kind](rest[0], *(int(a) if a.isdigit() else a for a in rest[1:]))))
         return
     print(f"torch {torch.__version__}, 2 threads; each case in its own process")
     models = args.models + [m for m in (args.original, args.pruned) if m]

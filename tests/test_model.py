@@ -1,4 +1,5 @@
 """Model behaviour: output layout and decoding (spec §4), Darknet layer semantics, fuse, summary."""
+import copy
 import math
 import subprocess
 import sys
@@ -192,6 +193,31 @@ def test_prepare_inference_keeps_outputs_and_raw_heads():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(yolo.activate(a), yolo.activate(b), atol=1e-4, rtol=1e-4)
 
+
+def _loss_and_gradients(model, x, targets):
+    from utils.training.loss import YOLOLoss
+    model.zero_grad(set_to_none=True)
+    loss = YOLOLoss(model.yolo_layers)(model(x), targets, tuple(x.shape[-2:])).total
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("cfg", ["res2net-yolov3-tiny", "yolov3-tiny"])
+def test_prepare_training_keeps_the_loss_gradients_and_weights_file(cfg, tmp_path):
+    plain = randomize(Darknet(REPO / "cfg" / f"{cfg}.cfg"), seed=5, gain=0.9).train()
+    prepared = copy.deepcopy(plain).prepare_training()
+    assert prepared.training and prepared.layers[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain.save_darknet_weights(tmp_path / "plain.weights")
+    prepared.save_darknet_weights(tmp_path / "prepared.weights")
+    assert (tmp_path / "prepared.weights").read_bytes() == (tmp_path / "plain.weights").read_bytes()
+    x = torch.rand(2, 3, 96, 64)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 7, 0.3, 0.6, 0.2, 0.2]])
+    loss_plain, grads_plain = _loss_and_gradients(plain, x, targets)
+    loss_prepared, grads_prepared = _loss_and_gradients(prepared, x, targets)
+    torch.testing.assert_close(loss_prepared, loss_plain, atol=1e-4, rtol=1e-5)
+    scale = max(float(g.abs().max()) for g in grads_plain.values())  # some gradients are rounding noise near 0
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_prepared[name], grad, atol=2e-5 * scale, rtol=1e-3, msg=name)
 
 EXPECTED_HEADS = {  # cfg: yolo layer indices, anchors per head
     "yolov3": [82, 94, 106], "yolov3-spp": [89, 101, 113], "yolov3-tiny": [16, 23], "yolov4": [139, 150, 161],

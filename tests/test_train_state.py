@@ -1,9 +1,16 @@
 """TrainState: a checkpoint holds the whole state under the keys every checkpoint has had, and loads back."""
+import math
+from dataclasses import replace
+
 import pytest
 import torch
+from tqdm import tqdm
 
 from models import Darknet
 from tests.test_train import TINY
+from utils.data.dataset import Batch
+from utils.training.epoch import StepContext, train_epoch
+from utils.training.loss import YOLOLoss
 from utils.training.options import TrainOptions
 from utils.training.setup import build_state
 from utils.training.state import TrainState
@@ -83,3 +90,34 @@ def test_a_state_without_ema_saves_none_and_loads_without_one(tmp_path):
     state.save(tmp_path / "last.pth")
     assert torch.load(tmp_path / "last.pth", weights_only=True)["ema"] is None
     fresh_state(cfg, seed=1).load(tmp_path / "last.pth")  # an EMA with nothing saved keeps its own weights
+
+
+
+def _one_step(amp: bool, tmp_path) -> tuple[list[torch.dtype], TrainState]:
+    """One optimiser step through the trainer's own step on a fixed batch; the dtypes layer 0 produced."""
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY)
+    torch.manual_seed(3)
+    model = Darknet(cfg).prepare_training()
+    state = build_state(model, replace(OPTIONS, amp=amp), 4, torch.device("cpu"), ["a", "b"])
+    dtypes = []
+    model.layers[0].register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    images = (torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    batch = Batch(images, torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.4]]), ["x", "y"], [(64, 64)] * 2, [None, None])
+    ctx = StepContext(model, YOLOLoss(model.yolo_layers), torch.device("cpu"), tmp_path, amp=amp)
+    with tqdm(disable=True) as bar:
+        stats = train_epoch(state, [batch], ctx, bar)
+    assert math.isfinite(stats.mean("total"))
+    return dtypes, state
+
+
+def test_amp_on_cpu_runs_the_forward_in_bfloat16_and_keeps_float32_weights_close_to_float32s(tmp_path):
+    dtypes, mixed = _one_step(True, tmp_path)
+    assert dtypes == [torch.bfloat16] and not mixed.scaler.is_enabled()  # bfloat16 needs no loss scaling
+    plain_dtypes, plain = _one_step(False, tmp_path)
+    assert plain_dtypes == [torch.float32]
+    for name, value in plain.model.state_dict().items():
+        assert mixed.model.state_dict()[name].dtype == value.dtype, name
+    moved = [(mixed.model.state_dict()[n] - v).abs().max() for n, v in plain.model.state_dict().items()
+             if v.dtype.is_floating_point]
+    assert max(moved) < OPTIONS.lr / 2  # Adam's first step moves every weight by about lr, in both the same way

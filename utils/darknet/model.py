@@ -179,6 +179,15 @@ class Darknet(nn.Module):
     def prepare_inference(self) -> Darknet:
         """eval + fuse + channels-last memory: the fastest CPU inference path (see benchmarks/bench_core.py)."""
         self.eval().fuse()
+        return self._to_channels_last()
+
+    def prepare_training(self) -> Darknet:
+        """Channels-last memory for the weights and every input: the same arithmetic, and a training step about
+        a fifth shorter on CPU (oneDNN's convolutions, pooling and BN run natively in it; see the README's
+        speed section). State dicts and .weights files are written in the usual layout."""
+        return self._to_channels_last()
+
+    def _to_channels_last(self) -> Darknet:
         self.to(memory_format=torch.channels_last)
         self.channels_last = True
         return self

@@ -52,8 +52,9 @@ def build_loaders(data: DataConfig, opt: TrainOptions, net: dict, dist: Distribu
     return Loaders(create_dataloader(train_set, plan, opt.n_cpu), plan, valid, valid_set)
 
 
-def uses_amp(opt: TrainOptions, device: torch.device) -> bool:
-    """--amp takes effect on CUDA only."""
+def uses_grad_scaler(opt: TrainOptions, device: torch.device) -> bool:
+    """--amp on CUDA autocasts to float16, whose small gradients need loss scaling; CPU autocasts to bfloat16,
+    which has float32's range and needs none."""
     return opt.amp and device.type == "cuda"
 
 
@@ -72,5 +73,5 @@ def build_state(model: Darknet, opt: TrainOptions, steps_per_epoch: int, device:
                                 opt.weight_decay if opt.weight_decay is not None else net["decay"])
     schedule = Schedule.from_net(net, steps_per_epoch * opt.epochs, opt.lr_policy, opt.burn_in)
     return TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-                      torch.amp.GradScaler("cuda", enabled=uses_amp(opt, device)),
+                      torch.amp.GradScaler("cuda", enabled=uses_grad_scaler(opt, device)),
                       ModelEMA(model) if opt.ema else None, names=list(names), options=opt.saved())

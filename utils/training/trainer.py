@@ -32,7 +32,7 @@ from utils.training.optim import Sparsity, extend_schedule, init_head_biases, sp
 from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, TrainOptions
 from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
 from utils.training.runlog import RunLog, open_tensorboard
-from utils.training.setup import Loaders, build_loaders, build_state, uses_amp
+from utils.training.setup import Loaders, build_loaders, build_state
 from utils.training.startup import check_data, plot_training_labels, report_anchor_fit
 from utils.training.state import TrainState, check_training_checkpoint
 
@@ -81,8 +81,8 @@ class Trainer:
         self._check_data(loaders, data, model, run_dir)
         steps_per_epoch = loaders.steps_per_epoch(self.opt.gradient_accumulations)
         state = build_state(model, self.opt, steps_per_epoch, self.device, data.names)
-        if self.opt.amp and not uses_amp(self.opt, self.device):
-            self.log("--amp needs a CUDA device; training in float32")
+        if self.opt.amp and self.device.type != "cuda":
+            self.log("--amp on CPU: the forward pass in bfloat16 (the loss, gradients and weights stay float32)")
         outputs = RunOutputs(run_dir)
         if checkpoint is not None:
             self._resume(state, checkpoint, outputs, steps_per_epoch)
@@ -199,7 +199,7 @@ class Trainer:
             if self.opt.pretrained_weights:
                 self.log(load_pretrained(model, self.opt.pretrained_weights, self.opt.cutoff))
         self._freeze(model)
-        return model.to(self.device)
+        return model.to(self.device).prepare_training()
 
     def _freeze(self, model: Darknet) -> None:
         """Freeze layers 0..--freeze-1 (a count past the model's layers, or one that would leave no weight
@@ -264,7 +264,7 @@ class Trainer:
             self.log(f"distilling from {opt.teacher_weights} (weight {opt.distill_weight:g}): KL toward the teacher's "
                      f"objectness on every cell, its class scores and boxes weighted by its objectness, per [yolo]")
         return StepContext(network, YOLOLoss(state.model.yolo_layers), self.device, run_dir,
-                           uses_amp(opt, self.device), opt.gradient_accumulations, sparsity, self.dist.world_size,
+                           opt.amp, opt.gradient_accumulations, sparsity, self.dist.world_size,
                            distiller)
 
     # -- one epoch -----------------------------------------------------------------------------
