@@ -63,13 +63,18 @@ num=3
 """
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def tiny_training_set(tmp_path_factory, train_images: int):
+    """(a generated 64 px shapes .data with ``train_images`` training and 4 validation images, TINY's cfg)."""
     root = tmp_path_factory.mktemp("shapes")
-    data = write_dataset(root, train=12, valid=4, size=64, seed=1)
+    data = write_dataset(root, train=train_images, valid=4, size=64, seed=1)
     cfg = root / "tiny.cfg"
     cfg.write_text(TINY)
     return data, cfg
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return tiny_training_set(tmp_path_factory, 12)
 
 
 def train(data, cfg, output, *extra, check=True, env=None):

@@ -16,10 +16,9 @@ import torch
 import train
 from models import Darknet
 from tests.conftest import REPO, random_tiny_model
-from tests.test_train import TINY
+from tests.test_train import TINY, tiny_training_set
 from tests.test_train_safety import copy_of, error_lines, options
 from utils.cli import ArgumentParser
-from utils.data.synthetic import write_dataset
 from utils.evaluation.metrics import EvalResult
 from utils.training import trainer
 from utils.training.distill import DistillationError, Distiller, check_same_heads, layer_distillation
@@ -42,11 +41,7 @@ test_py = load_test_py()
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    data = write_dataset(root, train=TRAIN_IMAGES, valid=4, size=64, seed=1)
-    cfg = root / "tiny.cfg"
-    cfg.write_text(TINY)
-    return data, cfg
+    return tiny_training_set(tmp_path_factory, TRAIN_IMAGES)
 
 
 @pytest.fixture(scope="module")

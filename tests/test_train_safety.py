@@ -12,7 +12,7 @@ import torch
 import train
 import utils.fileio
 from models import Darknet
-from tests.test_train import TINY
+from tests.test_train import TINY, tiny_training_set
 from utils.darknet.checkpoint import CheckpointError, model_from_file, save_checkpoint
 from utils.data.synthetic import write_dataset
 from utils.errors import UserError
@@ -29,11 +29,7 @@ TRAIN_IMAGES = 8
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    data = write_dataset(root, train=TRAIN_IMAGES, valid=4, size=64, seed=1)
-    cfg = root / "tiny.cfg"
-    cfg.write_text(TINY)
-    return data, cfg
+    return tiny_training_set(tmp_path_factory, TRAIN_IMAGES)
 
 
 def options(dataset, output, **changes) -> TrainOptions:
