@@ -20,16 +20,18 @@ from torch import nn
 from utils.boxes import xywh_to_xyxy
 from utils.darknet.model import Darknet
 from utils.fileio import atomic_write
-from utils.inference.nms import nms
+from utils.inference.nms import NmsFilter, nms
 
 ONNX_OPSET = 17
 
 
 @dataclass(frozen=True)
 class NmsOptions:
-    conf_thres: float = 0.25
-    iou_thres: float = 0.45
-    max_det: int = 300
+    """The part of detect.py's :class:`NmsFilter` that ONNX's NonMaxSuppression runs, with its defaults."""
+
+    conf_thres: float = NmsFilter.conf_thres
+    iou_thres: float = NmsFilter.iou_thres
+    max_det: int = NmsFilter.max_det
 
 
 @torch.library.custom_op("darknet::non_max_suppression", mutates_args=())
