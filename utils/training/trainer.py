@@ -3,6 +3,7 @@ evaluate (every --evaluation_interval epochs and at the end), log and checkpoint
 device under torchrun (DDP)."""
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from contextlib import nullcontext
@@ -350,8 +351,10 @@ class Trainer:
             raise
 
     def _evaluate(self, model: Darknet, loader: DataLoader, names: list[str]) -> Evaluation:
+        """Score ``model`` as test.py would: on a copy prepared for inference (fused, channels-last)."""
         opt = self.opt
-        records = collect_detections(model, loader, self.device, opt.conf_thres, opt.nms_thres, progress=True)
+        prepared = copy.deepcopy(model).prepare_inference()
+        records = collect_detections(prepared, loader, self.device, opt.conf_thres, opt.nms_thres, progress=True)
         result = score(records, names, opt.ap_method)
         self.log(format_results(result, opt.conf_thres, opt.nms_thres,
                                 "letterboxed" if loader.dataset.keep_ratio else "stretched"))
