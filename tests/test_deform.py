@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from models import Darknet
+from tests.cfgs import conv
 from tests.conftest import randomize
 from utils.darknet.cfg import CfgError
 from utils.darknet.layers.deform import DeformConv2d
@@ -89,29 +90,14 @@ def test_zero_offsets_give_the_plain_conv_and_gradients_reach_the_offsets():
     assert v1.offset.weight.grad.abs().sum() > 0 and v1.weight.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
 
 
-CFG = """
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=relu
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-deform={deform}
-deform_groups={groups}
-activation=relu
-"""
+def deform_cfg(deform: int, groups: int) -> str:
+    """A ReLU conv, then a stride-2 one with ``deform=`` and ``deform_groups=``."""
+    return conv(8, activation="relu") + conv(8, stride=2, activation="relu",
+                                             extra=f"deform={deform}\ndeform_groups={groups}")
 
 
 def test_deformable_cfg_layer_weights_order_and_checks(write_cfg, tmp_path):
-    model = randomize(Darknet(write_cfg(CFG.format(deform=2, groups=2))), seed=3).eval()
+    model = randomize(Darknet(write_cfg(deform_cfg(2, 2))), seed=3).eval()
     layer = model.layers[1]
     assert layer.deformable and layer.conv.modulated and layer.conv.offset.out_channels == 3 * 2 * 9
     assert "dcn2" in layer.describe() and not layer.prunable and layer.reads_whole_input
@@ -131,15 +117,15 @@ def test_deformable_cfg_layer_weights_order_and_checks(write_cfg, tmp_path):
         model.fuse()
         torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
     with pytest.raises(CfgError, match=r"layer 1 \[convolutional\]: deform_groups=3 must divide the 8 input channels"):
-        Darknet(write_cfg(CFG.format(deform=1, groups=3)))
+        Darknet(write_cfg(deform_cfg(1, 3)))
     with pytest.raises(CfgError, match="key 'deform' must be one of 0, 1, 2"):
-        Darknet(write_cfg(CFG.format(deform=3, groups=1)))
+        Darknet(write_cfg(deform_cfg(3, 1)))
     with pytest.raises(CfgError, match="deform_groups= needs deform=1 or 2"):
-        Darknet(write_cfg(CFG.format(deform=0, groups=2)))
+        Darknet(write_cfg(deform_cfg(0, 2)))
 
 
 def test_a_deformable_conv_counts_its_offset_conv_flops(write_cfg):
-    plain = Darknet(write_cfg(CFG.format(deform=0, groups=1), "plain.cfg"))
-    deformable = Darknet(write_cfg(CFG.format(deform=1, groups=1), "dcn.cfg"))
+    plain = Darknet(write_cfg(deform_cfg(0, 1), "plain.cfg"))
+    deformable = Darknet(write_cfg(deform_cfg(1, 1), "dcn.cfg"))
     plain_flops = summarize(plain.eval(), (16, 16))[1].flops
     assert summarize(deformable.eval(), (16, 16))[1].flops == plain_flops * (8 + 18) // 8  # 18 offset filters
