@@ -30,17 +30,7 @@ from utils.pruning.report import PruneRequest, compare, write_report
 
 RUNS = Path("runs/prune")  # where results go without --output, as runs/prune/expN
 FRACTION = number(0, 1)
-
-
-def percent_flag(text: str) -> float:
-    """--percent: a fraction in [0, 1); all channels (1) would empty every layer."""
-    try:
-        value = FRACTION(text)
-    except argparse.ArgumentTypeError:
-        value = None
-    if value is None or value == 1:
-        raise argparse.ArgumentTypeError(f"expected a finite number in [0, 1), got {text!r}")
-    return value
+PERCENT = number(0, 1, below=True)  # all channels (1) would empty every layer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_def", help="Darknet .cfg (a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth of the trained model")
     p.add_argument("--data_config", help=".data file: report mAP@0.5 on its valid list before and after")
-    p.add_argument("--percent", type=percent_flag, default=0.0, help="fraction of prunable BN channels to remove")
+    p.add_argument("--percent", type=PERCENT, default=0.0,
+                   help="fraction of prunable BN channels to remove")
     p.add_argument("--layers", type=integer(0), default=0,
                    help="first remove this many residual units / [res2net] blocks (lowest mean |gamma|)")
     p.add_argument("--layer_keep", type=FRACTION, default=0.0,

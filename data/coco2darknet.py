@@ -13,7 +13,7 @@ the source folders are only read. Without --valid_annotations the train JSON is 
 import sys
 from pathlib import Path
 
-from data.voc2darknet import check_destination, split_fraction
+from data.voc2darknet import SPLIT_FRACTION, check_destination
 from utils.cli import ArgumentParser, integer, run_main
 from utils.data.coco import CocoOptions, CocoSource, convert_coco, describe
 from utils.errors import UserError
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output dataset folder, new or empty")
     p.add_argument("--exist_ok", action="store_true", help="write into an --out that holds files, replacing them")
     p.add_argument("--name", default="coco", help="base name of the .data and .names files")
-    p.add_argument("--valid_fraction", type=split_fraction, default=0.2,
+    p.add_argument("--valid_fraction", type=SPLIT_FRACTION, default=0.2,
                    help="without --valid_annotations: share split off for validation")
     p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the train/valid split")
     p.add_argument("--copy", action="store_true", help="copy images instead of linking them")

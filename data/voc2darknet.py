@@ -16,18 +16,7 @@ from utils.data.voc import VocOptions, convert_voc
 from utils.errors import UserError
 from utils.output_files import named_write_errors, refuse_filled_folder, refuse_inputs_inside, removed_on_failure
 
-FRACTION = number(0, 1, above=True)
-
-
-def split_fraction(text: str) -> float:
-    """--valid_fraction: in (0, 1), so that both lists keep images."""
-    try:
-        value = FRACTION(text)
-    except argparse.ArgumentTypeError:
-        value = None
-    if value is None or value == 1:
-        raise argparse.ArgumentTypeError(f"expected a finite number in (0, 1), got {text!r}")
-    return value
+SPLIT_FRACTION = number(0, 1, above=True, below=True)  # both lists keep images
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,7 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--exist_ok", action="store_true", help="write into an --out that holds files, replacing them")
     p.add_argument("--name", default="voc", help="base name of the .data and .names files")
     p.add_argument("--classes", nargs="+", help="class names in order (default: every name found, sorted)")
-    p.add_argument("--valid_fraction", type=split_fraction, default=0.2, help="share of the images for validation")
+    p.add_argument("--valid_fraction", type=SPLIT_FRACTION, default=0.2, help="share of the images for validation")
     p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the train/valid split")
     p.add_argument("--include_difficult", action="store_true", help="keep objects marked difficult")
     p.add_argument("--copy", action="store_true", help="copy images instead of linking them")

@@ -64,7 +64,7 @@ ROWS = [
                                        "--exist_ok"),
     (TEST + " --conf_thres nan", "argument --conf_thres: expected a finite number in [0, 1], got nan"),
     (TEST.replace("{weights_only}", "{misfit}"), "{misfit}: tensor 'layers.4.conv.weight' has shape (27, 32, 1, 1)"),
-    (PRUNE.replace("0.3", "nan"), "argument --percent: expected a finite number in [0, 1), got 'nan'"),
+    (PRUNE.replace("0.3", "nan"), "argument --percent: expected a finite number in [0, 1), got nan"),
     (PRUNE + " --layer_keep 2", "argument --layer_keep: expected a finite number in [0, 1], got 2"),
     (PRUNE + " --output {cfg}", "--output {cfg}: is a file, expected a folder"),
     (PRUNE.replace("{weights_only}", "{misfit}"), "{misfit}: tensor 'layers.4.conv.weight'"),

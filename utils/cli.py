@@ -60,10 +60,12 @@ def integer(low: int | None = None, high: int | None = None, multiple: int = 1) 
     return parse
 
 
-def number(low: float | None = None, high: float | None = None, above: bool = False) -> Callable[[str], float]:
-    """A flag type: a finite number within [low, high] (``above``: strictly above ``low``)."""
+def number(low: float | None = None, high: float | None = None, above: bool = False,
+           below: bool = False) -> Callable[[str], float]:
+    """A flag type: a finite number within [low, high] (``above``/``below``: strictly above ``low``/below ``high``)."""
     low_text = f"({low:g}" if above else f"[{low:g}" if low is not None else "(-inf"
-    wanted = f"a finite number in {low_text}, {f'{high:g}]' if high is not None else 'inf)'}"
+    high_text = f"{high:g})" if below else f"{high:g}]" if high is not None else "inf)"
+    wanted = f"a finite number in {low_text}, {high_text}"
 
     def parse(text: str) -> float:
         try:
@@ -71,7 +73,7 @@ def number(low: float | None = None, high: float | None = None, above: bool = Fa
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
         if not math.isfinite(value) or (low is not None and (value <= low if above else value < low)) \
-                or (high is not None and value > high):
+                or (high is not None and (value >= high if below else value > high)):
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
         return value
     parse.__name__ = "number"
