@@ -133,8 +133,8 @@ def _training_parts(model):
 
 
 def case_step(source: str, size: int, batch: int, precision: str = "fp32", steps: int = 4) -> dict:
-    """One training step the way this checkout's trainer prepares the model (``prepare_training`` when the
-    model has it), on a synthetic batch; ``precision`` bf16: as train.py --amp on CPU."""
+    """One training step as train.py --channels_last runs it (``prepare_training`` where the checkout has it),
+    on a synthetic batch; ``precision`` bf16: as train.py --amp on CPU."""
     model = _model(source).train()
     if hasattr(model, "prepare_training"):
         model.prepare_training()
@@ -170,7 +170,7 @@ def _train_loader(size: int, batch: int, folder: Path):
 
 
 def case_train(source: str, size: int, batch: int, steps: int = 6) -> dict:
-    """Training as train.py runs it, with the real loader: img/s and the mean split of a step."""
+    """Training as train.py --channels_last runs it, with the real loader: img/s and the mean split of a step."""
     from utils.darknet.cfg_edit import with_classes
     model = _model(source)
     from models import Darknet

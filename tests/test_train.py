@@ -186,12 +186,14 @@ def test_ddp_two_cpu_processes_stay_in_sync(dataset, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                "train.py", "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
                "--batch_size", "2", "--n_cpu", "0", "--output", str(tmp_path / "ddp"), "--epochs", "2",
-               "--optimizer", "adam", "--device", "cpu", "--patience", "5"]  # rank 0 tells the others: go on
+               "--optimizer", "adam", "--device", "cpu", "--patience", "5",  # rank 0 tells the others: go on
+               "--channels_last"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (result.stdout + result.stderr).count("ranks in sync") == 2
     state = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
-    assert state["epoch"] == 1
+    assert state["epoch"] == 1 and state["options"]["channels_last"]
+    assert state["model"]["layers.0.conv.weight"].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_pretrained_file_with_another_class_count_reinitialises_the_heads(tmp_path):

@@ -43,6 +43,7 @@ class TrainOptions:
     freeze_bn: bool = False
     ema: bool = False
     amp: bool = False
+    channels_last: bool = False
     sync_bn: bool = False
     optimizer: str | None = None
     lr: float | None = None

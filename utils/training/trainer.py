@@ -200,7 +200,8 @@ class Trainer:
             if self.opt.pretrained_weights:
                 self.log(load_pretrained(model, self.opt.pretrained_weights, self.opt.cutoff))
         self._freeze(model)
-        return model.to(self.device).prepare_training()
+        model.to(self.device)
+        return model.prepare_training() if self.opt.channels_last else model
 
     def _freeze(self, model: Darknet) -> None:
         """Freeze layers 0..--freeze-1 (a count past the model's layers, or one that would leave no weight
