@@ -6,7 +6,7 @@
     python -m benchmarks.bench_speed --only step --baseline ../baseline  # one step, before/after, interleaved
 
 - inference: per-image forward time of the prepared model (what test.py, detect.py and the API run) at batch 1
-  and 8, the compute floor measured in the same process (convolution FLOPs / this machine's fp32 matmul rate,
+  and 8 (with ``--compile`` also batch 1 compiled, "1+c"), the compute floor measured in the same process (convolution FLOPs / this machine's fp32 matmul rate,
   1024^3 matmuls timed beside the model), their ratio, and the process's peak memory;
 - detection: one decoded image -> final boxes (letterbox, forward, NMS) for yolov3-tiny at 416;
 - training: images per second with the real loader (augmentation, 2 workers), and the split of a step into
@@ -82,10 +82,11 @@ def _convolution_flops(model, size: int) -> int:
     return sum(flops)
 
 
-def case_inference(source: str, size: int, batch: int) -> dict:
+def case_inference(source: str, size: int, batch: int, compile: str = "") -> dict:
+    """``compile``: "compile" to time ``prepare_inference(compile=True)`` (after its compile)."""
     model = _model(source).eval()
     flops = _convolution_flops(model, size)
-    model.prepare_inference()
+    model.prepare_inference(compile=compile == "compile")
     x = torch.rand(batch, 3, size, size)
     rates, times = [], []
     with torch.inference_mode():
@@ -132,17 +133,21 @@ def _training_parts(model):
     return YOLOLoss(model.yolo_layers), build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4), ModelEMA(model)
 
 
-def case_step(source: str, size: int, batch: int, precision: str = "fp32", steps: int = 4) -> dict:
-    """One training step as train.py --channels_last runs it (``prepare_training`` where the checkout has it),
-    on a synthetic batch; ``precision`` bf16: as train.py --amp on CPU."""
+STEP_MODES = {"default": (False, False), "channels_last": (True, False), "channels_last_bf16": (True, True)}
+
+
+def case_step(source: str, size: int, batch: int, mode: str = "default", steps: int = 4) -> dict:
+    """One training step on a synthetic batch, as train.py runs it: ``default`` (no flags), ``channels_last``
+    (--channels_last: ``prepare_training``) or ``channels_last_bf16`` (--channels_last --amp on CPU)."""
+    channels_last, bf16 = STEP_MODES[mode]
     model = _model(source).train()
-    if hasattr(model, "prepare_training"):
+    if channels_last:
         model.prepare_training()
     loss_fn, optimizer, _ = _training_parts(model)
     x, targets = torch.rand(batch, 3, size, size), _synthetic_targets(batch)
 
     def step():
-        with torch.autocast("cpu", enabled=precision == "bf16"):
+        with torch.autocast("cpu", enabled=bf16):
             heads = [h.float() for h in model(x)]
         loss = loss_fn(heads, targets, (size, size))
         optimizer.zero_grad()
@@ -210,13 +215,16 @@ def run_case(kind: str, args: list, repo: Path = REPO) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report_inference(models: list[str], sizes: list[int]) -> None:
+def report_inference(models: list[str], sizes: list[int], compiled: bool) -> None:
+    """Each model at each size, batch 1 and 8; ``compiled``: also batch 1 with prepare_inference(compile=True)."""
     print(f"{'model':<32}{'size':>5}{'batch':>6}{'ms/img':>9}{'floor':>8}{'ratio':>7}{'BFLOPs':>8}{'peak MB':>9}")
     for model in models:
         for size in sizes:
-            for batch in (1, 8):
-                r = run_case("inference", [model, size, batch])
-                print(f"{Path(model).name:<32}{size:>5}{batch:>6}{r['ms_per_image']:>9.1f}{r['floor_ms']:>8.1f}"
+            runs = [(1, ""), (8, "")] + ([(1, "compile")] if compiled else [])
+            for batch, compile in runs:
+                r = run_case("inference", [model, size, batch] + ([compile] if compile else []))
+                label = f"{batch}+c" if compile else f"{batch}"  # +c: compiled
+                print(f"{Path(model).name:<32}{size:>5}{label:>6}{r['ms_per_image']:>9.1f}{r['floor_ms']:>8.1f}"
                       f"{r['ratio']:>7.2f}{r['gflops']:>8.2f}{r['peak_mb']:>9.0f}")
 
 
@@ -232,23 +240,33 @@ def report_train() -> None:
 
 
 def report_steps(baseline: Path | None, rounds: int) -> None:
-    """Step time per case: this checkout in float32 and with --amp's bfloat16, and (interleaved) the
-    baseline's in float32; medians over rounds."""
-    runs = [("this checkout", REPO, "fp32"), ("--amp (bf16)", REPO, "bf16")]
-    runs += [("baseline", baseline, "fp32")] if baseline else []
+    """Step time per case: this checkout as train.py runs it by default, with --channels_last, and with
+    --channels_last --amp (bfloat16), and (interleaved) the baseline's; medians over rounds."""
+    runs = [("default", REPO, "default"), ("--channels_last", REPO, "channels_last"),
+            ("--channels_last --amp (bf16)", REPO, "channels_last_bf16")]
+    runs += [("baseline", baseline, "default")] if baseline else []
     for model, size, batch in TRAINING_CASES:
         times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
         for _ in range(rounds):
-            for name, repo, precision in runs:
-                args = [model, size, batch] + ([precision] if precision != "fp32" else [])
-                times[name].append(run_case("step", args, repo)["ms"])
+            for name, repo, mode in runs:
+                times[name].append(run_case("step", [model, size, batch, mode], repo)["ms"])
         medians = {name: statistics.median(values) for name, values in times.items()}
         line = f"step {model:<20} @{size} b{batch}: " + ", ".join(
             f"{name} {ms:.0f} ms ({batch / ms * 1e3:.2f} img/s)" for name, ms in medians.items())
         if baseline:
             line += "; shorter than the baseline: " + ", ".join(
-                f"{name} {1 - medians[name] / medians['baseline']:+.0%}" for name, _, _ in runs[:2])
+                f"{name} {1 - medians[name] / medians['baseline']:+.0%}" for name, _, _ in runs[:-1])
         print(line)
+
+
+def _tune_allocator_as_the_scripts_do() -> None:
+    """Every command line of a checkout that has utils/allocator.py runs with it (an older --baseline runs
+    without, as its scripts did)."""
+    try:
+        from utils.allocator import tune_allocator
+    except ImportError:
+        return
+    tune_allocator()
 
 
 def main() -> None:
@@ -260,18 +278,20 @@ def main() -> None:
     parser.add_argument("--original", help="the .pth it was pruned from, to compare speed-up with FLOPs")
     parser.add_argument("--baseline", type=Path, help="another checkout for the step comparison")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the step comparison")
+    parser.add_argument("--compile", action="store_true", help="add batch 1 compiled (prepare_inference(compile=True))")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")  # the shipped cfgs' Darknet-only training keys
     if args.case:
+        _tune_allocator_as_the_scripts_do()
         kind, *rest = args.case
         print(json.dumps(CASES[kind](rest[0], *(int(a) if a.isdigit() else a for a in rest[1:]))))
         return
     print(f"torch {torch.__version__}, 2 threads; each case in its own process")
     models = args.models + [m for m in (args.original, args.pruned) if m]
     if args.only in (None, "inference"):
-        report_inference(models, args.sizes)
+        report_inference(models, args.sizes, args.compile)
     if args.only in (None, "detect"):
         r = run_case("detect", ["yolov3-tiny", 416])
         print(f"detect yolov3-tiny @416, 768x576 image -> boxes: {r['ms']:.1f} ms, floor {r['floor_ms']:.1f} ms, "

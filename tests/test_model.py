@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from models import Darknet
+from tests import cfgs
 from tests.conftest import REPO, randomize
+from utils.errors import UserError
 
 HEAD = """
 [convolutional]
@@ -192,6 +194,23 @@ def test_prepare_inference_keeps_outputs_and_raw_heads():
     for yolo, a, b in zip(model.yolo_layers, heads_after, heads_before):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(yolo.activate(a), yolo.activate(b), atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_model_gives_the_eager_detections_and_stays_a_darknet(write_cfg):
+    model = randomize(Darknet(write_cfg(cfgs.conv(8, 3, 2) + cfgs.conv(16, 3, 2) + cfgs.HEAD)), seed=5, gain=0.9)
+    eager = copy.deepcopy(model).prepare_inference()
+    compiled = model.prepare_inference(compile=True)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x), eager(x), atol=1e-4, rtol=1e-4)
+    assert isinstance(compiled, Darknet) and compiled.fused and compiled.num_classes == 2
+
+
+def test_compile_without_a_compiler_is_refused_before_any_batch(write_cfg, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++")
+    model = Darknet(write_cfg(cfgs.conv(8) + cfgs.HEAD))
+    with pytest.raises(UserError, match="no-such-c\\+\\+ is not on PATH"):
+        model.prepare_inference(compile=True)
 
 
 def _loss_and_gradients(model, x, targets):

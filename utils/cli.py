@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from utils.allocator import tune_allocator
 from utils.errors import UserError
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -88,6 +89,12 @@ def device_flag(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or GPU indices such as 0 or 0,1; got {text!r}")
 
 
+def add_compile_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (inductor): 10-20 s on the first batch and on each new batch "
+                        "shape, then ~25 %% faster on CPU; pays off on long runs")
+
+
 def output_folder(requested: str | None, default_root: Path, exist_ok: bool) -> Path:
     """Where a command writes its results: the next ``default_root/expN`` when no folder is named; a named
     folder only if it is empty or new, unless ``exist_ok`` (so an earlier result is never replaced unasked)."""
@@ -162,7 +169,9 @@ def _one_line(err: BaseException) -> str:
 def run_main(main: Callable[[], int]) -> int:
     """Run a command line's body and return its exit code. A :class:`UserError` or an ``OSError`` (a file
     the user named) is printed as ``error: <message>`` on stderr and gives 1; Ctrl-C gives
-    ``error: interrupted`` and 130. Anything else is a bug and propagates with its traceback."""
+    ``error: interrupted`` and 130. Anything else is a bug and propagates with its traceback. Every command
+    line runs with the allocator set up for tensors (:mod:`utils.allocator`)."""
+    tune_allocator()
     try:
         return main()
     except (UserError, OSError) as err:

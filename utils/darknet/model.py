@@ -8,12 +8,17 @@
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from utils.allocator import tune_allocator
 from utils.darknet.cfg import NET_SCHEMA, Block, Cfg, CfgError, as_cfg, type_section, warn_unknown_keys
 from utils.darknet.layers import BuildContext, DarknetLayer, YOLOLayer, convolutions
 from utils.darknet.layers.norm import freeze_batchnorm
@@ -66,6 +71,20 @@ class PlanStep:
     sources: tuple[int, ...] | None  # None: the previous output
     keep: bool  # a later layer reads this output
     is_head: bool
+
+
+def check_compiler(device: torch.device) -> None:
+    """torch.compile builds its kernels on first use: with a C++ compiler for CPU, with Triton for CUDA. Say
+    which is missing now rather than fail deep inside the first forward pass."""
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            raise UserError("compile: torch.compile on CUDA needs the triton package, which is not installed "
+                            "(pip install triton, or run without --compile)")
+        return
+    compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(compiler) is None:
+        raise UserError(f"compile: torch.compile builds CPU kernels with a C++ compiler, and {compiler} is not on "
+                        f"PATH (install one or set CXX, or run without --compile)")
 
 
 class Darknet(nn.Module):
@@ -176,10 +195,19 @@ class Darknet(nn.Module):
         self.fused = True
         return self
 
-    def prepare_inference(self) -> Darknet:
-        """eval + fuse + channels-last memory: the fastest CPU inference path (see benchmarks/bench_core.py)."""
+    def prepare_inference(self, compile: bool = False) -> Darknet:
+        """eval + fuse + channels-last memory, and malloc kept from page-faulting feature maps in again on every
+        pass (:mod:`utils.allocator`, process-wide): the fastest CPU inference path (benchmarks/bench_speed.py).
+        ``compile``: also ``torch.compile`` it (inductor, the fused weights frozen into the code), which takes
+        10-20 s on the first batch and again on each new input shape, then runs ~25 % faster on CPU; for long
+        runs (detect.py and test.py --compile)."""
+        tune_allocator()
         self.eval().fuse()
-        return self._to_channels_last()
+        self._to_channels_last()
+        if compile:
+            check_compiler(next(self.parameters()).device)
+            self.compile(dynamic=False, options={"freezing": True})
+        return self
 
     def prepare_training(self) -> Darknet:
         """Channels-last memory for the weights and every input (train.py --channels_last): the same arithmetic,
