@@ -115,6 +115,20 @@ def test_maxpool_skips_padding_only_where_no_window_reads_it(write_cfg, size, st
     padded = torch.nn.functional.pad(x, (before, total - before, before, total - before), value=float("-inf"))
     expected = torch.nn.functional.max_pool2d(padded, size, stride)
     assert torch.equal(model.layers[0](x), expected)
+    # channels-last without grad: the inference path (window_max), which must agree bit for bit
+    assert torch.equal(model.layers[0](x.contiguous(memory_format=torch.channels_last)), expected)
+
+
+@pytest.mark.parametrize("size,stride", [(2, (2, 2)), (2, (1, 1)), (3, (1, 2)), (2, (3, 1)), (5, (1, 1)),
+                                         (13, (1, 1)), (4, (4, 2))])
+def test_window_max_is_max_pool2d_exactly(size, stride):
+    from utils.darknet.layers.pool import window_max
+    x = torch.randn(3, 6, 17, 14, generator=torch.Generator().manual_seed(size)).contiguous(
+        memory_format=torch.channels_last)
+    x[0, 0, :4, :4] = float("-inf")  # padding cells
+    out = window_max(x, size, stride)
+    assert torch.equal(out, torch.nn.functional.max_pool2d(x, size, stride))
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):
