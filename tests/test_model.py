@@ -210,6 +210,37 @@ def test_prepare_inference_keeps_outputs_and_raw_heads():
         torch.testing.assert_close(yolo.activate(a), yolo.activate(b), atol=1e-4, rtol=1e-4)
 
 
+def _without_packing(model):
+    from utils.darknet.layers import convolutions
+    plain = copy.deepcopy(model)
+    for conv in convolutions(plain):
+        conv.packed = None
+    return plain
+
+
+def test_packed_weights_change_no_output_bit_and_follow_weight_changes(tmp_path):
+    model = randomize(Darknet(REPO / "cfg" / "res2net-yolov3-tiny.cfg"), seed=6, gain=0.9).prepare_inference()
+    x = torch.rand(2, 3, 96, 64)
+    with torch.inference_mode():
+        packed = model(x)
+        assert torch.equal(packed, _without_packing(model)(x))
+    conv = model.layers[0]
+    assert conv.packed is not None and conv.packed.tensor is not None  # the first batch made the blocked copy
+    with torch.no_grad():
+        conv.conv.weight.mul_(0.5)  # written in place: the blocked copy must be remade
+    with torch.inference_mode():
+        changed = model(x)
+        assert not torch.equal(changed, packed) and torch.equal(changed, _without_packing(model)(x))
+    torch.save(copy.deepcopy(model), tmp_path / "model.pt")  # oneDNN tensors are neither copied nor saved
+
+
+def test_packed_model_still_differentiates_outside_no_grad():
+    model = randomize(Darknet(REPO / "cfg" / "yolov3-tiny.cfg"), seed=6, gain=0.9).prepare_inference()
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    model(x).sum().backward()  # autograd needs the ordinary conv: oneDNN's op has no backward
+    assert x.grad is not None and model.layers[0].conv.weight.grad is not None
+
+
 def test_compiled_model_gives_the_eager_detections_and_stays_a_darknet(write_cfg):
     model = randomize(Darknet(write_cfg(cfgs.conv(8, 3, 2) + cfgs.conv(16, 3, 2) + cfgs.HEAD)), seed=5, gain=0.9)
     eager = copy.deepcopy(model).prepare_inference()

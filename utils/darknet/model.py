@@ -196,14 +196,18 @@ class Darknet(nn.Module):
         return self
 
     def prepare_inference(self, compile: bool = False) -> Darknet:
-        """eval + fuse + channels-last memory, and malloc kept from page-faulting feature maps in again on every
-        pass (:mod:`utils.allocator`, process-wide): the fastest CPU inference path (benchmarks/bench_speed.py).
+        """eval + fuse + channels-last memory + each conv on a oneDNN-blocked copy of its weight (made on the
+        first batch: the conv weights' size again in memory), and malloc kept from page-faulting feature maps
+        in again on every pass (:mod:`utils.allocator`, process-wide): the fastest CPU inference path
+        (benchmarks/bench_speed.py); the packing changes no output bit.
         ``compile``: also ``torch.compile`` it (inductor, the fused weights frozen into the code), which takes
         10-20 s on the first batch and again on each new input shape, then runs ~25 % faster on CPU; for long
         runs (detect.py and test.py --compile)."""
         tune_allocator()
         self.eval().fuse()
         self._to_channels_last()
+        for conv in convolutions(self):
+            conv.prepack()
         if compile:
             check_compiler(next(self.parameters()).device)
             self.compile(dynamic=False, options={"freezing": True})

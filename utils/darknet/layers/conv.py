@@ -18,6 +18,7 @@ from utils.darknet.layers.base import (ActivationFactory, DarknetLayer, NormLaye
 from utils.darknet.layers.deform import DeformConv2d
 from utils.darknet.layers.norm import (BN_TENSORS, NORMALIZERS, InstanceBatchNorm, is_trainable_batch_norm,
                                        norm_tensors)
+from utils.darknet.layers.packed import PackedWeight, can_run_packed, packed_conv
 from utils.darknet.registry import register
 
 MAX_KERNEL = 32
@@ -66,6 +67,7 @@ class Convolutional(DarknetLayer):
         self.bn = norm_layer(out_channels) if norm_layer is not None else None
         self.act = activation()
         self.fused = False
+        self.packed: PackedWeight | None = None  # set by prepack()
 
     @classmethod
     def from_cfg(cls, block, ctx):
@@ -110,7 +112,15 @@ class Convolutional(DarknetLayer):
     def deformable(self) -> bool:
         return isinstance(self.conv, DeformConv2d)
 
+    def prepack(self) -> None:
+        """Run inference on oneDNN's blocked copy of the weight (see ``packed``): a plain conv whose norm is
+        folded in or absent, on CPU, float32, without autograd; anything else takes the usual path."""
+        if self.bn is None and not self.deformable and torch.backends.mkldnn.is_available():
+            self.packed = PackedWeight()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None and can_run_packed(x, self.conv):
+            return packed_conv(x, self.conv, self.act, self.packed)
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
