@@ -6,8 +6,10 @@
     python -m benchmarks.bench_speed --only step --baseline ../baseline  # one step, before/after, interleaved
 
 - inference: per-image forward time of the prepared model (what test.py, detect.py and the API run) at batch 1
-  and 8 (with ``--compile`` also batch 1 compiled, "1+c"), the compute floor measured in the same process (convolution FLOPs / this machine's fp32 matmul rate,
-  1024^3 matmuls timed beside the model), their ratio, and the process's peak memory;
+  and 8 (``--compile``: also batch 1 after torch.compile, "1+c", an experiment that did not pay; ``--baseline``:
+  each row also on another checkout), the compute floor measured in the same process (convolution FLOPs /
+  this machine's fp32 matmul rate, 1024^3 matmuls timed beside the model), their ratio, and the process's
+  peak memory;
 - detection: one decoded image -> final boxes (letterbox, forward, NMS) for yolov3-tiny at 416;
 - training: images per second with the real loader (augmentation, 2 workers), and the split of a step into
   data wait, forward, loss, backward, optimiser and EMA;
@@ -83,10 +85,13 @@ def _convolution_flops(model, size: int) -> int:
 
 
 def case_inference(source: str, size: int, batch: int, compile: str = "") -> dict:
-    """``compile``: "compile" to time ``prepare_inference(compile=True)`` (after its compile)."""
+    """``compile``: "compile" to time the prepared model after torch.compile (inductor, weights frozen), an
+    experiment that did not pay (the README's speed section)."""
     model = _model(source).eval()
     flops = _convolution_flops(model, size)
-    model.prepare_inference(compile=compile == "compile")
+    model.prepare_inference()
+    if compile:
+        model = torch.compile(model, dynamic=False, options={"freezing": True})
     x = torch.rand(batch, 3, size, size)
     rates, times = [], []
     with torch.inference_mode():
@@ -103,13 +108,14 @@ def case_inference(source: str, size: int, batch: int, compile: str = "") -> dic
 def case_detect(source: str, size: int) -> dict:
     import numpy as np
     from utils.inference.load import detect, preprocess
-    model = _model(source).prepare_inference()
+    model = _model(source).eval()
+    flops = _convolution_flops(model, size)  # before prepare_inference: its packed convs bypass nn.Conv2d's hooks
+    model.prepare_inference()
     image = (np.random.default_rng(0).random((576, 768, 3)) * 255).astype(np.uint8)  # dog.jpg's size
 
     def boxes():
         batch, letterboxes = preprocess([image], size)
-        return detect(model, batch, letterboxes, [image.shape[:2]], 0.25, 0.45)
-    flops = _convolution_flops(model, size)
+        return detect(model, batch, letterboxes, [image.shape[:2]])  # NmsFilter's defaults: 0.25, 0.45
     seconds = _median_seconds(boxes, repeats=7, warmup=2)
     floor = flops / _matmul_flops_per_second()
     return {"ms": seconds * 1e3, "floor_ms": floor * 1e3, "ratio": seconds / floor, "peak_mb": _peak_mb()}
@@ -215,17 +221,24 @@ def run_case(kind: str, args: list, repo: Path = REPO) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report_inference(models: list[str], sizes: list[int], compiled: bool) -> None:
-    """Each model at each size, batch 1 and 8; ``compiled``: also batch 1 with prepare_inference(compile=True)."""
-    print(f"{'model':<32}{'size':>5}{'batch':>6}{'ms/img':>9}{'floor':>8}{'ratio':>7}{'BFLOPs':>8}{'peak MB':>9}")
+def report_inference(models: list[str], sizes: list[int], compiled: bool, baseline: Path | None) -> None:
+    """Each model at each size, batch 1 and 8; ``compiled``: also batch 1 torch.compile'd;
+    ``baseline``: each row also timed right after on that checkout (its own process and floor)."""
+    print(f"{'model':<32}{'size':>5}{'batch':>6}{'ms/img':>9}{'floor':>8}{'ratio':>7}{'BFLOPs':>8}{'peak MB':>9}"
+          + (f"{'before':>9}{'ratio':>7}{'change':>8}" if baseline else ""))
     for model in models:
         for size in sizes:
             runs = [(1, ""), (8, "")] + ([(1, "compile")] if compiled else [])
             for batch, compile in runs:
                 r = run_case("inference", [model, size, batch] + ([compile] if compile else []))
                 label = f"{batch}+c" if compile else f"{batch}"  # +c: compiled
-                print(f"{Path(model).name:<32}{size:>5}{label:>6}{r['ms_per_image']:>9.1f}{r['floor_ms']:>8.1f}"
-                      f"{r['ratio']:>7.2f}{r['gflops']:>8.2f}{r['peak_mb']:>9.0f}")
+                line = (f"{Path(model).name:<32}{size:>5}{label:>6}{r['ms_per_image']:>9.1f}{r['floor_ms']:>8.1f}"
+                        f"{r['ratio']:>7.2f}{r['gflops']:>8.2f}{r['peak_mb']:>9.0f}")
+                if baseline and not compile:
+                    before = run_case("inference", [model, size, batch], baseline)
+                    line += (f"{before['ms_per_image']:>9.1f}{before['ratio']:>7.2f}"
+                             f"{r['ms_per_image'] / before['ms_per_image'] - 1:>+8.0%}")
+                print(line)
 
 
 def report_train() -> None:
@@ -276,9 +289,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[416, 320])
     parser.add_argument("--pruned", help="a pruned .pth (prune.py's pruned.pth) to add to the inference table")
     parser.add_argument("--original", help="the .pth it was pruned from, to compare speed-up with FLOPs")
-    parser.add_argument("--baseline", type=Path, help="another checkout for the step comparison")
+    parser.add_argument("--baseline", type=Path, help="another checkout to compare steps and inference with")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the step comparison")
-    parser.add_argument("--compile", action="store_true", help="add batch 1 compiled (prepare_inference(compile=True))")
+    parser.add_argument("--compile", action="store_true", help="add batch 1 after torch.compile (an experiment)")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -291,7 +304,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, 2 threads; each case in its own process")
     models = args.models + [m for m in (args.original, args.pruned) if m]
     if args.only in (None, "inference"):
-        report_inference(models, args.sizes, args.compile)
+        report_inference(models, args.sizes, args.compile, args.baseline)
     if args.only in (None, "detect"):
         r = run_case("detect", ["yolov3-tiny", 416])
         print(f"detect yolov3-tiny @416, 768x576 image -> boxes: {r['ms']:.1f} ms, floor {r['floor_ms']:.1f} ms, "

@@ -84,30 +84,6 @@ def test_detect_end_to_end_on_a_folder_of_odd_images(model_files, tmp_path):
 
 
 @pytest.mark.e2e
-def test_detect_compile_finds_the_same_boxes(model_files, tmp_path):
-    cfg, weights, names = model_files
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 255, (100, 140, 3), dtype=np.uint8))
-    boxes = []
-    for flags in ([], ["--compile"]):
-        out = tmp_path / f"out{len(flags)}"
-        result = subprocess.run([sys.executable, "detect.py", "--source", str(folder), "--model_def", str(cfg),
-                                 "--weights_path", str(weights), "--class_path", str(names), "--conf_thres", "0.05",
-                                 "--img_size", "128", "--batch_size", "2", "--output", str(out), *flags],
-                                cwd=REPO, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        records = json.loads((out / "detections.json").read_text())["images"]
-        boxes.append([[d["box_xyxy"] + [d["score"]] for d in r["detections"]] for r in records])
-    assert sum(map(len, boxes[0])) > 0
-    assert [len(b) for b in boxes[1]] == [len(b) for b in boxes[0]]
-    for compiled, eager in zip(boxes[1], boxes[0]):
-        np.testing.assert_allclose(np.array(compiled).reshape(-1, 5), np.array(eager).reshape(-1, 5), atol=1e-2)
-
-
-@pytest.mark.e2e
 def test_detect_on_a_video_writes_an_annotated_video_and_labels_per_frame(model_files, tmp_path):
     cfg, weights, names = model_files
     clip = tmp_path / "clip.avi"

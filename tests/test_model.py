@@ -11,7 +11,6 @@ import torch
 from models import Darknet
 from tests import cfgs
 from tests.conftest import REPO, randomize
-from utils.errors import UserError
 
 HEAD = """
 [convolutional]
@@ -239,23 +238,6 @@ def test_packed_model_still_differentiates_outside_no_grad():
     x = torch.rand(1, 3, 64, 64, requires_grad=True)
     model(x).sum().backward()  # autograd needs the ordinary conv: oneDNN's op has no backward
     assert x.grad is not None and model.layers[0].conv.weight.grad is not None
-
-
-def test_compiled_model_gives_the_eager_detections_and_stays_a_darknet(write_cfg):
-    model = randomize(Darknet(write_cfg(cfgs.conv(8, 3, 2) + cfgs.conv(16, 3, 2) + cfgs.HEAD)), seed=5, gain=0.9)
-    eager = copy.deepcopy(model).prepare_inference()
-    compiled = model.prepare_inference(compile=True)
-    x = torch.rand(2, 3, 64, 64)
-    with torch.inference_mode():
-        torch.testing.assert_close(compiled(x), eager(x), atol=1e-4, rtol=1e-4)
-    assert isinstance(compiled, Darknet) and compiled.fused and compiled.num_classes == 2
-
-
-def test_compile_without_a_compiler_is_refused_before_any_batch(write_cfg, monkeypatch):
-    monkeypatch.setenv("CXX", "no-such-c++")
-    model = Darknet(write_cfg(cfgs.conv(8) + cfgs.HEAD))
-    with pytest.raises(UserError, match="no-such-c\\+\\+ is not on PATH"):
-        model.prepare_inference(compile=True)
 
 
 def _loss_and_gradients(model, x, targets):

@@ -89,12 +89,6 @@ def device_flag(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or GPU indices such as 0 or 0,1; got {text!r}")
 
 
-def add_compile_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (inductor): 10-20 s on the first batch and on each new batch "
-                        "shape, then ~25 %% faster on CPU; pays off on long runs")
-
-
 def output_folder(requested: str | None, default_root: Path, exist_ok: bool) -> Path:
     """Where a command writes its results: the next ``default_root/expN`` when no folder is named; a named
     folder only if it is empty or new, unless ``exist_ok`` (so an earlier result is never replaced unasked)."""

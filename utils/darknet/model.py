@@ -8,10 +8,6 @@
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,20 +67,6 @@ class PlanStep:
     sources: tuple[int, ...] | None  # None: the previous output
     keep: bool  # a later layer reads this output
     is_head: bool
-
-
-def check_compiler(device: torch.device) -> None:
-    """torch.compile builds its kernels on first use: with a C++ compiler for CPU, with Triton for CUDA. Say
-    which is missing now rather than fail deep inside the first forward pass."""
-    if device.type == "cuda":
-        if importlib.util.find_spec("triton") is None:
-            raise UserError("compile: torch.compile on CUDA needs the triton package, which is not installed "
-                            "(pip install triton, or run without --compile)")
-        return
-    compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
-    if shutil.which(compiler) is None:
-        raise UserError(f"compile: torch.compile builds CPU kernels with a C++ compiler, and {compiler} is not on "
-                        f"PATH (install one or set CXX, or run without --compile)")
 
 
 class Darknet(nn.Module):
@@ -195,22 +177,16 @@ class Darknet(nn.Module):
         self.fused = True
         return self
 
-    def prepare_inference(self, compile: bool = False) -> Darknet:
+    def prepare_inference(self) -> Darknet:
         """eval + fuse + channels-last memory + each conv on a oneDNN-blocked copy of its weight (made on the
         first batch: the conv weights' size again in memory), and malloc kept from page-faulting feature maps
         in again on every pass (:mod:`utils.allocator`, process-wide): the fastest CPU inference path
-        (benchmarks/bench_speed.py); the packing changes no output bit.
-        ``compile``: also ``torch.compile`` it (inductor, the fused weights frozen into the code), which takes
-        10-20 s on the first batch and again on each new input shape, then runs ~25 % faster on CPU; for long
-        runs (detect.py and test.py --compile)."""
+        (benchmarks/bench_speed.py); the packing changes no output bit."""
         tune_allocator()
         self.eval().fuse()
         self._to_channels_last()
         for conv in convolutions(self):
             conv.prepack()
-        if compile:
-            check_compiler(next(self.parameters()).device)
-            self.compile(dynamic=False, options={"freezing": True})
         return self
 
     def prepare_training(self) -> Darknet:

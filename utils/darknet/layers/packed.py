@@ -4,7 +4,8 @@ PyTorch's CPU convolution hands oneDNN the weight in PyTorch's layout, and oneDN
 blocked one on every call: for the deep convs of a YOLO, whose weights are large and whose maps are small,
 that copy is a fifth of the conv's time (yolov3-tiny's 512 -> 1024 3x3 at 13x13: 8.5 -> 6.3 ms). Reordering
 once and calling oneDNN's convolution on the blocked copy gives the same numbers bit for bit, and fuses a
-ReLU or leaky ReLU into it.
+ReLU or leaky ReLU into it. The inner ``nn.Conv2d`` is not called on this path, so forward hooks on it do not
+fire (hooks on the Darknet layer do).
 """
 from __future__ import annotations
 
