@@ -52,7 +52,7 @@ def detect_py_boxes(weights: Path, images: Path, img_size: int, out: Path) -> di
 def onnx_boxes(session, image: np.ndarray, img_size: int) -> np.ndarray:
     """The ONNX-with-NMS rows of one image, boxes mapped from network input to image pixels (as detect.py)."""
     batch, letterboxes = preprocess([image], img_size)
-    rows = torch.from_numpy(session.run(None, {"images": batch.numpy()})[0])
+    rows = torch.from_numpy(session.run(None, {"images": batch.contiguous().numpy()})[0])
     boxes = letterboxes[0].to_original(rows[:, 1:5], image.shape[:2])
     return torch.cat([boxes, rows[:, 5:7]], 1).numpy()
 

@@ -39,6 +39,16 @@ def test_boxes_map_back_to_original_pixels_exactly(shape, letterbox):
     assert dets[0, 5].item() == 0 and dets[0, 4].item() == pytest.approx(0.72)
 
 
+def test_preprocess_gives_rgb_in_0_1_in_channels_last_memory():
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    batch, _ = preprocess(images, 64)
+    assert batch.shape == (2, 3, 64, 64) and batch.dtype == torch.float32
+    assert batch.is_contiguous(memory_format=torch.channels_last)  # what the prepared model runs in: no copy
+    expected = np.stack([image[:, :, ::-1].transpose(2, 0, 1) for image in images]).astype(np.float32) / 255
+    np.testing.assert_array_equal(batch.numpy(), expected)
+
+
 @pytest.fixture
 def model_files(tmp_path):
     cfg = tmp_path / "tiny.cfg"
