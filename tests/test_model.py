@@ -233,6 +233,22 @@ def test_packed_weights_change_no_output_bit_and_follow_weight_changes(tmp_path)
     torch.save(copy.deepcopy(model), tmp_path / "model.pt")  # oneDNN tensors are neither copied nor saved
 
 
+@pytest.mark.parametrize("shape,activation", [((3, (1, 2), 1, 4, 1), "leaky"), ((3, 1, 2, 1, 2), "relu"),
+                                              ((5, 2, 2, 2, 1), "logistic"), ((1, 1, 0, 1, 1), "linear"),
+                                              ((3, 1, 1, 8, 1), "mish")])
+def test_packed_conv_matches_the_ordinary_one_for_strides_groups_dilations_and_activations(shape, activation):
+    from utils.darknet.layers.base import ACTIVATIONS
+    from utils.darknet.layers.conv import Convolutional, ConvShape
+    conv = Convolutional(8, 16, ConvShape(*shape), None, ACTIVATIONS[activation]).eval()
+    conv.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 19, 17, generator=torch.Generator().manual_seed(1)).contiguous(
+        memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ordinary = conv(x)
+        conv.prepack()
+        assert torch.equal(conv(x), ordinary) and conv.packed.tensor is not None
+
+
 def test_packed_model_still_differentiates_outside_no_grad():
     model = randomize(Darknet(REPO / "cfg" / "yolov3-tiny.cfg"), seed=6, gain=0.9).prepare_inference()
     x = torch.rand(1, 3, 64, 64, requires_grad=True)
