@@ -21,8 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import (ArgumentParser, device_flag, integer, next_run_dir, number, output_folder, run_main,
-                       select_device)
+from utils.cli import (ArgumentParser, add_half_flag, device_flag, integer, next_run_dir, number, output_folder,
+                       run_main, select_device)
 from utils.errors import UserError
 from utils.inference.load import LoadedModel, load_model
 from utils.inference.pipeline import DetectionRun, DetectSettings, detect_inputs
@@ -47,6 +47,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="keep the aspect ratio and pad, or stretch like Darknet's default detector")
     p.add_argument("--device", type=device_flag, default="",
                    help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
+    add_half_flag(p)
 
 
 def add_selection_flags(p: argparse.ArgumentParser) -> None:
@@ -140,7 +141,7 @@ def detect(args: argparse.Namespace) -> int:
     check_output_folder(folder, sources.locations)  # first: an output among the inputs is the graver mistake
     output_folder(str(folder), DETECT_RUNS, args.exist_ok)
     device = select_device(args.device)
-    loaded = load_model(weights, args.model_def, args.class_path, device)
+    loaded = load_model(weights, args.model_def, args.class_path, device, args.half)
     check_classes(args.classes, loaded)
     style = DrawStyle(args.line_thickness, args.hide_labels, args.hide_conf)
     writer = DetectionWriter(folder, loaded.names, OutputOptions(not args.nosave, args.save_crop, style))

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import ArgumentParser, device_flag, integer, number, run_main, select_device
+from utils.cli import ArgumentParser, add_half_flag, device_flag, integer, number, run_main, select_device
 from utils.data.batching import evaluation_loader
 from utils.data.config import DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
@@ -49,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n_cpu", type=integer(0), default=2, help="data loading worker processes")
     p.add_argument("--device", type=device_flag, default="",
                    help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
+    add_half_flag(p)
     return p.parse_args(argv)
 
 
@@ -87,7 +88,7 @@ def evaluate(args: argparse.Namespace) -> int:
     check_outputs(args)
     device = select_device(args.device)
     data = parse_data_config(args.data_config)
-    loaded = load_model(args.weights_path, args.model_def, device=device)
+    loaded = load_model(args.weights_path, args.model_def, device=device, half=args.half)
     if loaded.model.num_classes != data.classes:
         raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
                         f"{loaded.model.num_classes}")

@@ -6,8 +6,8 @@
     python -m benchmarks.bench_speed --only step --baseline ../baseline  # one step, before/after, interleaved
 
 - inference: per-image forward time of the prepared model (what test.py, detect.py and the API run) at batch 1
-  and 8 (``--compile``: also batch 1 after torch.compile, "1+c", an experiment that did not pay; ``--baseline``:
-  each row also on another checkout), the compute floor measured in the same process (convolution FLOPs /
+  and 8 (``--half``: also batch 1 in half precision, "1 h"; ``--compile``: batch 1 after torch.compile, "1 c",
+  an experiment that did not pay; ``--baseline``: each row also on another checkout), the compute floor measured in the same process (convolution FLOPs /
   this machine's fp32 matmul rate, 1024^3 matmuls timed beside the model), their ratio, and the process's
   peak memory;
 - detection: one decoded image -> final boxes (letterbox, forward, NMS) for yolov3-tiny at 416;
@@ -84,13 +84,16 @@ def _convolution_flops(model, size: int) -> int:
     return sum(flops)
 
 
-def case_inference(source: str, size: int, batch: int, compile: str = "") -> dict:
-    """``compile``: "compile" to time the prepared model after torch.compile (inductor, weights frozen), an
-    experiment that did not pay (the README's speed section)."""
+def case_inference(source: str, size: int, batch: int, variant: str = "") -> dict:
+    """``variant``: "half" for prepare_inference(half=True); "compile" for the prepared model after
+    torch.compile (inductor, weights frozen), an experiment that did not pay (the README's speed section)."""
     model = _model(source).eval()
     flops = _convolution_flops(model, size)
-    model.prepare_inference()
-    if compile:
+    if variant == "half":
+        model.prepare_inference(half=True)
+    else:
+        model.prepare_inference()  # as an older --baseline checkout has it too
+    if variant == "compile":
         model = torch.compile(model, dynamic=False, options={"freezing": True})
     x = torch.rand(batch, 3, size, size)
     rates, times = [], []
@@ -221,20 +224,20 @@ def run_case(kind: str, args: list, repo: Path = REPO) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report_inference(models: list[str], sizes: list[int], compiled: bool, baseline: Path | None) -> None:
-    """Each model at each size, batch 1 and 8; ``compiled``: also batch 1 torch.compile'd;
+def report_inference(models: list[str], sizes: list[int], variants: list[str], baseline: Path | None) -> None:
+    """Each model at each size, batch 1 and 8, and batch 1 of each of ``variants`` ("half", "compile");
     ``baseline``: each row also timed right after on that checkout (its own process and floor)."""
     print(f"{'model':<32}{'size':>5}{'batch':>6}{'ms/img':>9}{'floor':>8}{'ratio':>7}{'BFLOPs':>8}{'peak MB':>9}"
           + (f"{'before':>9}{'ratio':>7}{'change':>8}" if baseline else ""))
     for model in models:
         for size in sizes:
-            runs = [(1, ""), (8, "")] + ([(1, "compile")] if compiled else [])
-            for batch, compile in runs:
-                r = run_case("inference", [model, size, batch] + ([compile] if compile else []))
-                label = f"{batch}+c" if compile else f"{batch}"  # +c: compiled
+            runs = [(1, ""), (8, "")] + [(1, variant) for variant in variants]
+            for batch, variant in runs:
+                r = run_case("inference", [model, size, batch] + ([variant] if variant else []))
+                label = f"{batch} {variant[0]}" if variant else f"{batch}"  # h: half, c: compiled
                 line = (f"{Path(model).name:<32}{size:>5}{label:>6}{r['ms_per_image']:>9.1f}{r['floor_ms']:>8.1f}"
                         f"{r['ratio']:>7.2f}{r['gflops']:>8.2f}{r['peak_mb']:>9.0f}")
-                if baseline and not compile:
+                if baseline and not variant:
                     before = run_case("inference", [model, size, batch], baseline)
                     line += (f"{before['ms_per_image']:>9.1f}{before['ratio']:>7.2f}"
                              f"{r['ms_per_image'] / before['ms_per_image'] - 1:>+8.0%}")
@@ -291,6 +294,7 @@ def main() -> None:
     parser.add_argument("--original", help="the .pth it was pruned from, to compare speed-up with FLOPs")
     parser.add_argument("--baseline", type=Path, help="another checkout to compare steps and inference with")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the step comparison")
+    parser.add_argument("--half", action="store_true", help="add batch 1 with prepare_inference(half=True)")
     parser.add_argument("--compile", action="store_true", help="add batch 1 after torch.compile (an experiment)")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -304,7 +308,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, 2 threads; each case in its own process")
     models = args.models + [m for m in (args.original, args.pruned) if m]
     if args.only in (None, "inference"):
-        report_inference(models, args.sizes, args.compile, args.baseline)
+        variants = [name for name, on in (("half", args.half), ("compile", args.compile)) if on]
+        report_inference(models, args.sizes, variants, args.baseline)
     if args.only in (None, "detect"):
         r = run_case("detect", ["yolov3-tiny", 416])
         print(f"detect yolov3-tiny @416, 768x576 image -> boxes: {r['ms']:.1f} ms, floor {r['floor_ms']:.1f} ms, "

@@ -94,6 +94,27 @@ def test_detect_end_to_end_on_a_folder_of_odd_images(model_files, tmp_path):
 
 
 @pytest.mark.e2e
+def test_detect_half_finds_the_same_boxes_within_a_pixel(model_files, tmp_path):
+    cfg, weights, names = model_files
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 255, (100, 140, 3), dtype=np.uint8))
+    best = []
+    for flags in ([], ["--half"]):
+        out = tmp_path / f"out{len(flags)}"
+        result = subprocess.run([sys.executable, "detect.py", "--source", str(folder), "--model_def", str(cfg),
+                                 "--weights_path", str(weights), "--class_path", str(names), "--conf_thres", "0.05",
+                                 "--img_size", "128", "--output", str(out), *flags],
+                                cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        records = json.loads((out / "detections.json").read_text())["images"]
+        best.append([r["detections"][0]["box_xyxy"] + [r["detections"][0]["score"]] for r in records])
+    np.testing.assert_allclose(best[1], best[0], atol=1.0)
+
+
+@pytest.mark.e2e
 def test_detect_on_a_video_writes_an_annotated_video_and_labels_per_frame(model_files, tmp_path):
     cfg, weights, names = model_files
     clip = tmp_path / "clip.avi"

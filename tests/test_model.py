@@ -256,6 +256,20 @@ def test_packed_model_still_differentiates_outside_no_grad():
     assert x.grad is not None and model.layers[0].conv.weight.grad is not None
 
 
+def test_half_precision_inference_stays_close_and_decodes_in_float32():
+    model = randomize(Darknet(REPO / "cfg" / "res2net-yolov3-tiny.cfg"), seed=4, gain=0.9).eval()
+    full = copy.deepcopy(model).prepare_inference()
+    half = model.prepare_inference(half=True)
+    x = torch.rand(2, 3, 96, 64)
+    with torch.inference_mode():
+        reference, out = full(x), half(x)
+        heads = half.forward_heads(x)
+    assert half.half_dtype == torch.bfloat16 and all(h.dtype == torch.bfloat16 for h in heads)
+    assert out.dtype == torch.float32 and all(b.dtype == torch.float32 for y in half.yolo_layers for b in y.buffers())
+    assert (out[..., :4] - reference[..., :4]).abs().max() < 1.0  # pixels
+    assert (out[..., 4:] - reference[..., 4:]).abs().max() < 0.01
+
+
 def _loss_and_gradients(model, x, targets):
     """The YOLO loss of ``x``, and the gradients of a smooth function of the heads (the loss's own jump
     wherever a prediction crosses ignore_thresh)."""

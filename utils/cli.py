@@ -89,6 +89,12 @@ def device_flag(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or GPU indices such as 0 or 0,1; got {text!r}")
 
 
+def add_half_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--half", action="store_true",
+                   help="run the network in half precision: float16 on CUDA, bfloat16 on CPU (2-2.7x faster "
+                        "where the CPU has AMX); boxes move by up to ~1 px, scores by ~0.01")
+
+
 def output_folder(requested: str | None, default_root: Path, exist_ok: bool) -> Path:
     """Where a command writes its results: the next ``default_root/expN`` when no folder is named; a named
     folder only if it is empty or new, unless ``exist_ok`` (so an earlier result is never replaced unasked)."""

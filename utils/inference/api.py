@@ -97,18 +97,19 @@ class Detector(nn.Module):
     :class:`Darknet` (prepared for inference in place: fused, so no longer trainable). ``names``: a ``.names``
     file or a list (default: the checkpoint's, else numbers).
     ``device``: as detect.py's --device (default: CUDA when available). ``settings``: thresholds, classes,
-    input size (:class:`DetectSettings`; replace ``detector.settings`` at any time)."""
+    input size (:class:`DetectSettings`; replace ``detector.settings`` at any time). ``half``: as detect.py's
+    --half (``Darknet.prepare_inference``)."""
 
     def __init__(self, weights: str | Path | Darknet, cfg: str | Path | Cfg | None = None,
                  names: str | Path | list[str] | None = None, device: str | torch.device | None = None,
-                 settings: DetectSettings | None = None):
+                 settings: DetectSettings | None = None, half: bool = False):
         super().__init__()
         target = select_device(str(device) if device is not None else "")
         if isinstance(weights, Darknet):
-            self.model = weights.to(target).prepare_inference()
+            self.model = weights.to(target).prepare_inference(half)
             self.names = class_names(names, None, self.model.num_classes)
         else:
-            loaded = load_model(weights, cfg, names, target)
+            loaded = load_model(weights, cfg, names, target, half)
             self.model, self.names = loaded.model, loaded.names
         self.settings = settings if settings is not None else DetectSettings(batch_size=API_BATCH_SIZE)
 

@@ -36,12 +36,12 @@ def class_names(names: str | Path | list[str] | None, fallback: list[str] | None
 
 
 def load_model(weights: str | Path, cfg: str | Path | Cfg | None = None, names: str | Path | list[str] | None = None,
-               device: torch.device | str = "cpu") -> LoadedModel:
-    """A model ready for inference (``Darknet.prepare_inference``, on ``device``) and its class names: ``names``
-    (a .names file or a list), else the checkpoint's, else numbers."""
+               device: torch.device | str = "cpu", half: bool = False) -> LoadedModel:
+    """A model ready for inference (``Darknet.prepare_inference``, on ``device``, in half precision with
+    ``half``) and its class names: ``names`` (a .names file or a list), else the checkpoint's, else numbers."""
     model, state = model_from_file(weights, cfg)
     listed = class_names(names, state.get("names") if state else None, model.num_classes)
-    model.to(device).prepare_inference()
+    model.to(device).prepare_inference(half)
     return LoadedModel(model, listed)
 
 
