@@ -192,10 +192,11 @@ class Darknet(nn.Module):
         tune_allocator()
         self.eval().fuse()
         self._to_channels_last()
-        for conv in convolutions(self):
-            conv.prepack()
         if half:
             self._to_half()
+        else:  # oneDNN's packed op is float32
+            for conv in convolutions(self):
+                conv.prepack()
         return self
 
     def _to_half(self) -> None:

@@ -108,7 +108,8 @@ class MaxPool(DarknetLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pad) and self._needs_padding(x.shape[-2], x.shape[-1]):
             x = F.pad(x, self.pad, value=float("-inf"))
-        if self.size == 1 or x.requires_grad or not x.is_contiguous(memory_format=torch.channels_last):
+        if (self.size == 1 or x.requires_grad or x.device.type != "cpu"
+                or not x.is_contiguous(memory_format=torch.channels_last)):
             return F.max_pool2d(x, self.size, self.stride)  # training keeps its indices for the backward pass
         return window_max(x, self.size, self.stride)
 
