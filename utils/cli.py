@@ -91,7 +91,7 @@ def device_flag(text: str) -> str:
 
 def add_half_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half", action="store_true",
-                   help="run the network in half precision: float16 on CUDA, bfloat16 on CPU (2-2.7x faster "
+                   help="run the network in half precision: float16 on CUDA, bfloat16 on CPU (1.7-2.6x faster "
                         "where the CPU has AMX); boxes move by up to ~1 px, scores by ~0.01")
 
 

@@ -187,7 +187,7 @@ class Darknet(nn.Module):
         first batch: the conv weights' size again in memory), and malloc kept from page-faulting feature maps
         in again on every pass (:mod:`utils.allocator`, process-wide): the fastest CPU inference path
         (benchmarks/bench_speed.py); the packing changes no output bit. ``half``: the layers in float16 on CUDA
-        and bfloat16 elsewhere, the [yolo] decode in float32: 2-2.7x faster on a CPU with bfloat16 matmul
+        and bfloat16 elsewhere, the [yolo] decode in float32: 1.7-2.6x faster on a CPU with bfloat16 matmul
         units (AMX), boxes within ~1 px and scores within ~0.01 (detect.py and test.py --half)."""
         tune_allocator()
         self.eval().fuse()
@@ -208,7 +208,7 @@ class Darknet(nn.Module):
 
     def prepare_training(self) -> Darknet:
         """Channels-last memory for the weights and every input (train.py --channels_last): the same arithmetic,
-        summed in another order, and a training step 8-23 % shorter on CPU (oneDNN's convolutions, pooling and
+        summed in another order, and a training step 12-30 % shorter on CPU (oneDNN's convolutions, pooling and
         BN run natively in it; see the README's speed section). State dicts and .weights files are written in
         the usual layout."""
         return self._to_channels_last()
