@@ -53,10 +53,12 @@ def test_prepared_model_reuses_freed_feature_maps_without_page_faults():
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_inference_takes_batch_8_feature_maps_from_the_heap():
     in_force, faults = run_child("inference", "cfg/yolov3-tiny.cfg", 416, 8)
-    assert in_force and faults < 100
+    # 0 on the development machine in 10 processes of 10, 270.6 in one CI run: the heap's growth can still
+    # fault some pages in, so the test asserts the contrast with the base settings, not zero
+    assert in_force and faults < 2000
     # every command line's settings leave blocks over glibc's 32 MB ceiling mapped: 32,450-33,260 a pass
-    in_force, faults = run_child("base", "cfg/yolov3-tiny.cfg", 416, 8)
-    assert in_force and faults > 5000
+    in_force, base_faults = run_child("base", "cfg/yolov3-tiny.cfg", 416, 8)
+    assert in_force and base_faults > 20 * max(faults, 1000)
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
