@@ -275,14 +275,14 @@ def report_steps(baseline: Path | None, rounds: int) -> None:
         print(line)
 
 
-def _tune_allocator_as_the_scripts_do(kind: str) -> None:
-    """Every command line of a checkout that has utils/allocator.py runs with it, detect.py and test.py with
-    its inference settings too (an older --baseline runs without, as its scripts did)."""
+def _tune_allocator_as_the_scripts_do() -> None:
+    """Every command line of a checkout that has utils/allocator.py runs with it (an older --baseline runs
+    without, as its scripts did)."""
     try:
         from utils.allocator import tune_allocator
     except ImportError:
         return
-    tune_allocator(inference=kind in ("inference", "detect"))
+    tune_allocator()
 
 
 def main() -> None:
@@ -302,7 +302,7 @@ def main() -> None:
     warnings.simplefilter("ignore")  # the shipped cfgs' Darknet-only training keys
     if args.case:
         kind, *rest = args.case
-        _tune_allocator_as_the_scripts_do(kind)
+        _tune_allocator_as_the_scripts_do()
         print(json.dumps(CASES[kind](rest[0], *(int(a) if a.isdigit() else a for a in rest[1:]))))
         return
     print(f"torch {torch.__version__}, 2 threads; each case in its own process")

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.allocator import tune_allocator
 from utils.cli import select_device
 from utils.darknet.cfg import Cfg
 from utils.darknet.model import Darknet
@@ -107,7 +106,6 @@ class Detector(nn.Module):
         super().__init__()
         target = select_device(str(device) if device is not None else "")
         if isinstance(weights, Darknet):
-            tune_allocator(inference=True)  # as load_model does
             self.model = weights.to(target).prepare_inference(half)
             self.names = class_names(names, None, self.model.num_classes)
         else:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.allocator import tune_allocator
 from utils.boxes import Letterbox
 from utils.data.names import read_class_names
 from utils.darknet.cfg import Cfg
@@ -40,7 +39,6 @@ def load_model(weights: str | Path, cfg: str | Path | Cfg | None = None, names: 
                device: torch.device | str = "cpu", half: bool = False) -> LoadedModel:
     """A model ready for inference (``Darknet.prepare_inference``, on ``device``, in half precision with
     ``half``) and its class names: ``names`` (a .names file or a list), else the checkpoint's, else numbers."""
-    tune_allocator(inference=True)
     model, state = model_from_file(weights, cfg)
     listed = class_names(names, state.get("names") if state else None, model.num_classes)
     model.to(device).prepare_inference(half)
