@@ -14,7 +14,8 @@
 - training: images per second with the real loader (augmentation, 2 workers), and the split of a step into
   data wait, forward, loss, backward, optimiser and EMA;
 - step: one training step (forward, loss, backward, optimiser; synthetic batch and targets, no data
-  loading) of this checkout against another (``--baseline DIR``, e.g. a clone of an older main), the two
+  loading), its float32 floor (three times the forward's convolution FLOPs at the matmul rate) and the ratio,
+  of this checkout against another (``--baseline DIR``, e.g. a clone of an older main), the two
   run alternately in rounds of fresh processes so a machine whose speed drifts hits both alike.
 
 Each case runs in a child process (``--case``), which prints one JSON line: that gives every case its own
@@ -163,7 +164,9 @@ def case_step(source: str, size: int, batch: int, mode: str = "default", steps: 
         loss.total.backward()
         optimizer.step()
     seconds = _median_seconds(step, repeats=steps, warmup=2)
-    return {"ms": seconds * 1e3, "img_per_s": batch / seconds, "peak_mb": _peak_mb()}
+    # forward, input gradient and weight gradient: three times the forward's convolution FLOPs
+    floor = 3 * batch * _convolution_flops(model, size) / _matmul_flops_per_second()
+    return {"ms": seconds * 1e3, "img_per_s": batch / seconds, "floor_ms": floor * 1e3, "peak_mb": _peak_mb()}
 
 
 def _timed(split: dict[str, float], part: str, fn):
@@ -263,12 +266,16 @@ def report_steps(baseline: Path | None, rounds: int) -> None:
     runs += [("baseline", baseline, "default")] if baseline else []
     for model, size, batch in TRAINING_CASES:
         times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+        floors = []
         for _ in range(rounds):
             for name, repo, mode in runs:
-                times[name].append(run_case("step", [model, size, batch, mode], repo)["ms"])
+                result = run_case("step", [model, size, batch, mode], repo)
+                times[name].append(result["ms"])
+                floors.append(result["floor_ms"])
         medians = {name: statistics.median(values) for name, values in times.items()}
-        line = f"step {model:<20} @{size} b{batch}: " + ", ".join(
-            f"{name} {ms:.0f} ms ({batch / ms * 1e3:.2f} img/s)" for name, ms in medians.items())
+        floor = statistics.median(floors)
+        line = f"step {model:<20} @{size} b{batch}, fp32 floor {floor:.0f} ms: " + ", ".join(
+            f"{name} {ms:.0f} ms ({batch / ms * 1e3:.2f} img/s, {ms / floor:.2f}x)" for name, ms in medians.items())
         if baseline:
             line += "; shorter than the baseline: " + ", ".join(
                 f"{name} {1 - medians[name] / medians['baseline']:+.0%}" for name, _, _ in runs[:-1])

@@ -130,6 +130,40 @@ def test_window_max_is_max_pool2d_exactly(size, stride):
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("size,stride", [(2, (2, 2)), (2, (1, 1)), (3, (2, 2)), (5, (1, 1)), (3, (1, 2))])
+@pytest.mark.parametrize("ties", [False, True])
+def test_training_pool_of_an_nchw_map_matches_max_pool2d_and_its_gradient(size, stride, ties):
+    from utils.darknet.layers.pool import ChannelsLastMaxPool
+    g = torch.Generator().manual_seed(size)
+    x = torch.randn(2, 5, 15, 12, generator=g)
+    if ties:  # few distinct values: which of the equal cells gets the gradient must match too
+        x = x.mul(1.5).round()
+    grad = torch.randn(torch.nn.functional.max_pool2d(x, size, stride).shape, generator=g)
+    outputs, gradients = [], []
+    for pool in (lambda t: torch.nn.functional.max_pool2d(t, size, stride),
+                 lambda t: ChannelsLastMaxPool.apply(t, size, stride)):
+        leaf = x.clone().requires_grad_()
+        out = pool(leaf)
+        out.backward(grad)
+        outputs.append(out)
+        gradients.append(leaf.grad)
+    assert torch.equal(outputs[0], outputs[1]) and outputs[1].is_contiguous()
+    assert torch.equal(gradients[0], gradients[1]) and gradients[1].is_contiguous()
+
+
+def test_maxpool_layer_takes_the_channels_last_pool_only_for_an_nchw_map_in_training(write_cfg, monkeypatch):
+    from utils.darknet.layers import pool
+    calls = []
+    monkeypatch.setattr(pool.ChannelsLastMaxPool, "apply", lambda *args: calls.append(args[0].shape) or args[0])
+    layer = Darknet(write_cfg("[maxpool]\nsize=2\nstride=2\n")).layers[0]
+    x = torch.randn(1, 3, 8, 8, requires_grad=True)
+    layer(x)
+    layer(x.contiguous(memory_format=torch.channels_last))
+    with torch.no_grad():
+        layer(x)
+    assert calls == [x.shape]
+
+
 def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):
     model = Darknet(write_cfg("""
         [convolutional]

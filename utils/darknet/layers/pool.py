@@ -61,6 +61,29 @@ def window_max(x: torch.Tensor, size: int, stride: tuple[int, int]) -> torch.Ten
     return _maximum_of([rows[..., _span(j, out_w, stride_x)] for j in range(size)])
 
 
+class ChannelsLastMaxPool(torch.autograd.Function):
+    """``F.max_pool2d`` of a contiguous NCHW map in training, exactly (values, indices, gradients; ties
+    included): on CPU PyTorch's NCHW forward kernel is 1.4-3x slower than its channels-last one, and the
+    channels-last backward 3-7x slower than the NCHW one, so the forward runs on a channels-last copy and the
+    backward on NCHW with the indices it found (which count positions in the H x W plane in either format).
+    yolov3-tiny at 416 batch 8: its six pools 141 -> 99 ms a step."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: int, stride: tuple[int, int]) -> torch.Tensor:
+        out, indices = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last),
+                                                              [size, size], list(stride))
+        ctx.save_for_backward(x, indices.contiguous())
+        ctx.size, ctx.stride = size, stride
+        return out.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, indices = ctx.saved_tensors
+        grad_input = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, [ctx.size, ctx.size], list(ctx.stride), [0, 0], [1, 1], False, indices)
+        return grad_input, None, None
+
+
 @register("maxpool", "max")
 class MaxPool(DarknetLayer):
     """Darknet's maxpool: ``padding`` is the total padding (default size-1), the window starts at -padding/2,
@@ -108,10 +131,14 @@ class MaxPool(DarknetLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pad) and self._needs_padding(x.shape[-2], x.shape[-1]):
             x = F.pad(x, self.pad, value=float("-inf"))
-        if (self.size == 1 or x.requires_grad or x.device.type != "cpu"
-                or not x.is_contiguous(memory_format=torch.channels_last)):
-            return F.max_pool2d(x, self.size, self.stride)  # training keeps its indices for the backward pass
-        return window_max(x, self.size, self.stride)
+        if self.size == 1 or x.device.type != "cpu":
+            return F.max_pool2d(x, self.size, self.stride)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            return window_max(x, self.size, self.stride) if channels_last else F.max_pool2d(x, self.size, self.stride)
+        if channels_last or not x.is_contiguous():
+            return F.max_pool2d(x, self.size, self.stride)
+        return ChannelsLastMaxPool.apply(x, self.size, self.stride)
 
     def flops(self, inputs, output):
         c, h, w = output
