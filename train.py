@@ -97,9 +97,9 @@ def _add_optimisation_flags(p: ArgumentParser, d: TrainOptions) -> None:
                    "running statistics normalise in training too, gamma and beta are not trained")
     p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
     p.add_argument("--amp", action="store_true", help="mixed precision: float16 with loss scaling on CUDA, bfloat16 "
-                                                   "on CPU (with --channels_last a step 1.6-2.3x faster where the CPU has AMX)")
+                                                   "on CPU (with --channels_last a step 1.5-2.8x faster where the CPU has AMX)")
     p.add_argument("--channels_last", action="store_true",
-                   help="channels-last memory: the same arithmetic, rounded differently, and a CPU step 8-23%% shorter")
+                   help="channels-last memory: the same arithmetic, rounded differently, and a CPU step 6-19%% shorter")
     p.add_argument("--sync_bn", action="store_true", help="synchronised BatchNorm under DDP")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: [net] adam=1 -> adam, else sgd")
     p.add_argument("--lr", type=number(0, above=True), help="learning rate (default: [net] learning_rate)")
