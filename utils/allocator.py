@@ -15,7 +15,7 @@ import os
 import platform
 
 # mallopt's parameter numbers (malloc.h)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
 # Every block from the heap, none mapped: glibc maps blocks over its mmap threshold (at most 32 MB on 64-bit)
 # afresh on each allocation, and batch 8's feature maps at 416 are that large (yolov3-tiny: 32,450 faults a
 # forward, 0 with these in 10 processes of 10). Up to 1 GB of free heap is kept. A yolov3-tiny training step at

@@ -208,9 +208,9 @@ class Darknet(nn.Module):
 
     def prepare_training(self) -> Darknet:
         """Channels-last memory for the weights and every input (train.py --channels_last): the same arithmetic,
-        summed in another order, and a training step 6-19 % shorter on CPU (oneDNN's convolutions run natively in
-        it, NCHW ones reorder their maps; see the README's speed section). State dicts and .weights files are written in
-        the usual layout."""
+        summed in another order, and a training step 6-19 % shorter on CPU (oneDNN's convolutions run natively
+        in it, NCHW ones reorder their maps; see the README's speed section). State dicts and .weights files are
+        written in the usual layout."""
         return self._to_channels_last()
 
     def _to_channels_last(self) -> Darknet:

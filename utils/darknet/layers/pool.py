@@ -131,14 +131,13 @@ class MaxPool(DarknetLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pad) and self._needs_padding(x.shape[-2], x.shape[-1]):
             x = F.pad(x, self.pad, value=float("-inf"))
-        if self.size == 1 or x.device.type != "cpu":
-            return F.max_pool2d(x, self.size, self.stride)
-        channels_last = x.is_contiguous(memory_format=torch.channels_last)
-        if not (x.requires_grad and torch.is_grad_enabled()):
-            return window_max(x, self.size, self.stride) if channels_last else F.max_pool2d(x, self.size, self.stride)
-        if channels_last or not x.is_contiguous():
-            return F.max_pool2d(x, self.size, self.stride)
-        return ChannelsLastMaxPool.apply(x, self.size, self.stride)
+        if self.size > 1 and x.device.type == "cpu":
+            if not (x.requires_grad and torch.is_grad_enabled()):
+                if x.is_contiguous(memory_format=torch.channels_last):
+                    return window_max(x, self.size, self.stride)
+            elif x.is_contiguous():
+                return ChannelsLastMaxPool.apply(x, self.size, self.stride)
+        return F.max_pool2d(x, self.size, self.stride)
 
     def flops(self, inputs, output):
         c, h, w = output
