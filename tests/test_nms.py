@@ -77,3 +77,32 @@ def test_non_max_suppression_scores_classes_and_modes():
     assert sorted(multi[:, 5].tolist()) == [0.0, 1.0, 2.0]
     empty = non_max_suppression(out, conf_thres=0.99)[0]
     assert empty.shape == (0, 6)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("conf_thres", [0.0, 0.05, 0.3])
+def test_filtered_detections_are_every_box_scoring_above_the_threshold(multi_label, conf_thres):
+    """Objectness x class score > conf_thres, for every box and class, then greedy NMS within each class."""
+    g = torch.Generator().manual_seed(7)
+    n, classes = 400, 4
+    xy, wh = torch.rand(n, 2, generator=g) * 200, torch.rand(n, 2, generator=g) * 40 + 1
+    objectness = torch.rand(n, 1, generator=g) ** 3  # most boxes low, as a trained model's
+    objectness[:20] = 0.0
+    class_scores = torch.rand(n, classes, generator=g)
+    out = torch.cat([xy, wh, objectness, class_scores], 1)[None]
+    scores = class_scores * objectness
+    if multi_label:
+        box_index, cls = torch.nonzero(scores > conf_thres, as_tuple=True)
+        score = scores[box_index, cls]
+    else:
+        score, cls = scores.max(1)
+        box_index = torch.nonzero(score > conf_thres).squeeze(1)
+        score, cls = score[box_index], cls[box_index]
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)[box_index]
+    order = greedy_reference(boxes, score, 0.45, cls)
+    dets = non_max_suppression(out, conf_thres=conf_thres, iou_thres=0.45, multi_label=multi_label,
+                               max_det=10 ** 6)[0]
+    assert len(order) > 10
+    assert torch.equal(dets[:, 4], score[order])
+    assert torch.equal(dets[:, 5], cls[order].float())
+    assert torch.allclose(dets[:, :4], boxes[order])
