@@ -162,6 +162,8 @@ def test_maxpool_layer_takes_the_channels_last_pool_only_for_an_nchw_map_in_trai
     with torch.no_grad():
         layer(x)
     assert calls == [x.shape]
+    traced = torch.jit.trace(layer, x)  # a trace (TorchScript, ONNX) keeps aten's max_pool2d, not a Python op
+    assert calls == [x.shape] and "aten::max_pool2d" in {node.kind() for node in traced.graph.nodes()}
 
 
 def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):

@@ -135,7 +135,7 @@ class MaxPool(DarknetLayer):
             if not (x.requires_grad and torch.is_grad_enabled()):
                 if x.is_contiguous(memory_format=torch.channels_last):
                     return window_max(x, self.size, self.stride)
-            elif x.is_contiguous():
+            elif x.is_contiguous() and not torch.jit.is_tracing():  # a trace records aten's max_pool2d
                 return ChannelsLastMaxPool.apply(x, self.size, self.stride)
         return F.max_pool2d(x, self.size, self.stride)
 
