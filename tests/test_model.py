@@ -162,8 +162,11 @@ def test_maxpool_layer_takes_the_channels_last_pool_only_for_an_nchw_map_in_trai
     with torch.no_grad():
         layer(x)
     assert calls == [x.shape]
-    traced = torch.jit.trace(layer, x)  # a trace (TorchScript, ONNX) keeps aten's max_pool2d, not a Python op
-    assert calls == [x.shape] and "aten::max_pool2d" in {node.kind() for node in traced.graph.nodes()}
+    # a trace (TorchScript, ONNX) keeps aten's max_pool2d, in training and at inference in channels-last
+    for example in (x, x.detach().contiguous(memory_format=torch.channels_last)):
+        traced = torch.jit.trace(layer, example)
+        assert "aten::max_pool2d" in {node.kind() for node in traced.graph.nodes()}
+    assert calls == [x.shape]
 
 
 def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):

@@ -131,11 +131,12 @@ class MaxPool(DarknetLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pad) and self._needs_padding(x.shape[-2], x.shape[-1]):
             x = F.pad(x, self.pad, value=float("-inf"))
-        if self.size > 1 and x.device.type == "cpu":
+        # the CPU fast paths; a trace (TorchScript, ONNX) records aten's own max_pool2d
+        if self.size > 1 and x.device.type == "cpu" and not torch.jit.is_tracing():
             if not (x.requires_grad and torch.is_grad_enabled()):
                 if x.is_contiguous(memory_format=torch.channels_last):
                     return window_max(x, self.size, self.stride)
-            elif x.is_contiguous() and not torch.jit.is_tracing():  # a trace records aten's max_pool2d
+            elif x.is_contiguous():
                 return ChannelsLastMaxPool.apply(x, self.size, self.stride)
         return F.max_pool2d(x, self.size, self.stride)
 
