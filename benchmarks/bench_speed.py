@@ -308,8 +308,8 @@ def main() -> None:
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")  # the shipped cfgs' Darknet-only training keys
     if args.case:
-        kind, *rest = args.case
         _tune_allocator_as_the_scripts_do()
+        kind, *rest = args.case
         print(json.dumps(CASES[kind](rest[0], *(int(a) if a.isdigit() else a for a in rest[1:]))))
         return
     print(f"torch {torch.__version__}, 2 threads; each case in its own process")

@@ -29,18 +29,19 @@ SETTINGS = {
 # glibc reads these at start-up; whoever set one has chosen, and is not overridden
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
-_applied: list[bool] = []
+_tuned: bool | None = None
 
 
 def tune_allocator() -> bool:
     """Apply :data:`SETTINGS` once per process (every command line does, and ``Darknet.prepare_inference()``);
     True if they are in force. Nothing is done off glibc, or when the environment sets malloc's own knobs."""
-    if not _applied:
-        _applied.append(_apply(SETTINGS))
-    return _applied[0]
+    global _tuned
+    if _tuned is None:
+        _tuned = _apply()
+    return _tuned
 
 
-def _apply(settings: dict[int, int]) -> bool:
+def _apply() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     if any(name in os.environ for name in USER_SETTINGS):
@@ -48,4 +49,4 @@ def _apply(settings: dict[int, int]) -> bool:
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
         return False
-    return all(mallopt(param, value) == 1 for param, value in settings.items())
+    return all(mallopt(param, value) == 1 for param, value in SETTINGS.items())
