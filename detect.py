@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import (ArgumentParser, add_half_flag, device_flag, integer, next_run_dir, number, output_folder,
+from utils.cli import (ArgumentParser, add_half_flag, device_flag, integer, number, output_folder,
                        run_main, select_device)
 from utils.errors import UserError
 from utils.inference.load import LoadedModel, load_model
@@ -30,9 +30,11 @@ from utils.inference.sources import SourceError, SourceSet, newest_checkpoint, r
 from utils.inference.viewer import FrameViewer
 from utils.inference.visualize import DrawStyle
 from utils.inference.writer import DetectionWriter, OutputOptions, check_output_folder
+from utils.output_files import removed_on_failure
 
 DEMO_IMAGES = "data/demo/images/valid"
 DETECT_RUNS = Path("runs/detect")
+DETECT_RESULTS = ("labels", "detections.json")  # a failed run is kept once it holds a frame's labels
 SHOWN_SKIPPED = 5  # unreadable inputs named in the summary; detections.json lists them all
 
 
@@ -137,9 +139,15 @@ def print_summary(writer: DetectionWriter, run: DetectionRun, device) -> None:
 def detect(args: argparse.Namespace) -> int:
     weights = weights_to_use(args.weights_path)
     sources = sources_to_read(args.source, args.recursive)
-    folder = Path(args.output) if args.output else next_run_dir(DETECT_RUNS)
-    check_output_folder(folder, sources.locations)  # first: an output among the inputs is the graver mistake
-    output_folder(str(folder), DETECT_RUNS, args.exist_ok)
+    if args.output:  # first: an output among the inputs is a graver mistake than one holding results
+        check_output_folder(Path(args.output), sources.locations)
+    folder = output_folder(args.output, DETECT_RUNS, args.exist_ok)
+    with removed_on_failure(folder, DETECT_RESULTS, claimed=args.output is None):
+        check_output_folder(folder, sources.locations)  # a claimed runs/detect/expN may lie among the inputs too
+        return detect_into(folder, weights, sources, args)
+
+
+def detect_into(folder: Path, weights: Path, sources: SourceSet, args: argparse.Namespace) -> int:
     device = select_device(args.device)
     loaded = load_model(weights, args.model_def, args.class_path, device, args.half)
     check_classes(args.classes, loaded)

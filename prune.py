@@ -57,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def check_request(args: argparse.Namespace) -> Path:
-    """The output folder (not created yet); a request that cannot be done stops here, before any work."""
+    """The output folder (a named one not created yet); a request that cannot be done stops here, before any
+    work."""
     if args.percent <= 0 and args.layers <= 0:
         raise UserError("nothing to do: give --percent (channels) and/or --layers (residual units)")
     return output_folder(args.output, RUNS, args.exist_ok)
@@ -102,6 +103,11 @@ def write_model_files(compact: Darknet, out: Path, names: list[str] | None) -> N
 
 def prune(args: argparse.Namespace) -> int:
     out = check_request(args)
+    with removed_on_failure(out, claimed=args.output is None):  # a failure part-way leaves no new folder behind
+        return prune_into(out, args)
+
+
+def prune_into(out: Path, args: argparse.Namespace) -> int:
     request = PruneRequest(args.weights_path, args.percent, args.layers, args.layer_keep, args.channel_multiple,
                            args.shortcut_mode)
     model, state = model_from_file(args.weights_path, args.model_def)
@@ -115,13 +121,12 @@ def prune(args: argparse.Namespace) -> int:
         print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}; "
               f"the largest percent that empties no layer is {selection.safe_percent:.1%}")
         compact = compact_model(masked, graph, selection)
-    with removed_on_failure(out):  # a failure part-way leaves no half-written new folder
-        write_model_files(compact, out, (state or {}).get("names") or (data.names if data else None))
-        comparison = compare(model, compact, out / "pruned.weights", args.img_size, data)
-        print(comparison.table())
-        write_report(out / "report.md", request, selection, comparison)
-        if selection is not None:
-            write_channel_plots(graph, selection, out)
+    write_model_files(compact, out, (state or {}).get("names") or (data.names if data else None))
+    comparison = compare(model, compact, out / "pruned.weights", args.img_size, data)
+    print(comparison.table())
+    write_report(out / "report.md", request, selection, comparison)
+    if selection is not None:
+        write_channel_plots(graph, selection, out)
     print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md"
           f"{', gammas.png, channels.png' if selection is not None else ''}\n"
           f"fine-tune: python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "

@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 import detect
 from models import Darknet
 from utils.data.synthetic import write_dataset
-from utils.cli import next_run_dir
-from utils.training.trainer import Trainer, TrainOptions
+from utils.cli import claim_run_dir
+from utils.output_files import removed_on_failure
+from utils.training.trainer import RESULTS, Trainer, TrainOptions
 
 DATA = Path("data/demo")
 VECTORS = REPO.parent / "shared" / "darknet-vectors"
@@ -48,11 +49,12 @@ def main() -> None:
     if not (DATA / "shapes.data").exists():
         print(f"generating the synthetic shapes dataset in {DATA} (400 train + 100 held-out images, seed 0)")
         write_dataset(DATA)
-    run = next_run_dir(Path("runs/demo"))
+    run = claim_run_dir(Path("runs/demo"))
     options = TrainOptions(model_def="cfg/res2net-yolov3-tiny.cfg", data_config=str(DATA / "shapes.data"),
                            epochs=10, img_size=256, batch_size=16, optimizer="adam", lr=0.002, lr_policy="cosine",
                            evaluation_interval=5, output=str(run), n_cpu=2, seed=0)
-    summary = Trainer(options).run()
+    with removed_on_failure(run, RESULTS, claimed=True):
+        summary = Trainer(options).run()
     trained = time.perf_counter() - start
     detect.main(["--image_folder", str(DATA / "images" / "valid"), "--weights_path", str(run / "best.pth"),
                  "--img_size", "256", "--output", str(run / "detections")])

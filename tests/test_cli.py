@@ -1,12 +1,14 @@
 """utils/cli.py: --device specs, run folders, class-name files and the one error wrapper of every script."""
 import errno
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
-from utils.cli import next_run_dir, run_main, select_device
+from utils.cli import claim_run_dir, run_main, select_device
 from utils.data.names import read_class_names
 from utils.errors import UserError
+from utils.output_files import removed_on_failure
 
 
 @pytest.fixture
@@ -59,11 +61,27 @@ def test_a_spec_that_names_no_device_is_refused():
         select_device("gpu")
 
 
-def test_next_run_dir_takes_the_first_free_number(tmp_path):
-    assert next_run_dir(tmp_path / "runs") == tmp_path / "runs" / "exp1"
-    (tmp_path / "runs" / "exp1").mkdir(parents=True)
+def test_claim_run_dir_creates_the_first_free_number(tmp_path):
+    assert claim_run_dir(tmp_path / "runs") == tmp_path / "runs" / "exp1"
+    assert (tmp_path / "runs" / "exp1").is_dir()
     (tmp_path / "runs" / "exp3").mkdir()
-    assert next_run_dir(tmp_path / "runs") == tmp_path / "runs" / "exp2"
+    assert claim_run_dir(tmp_path / "runs") == tmp_path / "runs" / "exp2"
+    assert claim_run_dir(tmp_path / "runs") == tmp_path / "runs" / "exp4"
+
+
+def test_commands_started_together_claim_a_folder_each(tmp_path):
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: claim_run_dir(tmp_path / "runs"), range(32)))
+    assert sorted(folders, key=lambda f: int(f.name[3:])) == [tmp_path / "runs" / f"exp{n}" for n in range(1, 33)]
+
+
+def test_a_failed_start_removes_its_claimed_folder_but_no_earlier_one(tmp_path):
+    claimed, earlier = claim_run_dir(tmp_path / "runs"), tmp_path / "mine"
+    earlier.mkdir()
+    for folder, was_claimed in ((claimed, True), (earlier, False)):
+        with pytest.raises(UserError), removed_on_failure(folder, ("last.pth",), claimed=was_claimed):
+            raise UserError("bad data")
+    assert not claimed.exists() and earlier.is_dir()
 
 
 def test_class_names_skip_blank_lines_and_spaces(tmp_path):

@@ -68,6 +68,19 @@ def test_an_output_on_in_or_around_an_input_is_refused(weights, photos, capsys, 
     assert snapshot(photos) == before
 
 
+def test_without_output_each_run_claims_the_next_folder_and_a_failed_one_gives_it_back(weights, photos, tmp_path,
+                                                                                       monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    flags = ["--source", str(photos), "--weights_path", str(weights), "--img_size", "64"]
+    assert detect.main(["--source", str(tmp_path), "--recursive", *flags[2:]]) == 1  # runs/detect/exp1 is an input
+    assert "--output runs/detect/exp1 is inside the input folder" in capsys.readouterr().err
+    assert detect.main([*flags, "--classes", "7"]) == 1  # refused after the folder was claimed
+    assert list((tmp_path / "runs" / "detect").iterdir()) == []
+    for number in (1, 2):
+        assert detect.main(flags) == 0
+        assert (tmp_path / "runs" / "detect" / f"exp{number}" / "detections.json").is_file()
+
+
 def test_an_output_holding_results_needs_exist_ok(weights, photos, tmp_path, capsys):
     out = tmp_path / "out"
     assert run(weights, photos, out) == 0

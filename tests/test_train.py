@@ -180,18 +180,19 @@ def test_missing_data_config_is_a_clear_error(dataset, tmp_path):
 
 
 @pytest.mark.e2e
-def test_ddp_two_cpu_processes_stay_in_sync(dataset, tmp_path):
+def test_ddp_two_cpu_processes_stay_in_sync_in_one_run_folder(dataset, tmp_path):
     data, cfg = dataset
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               "train.py", "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
-               "--batch_size", "2", "--n_cpu", "0", "--output", str(tmp_path / "ddp"), "--epochs", "2",
+               str(REPO / "train.py"), "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
+               "--batch_size", "2", "--n_cpu", "0", "--epochs", "2",
                "--optimizer", "adam", "--device", "cpu", "--patience", "5",  # rank 0 tells the others: go on
                "--channels_last"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (result.stdout + result.stderr).count("ranks in sync") == 2
-    state = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
+    assert [run.name for run in (tmp_path / "runs" / "train").iterdir()] == ["exp1"]  # claimed once, for both
+    state = torch.load(tmp_path / "runs" / "train" / "exp1" / "last.pth", weights_only=True)
     assert state["epoch"] == 1 and state["options"]["channels_last"]
     assert state["model"]["layers.0.conv.weight"].is_contiguous(memory_format=torch.channels_last)
 

@@ -96,10 +96,11 @@ def add_half_flag(p: argparse.ArgumentParser) -> None:
 
 
 def output_folder(requested: str | None, default_root: Path, exist_ok: bool) -> Path:
-    """Where a command writes its results: the next ``default_root/expN`` when no folder is named; a named
-    folder only if it is empty or new, unless ``exist_ok`` (so an earlier result is never replaced unasked)."""
+    """Where a command writes its results: without a named folder the next ``default_root/expN``, claimed
+    (created empty, see :func:`claim_run_dir`); a named folder only if it is empty or new, unless ``exist_ok``
+    (so an earlier result is never replaced unasked). A named folder is not created here."""
     if requested is None:
-        return next_run_dir(default_root)
+        return claim_run_dir(default_root)
     folder = Path(requested)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--output {folder}: is a file, expected a folder")
@@ -152,12 +153,18 @@ def select_device(spec: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", gpus[local_rank])
 
 
-def next_run_dir(root: Path) -> Path:
-    """``root/expN`` for the first N from 1 that does not exist yet."""
+def claim_run_dir(root: Path) -> Path:
+    """Create ``root/expN`` for the first N from 1 that nothing has taken, and return it. Each try is an
+    exclusive mkdir, so commands started at the same moment get a folder each, never a shared one."""
+    root.mkdir(parents=True, exist_ok=True)
     n = 1
-    while (root / f"exp{n}").exists():
-        n += 1
-    return root / f"exp{n}"
+    while True:
+        folder = root / f"exp{n}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
 
 
 def _one_line(err: BaseException) -> str:

@@ -103,12 +103,12 @@ def remove_orphan_temporaries(folder: Path) -> list[Path]:
 
 
 @contextmanager
-def removed_on_failure(folder: Path, results: tuple[str, ...] = ()) -> Iterator[None]:
+def removed_on_failure(folder: Path, results: tuple[str, ...] = (), claimed: bool = False) -> Iterator[None]:
     """Run a body that creates ``folder`` and writes into it. Should the body fail while ``folder`` holds
     none of ``results`` (file names; none given: whatever it holds), ``folder`` goes again if the body
-    created it, so a failed start leaves no empty or half-written run behind. A folder that existed before
-    is never removed."""
-    existed = folder.exists()
+    created it or it was ``claimed`` for this run (:func:`utils.cli.claim_run_dir`), so a failed start
+    leaves no empty or half-written run behind. Any other folder that existed before is never removed."""
+    existed = folder.exists() and not claimed
     try:
         yield
     except BaseException:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -13,6 +13,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from utils.training.options import TrainingError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,22 @@ class Distributed:
         flag = torch.tensor([float(decision)], device=device)
         dist.broadcast(flag, src=0)
         return bool(flag.item())
+
+    def from_main(self, compute: Callable[[], T]) -> T:
+        """``compute()`` run by the main process alone, its result (or the error it raised) on every process:
+        for what only one process may do, such as claiming the run folder."""
+        if self.world_size == 1:
+            return compute()
+        outcome: list = [None]
+        if self.is_main:
+            try:
+                outcome[0] = compute()
+            except Exception as err:  # the other ranks raise it too, rather than wait for a result forever
+                outcome[0] = err
+        dist.broadcast_object_list(outcome, src=0)
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
 
     def check_in_sync(self, model: nn.Module, device: torch.device) -> None:
         """Stop the run if the ranks' parameters have drifted apart (they must stay identical under DDP)."""

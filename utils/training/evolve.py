@@ -107,7 +107,7 @@ def evolve(opt: TrainOptions, count: int, log=print) -> Trial:
     folder = output_folder(opt.output, EVOLVE_RUNS, opt.exist_ok)
     rng = np.random.default_rng(opt.seed)
     trials: list[Trial] = []
-    with removed_on_failure(folder, ("evolve.csv",)):
+    with removed_on_failure(folder, ("evolve.csv",), claimed=opt.output is None):
         folder.mkdir(parents=True, exist_ok=True)
         for number in range(1, count + 1):
             values = starting_values(opt) if number == 1 else mutate(best_trial(trials).values, rng)

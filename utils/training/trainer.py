@@ -62,8 +62,8 @@ class Trainer:
             return self._run()
 
     def _run(self) -> dict:
-        run_dir, checkpoint = self._prepare_run()  # with --resume this takes the run's own options
-        with removed_on_failure(run_dir, RESULTS) if self.dist.is_main else nullcontext():
+        run_dir, claimed, checkpoint = self._prepare_run()  # with --resume this takes the run's own options
+        with removed_on_failure(run_dir, RESULTS, claimed) if self.dist.is_main else nullcontext():
             if self.dist.is_main:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 removed = remove_orphan_temporaries(run_dir)
@@ -116,8 +116,9 @@ class Trainer:
 
     # -- set-up --------------------------------------------------------------------------------
 
-    def _prepare_run(self) -> tuple[Path, dict | None]:
-        """The run directory (chosen, not created yet) and, with --resume, the checkpoint to continue from."""
+    def _prepare_run(self) -> tuple[Path, bool, dict | None]:
+        """The run directory, whether it was claimed for this run (a new runs/train/expN, created empty;
+        any other folder is created later), and with --resume the checkpoint to continue from."""
         checkpoint, resumed_dir = None, None
         if self.opt.resume is not None:
             resume = Path(self.opt.resume) if self.opt.resume else self._newest_run()
@@ -128,9 +129,10 @@ class Trainer:
             self.resumed_from, resumed_dir = resume, resume.parent
         else:
             self.opt = self.opt.fresh()
-        run_dir = self._run_dir(resumed_dir)
+        claimed = self.opt.output is None and resumed_dir is None
+        run_dir = self.dist.from_main(lambda: self._run_dir(resumed_dir)) if claimed else self._run_dir(resumed_dir)
         self.dist.barrier()  # every process has chosen the folder before the main one creates it
-        return run_dir, checkpoint
+        return run_dir, claimed, checkpoint
 
     def _newest_run(self) -> Path:
         """What --resume without a path continues: the most recently written runs/train/*/last.pth."""
@@ -231,7 +233,7 @@ class Trainer:
 
     def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs, steps_per_epoch: int) -> None:
         state.load_state_dict(checkpoint, self.resumed_from)
-        outputs.read_rows(state.epoch + 1)
+        outputs.take_back(state.epoch + 1)
         if self.dist.is_main:
             for weights in outputs.reexport_stale_weights():
                 self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
