@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -170,6 +171,12 @@ def test_sparsity_training_states_its_shrink_budget_and_writes_the_gamma_histogr
     assert (tmp_path / "sr" / "bn_gammas.png").is_file()
     assert "L1 5.0 on 12 BN scale vectors" in result.stderr + result.stdout
     assert "0.30 in all over this run's schedule" in result.stderr + result.stdout
+    before = dict(np.load(tmp_path / "sr" / "bn_gammas.npz"))
+    assert list(before["epochs"]) == [0, 1] and before["epoch0"].ndim == 1 and len(before["epoch0"]) > 12
+    subprocess.run([sys.executable, "train.py", "--resume", str(tmp_path / "sr"), "--n_cpu", "0", "--epochs", "3"],
+                   cwd=REPO, check=True, capture_output=True)
+    after = np.load(tmp_path / "sr" / "bn_gammas.npz")  # the resumed run's plot keeps the epochs before it
+    assert list(after["epochs"]) == [0, 1, 2] and np.array_equal(after["epoch1"], before["epoch1"])
 
 
 @pytest.mark.e2e

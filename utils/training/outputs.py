@@ -1,5 +1,5 @@
 """What a run writes into its folder: ``results.csv`` and ``results.png`` (a row per epoch), ``bn_gammas.png``
-with --sr, and the checkpoints ``last.pth``/``last.weights`` and ``best.pth``/``best.weights``. Every file
+and ``bn_gammas.npz`` (the |gamma| values it plots, for --resume) with --sr, and the checkpoints ``last.pth``/``last.weights`` and ``best.pth``/``best.weights``. Every file
 is written under a temporary name and renamed, so a crash never leaves half a file; a file that cannot be
 written (a full disk) stops the run with one line naming it."""
 from __future__ import annotations
@@ -18,6 +18,7 @@ from utils.output_files import named_write_errors
 from utils.training.epoch import EpochStats
 from utils.training.state import TrainState
 
+GAMMAS_FILE = "bn_gammas.npz"
 CHECKPOINT_PAIRS = ("last", "best")  # <stem>.pth and the <stem>.weights exported from it
 
 CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "total", "mAP50", "mAP", "img_per_s", "data_wait", "seconds"]
@@ -55,18 +56,27 @@ class RunOutputs:
         self.rows: list[dict] = []
         self.gamma_history: list[tuple[int, np.ndarray]] = []
 
-    def read_rows(self, epochs: int) -> None:
-        """Take back the rows of the first ``epochs`` epochs from results.csv (resuming; later rows belong
-        to an epoch that was cut short and is trained again)."""
+    def take_back(self, epochs: int) -> None:
+        """Resuming: take back the results.csv rows and recorded gammas of the first ``epochs`` epochs (later
+        ones belong to an epoch that was cut short and is trained again)."""
         path = self.run_dir / "results.csv"
-        if not path.exists():
-            return
-        with open(path, newline="") as f:
-            rows = [{key: _cell(key, value) for key, value in row.items()} for row in csv.DictReader(f)]
-        self.rows = rows[:epochs]
+        if path.exists():
+            with open(path, newline="") as f:
+                rows = [{key: _cell(key, value) for key, value in row.items()} for row in csv.DictReader(f)]
+            self.rows = rows[:epochs]
+        path = self.run_dir / GAMMAS_FILE
+        if path.exists():
+            with np.load(path) as saved:
+                self.gamma_history = [(int(epoch), saved[f"epoch{epoch}"]) for epoch in saved["epochs"]
+                                      if epoch < epochs]
 
     def record_gammas(self, epoch: int, gammas: np.ndarray) -> None:
+        """Keep an evaluation's |gamma| values for bn_gammas.png, and in bn_gammas.npz for a resumed run."""
         self.gamma_history.append((epoch, gammas))
+        path = self.run_dir / GAMMAS_FILE
+        arrays = {f"epoch{e}": g for e, g in self.gamma_history}
+        with named_write_errors(path, "BN gamma history"), atomic_write(path) as f:
+            np.savez(f, epochs=np.array([e for e, _ in self.gamma_history]), **arrays)
 
     def add_row(self, row: dict) -> None:
         """Append an epoch's row and rewrite results.csv, results.png and (with gammas) bn_gammas.png."""
