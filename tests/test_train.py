@@ -119,6 +119,7 @@ def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset,
     before = model_tensors(tmp_path / "run" / "last.pth")
     result = train(data, cfg, tmp_path / "ignored", "--batch_size", "2", "--resume", str(tmp_path / "run"))
     assert "nothing left to train: the run's 1 epochs are done" in result.stderr + result.stdout
+    assert "goes on with its own options, so these are not applied: --batch_size 2 (the run's: 4);" in result.stdout
     assert not (tmp_path / "ignored" / "last.pth").exists()
     after = model_tensors(tmp_path / "run" / "last.pth")
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -155,6 +155,30 @@ def test_resume_without_a_path_continues_the_newest_run(finished_run, tmp_path, 
     assert "--resume without a path continues the newest runs/train/*/last.pth, and there is none" in line
 
 
+def test_a_run_continued_in_a_new_folder_carries_its_results_rows_there(finished_run, tmp_path):
+    run = copy_of(finished_run, tmp_path / "run")
+    branch = tmp_path / "branch"
+    assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2", "--output", str(branch)]) == 0
+    assert [row["epoch"] for row in results_rows(branch)] == ["0", "1"]
+    assert results_rows(branch)[0] == results_rows(run)[0] and len(results_rows(run)) == 1
+
+
+@pytest.mark.parametrize("name,text", [("results.csv", "epoch,lr\nx,abc\n"), ("bn_gammas.npz", "not a zip")])
+def test_an_unreadable_run_history_is_named_on_resume(finished_run, tmp_path, capsys, name, text):
+    run = copy_of(finished_run, tmp_path / "run")
+    (run / name).write_text(text)
+    assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2"]) == 1
+    (line,) = error_lines(capsys)
+    assert f"{run / name}: cannot read the run's " in line and "move the file aside to resume without it" in line
+
+
+def test_sparsity_training_without_a_trained_bn_is_refused(dataset, tmp_path, capsys):
+    assert train.main(argv(dataset, tmp_path / "run", "--sr", "--freeze_bn")) == 1
+    (line,) = error_lines(capsys)
+    assert "--sr: the model has no trained BN scale (gamma) to make sparse" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_raising_epochs_on_resume_trains_the_extra_epochs_over_a_longer_schedule(finished_run, tmp_path, capsys):
     run = copy_of(finished_run, tmp_path / "run")
     assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "3"]) == 0
@@ -246,6 +270,26 @@ def test_evolve_two_trials_write_a_table_a_plot_and_a_hyp_file_train_py_takes(da
     run = tmp_path / "run"
     assert train.main(argv(dataset, run, "--epochs", "1", "--hyp", str(folder / "hyp_evolved.txt"))) == 0
     assert Darknet(run / "model.cfg").hyperparams["learning_rate"] == pytest.approx(evolved["learning_rate"])
+    first = (folder / "trial1" / "last.pth").read_bytes()
+    assert train.main(argv(dataset, folder, "--epochs", "1", "--evolve", "1", "--seed", "3", "--exist_ok")) == 0
+    assert (folder / "trial1" / "last.pth").read_bytes() != first  # --exist_ok: the search is done again there
+
+
+def test_an_evolve_stopped_during_its_first_trial_keeps_what_that_trial_wrote(dataset, tmp_path, monkeypatch,
+                                                                              capsys):
+    from utils.training import evolve
+
+    def interrupted_after_training(*args):
+        run_trial(*args)
+        raise KeyboardInterrupt  # Ctrl-C before evolve.csv is written
+
+    run_trial = evolve.run_trial
+    monkeypatch.setattr(evolve, "run_trial", interrupted_after_training)
+    monkeypatch.chdir(tmp_path)
+    flags = [flag for flag in argv(dataset, "unused", "--evolve", "2") if flag not in ("--output", "unused")]
+    assert train.main(flags) == 130
+    assert (tmp_path / "runs" / "evolve" / "exp1" / "trial1" / "last.pth").is_file()
+    assert not (tmp_path / "runs" / "evolve" / "exp1" / "evolve.csv").exists()
 
 
 def test_mutation_stays_in_range_moves_zeros_and_always_changes_something():

@@ -1,6 +1,7 @@
 """train.py never loses a user's file and ends bad input with one named error: an existing run is refused as
 --output, a failed start leaves no folder, killed saves are repaired on resume, and evaluation or disk
 failures cost no finished epoch."""
+import argparse
 import errno
 import os
 import subprocess
@@ -13,7 +14,7 @@ import train
 import utils.fileio
 from models import Darknet
 from tests.test_train import TINY, tiny_training_set
-from utils.darknet.checkpoint import CheckpointError, model_from_file, save_checkpoint
+from utils.darknet.checkpoint import CheckpointError, load_checkpoint, model_from_file, save_checkpoint
 from utils.data.synthetic import write_dataset
 from utils.errors import UserError
 from utils.output_files import OutputError, remove_orphan_temporaries
@@ -174,6 +175,25 @@ def test_resume_names_what_a_checkpoint_lacks(tmp_path):
         check_training_checkpoint({k: v for k, v in whole.items() if k != "optimizer"}, tmp_path / "r.pth")
     with pytest.raises(UserError, match=r"r\.pth: the checkpoint has options 'warp_speed' unknown to this train\.py"):
         TrainOptions().resumed({"epochs": 3, "warp_speed": 9}, tmp_path / "r.pth")
+
+
+def test_a_file_torch_cannot_load_safely_is_named_without_advice_to_load_it_unsafely(tmp_path):
+    torch.save({"model": argparse.Namespace()}, tmp_path / "objects.pth")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"objects\.pth: not a readable checkpoint \(it holds a Python object "
+                                              r"\(argparse\.Namespace\) beyond tensors") as raised:
+        load_checkpoint(tmp_path / "objects.pth")
+    assert "weights_only" not in str(raised.value)
+    with pytest.raises(CheckpointError, match=r"text\.pth: not a readable checkpoint \(not a PyTorch file of "
+                                              r"tensors\)$"):
+        load_checkpoint(tmp_path / "text.pth")
+
+
+def test_ignored_flags_of_a_resumed_run_are_named(tmp_path):
+    asked = TrainOptions(img_size=128, lr=0.5, sr=True, epochs=9, device="cpu", model_def="cfg/yolov3-tiny.cfg")
+    saved = {"img_size": 64, "lr": 0.01, "model_def": "cfg/yolov3-tiny.cfg", "epochs": 3}
+    assert asked.ignored_on_resume(saved) == ["--img_size 128 (the run's: 64)", "--sr (the run's: off)",
+                                              "--lr 0.5 (the run's: 0.01)"]
 
 
 def test_a_failed_evaluation_keeps_the_epochs_checkpoint(dataset, tmp_path, monkeypatch):

@@ -105,13 +105,13 @@ def remove_orphan_temporaries(folder: Path) -> list[Path]:
 @contextmanager
 def removed_on_failure(folder: Path, results: tuple[str, ...] = (), claimed: bool = False) -> Iterator[None]:
     """Run a body that creates ``folder`` and writes into it. Should the body fail while ``folder`` holds
-    none of ``results`` (file names; none given: whatever it holds), ``folder`` goes again if the body
-    created it or it was ``claimed`` for this run (:func:`utils.cli.claim_run_dir`), so a failed start
-    leaves no empty or half-written run behind. Any other folder that existed before is never removed."""
+    none of ``results`` (names or glob patterns; none given: whatever it holds), ``folder`` goes again if
+    the body created it or it was ``claimed`` for this run (:func:`utils.cli.claim_run_dir`), so a failed
+    start leaves no empty or half-written run behind. Any other folder that existed before is never removed."""
     existed = folder.exists() and not claimed
     try:
         yield
     except BaseException:
-        if not existed and folder.is_dir() and not any((folder / name).exists() for name in results):
+        if not existed and folder.is_dir() and not any(next(folder.glob(pattern), None) for pattern in results):
             shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -43,6 +43,17 @@ def save_model(model: Darknet, out: str | Path, names: list[str] | None = None) 
     save_checkpoint(out, {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": names, "epoch": -1})
 
 
+def _load_failure(err: Exception) -> str:
+    """What torch.load's error says, without its advice to load the file with weights_only=False (that runs
+    whatever code the file holds)."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        allowed = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+        return (f"it holds a Python object ({allowed.group(1)}) beyond tensors and plain values, and this repo "
+                f"loads no code from a file" if allowed else "not a PyTorch file of tensors")
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     """The checkpoint dict of ``path`` (``mmap``: its tensors read from disk only when used)."""
     path = regular_file(path, "checkpoint", CheckpointError)
@@ -51,8 +62,7 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
             warnings.simplefilter("ignore")  # torch's notes on the pickle protocol of a file it then refuses
             state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # any file can be named: torch.load fails on foreign bytes in a dozen ways
-        detail = str(err).splitlines()[0] if str(err) else "no detail"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {detail})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(err)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: not a checkpoint of this repo (no 'model' entry of tensors)")
     return state

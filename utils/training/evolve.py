@@ -33,6 +33,7 @@ from utils.training.hyp import HYP_KEYS, augment_values, cfg_hyperparameters, fo
 from utils.training.options import TrainingError, TrainOptions
 
 EVOLVE_RUNS = Path("runs/evolve")
+EVOLVE_RESULTS = ("evolve.csv", "trial*/results.csv", "trial*/last.pth")  # a stopped search is kept once it has these
 MUTATION_PROBABILITY = 0.8
 MUTATION_SIGMA = 0.2
 FACTOR_LIMITS = (0.3, 3.0)
@@ -82,7 +83,7 @@ def starting_values(opt: TrainOptions) -> dict[str, float]:
 def trial_options(opt: TrainOptions, folder: Path, number: int, values: dict[str, float]) -> TrainOptions:
     """A trial's run: the command's options with ``values`` as its --hyp and no flag overriding them."""
     return replace(opt, output=str(folder / f"trial{number}"), hyp=dict(values), lr=None, momentum=None,
-                   weight_decay=None, mosaic=None, resume=None, exist_ok=False)
+                   weight_decay=None, mosaic=None, resume=None)
 
 
 def run_trial(opt: TrainOptions, folder: Path, number: int, values: dict[str, float]) -> Trial:
@@ -107,7 +108,7 @@ def evolve(opt: TrainOptions, count: int, log=print) -> Trial:
     folder = output_folder(opt.output, EVOLVE_RUNS, opt.exist_ok)
     rng = np.random.default_rng(opt.seed)
     trials: list[Trial] = []
-    with removed_on_failure(folder, ("evolve.csv",), claimed=opt.output is None):
+    with removed_on_failure(folder, EVOLVE_RESULTS, claimed=opt.output is None):
         folder.mkdir(parents=True, exist_ok=True)
         for number in range(1, count + 1):
             values = starting_values(opt) if number == 1 else mutate(best_trial(trials).values, rng)

@@ -11,6 +11,7 @@ from torch import nn
 
 from utils.darknet.cfg import POLICIES
 from utils.darknet.layers import Convolutional
+from utils.errors import UserError
 
 
 
@@ -120,6 +121,16 @@ class Sparsity:
 
     bns: list[nn.modules.batchnorm._BatchNorm]
     strength: float
+
+    @classmethod
+    def of(cls, model: nn.Module, strength: float) -> Sparsity:
+        """Sparsity training of ``model``'s trained BNs; refused when it has none to shrink."""
+        bns = sparsity_bns(model)
+        if not bns:
+            raise UserError("--sr: the model has no trained BN scale (gamma) to make sparse: its convs have no "
+                            "batch_normalize=1, or every BN is frozen (--freeze_bn, --freeze, normalize=frozen); "
+                            "leave --sr out")
+        return cls(bns, strength)
 
     def shrink(self, lr: float) -> None:
         shrink_gammas(self.bns, lr * self.strength)

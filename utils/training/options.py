@@ -86,6 +86,35 @@ class TrainOptions:
                             f"a shorter run from its weights)")
         return TrainOptions(**{**asdict(TrainOptions()), **saved, **runtime, **extended})
 
+    def ignored_on_resume(self, saved: dict) -> list[str]:
+        """The flags, set away from a new run's defaults, that resuming the run whose options are ``saved``
+        does not apply, as ``--name value (the run's: value)``; where it runs and how long are applied."""
+        defaults = asdict(TrainOptions())
+        ignored = []
+        for name, value in asdict(self).items():
+            if name in RUNTIME_OPTIONS or name in EXTENDABLE_OPTIONS or value == defaults[name]:
+                continue
+            own = saved.get(name, defaults[name])
+            if value != own:
+                ignored.append(f"{_flag(name, value)} (the run's: {_shown(own)})")
+        return ignored
+
     def fresh(self) -> TrainOptions:
         """These options for a new run: what was left unset takes its default."""
         return replace(self, epochs=self.epochs or DEFAULT_EPOCHS)
+
+
+def _flag(name: str, value) -> str:
+    if value is True:
+        return f"--{name}"
+    if name == "hyp":
+        return "--hyp FILE"
+    return f"--{name} {value}"
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)

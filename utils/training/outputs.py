@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from utils.darknet.checkpoint import exported_state, load_checkpoint, model_from_file, save_weights
 from utils.darknet.weights import WeightsFileError, WeightsHeader
+from utils.errors import UserError
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors
@@ -56,19 +60,15 @@ class RunOutputs:
         self.rows: list[dict] = []
         self.gamma_history: list[tuple[int, np.ndarray]] = []
 
-    def take_back(self, epochs: int) -> None:
-        """Resuming: take back the results.csv rows and recorded gammas of the first ``epochs`` epochs (later
-        ones belong to an epoch that was cut short and is trained again)."""
-        path = self.run_dir / "results.csv"
-        if path.exists():
-            with open(path, newline="") as f:
-                rows = [{key: _cell(key, value) for key, value in row.items()} for row in csv.DictReader(f)]
-            self.rows = rows[:epochs]
-        path = self.run_dir / GAMMAS_FILE
-        if path.exists():
-            with np.load(path) as saved:
-                self.gamma_history = [(int(epoch), saved[f"epoch{epoch}"]) for epoch in saved["epochs"]
-                                      if epoch < epochs]
+    def take_back(self, source: Path, epochs: int) -> None:
+        """Resuming the run in ``source`` (this folder, or the one a run continued elsewhere came from): take
+        back its results.csv rows and recorded gammas of the first ``epochs`` epochs (later ones belong to an
+        epoch that was cut short and is trained again)."""
+        with _unreadable_history(source / "results.csv", "results table"):
+            self.rows = _read_rows(source / "results.csv")[:epochs]
+        with _unreadable_history(source / GAMMAS_FILE, "BN gamma history"):
+            self.gamma_history = [(epoch, gammas) for epoch, gammas in _read_gammas(source / GAMMAS_FILE)
+                                  if epoch < epochs]
 
     def record_gammas(self, epoch: int, gammas: np.ndarray) -> None:
         """Keep an evaluation's |gamma| values for bn_gammas.png, and in bn_gammas.npz for a resumed run."""
@@ -125,6 +125,35 @@ class RunOutputs:
             save_weights(model_from_file(checkpoint)[0], weights)
             rewritten.append(weights)
         return rewritten
+
+
+@contextmanager
+def _unreadable_history(path: Path, what: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: cannot read the run's {what} ({type(err).__name__}: {err}); move the file "
+                        f"aside to resume without it") from None
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{key: _cell(key, value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
+def _read_gammas(path: Path) -> list[tuple[int, np.ndarray]]:
+    if not path.exists():
+        return []
+    try:
+        saved = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy's own message suggests unpickling the file
+        raise ValueError("not an .npz archive of arrays") from None
+    if not isinstance(saved, np.lib.npyio.NpzFile):
+        raise ValueError("one array, not an .npz archive")
+    with saved:
+        return [(int(epoch), saved[f"epoch{epoch}"]) for epoch in saved["epochs"]]
 
 
 def _cell(key: str, text: str | None) -> float | int | str:

@@ -29,7 +29,7 @@ from utils.training.distributed import Distributed
 from utils.training.epoch import EpochStats, StepContext, train_epoch
 from utils.training.hyp import format_hyp, with_hyp
 from utils.training.loss import YOLOLoss
-from utils.training.optim import Sparsity, extend_schedule, init_head_biases, sparsity_bns
+from utils.training.optim import Sparsity, extend_schedule, init_head_biases
 from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, TrainOptions
 from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
 from utils.training.runlog import RunLog, open_tensorboard
@@ -121,18 +121,28 @@ class Trainer:
         any other folder is created later), and with --resume the checkpoint to continue from."""
         checkpoint, resumed_dir = None, None
         if self.opt.resume is not None:
-            resume = Path(self.opt.resume) if self.opt.resume else self._newest_run()
-            resume = resume / "last.pth" if resume.is_dir() else resume
-            checkpoint = load_checkpoint(resume)
-            check_training_checkpoint(checkpoint, resume)
-            self.opt = self.opt.resumed(checkpoint["options"], resume)
-            self.resumed_from, resumed_dir = resume, resume.parent
+            checkpoint = self._take_over_run()
+            resumed_dir = self.resumed_from.parent
         else:
             self.opt = self.opt.fresh()
         claimed = self.opt.output is None and resumed_dir is None
         run_dir = self.dist.from_main(lambda: self._run_dir(resumed_dir)) if claimed else self._run_dir(resumed_dir)
         self.dist.barrier()  # every process has chosen the folder before the main one creates it
         return run_dir, claimed, checkpoint
+
+    def _take_over_run(self) -> dict:
+        """--resume: the run's checkpoint, whose options become these (but for where it runs and how long)."""
+        resume = Path(self.opt.resume) if self.opt.resume else self._newest_run()
+        resume = resume / "last.pth" if resume.is_dir() else resume
+        checkpoint = load_checkpoint(resume)
+        check_training_checkpoint(checkpoint, resume)
+        ignored = self.opt.ignored_on_resume(checkpoint["options"])
+        self.opt = self.opt.resumed(checkpoint["options"], resume)
+        if ignored:
+            self.log(f"--resume: {resume} goes on with its own options, so these are not applied: "
+                     f"{', '.join(ignored)}; --pretrained_weights {resume} --output NEW starts a new run with them")
+        self.resumed_from = resume
+        return checkpoint
 
     def _newest_run(self) -> Path:
         """What --resume without a path continues: the most recently written runs/train/*/last.pth."""
@@ -233,7 +243,7 @@ class Trainer:
 
     def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs, steps_per_epoch: int) -> None:
         state.load_state_dict(checkpoint, self.resumed_from)
-        outputs.take_back(state.epoch + 1)
+        outputs.take_back(self.resumed_from.parent, state.epoch + 1)
         if self.dist.is_main:
             for weights in outputs.reexport_stale_weights():
                 self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
@@ -258,7 +268,7 @@ class Trainer:
     def _step_context(self, state: TrainState, run_dir: Path) -> StepContext:
         opt = self.opt
         network = self.dist.wrap(state.model, opt.sync_bn, self.device)
-        sparsity = Sparsity(sparsity_bns(state.model), opt.s) if opt.sr else None  # after wrap: finds SyncBatchNorm
+        sparsity = Sparsity.of(state.model, opt.s) if opt.sr else None  # after wrap: finds SyncBatchNorm
         if sparsity is not None:
             self.log(f"sparsity training: L1 {opt.s} on {len(sparsity.bns)} BN scale vectors: |gamma| shrinks by "
                      f"lr x s after every step, {sparsity.budget(state.scheduler):.2f} in all over this run's "
