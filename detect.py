@@ -29,12 +29,12 @@ from utils.inference.pipeline import DetectionRun, DetectSettings, detect_inputs
 from utils.inference.sources import SourceError, SourceSet, newest_checkpoint, resolve_sources
 from utils.inference.viewer import FrameViewer
 from utils.inference.visualize import DrawStyle
-from utils.inference.writer import DetectionWriter, OutputOptions, check_output_folder
+from utils.inference.writer import DetectionWriter, OutputOptions, check_default_output, check_output_folder
 from utils.output_files import removed_on_failure
 
 DEMO_IMAGES = "data/demo/images/valid"
 DETECT_RUNS = Path("runs/detect")
-DETECT_RESULTS = ("labels", "detections.json")  # a failed run is kept once it holds a frame's labels
+DETECT_RESULTS = ("labels",)  # a failed run is kept once it holds a frame's labels
 SHOWN_SKIPPED = 5  # unreadable inputs named in the summary; detections.json lists them all
 
 
@@ -87,9 +87,9 @@ def weights_to_use(weights_path: str | None) -> Path:
     """--weights_path, else the newest trained model; none at all is an error that says how to get one."""
     weights = Path(weights_path) if weights_path else newest_checkpoint()
     if weights is None:
-        raise UserError("no trained model found (runs/*/*/best.pth). Train the demo model first:\n"
-                        "    bash scripts/demo.sh\n"
-                        "or pass one: python detect.py --weights_path W [--model_def CFG] [--class_path NAMES]")
+        raise UserError("no trained model found (runs/*/*/best.pth): train the demo model first (bash "
+                        "scripts/demo.sh), or pass one: python detect.py --weights_path W [--model_def CFG] "
+                        "[--class_path NAMES]")
     return weights
 
 
@@ -99,7 +99,7 @@ def sources_to_read(spec: str, recursive: bool) -> SourceSet:
         return resolve_sources(spec, recursive)
     except SourceError as err:
         if spec == DEMO_IMAGES and not Path(spec).exists():
-            raise SourceError(f"{err}\ngenerate the demo data with: python -m utils.data.synthetic --out data/demo")
+            raise SourceError(f"{err}; generate the demo data with: python -m utils.data.synthetic --out data/demo")
         raise
 
 
@@ -141,9 +141,10 @@ def detect(args: argparse.Namespace) -> int:
     sources = sources_to_read(args.source, args.recursive)
     if args.output:  # first: an output among the inputs is a graver mistake than one holding results
         check_output_folder(Path(args.output), sources.locations)
+    else:
+        check_default_output(DETECT_RUNS, sources.locations)
     folder = output_folder(args.output, DETECT_RUNS, args.exist_ok)
     with removed_on_failure(folder, DETECT_RESULTS, claimed=args.output is None):
-        check_output_folder(folder, sources.locations)  # a claimed runs/detect/expN may lie among the inputs too
         return detect_into(folder, weights, sources, args)
 
 

@@ -154,5 +154,5 @@ def test_detect_refuses_to_write_into_the_input_folder(model_files, tmp_path):
 def test_detect_without_a_model_says_how_to_make_one(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "detect.py")], cwd=tmp_path, capture_output=True,
                             text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 1
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
     assert "no trained model found" in result.stderr and "bash scripts/demo.sh" in result.stderr

@@ -72,9 +72,13 @@ def test_without_output_each_run_claims_the_next_folder_and_a_failed_one_gives_i
                                                                                        monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     flags = ["--source", str(photos), "--weights_path", str(weights), "--img_size", "64"]
-    assert detect.main(["--source", str(tmp_path), "--recursive", *flags[2:]]) == 1  # runs/detect/exp1 is an input
-    assert "--output runs/detect/exp1 is inside the input folder" in capsys.readouterr().err
+    assert detect.main(["--source", str(tmp_path), "--recursive", *flags[2:]]) == 1  # runs/ would be an input
+    assert "the default output folder runs/detect/expN would lie inside the input folder" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
     assert detect.main([*flags, "--classes", "7"]) == 1  # refused after the folder was claimed
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "a.jpg").write_text("not an image")
+    assert detect.main(["--source", str(tmp_path / "unreadable"), *flags[2:]]) == 1  # nothing could be read
     assert list((tmp_path / "runs" / "detect").iterdir()) == []
     for number in (1, 2):
         assert detect.main(flags) == 0

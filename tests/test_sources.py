@@ -43,6 +43,20 @@ def test_a_folder_alone_and_recursive(tmp_path):
     assert [item.kind for item in found.inputs] == ["image"] * 3
 
 
+def test_recursion_skips_hidden_folders_and_names_other_files_in_one_warning(tmp_path):
+    write_image(tmp_path / "p" / "a.jpg")
+    write_image(tmp_path / "p" / ".git" / "inside.jpg")
+    write_image(tmp_path / "p" / "sub" / ".cache" / "thumb.jpg")
+    for k in range(7):
+        (tmp_path / "p" / f"notes{k}.txt").write_text("not an image")
+    with pytest.warns(UserWarning) as caught:
+        found = resolve_sources(str(tmp_path / "p"), recursive=True)
+    assert stems(found) == ["a"]
+    (warning,) = caught
+    assert str(warning.message).startswith("skipping 7 file(s) that are not images or videos")
+    assert str(warning.message).endswith(f"{tmp_path / 'p' / 'notes4.txt'} and 2 more")
+
+
 def test_a_glob_mirrors_the_layout_below_its_fixed_folder(tmp_path):
     write_image(tmp_path / "p" / "x" / "a.jpg")
     write_image(tmp_path / "p" / "y" / "a.jpg")

@@ -28,6 +28,7 @@ LIST_SUFFIXES = (".txt", ".list", ".streams")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 DEFAULT_FPS = 30.0  # for a camera or stream that does not say
 GLOB_MAGIC = re.compile(r"[*?[]")
+SHOWN_OTHERS = 5  # files skipped as neither image nor video that the warning names
 
 
 class SourceError(UserError, ValueError):
@@ -110,12 +111,25 @@ def _file_input(path: Path, stem: str) -> Input:
 
 
 def _readable_files(files: Iterable[Path]) -> list[Path]:
-    """The images and videos among ``files``; others are skipped, named in a warning."""
+    """The images and videos among ``files``; the others are skipped, counted and the first few named in one
+    warning (a folder of a project's files would otherwise give a line each)."""
     known = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     files = list(files)
-    for other in (p for p in files if p.suffix.lower() not in known):
-        warnings.warn(f"skipping {other}: not an image or video ({', '.join(known)})", stacklevel=3)
+    others = [p for p in files if p.suffix.lower() not in known]
+    if others:
+        named = ", ".join(map(str, others[:SHOWN_OTHERS])) + (f" and {len(others) - SHOWN_OTHERS} more"
+                                                             if len(others) > SHOWN_OTHERS else "")
+        warnings.warn(f"skipping {len(others)} file(s) that are not images or videos ({', '.join(known)}): {named}",
+                      stacklevel=3)
     return [p for p in files if p.suffix.lower() in known]
+
+
+def _folder_files(folder: Path, recursive: bool) -> list[Path]:
+    """The files in ``folder`` (with ``recursive`` its subfolders' too, but for hidden ones such as .git)."""
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if p.is_file())
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1]))
 
 
 def _glob_root(pattern: str) -> Path:
@@ -152,8 +166,7 @@ def _expand_path(text: str, recursive: bool, base_dir: Path | None) -> tuple[lis
     if path.is_file():
         return [_file_input(path, path.stem)], path
     if path.is_dir():
-        files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file())
-        return _folder_inputs(path, files, _list_prefix(path, base_dir)), path
+        return _folder_inputs(path, _folder_files(path, recursive), _list_prefix(path, base_dir)), path
     raise SourceError(f"{text}: no such file or folder")
 
 

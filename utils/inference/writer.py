@@ -45,6 +45,17 @@ def check_output_folder(folder: Path, locations: list[Path]) -> None:
                                 f"overwritten")
 
 
+def check_default_output(root: Path, locations: list[Path]) -> None:
+    """Refuse the default output, the next ``root/expN``, where ``root`` lies in an input folder: a new, empty
+    folder can clash with the inputs only that way (later runs on that folder would read it as input)."""
+    out = Path(os.path.realpath(root))
+    for location in locations:
+        where = Path(os.path.realpath(location))
+        if where.is_dir() and out.is_relative_to(where):
+            raise OutputFolderError(f"the default output folder {root}/expN would lie inside the input folder "
+                                    f"{location}; pass an --output outside the inputs")
+
+
 def class_folders(names: list[str]) -> list[str]:
     """A folder name per class for crops: the name made safe for any file system; numbered ("3_name") for every
     class if two names would otherwise share a folder."""
