@@ -69,6 +69,13 @@ def test_claim_run_dir_creates_the_first_free_number(tmp_path):
     assert claim_run_dir(tmp_path / "runs") == tmp_path / "runs" / "exp4"
 
 
+def test_a_file_where_the_run_folders_go_is_named(tmp_path):
+    (tmp_path / "runs").write_text("mine")
+    with pytest.raises(UserError, match=r"/runs is not a folder, but the run folders .*/runs/train/expN go there"):
+        claim_run_dir(tmp_path / "runs" / "train")
+    assert (tmp_path / "runs").read_text() == "mine"
+
+
 def test_commands_started_together_claim_a_folder_each(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         folders = list(pool.map(lambda _: claim_run_dir(tmp_path / "runs"), range(32)))
@@ -104,6 +111,11 @@ def fails_with(error: BaseException):
 def test_a_user_error_is_one_line_and_exit_code_1(capsys):
     assert run_main(fails_with(UserError("data/x.data:3: classes must be a positive integer"))) == 1
     assert capsys.readouterr().err == "error: data/x.data:3: classes must be a positive integer\n"
+
+
+def test_a_message_over_several_lines_is_printed_as_one(capsys):
+    assert run_main(fails_with(UserError("no model found:\n    bash scripts/demo.sh\nmakes one"))) == 1
+    assert capsys.readouterr().err == "error: no model found: bash scripts/demo.sh makes one\n"
 
 
 def test_an_os_error_names_the_file(capsys):

@@ -40,7 +40,7 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
     def error(self, message: str):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print_error(f"{message} (see {self.prog} --help)")
         sys.exit(USAGE_EXIT_CODE)
 
 
@@ -156,7 +156,12 @@ def select_device(spec: str, local_rank: int = 0) -> torch.device:
 def claim_run_dir(root: Path) -> Path:
     """Create ``root/expN`` for the first N from 1 that nothing has taken, and return it. Each try is an
     exclusive mkdir, so commands started at the same moment get a folder each, never a shared one."""
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((path for path in (root, *root.parents) if path.exists() and not path.is_dir()), root)
+        raise UserError(f"{blocker} is not a folder, but the run folders {root}/expN go there; move it away or "
+                        f"pass --output") from None
     n = 1
     while True:
         folder = root / f"exp{n}"
@@ -167,10 +172,17 @@ def claim_run_dir(root: Path) -> Path:
             n += 1
 
 
-def _one_line(err: BaseException) -> str:
+def _message(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         return f"{err.filename}: {err.strerror}"  # not "[Errno 2] No such file or directory: 'x'"
     return str(err)
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` as one line, in one write: under torchrun several processes share stderr, and
+    two-part writes from them interleave into one line."""
+    sys.stderr.write("error: " + re.sub(r"\s*\n\s*", " ", message.strip()) + "\n")
+    sys.stderr.flush()
 
 
 def run_main(main: Callable[[], int]) -> int:
@@ -182,8 +194,8 @@ def run_main(main: Callable[[], int]) -> int:
     try:
         return main()
     except (UserError, OSError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print_error(_message(err))
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print_error("interrupted")
         return INTERRUPTED_EXIT_CODE

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
+from utils.cli import print_error
 from utils.data.config import DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.labels import label_path
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset = DetectionDataset(source, config.classes)
             print(format_dataset_summary(check_dataset(dataset, config.names, options)))
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print_error(str(err))
         return 1
     if args.labels_png:
         plot_labels(DetectionDataset(config.train, config.classes).labels, config.names, Path(args.labels_png))
