@@ -13,10 +13,11 @@ With --nms the ONNX graph ends in ONNX NonMaxSuppression: rows of batch, x1, y1,
     python convert.py --import_imagenet resnet50.pth --model_def cfg/resnet50-yolov3.cfg resnet50.conv.74
                                                                    # ImageNet classifier -> backbone file
 
-An existing OUT is only replaced with --force, and is never left half-written.
+An existing OUT is only replaced with --force (never an input), and is never left half-written.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def run_import(args, cfg: Path | None) -> str:
     if cfg is None or not args.input or args.output:  # the one positional argument is the output here
         raise UserError("--import_imagenet CKPT needs --model_def CFG and one output (OUT.conv.N, .weights or .pth)")
     out = Path(args.input)
-    refuse_existing(out, args.force)
+    refuse_existing(out, args.force, (args.import_imagenet, cfg))
     imported = import_imagenet(args.import_imagenet, Darknet(cfg), args.input_mean, args.input_std)
     with named_write_errors(out, "backbone"):
         how = write_backbone(imported, out)
@@ -86,8 +87,15 @@ def run_import(args, cfg: Path | None) -> str:
             f"of {cfg}{left_out}\ntrain from it: python train.py --model_def {cfg} {how}")
 
 
-def refuse_existing(path: Path, force: bool) -> None:
-    if path.exists() and not force:
+def refuse_existing(path: Path, force: bool, inputs: tuple[Path | str | None, ...]) -> None:
+    """Refuse an existing output without --force, and an output that is one of the inputs even with it."""
+    if not path.exists():
+        return
+    for source in (Path(name) for name in inputs if name):
+        if source.exists() and os.path.samefile(path, source):
+            raise UserError(f"{path} is the input {source}; write the output to another file (--force replaces an "
+                            f"earlier output, never an input)")
+    if not force:
         raise UserError(f"{path} exists; pass --force to replace it")
 
 
@@ -99,7 +107,7 @@ def run(args) -> str:
         if cfg is None:
             raise UserError("--darknet_native needs --model_def")
         out = Path(args.darknet_native)
-        refuse_existing(out, args.force)
+        refuse_existing(out, args.force, (cfg,))
         source = read_cfg(cfg)
         native = darknet_native_cfg(source)
         with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:
@@ -115,7 +123,7 @@ def run(args) -> str:
     if not args.output:
         raise UserError("name an output file (.pth or .weights), or use --onnx / --darknet_native")
     out = Path(args.output)
-    refuse_existing(out, args.force)
+    refuse_existing(out, args.force, (source, cfg))
     if out.suffix in CHECKPOINT_OUT:
         if args.cutoff is not None:
             raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
@@ -168,7 +176,7 @@ def export(args, source: Path, cfg: Path | None) -> str:
         raise UserError(f"{args.output}: an export writes only its --onnx / --torchscript file; drop this output")
     targets = [Path(name) for name in (args.onnx, args.torchscript) if name]
     for out in targets:
-        refuse_existing(out, args.force)
+        refuse_existing(out, args.force, (source, cfg))
     model = model_from_file(source, cfg)[0]
     size = (args.img_size, args.img_size) if args.img_size else model.img_size
     lines = []

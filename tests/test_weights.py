@@ -219,7 +219,7 @@ def test_missing_file_and_bad_cutoff(mixed_cfg, tmp_path):
     model = Darknet(mixed_cfg)
     with pytest.raises(WeightsFileError, match="cannot open weights file"):
         model.load_darknet_weights(tmp_path / "absent.weights")
-    with pytest.raises(ValueError, match="cutoff=99 is outside 0 .. 7"):
+    with pytest.raises(ValueError, match="--cutoff 99: expected 0 .. 7, the model's layer count"):
         model.save_darknet_weights(tmp_path / "x.weights", cutoff=99)
 
 

@@ -88,12 +88,16 @@ def _read_into(f, tensor: torch.Tensor, path: Path) -> None:
             tensor.copy_(target)
 
 
+def _check_cutoff(cutoff: int | None, layers: Sequence) -> None:
+    if cutoff is not None and not 0 <= cutoff <= len(layers):
+        raise WeightsFileError(f"--cutoff {cutoff}: expected 0 .. {len(layers)}, the model's layer count")
+
+
 def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None = None,
                          locations: Sequence[str] | None = None) -> WeightsHeader:
     """Read ``path`` into the tensors of ``layers[:cutoff]``. Nothing is changed if the file does not fit."""
     path = Path(path)
-    if cutoff is not None and not 0 <= cutoff <= len(layers):
-        raise WeightsFileError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
+    _check_cutoff(cutoff, layers)
     layers = list(layers)[:cutoff]
     tensors, counts = _layer_counts(layers)
     path = regular_file(path, "weights file", WeightsFileError, "open")
@@ -151,8 +155,7 @@ def darknet_weights_size(layers: Sequence, header: WeightsHeader) -> int:
 def save_darknet_weights(layers: Sequence, path: str | Path, header: WeightsHeader,
                          cutoff: int | None = None) -> None:
     """Write ``layers[:cutoff]`` to ``path`` through a temporary file, so a failure leaves no half file."""
-    if cutoff is not None and not 0 <= cutoff <= len(layers):
-        raise WeightsFileError(f"cutoff={cutoff} is outside 0 .. {len(layers)} (the model has {len(layers)} layers)")
+    _check_cutoff(cutoff, layers)
     tensors, _ = _layer_counts(list(layers)[:cutoff])
     with atomic_write(path) as f:
         f.write(header.to_bytes())
