@@ -116,8 +116,10 @@ def test_training_writes_every_output_and_adapts_the_classes(dataset, tmp_path):
 def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset, tmp_path):
     data, cfg = dataset
     train(data, cfg, tmp_path / "run", "--epochs", "1")
-    before = model_tensors(tmp_path / "run" / "last.pth")
+    before, events = model_tensors(tmp_path / "run" / "last.pth"), sorted((tmp_path / "run").glob("events.*"))
     result = train(data, cfg, tmp_path / "ignored", "--batch_size", "2", "--resume", str(tmp_path / "run"))
+    assert sorted((tmp_path / "run").glob("events.*")) == events  # no TensorBoard file for a run with nothing left
+    assert not list((tmp_path / "ignored").glob("events.*"))
     assert "nothing left to train: the run's 1 epochs are done" in result.stderr + result.stdout
     assert "goes on with its own options, so these are not applied: --batch_size 2 (the run's: 4);" in result.stdout
     assert not (tmp_path / "ignored" / "last.pth").exists()

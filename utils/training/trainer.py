@@ -88,7 +88,7 @@ class Trainer:
         if checkpoint is not None:
             self._resume(state, checkpoint, outputs, steps_per_epoch)
         step = self._step_context(state, run_dir)
-        if self.dist.is_main:
+        if self.dist.is_main and state.epoch + 1 < self.opt.epochs:  # a resumed run may have none left: no log
             self.runlog = RunLog(run_dir, data.names, open_tensorboard(run_dir, state.scheduler.last_epoch))
             step.observer = self.runlog.step
         try:
