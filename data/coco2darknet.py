@@ -13,6 +13,9 @@ the source folders are only read. Without --valid_annotations the train JSON is 
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by its path (python data/x.py): the repo root is not on sys.path yet
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from data.voc2darknet import SPLIT_FRACTION, check_destination
 from utils.cli import ArgumentParser, integer, run_main
 from utils.data.coco import CocoOptions, CocoSource, convert_coco, describe

@@ -11,8 +11,11 @@ import re
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by its path (python data/x.py): the repo root is not on sys.path yet
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from utils.cli import ArgumentParser, integer, number, run_main
-from utils.data.voc import VocOptions, convert_voc
+from utils.data.voc import VocOptions, convert_voc, describe
 from utils.errors import UserError
 from utils.output_files import named_write_errors, refuse_filled_folder, refuse_inputs_inside, removed_on_failure
 
@@ -50,7 +53,8 @@ def convert(args: argparse.Namespace) -> int:
     options = VocOptions(tuple(args.classes) if args.classes else None, args.valid_fraction, args.seed,
                          args.include_difficult, args.copy)
     with removed_on_failure(out), named_write_errors(out, "dataset"):  # no half-written new dataset is left
-        print(f"wrote {convert_voc(args.annotations, args.images, out, args.name, options)}")
+        data, counts = convert_voc(args.annotations, args.images, out, args.name, options)
+    print(describe(data, counts))
     return 0
 
 

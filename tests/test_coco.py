@@ -77,6 +77,15 @@ def test_bad_annotations_are_named(small, tmp_path, change, problem):
         convert_coco(small, tmp_path / "out")
 
 
+def test_images_that_would_share_a_label_file_are_refused(small, tmp_path):
+    cv2.imwrite(str(small.images / "a.png"), np.zeros((10, 10, 3), np.uint8))
+    document = json.loads(small.annotations.read_text())
+    document["images"].append({"id": 10, "file_name": "a.png", "width": 10, "height": 10})
+    small.annotations.write_text(json.dumps(document))
+    with pytest.raises(DataError, match=r"a\.png and a\.jpg would share the label file a\.txt"):
+        convert_coco(small, tmp_path / "out")
+
+
 def test_invalid_json_names_its_line(small, tmp_path):
     small.annotations.write_text('{"images": [],\n "categories": [}\n')
     with pytest.raises(DataError, match=r"instances.json:2: not valid JSON"):

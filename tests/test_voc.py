@@ -29,17 +29,47 @@ def test_conversion_split_and_difficult(tmp_path):
                dict(cls="cat", difficult=1, x1=1, y1=1, x2=10, y2=10)]
     images = [(f"im{i}", (100, 200), objects) for i in range(10)]
     ann, img = voc_folder(tmp_path, images)
-    data = convert_voc(ann, img, tmp_path / "out", "pets", VocOptions(seed=3))
+    data, counts = convert_voc(ann, img, tmp_path / "out", "pets", VocOptions(seed=3))
+    assert (counts.images, counts.boxes, counts.difficult, counts.negatives) == (10, 10, 10, 0)
     config = parse_data_config(data)
     assert config.names == ["dog"]  # the only cat is difficult, so it is not even a class
     assert len(DetectionDataset(config.train, 1)) == 8 and len(DetectionDataset(config.valid, 1)) == 2
     label = (tmp_path / "out" / "labels" / "im0.txt").read_text().split()
     assert [float(v) for v in label] == pytest.approx([0, (31 - 1) / 100, (51 - 1) / 200, 40 / 100, 60 / 200])
-    again = convert_voc(ann, img, tmp_path / "out2", "pets", VocOptions(seed=3))
+    again, _ = convert_voc(ann, img, tmp_path / "out2", "pets", VocOptions(seed=3))
     assert (tmp_path / "out2" / "valid.txt").read_text() == (tmp_path / "out" / "valid.txt").read_text()
-    with_difficult = convert_voc(ann, img, tmp_path / "out3", "pets", VocOptions(include_difficult=True))
+    with_difficult, _ = convert_voc(ann, img, tmp_path / "out3", "pets", VocOptions(include_difficult=True))
     assert parse_data_config(with_difficult).names == ["cat", "dog"]
     assert again.exists()
+
+
+def test_boxes_are_clipped_to_their_image_and_those_outside_it_dropped(tmp_path):
+    objects = [dict(cls="cat", difficult=0, x1=251, y1=11, x2=301, y2=51),  # right of a 200 px wide image
+               dict(cls="cat", difficult=0, x1=151, y1=11, x2=251, y2=51),  # half outside
+               dict(cls="dog", difficult=0, x1=11, y1=11, x2=31, y2=31)]
+    ann, img = voc_folder(tmp_path, [("a", (200, 100), objects), ("b", (200, 100), objects[2:])])
+    _, counts = convert_voc(ann, img, tmp_path / "out", "pets", VocOptions(classes=("cat",)))
+    assert (counts.boxes, counts.clipped, counts.degenerate, counts.unlisted, counts.negatives) == (1, 1, 1, 2, 1)
+    row = [float(v) for v in (tmp_path / "out" / "labels" / "a.txt").read_text().split()]
+    assert row == pytest.approx([0, 175 / 200, 30 / 100, 50 / 200, 40 / 100])  # one line, the clipped box
+
+
+@pytest.mark.parametrize("problem", ["same stem", "same image", "one image", "class twice"])
+def test_a_dataset_that_would_mislabel_or_not_split_is_refused(tmp_path, problem):
+    box = [dict(cls="cat", difficult=0, x1=11, y1=11, x2=31, y2=31)]
+    ann, img = voc_folder(tmp_path, [("a", (50, 50), box)] + ([] if problem == "one image" else [("b", (50, 50), box)]))
+    expected = {"same stem": r"b\.xml and .*a\.xml would share the label file a\.txt",
+                "same image": r"b\.xml: describes .*a\.jpg, as .*a\.xml does",
+                "one image": r"1 image\(s\): a train and a valid list need at least 2",
+                "class twice": r"--classes names cat more than once"}[problem]
+    if problem == "same stem":
+        (img / "b.jpg").rename(img / "a.png")
+        (ann / "b.xml").write_text((ann / "b.xml").read_text().replace("b.jpg", "a.png"))
+    if problem == "same image":
+        (ann / "b.xml").write_text((ann / "b.xml").read_text().replace("b.jpg", "a.jpg"))
+    options = VocOptions(classes=("cat", "cat")) if problem == "class twice" else VocOptions()
+    with pytest.raises(DataError, match=expected):
+        convert_voc(ann, img, tmp_path / "out", "pets", options)
 
 
 def test_bad_annotations_are_named(tmp_path):
@@ -53,7 +83,7 @@ def test_bad_annotations_are_named(tmp_path):
 
 def test_raccoon_dataset_converts(tmp_path):
     root = shared_path("datasets", "raccoon")
-    data = convert_voc(root / "annotations", root / "images", tmp_path / "raccoon", "raccoon")
+    data, counts = convert_voc(root / "annotations", root / "images", tmp_path / "raccoon", "raccoon")
     config = parse_data_config(data)
     train, valid = DetectionDataset(config.train, 1), DetectionDataset(config.valid, 1)
     assert config.names == ["raccoon"] and len(train) + len(valid) == 200 and len(valid) == 40

@@ -22,10 +22,9 @@ import cv2
 
 from utils.data.config import DataError
 from utils.data.labels import label_path
-from utils.data.layout import place_image, seeded_split, write_dataset_files, write_label_file
+from utils.data.layout import (BoxCounts, check_distinct_labels, darknet_row, place_image, seeded_split,
+                               write_dataset_files, write_label_file)
 from utils.fileio import read_text
-
-LABEL_DECIMALS = 6  # as write_label_file writes them
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,10 @@ class CocoOptions:
 
 
 @dataclass
-class CocoCounts:
+class CocoCounts(BoxCounts):
     images: int = 0
     negatives: int = 0
-    boxes: int = 0
     crowd: int = 0
-    clipped: int = 0  # kept, but cut to the image
-    degenerate: int = 0  # dropped: nothing left inside the image
 
 
 @dataclass
@@ -100,7 +96,7 @@ def _image_size(path: Path, where: str, entry: dict, source: Path) -> tuple[int,
     width, height = entry.get("width"), entry.get("height")
     if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
         return width, height
-    pixels = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    pixels = cv2.imread(str(source), cv2.IMREAD_COLOR)  # as the loader reads it: EXIF orientation applied
     if pixels is None:
         raise DataError(f"{path}: {where}: no width/height, and {source} cannot be read to find them")
     return pixels.shape[1], pixels.shape[0]
@@ -132,21 +128,6 @@ def read_images(path: Path, document: dict, images_dir: Path) -> dict[int, CocoI
     return images
 
 
-def darknet_row(box: list[float], width: int, height: int, counts: CocoCounts) -> tuple[float, ...] | None:
-    """``(cx, cy, w, h)`` normalised from a COCO ``[x, y, w, h]`` clipped to the image; None when nothing is left."""
-    x1, y1, x2, y2 = box[0], box[1], box[0] + box[2], box[1] + box[3]
-    clipped = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
-               min(max(y2, 0.0), height))
-    was_clipped = clipped != (x1, y1, x2, y2)
-    x1, y1, x2, y2 = clipped
-    w, h = (x2 - x1) / width, (y2 - y1) / height
-    if round(w, LABEL_DECIMALS) <= 0 or round(h, LABEL_DECIMALS) <= 0:
-        counts.degenerate += 1
-        return None
-    counts.clipped += was_clipped
-    return (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, w, h
-
-
 def _bbox(path: Path, where: str, entry: dict) -> list[float]:
     box = entry.get("bbox")
     if not isinstance(box, list) or len(box) != 4 or not all(
@@ -174,10 +155,10 @@ def add_annotations(path: Path, document: dict, images: dict[int, CocoImage], cl
             counts.crowd += 1
             continue
         image = images[image_id]
-        row = darknet_row(box, image.width, image.height, counts)
+        x, y, w, h = box
+        row = darknet_row((x, y, x + w, y + h), image.width, image.height, counts)
         if row is not None:
             image.rows.append((classes[category], *row))
-            counts.boxes += 1
 
 
 def read_source(source: CocoSource, counts: CocoCounts) -> tuple[list[tuple[int, str]], list[CocoImage]]:
@@ -194,6 +175,7 @@ def read_source(source: CocoSource, counts: CocoCounts) -> tuple[list[tuple[int,
 
 def _write_images(images: list[CocoImage], out: Path, folder: str, copy: bool) -> list[str]:
     """Place each image under ``out/images/<folder>`` with its label file; the list entries, relative to out."""
+    check_distinct_labels((out / "images" / folder / image.file_name, image.file_name) for image in images)
     entries = []
     for image in images:
         target = out / "images" / folder / image.file_name

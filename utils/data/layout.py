@@ -9,12 +9,55 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from utils.data.config import DataError
+from utils.data.labels import label_path
 from utils.fileio import atomic_write
+
+LABEL_DECIMALS = 6  # as write_label_file writes them
+
+
+@dataclass
+class BoxCounts:
+    """What became of an importer's boxes."""
+
+    boxes: int = 0  # written
+    clipped: int = 0  # written, cut to their image
+    degenerate: int = 0  # dropped: nothing left inside the image
+
+
+def darknet_row(corners: tuple[float, float, float, float], width: int, height: int,
+                counts: BoxCounts) -> tuple[float, float, float, float] | None:
+    """``(cx, cy, w, h)`` normalised from pixel corners ``x1, y1, x2, y2`` (0-based, from the image's top-left)
+    clipped to the image; None when no width or height is left at label precision. Counted in ``counts``."""
+    x1, y1, x2, y2 = corners
+    clipped = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
+               min(max(y2, 0.0), height))
+    x1, y1, x2, y2 = clipped
+    w, h = (x2 - x1) / width, (y2 - y1) / height
+    if round(w, LABEL_DECIMALS) <= 0 or round(h, LABEL_DECIMALS) <= 0:
+        counts.degenerate += 1
+        return None
+    counts.clipped += clipped != tuple(corners)
+    counts.boxes += 1
+    return (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, w, h
+
+
+def check_distinct_labels(images: Iterable[tuple[Path, str]]) -> None:
+    """Refuse images (dataset path, where it came from) that would share a label file: a loader finds an
+    image's labels by its path without the extension, so ``a.jpg`` and ``a.png`` would read the same boxes."""
+    seen: dict[Path, str] = {}
+    for image, origin in images:
+        label = label_path(image)
+        if label in seen:
+            raise DataError(f"{origin} and {seen[label]} would share the label file {label.name} (labels are found "
+                            f"by the image's name without its extension); rename one of the images")
+        seen[label] = origin
 
 
 def place_image(source: Path, target: Path, copy: bool) -> None:
@@ -42,9 +85,11 @@ def write_label_file(path: Path, rows: Iterable[tuple[int, float, float, float, 
 
 
 def seeded_split(entries: Sequence[str], valid_fraction: float, seed: int) -> dict[str, list[str]]:
-    """A reproducible train/valid split (at least one validation image), each part sorted."""
+    """A reproducible train/valid split (at least one image in each), each part sorted."""
+    if len(entries) < 2:
+        raise DataError(f"{len(entries)} image(s): a train and a valid list need at least 2")
     order = np.random.default_rng(seed).permutation(len(entries))
-    n_valid = max(1, round(len(entries) * valid_fraction))
+    n_valid = min(max(1, round(len(entries) * valid_fraction)), len(entries) - 1)
     return {"valid": sorted(entries[i] for i in order[:n_valid]),
             "train": sorted(entries[i] for i in order[n_valid:])}
 

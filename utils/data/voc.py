@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from utils.data.config import IMAGE_SUFFIXES, DataError
-from utils.data.layout import place_image, seeded_split, write_dataset_files, write_label_file
+from utils.data.layout import (BoxCounts, check_distinct_labels, darknet_row, place_image, seeded_split,
+                               write_dataset_files, write_label_file)
 
 
 @dataclass
@@ -48,16 +48,18 @@ def read_annotation(path: Path) -> tuple[str, int, int, list[VocObject]]:
     return filename, width, height, objects
 
 
-def darknet_box(box, width: int, height: int) -> tuple[float, float, float, float]:
+def darknet_row_of(box: tuple[float, float, float, float], width: int, height: int,
+                   counts: BoxCounts) -> tuple[float, float, float, float] | None:
+    """A VOC box (1-based pixels, so the centre is ``(xmin + xmax) / 2 - 1``) as a label row, clipped to its
+    image; None when nothing of it is inside."""
     xmin, ymin, xmax, ymax = box
-    cx, cy = ((xmin + xmax) / 2 - 1) / width, ((ymin + ymax) / 2 - 1) / height
-    w, h = (xmax - xmin) / width, (ymax - ymin) / height
-    return tuple(float(np.clip(v, 0.0, 1.0)) for v in (cx, cy, w, h))
+    return darknet_row((xmin - 1, ymin - 1, xmax - 1, ymax - 1), width, height, counts)
 
 
 def _find_image(images_dir: Path, xml_path: Path, filename: str) -> Path:
     candidates = [images_dir / filename] if filename else []
     candidates += [images_dir / (xml_path.stem + suffix) for suffix in IMAGE_SUFFIXES]
+    candidates += [images_dir / (xml_path.stem + suffix.upper()) for suffix in IMAGE_SUFFIXES]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -73,37 +75,90 @@ class VocOptions:
     copy: bool = False  # copy the images into the dataset instead of linking them
 
 
-def _read_annotations(annotations_dir: Path, images_dir: Path, include_difficult: bool) -> list[tuple]:
-    """(image, width, height, objects) per .xml file, difficult objects left out unless asked for."""
+@dataclass
+class VocCounts(BoxCounts):
+    images: int = 0
+    negatives: int = 0  # images left without a box
+    difficult: int = 0  # objects marked difficult, left out
+    unlisted: int = 0  # objects of classes not in --classes, left out
+
+
+@dataclass
+class VocRecord:
+    xml: Path
+    image: Path
+    width: int
+    height: int
+    objects: list[VocObject]
+
+
+def _read_annotations(annotations_dir: Path, images_dir: Path) -> list[VocRecord]:
+    """One record per .xml file; two describing the same image are refused."""
     xml_files = sorted(annotations_dir.glob("*.xml"))
     if not xml_files:
         raise DataError(f"{annotations_dir}: no .xml annotations found")
-    records = []
+    records, described = [], {}
     for xml_path in xml_files:
         filename, width, height, objects = read_annotation(xml_path)
         image = _find_image(images_dir, xml_path, filename)
+        if image in described:
+            raise DataError(f"{xml_path}: describes {image}, as {described[image]} does; keep one annotation "
+                            f"per image")
+        described[image] = xml_path
         if not width or not height:
             pixels = cv2.imread(str(image))
             if pixels is None:
                 raise DataError(f"{xml_path}: size missing and {image} is unreadable")
             height, width = pixels.shape[:2]
-        records.append((image, width, height, [o for o in objects if include_difficult or not o.difficult]))
+        records.append(VocRecord(xml_path, image, width, height, objects))
     return records
 
 
-def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | Path, name: str = "voc",
-                options: VocOptions = VocOptions()) -> Path:
-    """Write the Darknet dataset under ``out`` and return its ``.data`` path."""
-    annotations_dir, out = Path(annotations_dir), Path(out)
-    records = _read_annotations(annotations_dir, Path(images_dir), options.include_difficult)
-    names = list(options.classes or sorted({o.name for *_, objects in records for o in objects}))
-    if not names:
+def _label_rows(record: VocRecord, index: dict[str, int], include_difficult: bool, counts: VocCounts) -> list:
+    rows = []
+    for obj in record.objects:
+        if obj.difficult and not include_difficult:
+            counts.difficult += 1
+        elif obj.name not in index:
+            counts.unlisted += 1
+        else:
+            row = darknet_row_of(obj.box, record.width, record.height, counts)
+            if row is not None:
+                rows.append((index[obj.name], *row))
+    return rows
+
+
+def _class_names(records: list[VocRecord], options: VocOptions, annotations_dir: Path) -> list[str]:
+    if options.classes:
+        repeated = sorted({n for n in options.classes if options.classes.count(n) > 1})
+        if repeated:
+            raise DataError(f"--classes names {', '.join(repeated)} more than once; each class once, in order")
+        return list(options.classes)
+    found = {o.name for record in records for o in record.objects if options.include_difficult or not o.difficult}
+    if not found:
         raise DataError(f"{annotations_dir}: no objects found")
-    index = {n: i for i, n in enumerate(names)}
-    listed = []
-    for image, width, height, objects in records:
-        place_image(image, out / "images" / image.name, options.copy)
-        write_label_file(out / "labels" / (image.stem + ".txt"),
-                         [(index[o.name], *darknet_box(o.box, width, height)) for o in objects if o.name in index])
-        listed.append(f"images/{image.name}")
-    return write_dataset_files(out, name, names, seeded_split(listed, options.valid_fraction, options.seed))
+    return sorted(found)
+
+
+def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | Path, name: str = "voc",
+                options: VocOptions = VocOptions()) -> tuple[Path, VocCounts]:
+    """Write the Darknet dataset under ``out``; its ``.data`` path and what became of the objects."""
+    annotations_dir, out = Path(annotations_dir), Path(out)
+    records = _read_annotations(annotations_dir, Path(images_dir))
+    names = _class_names(records, options, annotations_dir)
+    check_distinct_labels((out / "images" / record.image.name, str(record.xml)) for record in records)
+    index, counts, listed = {n: i for i, n in enumerate(names)}, VocCounts(images=len(records)), []
+    for record in records:
+        rows = _label_rows(record, index, options.include_difficult, counts)
+        counts.negatives += not rows
+        place_image(record.image, out / "images" / record.image.name, options.copy)
+        write_label_file(out / "labels" / (record.image.stem + ".txt"), rows)
+        listed.append(f"images/{record.image.name}")
+    splits = seeded_split(listed, options.valid_fraction, options.seed)
+    return write_dataset_files(out, name, names, splits), counts
+
+
+def describe(data: Path, counts: VocCounts) -> str:
+    return (f"wrote {data}: {counts.images} images ({counts.negatives} without boxes), {counts.boxes} boxes; "
+            f"left out {counts.difficult} difficult, {counts.unlisted} of classes not in --classes and "
+            f"{counts.degenerate} outside their image; {counts.clipped} boxes clipped to their image")
