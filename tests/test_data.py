@@ -69,11 +69,13 @@ def test_empty_dataset_is_a_clear_error(tmp_path):
         DetectionDataset(tmp_path / "list.txt", 1)
 
 
-def test_unreadable_image_is_skipped_with_a_warning(tmp_path):
+@pytest.mark.parametrize("mosaic", [0.0, 1.0])
+def test_unreadable_image_is_skipped_with_a_warning(tmp_path, mosaic):
     root = tmp_path / "set"
     write_dataset(root, train=2, valid=1, size=64)
     (root / "images" / "train" / "00001.jpg").write_bytes(b"not a jpeg")
-    dataset = DetectionDataset(root / "train.txt", 4)
+    augment = Augment(mosaic=mosaic) if mosaic else None
+    dataset = DetectionDataset(root / "train.txt", 4, augment)
     with pytest.warns(UserWarning, match="skipping unreadable image .*00001.jpg"):
         batch = collate([dataset[(0, 64, 0)], dataset[(1, 64, 0)]])
     assert len(batch) == 1 and batch.skipped == [str(root / "images" / "train" / "00001.jpg")]

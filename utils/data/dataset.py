@@ -72,7 +72,8 @@ class DetectionDataset(Dataset):
         return warp(image, normalised_to_pixels(self.labels[index], w, h), matrix, size)
 
     def _mosaic(self, rng, index, size):
-        """Four images around a random centre of a double-size canvas, then zoomed back to ``size``."""
+        """Four images around a random centre of a double-size canvas, then zoomed back to ``size``; None when
+        the image at ``index`` cannot be read."""
         height, width = size
         canvas = np.full((2 * height, 2 * width, 3), PAD_VALUE, np.uint8)
         cx, cy = int(rng.uniform(0.5, 1.5) * width), int(rng.uniform(0.5, 1.5) * height)
@@ -80,8 +81,10 @@ class DetectionDataset(Dataset):
         all_boxes = []
         for k, i in enumerate(indices):
             image = self.read(int(i))
+            if image is None and k == 0:
+                return None  # the sample's own image: skipped and counted as any unreadable one is
             if image is None:
-                continue
+                continue  # a partner's quadrant stays grey (the warning names it)
             h, w = image.shape[:2]
             r = min(height / h, width / w)
             image = cv2.resize(image, (max(1, round(w * r)), max(1, round(h * r))))
@@ -107,13 +110,16 @@ class DetectionDataset(Dataset):
         path = str(self.images[index])
         rng = np.random.default_rng(seed)
         aug = self.augment
+        unreadable = Sample(None, np.zeros((0, 5), np.float32), path)
         if aug is not None and aug.mosaic and rng.random() < aug.mosaic:
-            image, boxes = self._mosaic(rng, index, size)
-            original_hw, box = size, None
+            mosaic = self._mosaic(rng, index, size)
+            if mosaic is None:
+                return unreadable
+            (image, boxes), original_hw, box = mosaic, size, None
         else:
             image = self.read(index)
             if image is None:
-                return Sample(None, np.zeros((0, 5), np.float32), path)
+                return unreadable
             original_hw = image.shape[:2]
             if aug is not None:
                 image, boxes = self._random_affine(rng, index, image, size)
