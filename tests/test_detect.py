@@ -39,6 +39,13 @@ def test_boxes_map_back_to_original_pixels_exactly(shape, letterbox):
     assert dets[0, 5].item() == 0 and dets[0, 4].item() == pytest.approx(0.72)
 
 
+def test_a_box_wholly_in_the_letterbox_padding_is_dropped():
+    batch, boxes = preprocess([np.zeros((300, 600, 3), np.uint8)], 416)  # padded above and below: 104 px each
+    for centre_y, found in ((50.0, 0), (208.0, 1)):
+        model = FixedOutput([208.0, centre_y, 40.0, 20.0])
+        assert len(detect(model, batch, boxes, [(300, 600)], NmsFilter(conf_thres=0.1))[0]) == found
+
+
 def test_preprocess_gives_rgb_in_0_1_in_channels_last_memory():
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2)]

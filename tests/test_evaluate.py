@@ -58,3 +58,16 @@ def test_class_count_mismatch_is_refused(random_model, tmp_path):
                              str(tmp_path / "80.weights"), "--data_config", str(data)],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and "4 classes, but the model predicts 80" in result.stderr
+
+
+def test_ground_truth_is_clipped_to_its_image_and_skipped_images_are_counted(tmp_path, capsys):
+    from tests.conftest import evaluate_on, random_tiny_model
+    root = tmp_path / "set"
+    write_dataset(root, train=1, valid=2, size=64)
+    (root / "labels" / "valid" / "00000.txt").write_text("0 0.95 0.5 0.5 0.5\n")  # runs 0.15 past the right edge
+    (root / "images" / "valid" / "00001.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        records, _ = evaluate_on(random_tiny_model(4, seed=0).eval(), root / "shapes.data", img_size=64)
+    (record,) = records
+    assert record.truth[0, 1:].tolist() == pytest.approx([0.7 * 64, 0.25 * 64, 64, 0.75 * 64])
+    assert "evaluation: skipped 1 unreadable image(s), e.g. " in capsys.readouterr().out

@@ -37,7 +37,7 @@ def score(records: list[ImageRecord], names: list[str], method: str = "coco") ->
 def collect_detections(model, loader, device: torch.device, conf_thres: float = 0.001, nms_thres: float = 0.5,
                        progress: bool = False) -> list[ImageRecord]:
     """Every image's detections (at most MAX_DETECTIONS each) and ground truth, in original-image pixels, with a
-    progress bar when ``progress``. Unreadable images are left out (their loader warns); a set of which none
+    progress bar when ``progress``. Unreadable images are left out (counted in a line); a set of which none
     could be read is a :class:`DataError`, not a score of 0."""
     was_training = model.training
     model.eval()
@@ -52,7 +52,9 @@ def collect_detections(model, loader, device: torch.device, conf_thres: float = 
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         for i, (dets, box) in enumerate(zip(detections, batch.letterboxes)):
             truth = batch.targets[batch.targets[:, 0] == i]
-            gt_xyxy = box.to_original(xywh_to_xyxy(truth[:, 2:6] * scale))
+            # clipped as the detections are (and as training clips its targets): a box running off the image
+            # is scored on the part inside it, which is all a detector can see
+            gt_xyxy = box.to_original(xywh_to_xyxy(truth[:, 2:6] * scale), batch.original_hw[i])
             dets = dets.cpu()
             dets[:, :4] = box.to_original(dets[:, :4], batch.original_hw[i])
             height, width = batch.original_hw[i]
@@ -62,6 +64,9 @@ def collect_detections(model, loader, device: torch.device, conf_thres: float = 
     if skipped and not records:
         raise DataError(f"{describe_source(loader.dataset.list_path)}: not one of its {len(skipped)} images could be "
                         f"read (e.g. {skipped[0]}), so there is nothing to evaluate")
+    if skipped:
+        tqdm.write(f"evaluation: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}; their boxes are not "
+                   f"in the scores")
     return records
 
 

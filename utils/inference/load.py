@@ -60,9 +60,11 @@ def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):
 def detect(model: Darknet, batch: torch.Tensor, letterboxes: list[Letterbox], shapes: list[tuple[int, int]],
            rule: NmsFilter = NmsFilter()) -> list[torch.Tensor]:
     """Detections per image, ``(n, 6)``: x1 y1 x2 y2 in original-image pixels, score, class; ``rule`` says which
-    boxes are kept."""
+    boxes are kept. A box lying wholly in the letterbox's padding has nothing left once clipped to the image,
+    and is dropped (written as a label, it would have no width or height)."""
     out = model(batch.to(next(model.parameters()).device))
-    results = filter_detections(out.float(), rule)
-    for dets, box, shape in zip(results, letterboxes, shapes):
+    kept = []
+    for dets, box, shape in zip(filter_detections(out.float(), rule), letterboxes, shapes):
         dets[:, :4] = box.to_original(dets[:, :4], shape)
-    return [d.cpu() for d in results]
+        kept.append(dets[(dets[:, 2] > dets[:, 0]) & (dets[:, 3] > dets[:, 1])].cpu())
+    return kept
