@@ -115,6 +115,14 @@ def test_the_command_line_prints_both_lists_and_stops_on_missing_labels(shapes, 
     assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path / "l.png")]) == 0
     out = capsys.readouterr().out
     assert "train.txt" in out and "valid.txt" in out and (tmp_path / "l.png").exists()
+    drawn = (tmp_path / "l.png").read_bytes()
+    assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path / "l.png")]) == 1
+    assert "l.png: the file exists; choose another name or pass --exist_ok" in capsys.readouterr().err
+    assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path)]) == 1
+    assert "is a folder, expected a file name" in capsys.readouterr().err and (tmp_path / "l.png").read_bytes() == drawn
+    with pytest.raises(SystemExit):
+        check_main(["--data_config", str(root / "shapes.data"), "--img_size", "-5"])
+    assert "--img_size: expected an integer in 32 .. inf" in capsys.readouterr().err
     for label in (root / "labels" / "valid").iterdir():
         label.unlink()
     assert check_main(["--data_config", str(root / "shapes.data")]) == 1

@@ -23,11 +23,11 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
-from utils.cli import print_error
+from utils.cli import ArgumentParser, integer, run_main
 from utils.data.config import DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.labels import label_path
-from utils.errors import UserError
+from utils.output_files import named_write_errors, refuse_existing
 from utils.plots import plot_labels
 
 ALLOW_NEGATIVES_FLAG = "--allow_all_negative"
@@ -165,28 +165,36 @@ def dataset_notes(summary: DatasetSummary) -> list[str]:
     return notes
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m utils.data.check --data_config D [--img_size 416] [--labels_png PATH]``: both lists' tables."""
-    parser = argparse.ArgumentParser(description="Check a dataset's images and labels before training.")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(description="Check a dataset's images and labels before training.")
     parser.add_argument("--data_config", required=True, help=".data or .yaml")
-    parser.add_argument("--img_size", type=int, default=416, help="training size the box sizes are counted at")
+    parser.add_argument("--img_size", type=integer(32, multiple=32), default=416,
+                        help="training size the box sizes are counted at")
     parser.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_negatives", action="store_true",
                         help="do not stop when most images have no label file")
     parser.add_argument("--labels_png", help="also draw the train labels (boxes per class, centres, sizes) here")
-    args = parser.parse_args(argv)
-    options = CheckOptions(args.img_size, args.allow_negatives)
-    try:
-        config = parse_data_config(args.data_config)
-        for source in (config.train, config.valid):
-            dataset = DetectionDataset(source, config.classes)
-            print(format_dataset_summary(check_dataset(dataset, config.names, options)))
-    except UserError as err:
-        print_error(str(err))
-        return 1
+    parser.add_argument("--exist_ok", action="store_true", help="replace an existing --labels_png")
+    return parser.parse_args(argv)
+
+
+def check(args: argparse.Namespace) -> int:
     if args.labels_png:
-        plot_labels(DetectionDataset(config.train, config.classes).labels, config.names, Path(args.labels_png))
+        refuse_existing([args.labels_png], "--labels_png", args.exist_ok)
+    options = CheckOptions(args.img_size, args.allow_negatives)
+    config = parse_data_config(args.data_config)
+    for source in (config.train, config.valid):
+        print(format_dataset_summary(check_dataset(DetectionDataset(source, config.classes), config.names, options)))
+    if args.labels_png:
+        with named_write_errors(args.labels_png, "labels plot"):
+            plot_labels(DetectionDataset(config.train, config.classes).labels, config.names, Path(args.labels_png))
         print(f"wrote {args.labels_png}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m utils.data.check --data_config D [--img_size 416] [--labels_png PATH]``: both lists' tables."""
+    args = parse_args(argv)
+    return run_main(lambda: check(args))
 
 
 if __name__ == "__main__":
