@@ -63,6 +63,18 @@ def test_data_config_resolves_paths_next_to_it_and_checks_names(tmp_path):
         parse_data_config(data)
 
 
+def test_data_config_comments_are_whole_lines_or_after_a_space(tmp_path):
+    data = write_dataset(tmp_path / "set#1", train=3, valid=2, size=64)
+    text = data.read_text()
+    data.write_text("# my set\n; as Darknet allows\n" + text.replace("classes=4", "classes=4  # four shapes")
+                    .replace("train=", f"train={tmp_path / 'set#1'}/"))
+    config = parse_data_config(data)
+    assert config.classes == 4 and config.train == tmp_path / "set#1" / "train.txt"
+    data.write_text(text + "classes=5\n")
+    with pytest.raises(DataError, match=r"shapes\.data:\d+: classes= is given again \(first on line 1\)"):
+        parse_data_config(data)
+
+
 def test_empty_dataset_is_a_clear_error(tmp_path):
     (tmp_path / "list.txt").write_text("\n\n")
     with pytest.raises(DataError, match="the image list is empty"):

@@ -56,12 +56,17 @@ def parse_data_config(path: str | Path) -> DataConfig:
     lines = read_text(path, "data config", DataError).splitlines()
     values: dict[str, tuple[str, int]] = {}
     for lineno, raw in enumerate(lines, 1):
-        line = raw.split("#")[0].strip()
-        if not line:
+        # Darknet's comments are whole lines starting with # or ;; a # after a space ends a line too, but one
+        # inside a value (train=set#1/train.txt) is part of it
+        line = re.split(r"\s#", raw, maxsplit=1)[0].strip()
+        if not line or line[0] in "#;":
             continue
         key, sep, value = line.partition("=")
         if not sep:
             raise DataError(f"{path}:{lineno}: expected 'key=value', got {raw.strip()!r}")
+        if key.strip() in values:
+            raise DataError(f"{path}:{lineno}: {key.strip()}= is given again (first on line "
+                            f"{values[key.strip()][1]}); keep one")
         values[key.strip()] = (value.strip(), lineno)
     for key in ("classes", "train", "valid", "names"):
         if key not in values:
