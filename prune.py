@@ -118,8 +118,8 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
     if args.percent > 0:  # refuses a percent that would empty a layer, before anything is written
         masked, graph, selection = masked_model(work, args.percent, args.layer_keep, args.shortcut_mode,
                                                 args.channel_multiple)
-        print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}; "
-              f"the largest percent that empties no layer is {selection.safe_percent:.1%}")
+        print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}: {selection.pruned_share:.1%} of the "
+              f"channels are at or under it; the largest percent that empties no layer is {selection.safe_percent:.1%}")
         compact = compact_model(masked, graph, selection)
     write_model_files(compact, out, (state or {}).get("names") or (data.names if data else None))
     comparison = compare(model, compact, out / "pruned.weights", args.img_size, data)

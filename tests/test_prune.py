@@ -91,6 +91,22 @@ def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_p
         assert (compact(x) - masked(x)).abs().max().item() <= 1e-4
 
 
+def test_gammas_tied_at_the_threshold_go_together_so_zeros_after_sparsity_training_are_pruned():
+    model = randomize(Darknet(REPO / "cfg" / "yolov3-tiny.cfg"), seed=5, gain=0.9).eval()
+    graph = ChannelGraph(model)
+    before = select(graph, 0.3, layer_keep=0.01)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight[bn.weight.abs() < 0.9] = 0.0  # as --sr leaves them: exactly 0
+    graph = ChannelGraph(model)
+    zeros = sum(g == 0 for g in graph.gamma_of_atoms().values())
+    selection = select(graph, 0.2, layer_keep=0.01)
+    assert zeros / len(selection.gammas) > 0.2 and selection.threshold == 0.0
+    assert selection.pruned_share == zeros / len(selection.gammas)
+    assert sum(not kept for kept in selection.kept.values()) >= zeros - len(graph.segments)  # minus layer minimums
+    assert sum(not kept for kept in before.kept.values()) == int(0.3 * len(before.gammas))  # untied: exactly 30 %
+
+
 def test_channels_with_zero_gamma_and_beta_are_removed_without_changing_outputs(write_cfg, tmp_path):
     """Channels that already emit nothing (gamma = beta = 0, as sparsity training drives them) go, exactly."""
     text = conv(16, 3, 2) + conv(16, 1, 1) + "[res2net]\nplanes=8\nbase_width=32\n\n" + HEAD

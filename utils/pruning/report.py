@@ -43,7 +43,8 @@ class PruneRequest:
         channels = ""
         if selection is not None:
             channels = (f"{self.percent:.1%} of prunable BN channels targeted (threshold |gamma| "
-                        f"{selection.threshold:.5f}, shortcut mode {self.shortcut_mode}, layer_keep "
+                        f"{selection.threshold:.5f}, {selection.pruned_share:.1%} at or under it, shortcut mode "
+                        f"{self.shortcut_mode}, layer_keep "
                         f"{self.layer_keep}, channel_multiple {self.channel_multiple}); "
                         f"largest safe percent {selection.safe_percent:.1%}. ")
         return (units + channels).strip()

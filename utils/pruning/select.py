@@ -23,6 +23,11 @@ class Selection:
     safe_percent: float  # the largest percent that empties no layer
     gammas: list[float] = field(default_factory=list)
 
+    @property
+    def pruned_share(self) -> float:
+        """The share of the prunable channels at or under the threshold (before any per-layer minimum)."""
+        return sum(g <= self.threshold for g in self.gammas) / len(self.gammas) if self.gammas else 0.0
+
     def keep_mask(self, graph: ChannelGraph, atoms: list[int]) -> torch.Tensor:
         return torch.tensor([self.kept.get(graph.atoms.find(a), True) for a in atoms], dtype=torch.bool)
 
@@ -64,6 +69,7 @@ class Candidates:
         return cls(scores, values, [(size, roots) for size, roots in segments if roots])
 
     def safe_percent(self) -> float:
+        """The largest percent whose threshold stays under every layer's largest score."""
         safe_threshold = min(max(self.scores[r] for r in roots) for _, roots in self.segments)
         return sum(v < safe_threshold for v in self.values) / len(self.values)
 
@@ -97,8 +103,11 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
     _check(percent, shortcut_mode, channel_multiple)
     candidates = Candidates.of(graph, shortcut_mode)
     values = candidates.values
-    threshold = values[min(int(percent * len(values)), len(values) - 1)] if percent > 0 else -math.inf
-    kept = {root: score >= threshold for root, score in candidates.scores.items()}
+    # the int(percent * n) smallest go, and any tied with the largest of them: after --sr many gammas are
+    # exactly 0, and a threshold that kept its ties would then keep them all
+    count = int(percent * len(values))
+    threshold = values[count - 1] if count > 0 else -math.inf
+    kept = {root: score > threshold for root, score in candidates.scores.items()}
     _keep_minimum(kept, candidates, layer_keep, percent)
     if channel_multiple > 1:
         _round_up_to_multiple(kept, candidates, channel_multiple)
