@@ -17,7 +17,6 @@ An existing OUT is only replaced with --force (never an input), and is never lef
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_mod
 from utils.darknet.weights import WeightsFileError
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
-from utils.output_files import named_write_errors
+from utils.output_files import named_write_errors, refuse_replacing_inputs
 
 CHECKPOINT_OUT = (".pth", ".pt")
 
@@ -89,13 +88,8 @@ def run_import(args, cfg: Path | None) -> str:
 
 def refuse_existing(path: Path, force: bool, inputs: tuple[Path | str | None, ...]) -> None:
     """Refuse an existing output without --force, and an output that is one of the inputs even with it."""
-    if not path.exists():
-        return
-    for source in (Path(name) for name in inputs if name):
-        if source.exists() and os.path.samefile(path, source):
-            raise UserError(f"{path} is the input {source}; write the output to another file (--force replaces an "
-                            f"earlier output, never an input)")
-    if not force:
+    refuse_replacing_inputs([path], inputs, "output")
+    if path.exists() and not force:
         raise UserError(f"{path} exists; pass --force to replace it")
 
 

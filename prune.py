@@ -23,12 +23,13 @@ from utils.darknet.model import Darknet
 from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.errors import UserError
 from utils.fileio import atomic_write
-from utils.output_files import named_write_errors, removed_on_failure
+from utils.output_files import named_write_errors, refuse_replacing_inputs, removed_on_failure
 from utils.plots import plot_channels, plot_gamma_threshold
 from utils.pruning import compact_model, masked_model, remove_units
 from utils.pruning.report import PruneRequest, compare, write_report
 
 RUNS = Path("runs/prune")  # where results go without --output, as runs/prune/expN
+OUTPUT_FILES = ("pruned.cfg", "pruned.weights", "pruned.pth", "report.md", "gammas.png", "channels.png")
 FRACTION = number(0, 1)
 PERCENT = number(0, 1, below=True)  # all channels (1) would empty every layer
 
@@ -61,6 +62,9 @@ def check_request(args: argparse.Namespace) -> Path:
     work."""
     if args.percent <= 0 and args.layers <= 0:
         raise UserError("nothing to do: give --percent (channels) and/or --layers (residual units)")
+    if args.output:
+        written = [Path(args.output) / name for name in OUTPUT_FILES]
+        refuse_replacing_inputs(written, [args.weights_path, args.model_def, args.data_config], "--output")
     return output_folder(args.output, RUNS, args.exist_ok)
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from utils.cli import ArgumentParser, add_half_flag, device_flag, integer, number, run_main, select_device
 from utils.data.batching import evaluation_loader
-from utils.data.config import DataError, parse_data_config
+from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
 from utils.evaluation.confusion import best_f1_confidence, write_evaluation_pictures
 from utils.evaluation.evaluate import collect_detections, format_best_f1, format_results, score, write_coco_json
 from utils.evaluation.metrics import METHODS
 from utils.inference.load import load_model
-from utils.output_files import named_write_errors, refuse_existing
+from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
 from utils.plots import plot_pr_curves
 from utils.training.options import DEFAULT_DATA
 
@@ -53,18 +53,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before evaluating, to replace a file the run would write (unless --exist_ok)."""
+def check_outputs(args: argparse.Namespace, data: DataConfig) -> None:
+    """Refuse, before evaluating, to replace a file the run would write (unless --exist_ok), and any of the
+    files it reads (even with --exist_ok)."""
+    inputs = [args.weights_path, args.model_def, *data.files()]
     if args.save_json:
         detections = Path(args.save_json)
-        refuse_existing([detections, detections.with_name(detections.stem + "_gt.json")], "--save_json",
-                        args.exist_ok)
+        outputs = [detections, detections.with_name(detections.stem + "_gt.json")]
+        refuse_replacing_inputs(outputs, inputs, "--save_json")
+        refuse_existing(outputs, "--save_json", args.exist_ok)
     if args.pr_curves:
+        refuse_replacing_inputs([args.pr_curves], inputs, "--pr_curves")
         refuse_existing([args.pr_curves], "--pr_curves", args.exist_ok)
     if args.plots:
         folder = Path(args.plots)
         if folder.exists() and not folder.is_dir():
             raise UserError(f"--plots {folder}: is a file, expected a folder")
+        refuse_replacing_inputs([folder / name for name in PICTURES], inputs, "--plots")
         refuse_existing([folder / name for name in PICTURES], "--plots", args.exist_ok)
 
 
@@ -85,9 +90,9 @@ def write_outputs(args: argparse.Namespace, records: list, result, names: list[s
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    check_outputs(args)
-    device = select_device(args.device)
     data = parse_data_config(args.data_config)
+    check_outputs(args, data)
+    device = select_device(args.device)
     loaded = load_model(args.weights_path, args.model_def, device=device, half=args.half)
     if loaded.model.num_classes != data.classes:
         raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "

@@ -32,6 +32,8 @@ def files(tmp_path_factory):
     (root / "run").mkdir()
     (root / "run" / "last.pth").write_bytes(b"an earlier run's")
     (root / "existing.json").write_text("[]")
+    (root / "pruned").mkdir()
+    save_model(model, root / "pruned" / "pruned.pth", ["circle", "rectangle", "triangle", "cross"])
     return {"data": data, "cfg": root / "tiny.cfg", "weights_only": root / "weights_only.pth",
             "junk": root / "junk.pth", "misfit": root / "misfit.pth", "run": root / "run",
             "existing": root / "existing.json", "root": root}
@@ -63,6 +65,10 @@ ROWS = [
     (TEST + " --save_json {existing}", "--save_json {existing}: the file exists; choose another name or pass "
                                        "--exist_ok"),
     (TEST + " --conf_thres nan", "argument --conf_thres: expected a finite number in [0, 1], got nan"),
+    (TEST + " --save_json {data} --exist_ok", "--save_json {data} is the input {data}; write it elsewhere"),
+    ("prune.py --weights_path {root}/pruned/pruned.pth --percent 0.3 --output {root}/pruned --exist_ok",
+     "--output {root}/pruned/pruned.pth is the input {root}/pruned/pruned.pth"),
+    ("calc_anchors.py --data_config {data} --model_def {cfg} --out {cfg} --force", "--out {cfg} is the input {cfg}"),
     (TEST.replace("{weights_only}", "{misfit}"), "{misfit}: tensor 'layers.4.conv.weight' has shape (27, 32, 1, 1)"),
     (PRUNE.replace("0.3", "nan"), "argument --percent: expected a finite number in [0, 1), got nan"),
     (PRUNE + " --layer_keep 2", "argument --layer_keep: expected a finite number in [0, 1], got 2"),

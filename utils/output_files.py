@@ -57,6 +57,17 @@ def refuse_existing(paths: Iterable[str | Path], flag: str, exist_ok: bool) -> N
             raise UserError(f"{flag} {path}: the file exists; choose another name or pass --exist_ok to replace it")
 
 
+def refuse_replacing_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], flag: str) -> None:
+    """Refuse an output that is one of the inputs (the same file by any name), with --exist_ok or --force too:
+    those replace earlier results, never what the command reads."""
+    sources = [Path(name) for name in inputs if name]
+    for output in map(Path, outputs):
+        for source in sources:
+            if output.exists() and source.exists() and os.path.samefile(output, source):
+                raise UserError(f"{flag} {output} is the input {source}; write it elsewhere (--exist_ok and "
+                                f"--force replace earlier results, never an input)")
+
+
 def refuse_filled_folder(folder: Path, flag: str, exist_ok: bool) -> None:
     """Stop before any work when ``folder`` (chosen by ``flag``) is a file, or a folder that holds anything
     (unless ``exist_ok``): an earlier result is never replaced unasked."""

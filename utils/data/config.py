@@ -45,6 +45,13 @@ class DataConfig:
     names: list[str]
     backup: Path | None = None
     test: ImageSource | None = None  # only YOLOv5-style YAML configs name one
+    names_file: Path | None = None  # the .names file (YAML configs list their names inline)
+
+    def files(self) -> list[Path]:
+        """The files this config reads (itself, its names, its list files): what no output may replace."""
+        sources = [s for part in (self.train, self.valid, self.test) if part is not None
+                   for s in (part if isinstance(part, tuple) else (part,))]
+        return [self.path, *([self.names_file] if self.names_file else []), *(s for s in sources if s.is_file())]
 
 
 def parse_data_config(path: str | Path) -> DataConfig:
@@ -84,7 +91,7 @@ def parse_data_config(path: str | Path) -> DataConfig:
         raise DataError(f"{path}: classes={text} but {names_path} lists {len(names)} names")
     backup = resolve_path(values["backup"][0], base) if "backup" in values else None
     return DataConfig(path, int(text), resolve_path(values["train"][0], base),
-                      resolve_path(values["valid"][0], base), names, backup)
+                      resolve_path(values["valid"][0], base), names, backup, names_file=names_path)
 
 
 def describe_source(source: ImageSource) -> str:
