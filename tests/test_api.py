@@ -100,6 +100,31 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
         detector([3])
     with pytest.raises(UserError, match="names: 2 class names for a model with 4 classes"):
         Detector(files / "model.pth", names=["a", "b"])
+    for neither in (None, 5, object()):
+        with pytest.raises(UserError, match="expected an image .* or a list of them, got "):
+            detector(neither)
+
+
+@pytest.mark.parametrize("changes,problem", [
+    (dict(img_size=100), "img_size: expected a multiple of 32 of at least 32, got 100"),
+    (dict(batch_size=0), "batch_size: expected an integer of at least 1, got 0"),
+    (dict(conf_thres=2), r"conf_thres: expected a number in \[0, 1\], got 2"),
+    (dict(iou_thres=-1), r"iou_thres: expected a number in \[0, 1\], got -1"),
+    (dict(max_det=0), "max_det: expected an integer of at least 1, got 0"),
+    (dict(classes=(-1,)), r"classes: expected class indices"),
+])
+def test_settings_out_of_range_are_refused_when_made(changes, problem):
+    with pytest.raises(UserError, match=problem):
+        DetectSettings(**changes)
+
+
+def test_settings_the_model_cannot_meet_are_refused_when_given(files):
+    detector = Detector(files / "model.pth", settings=SETTINGS)
+    with pytest.raises(UserError, match=r"classes: 9 is not a class of this model, which has 4 \(0\.\.3\)"):
+        detector.settings = DetectSettings(classes=(0, 9))
+    with pytest.raises(UserError, match="settings: expected a DetectSettings, got dict"):
+        detector.settings = {"img_size": 96}
+    assert detector.settings is SETTINGS
 
 
 def hub_module():

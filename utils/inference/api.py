@@ -27,6 +27,7 @@ from utils.darknet.model import Darknet
 from utils.errors import UserError
 from utils.fileio import regular_file
 from utils.inference.load import class_names, detect, load_model, preprocess
+from utils.inference.nms import SettingsError
 from utils.inference.pipeline import DetectSettings
 
 ImageLike = Union[str, Path, np.ndarray]  # a path, or an HxWx3 BGR array as OpenCV reads images
@@ -113,8 +114,25 @@ class Detector(nn.Module):
             self.model, self.names = loaded.model, loaded.names
         self.settings = settings if settings is not None else DetectSettings(batch_size=API_BATCH_SIZE)
 
+    @property
+    def settings(self) -> DetectSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: DetectSettings) -> None:
+        if not isinstance(settings, DetectSettings):
+            raise SettingsError(f"settings: expected a DetectSettings, got {type(settings).__name__}")
+        outside = [c for c in settings.classes or () if c >= self.model.num_classes]
+        if outside:
+            raise SettingsError(f"classes: {outside[0]} is not a class of this model, which has "
+                                f"{self.model.num_classes} (0..{self.model.num_classes - 1})")
+        self._settings = settings
+
     def forward(self, images: ImageLike | Iterable[ImageLike]) -> Detections | list[Detections]:
         single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim < 4)
+        if not single and not isinstance(images, Iterable):
+            raise ImageInputError(f"expected an image (a file path or a numpy BGR array) or a list of them, got "
+                                  f"{type(images).__name__}")
         items = [images] if single else list(images)
         settings, results = self.settings, []
         for start in range(0, len(items), settings.batch_size):

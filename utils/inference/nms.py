@@ -9,11 +9,13 @@ about one block per ``max_det`` survivors, not its square.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
 
 from utils.boxes import xywh_to_xyxy
+from utils.errors import UserError
 
 MAX_CANDIDATES = 30000  # per image, highest scores first: more above the threshold only cost time
 
@@ -81,6 +83,10 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, classes
     return order[kept]
 
 
+class SettingsError(UserError, ValueError):
+    """Detection settings out of their range (the Python API's; detect.py's flags are checked as parsed)."""
+
+
 @dataclass(frozen=True)
 class NmsFilter:
     """Which boxes survive: score (objectness x class score) above ``conf_thres``, greedy NMS at ``iou_thres``
@@ -93,6 +99,16 @@ class NmsFilter:
     classes: tuple[int, ...] | None = None
     agnostic: bool = False
     multi_label: bool = False  # every class above conf_thres for a box, else its best
+
+    def __post_init__(self):
+        for name in ("conf_thres", "iou_thres"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and 0.0 <= value <= 1.0):
+                raise SettingsError(f"{name}: expected a number in [0, 1], got {value!r}")
+        if not (isinstance(self.max_det, numbers.Integral) and self.max_det >= 1):
+            raise SettingsError(f"max_det: expected an integer of at least 1, got {self.max_det!r}")
+        if self.classes is not None and not all(isinstance(c, numbers.Integral) and c >= 0 for c in self.classes):
+            raise SettingsError(f"classes: expected class indices (integers from 0), got {self.classes!r}")
 
 
 def filter_detections(prediction: torch.Tensor, rule: NmsFilter) -> list[torch.Tensor]:

@@ -3,6 +3,7 @@ the model and NMS, into a :class:`DetectionWriter` (and a viewer window); timed 
 the inputs, at Ctrl-C or at a stop key in the viewer, and each way leaves complete outputs behind."""
 from __future__ import annotations
 
+import numbers
 import signal
 import threading
 import time
@@ -13,7 +14,7 @@ from tqdm import tqdm
 
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
-from utils.inference.nms import NmsFilter
+from utils.inference.nms import NmsFilter, SettingsError
 from utils.inference.reader import FrameReader
 from utils.inference.sources import Frame, Input, batches, count_frames, read_frames
 from utils.inference.viewer import FrameViewer
@@ -27,6 +28,13 @@ class DetectSettings(NmsFilter):
     img_size: int = 416  # network input (multiple of 32)
     letterbox: bool = True  # keep the aspect ratio and pad, else stretch
     batch_size: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (isinstance(self.img_size, numbers.Integral) and self.img_size >= 32 and self.img_size % 32 == 0):
+            raise SettingsError(f"img_size: expected a multiple of 32 of at least 32, got {self.img_size!r}")
+        if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
+            raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
 
 
 @dataclass
