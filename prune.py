@@ -134,7 +134,7 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
     print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md"
           f"{', gammas.png, channels.png' if selection is not None else ''}\n"
           f"fine-tune: python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "
-          f"--data_config ...")
+          f"--data_config {args.data_config or 'DATA'}")
     return 0
 
 
