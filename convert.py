@@ -93,7 +93,22 @@ def refuse_existing(path: Path, force: bool, inputs: tuple[Path | str | None, ..
         raise UserError(f"{path} exists; pass --force to replace it")
 
 
+EXPORT_FLAGS = ("nms", "conf_thres", "iou_thres", "max_det", "fuse", "img_size")  # only an export reads these
+
+
+def refuse_unused_flags(args) -> None:
+    """A flag the chosen conversion would ignore is a mistake to name, not to pass over in silence."""
+    if not (args.onnx or args.torchscript):
+        given = [name for name in EXPORT_FLAGS if getattr(args, name) not in (None, False)]
+        if given:
+            raise UserError(f"--{given[0]} sets an export; add --onnx OUT.onnx or --torchscript OUT.pt")
+    if args.import_imagenet and args.cutoff is not None:
+        raise UserError("--cutoff does not apply to --import_imagenet: the backbone's layers are those the "
+                        "checkpoint fills (name the output .conv.N or .weights)")
+
+
 def run(args) -> str:
+    refuse_unused_flags(args)
     cfg = Path(args.model_def) if args.model_def else None
     if args.import_imagenet:
         return run_import(args, cfg)

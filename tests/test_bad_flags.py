@@ -78,6 +78,10 @@ ROWS = [
     ("convert.py {weights_only} --onnx {root}/m.onnx --img_size 33", "argument --img_size: expected an integer in "
                                                                      "32 .. inf, a multiple of 32, got 33"),
     ("convert.py /dev/null {root}/out.pth", "/dev/null: is not a regular file"),
+    ("convert.py {weights_only} {root}/out.pth --nms", "--nms sets an export; add --onnx OUT.onnx or --torchscript"),
+    ("convert.py {weights_only} {root}/out.pth --fuse", "--fuse sets an export; add --onnx"),
+    ("convert.py --import_imagenet {junk} --model_def {cfg} {root}/b.conv.3 --cutoff 2",
+     "--cutoff does not apply to --import_imagenet"),
     ("convert.py {misfit} {root}/out.weights", "{misfit}: tensor 'layers.4.conv.weight'"),
     ("models.py --summary {cfg} --img_size 64 96 128", "argument --img_size: expected one size or height width"),
     ("models.py --summary {cfg} --weights {junk}", "{junk}: not a readable checkpoint"),

@@ -96,7 +96,8 @@ def compare(original: Darknet, pruned: Darknet, pruned_weights: Path, img_size: 
                    pruned_weights.stat().st_size / 1e6, lambda v: f"{v:.2f}")
     before_ms, after_ms = latencies_ms([original, pruned], img_size)
     comparison.add(f"CPU latency at {img_size} (ms, 2 threads)", before_ms, after_ms, lambda v: f"{v:.1f}")
-    comparison.rows[-1][-1] += f" ({before_ms / after_ms:.2f}x faster)"
+    speedup = before_ms / after_ms
+    comparison.rows[-1][-1] += f" ({speedup:.2f}x faster)" if speedup >= 1 else f" ({1 / speedup:.2f}x slower)"
     if data is not None:
         comparison.add("mAP@0.5 (valid)", map50(original, data, img_size), map50(pruned, data, img_size),
                        lambda v: f"{v:.4f}")
