@@ -3,8 +3,10 @@
 PyTorch's CPU convolution hands oneDNN the weight in PyTorch's layout, and oneDNN reorders it into its own
 blocked one on every call: for the deep convs of a YOLO, whose weights are large and whose maps are small,
 that copy is a fifth of the conv's time (yolov3-tiny's 512 -> 1024 3x3 at 13x13: 8.5 -> 6.3 ms). Reordering
-once and calling oneDNN's convolution on the blocked copy gives the same numbers bit for bit, and fuses a
-ReLU or leaky ReLU into it. The inner ``nn.Conv2d`` is not called on this path, so forward hooks on it do not
+once and calling oneDNN's convolution on the blocked copy gives the same numbers bit for bit wherever PyTorch
+itself would call oneDNN, and fuses a ReLU or leaky ReLU into it. At batch 1 PyTorch sends a kernel of at most
+3x3 on an input of at most 20,480 values to its im2col path instead, which can sum in another order (seen:
+up to ~2e-6 apart). The inner ``nn.Conv2d`` is not called on this path, so forward hooks on it do not
 fire (hooks on the Darknet layer do).
 """
 from __future__ import annotations
