@@ -2,14 +2,16 @@
 
     python -m benchmarks.bench_speed                              # inference, detection and training
     python -m benchmarks.bench_speed --only inference --sizes 416
-    python -m benchmarks.bench_speed --pruned runs/prune/x/pruned.pth --original runs/x/best.pth
+    python -m benchmarks.bench_speed --models --original runs/x/best.pth --pruned runs/prune/x/pruned.pth
     python -m benchmarks.bench_speed --only step --baseline ../baseline  # one step, before/after, interleaved
 
 - inference: per-image forward time of the prepared model (what test.py, detect.py and the API run) at batch 1
-  and 8 (``--half``: also batch 1 in half precision, "1 h"; ``--compile``: batch 1 after torch.compile, "1 c",
-  an experiment that did not pay; ``--baseline``: each row also on another checkout), the compute floor measured in the same process (convolution FLOPs /
-  this machine's fp32 matmul rate, 1024^3 matmuls timed beside the model), their ratio, and the process's
-  peak memory;
+  and 8, the compute floor measured in the same process (convolution FLOPs / this machine's fp32 matmul rate,
+  1024^3 matmuls timed beside the model), their ratio, and the process's peak memory: medians over
+  ``--rounds`` rounds that each run every row once, with the spread (lowest and highest ratio). ``--half``
+  adds batch 1 in half precision ("1 h"); ``--compile`` batch 1 after torch.compile ("1 c", an experiment that
+  did not pay); ``--baseline`` times each row on another checkout too; ``--pruned`` with ``--original`` adds
+  the pruned model's speed-up beside its FLOPs reduction;
 - detection: one decoded image -> final boxes (letterbox, forward, NMS) for yolov3-tiny at 416;
 - training: images per second with the real loader (augmentation, 2 workers), and the split of a step into
   data wait, forward, loss, backward, optimiser and EMA;
@@ -227,24 +229,56 @@ def run_case(kind: str, args: list, repo: Path = REPO) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report_inference(models: list[str], sizes: list[int], variants: list[str], baseline: Path | None) -> None:
-    """Each model at each size, batch 1 and 8, and batch 1 of each of ``variants`` ("half", "compile");
-    ``baseline``: each row also timed right after on that checkout (its own process and floor)."""
-    print(f"{'model':<32}{'size':>5}{'batch':>6}{'ms/img':>9}{'floor':>8}{'ratio':>7}{'BFLOPs':>8}{'peak MB':>9}"
-          + (f"{'before':>9}{'ratio':>7}{'change':>8}" if baseline else ""))
-    for model in models:
-        for size in sizes:
-            runs = [(1, ""), (8, "")] + [(1, variant) for variant in variants]
-            for batch, variant in runs:
-                r = run_case("inference", [model, size, batch] + ([variant] if variant else []))
-                label = f"{batch} {variant[0]}" if variant else f"{batch}"  # h: half, c: compiled
-                line = (f"{Path(model).name:<32}{size:>5}{label:>6}{r['ms_per_image']:>9.1f}{r['floor_ms']:>8.1f}"
-                        f"{r['ratio']:>7.2f}{r['gflops']:>8.2f}{r['peak_mb']:>9.0f}")
-                if baseline and not variant:
-                    before = run_case("inference", [model, size, batch], baseline)
-                    line += (f"{before['ms_per_image']:>9.1f}{before['ratio']:>7.2f}"
-                             f"{r['ms_per_image'] / before['ms_per_image'] - 1:>+8.0%}")
-                print(line)
+def _medians(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def _inference_line(label: str, runs: list[dict], before: list[dict]) -> str:
+    """One table row: medians over ``runs`` (and over ``before``, the baseline's), the ratio's spread."""
+    r = _medians(runs)
+    ratios = [run["ratio"] for run in runs]
+    line = (f"{label}{r['ms_per_image']:>9.1f}{r['floor_ms']:>8.1f}{r['ratio']:>7.2f}"
+            f"{f'{min(ratios):.2f}-{max(ratios):.2f}':>11}{r['gflops']:>8.2f}{r['peak_mb']:>9.0f}")
+    if before:
+        b = _medians(before)
+        line += f"{b['ms_per_image']:>9.1f}{b['ratio']:>7.2f}{r['ms_per_image'] / b['ms_per_image'] - 1:>+8.0%}"
+    return line
+
+
+def report_inference(models: list[str], sizes: list[int], variants: list[str], baseline: Path | None,
+                     rounds: int) -> dict:
+    """Each model at each size, batch 1 and 8, and batch 1 of each of ``variants`` ("half", "compile"), in
+    ``rounds`` rounds that each run every row once (and, with ``baseline``, that checkout's right after it,
+    in its own process with its own floor), so a drift of the machine's speed hits every row alike; prints
+    medians and the spread of the ratio, and returns each row's median results."""
+    rows = [(model, size, batch, variant) for model in models for size in sizes
+            for batch, variant in [(1, ""), (8, "")] + [(1, variant) for variant in variants]]
+    ours: dict[tuple, list[dict]] = {row: [] for row in rows}
+    theirs: dict[tuple, list[dict]] = {row: [] for row in rows}
+    for _ in range(rounds):
+        for row in rows:
+            model, size, batch, variant = row
+            ours[row].append(run_case("inference", [model, size, batch] + ([variant] if variant else [])))
+            if baseline and not variant:
+                theirs[row].append(run_case("inference", [model, size, batch], baseline))
+    print(f"{'model':<32}{'size':>5}{'batch':>6}{'ms/img':>9}{'floor':>8}{'ratio':>7}{'spread':>11}{'BFLOPs':>8}"
+          f"{'peak MB':>9}" + (f"{'before':>9}{'ratio':>7}{'change':>8}" if baseline else ""))
+    for (model, size, batch, variant), runs in ours.items():
+        label = f"{batch} {variant[0]}" if variant else f"{batch}"  # h: half, c: compiled
+        name = f"{Path(model).name:<32}{size:>5}{label:>6}"
+        print(_inference_line(name, runs, theirs[model, size, batch, variant]))
+    return {row: _medians(runs) for row, runs in ours.items()}
+
+
+def report_pruning_speedup(medians: dict, original: str, pruned: str) -> None:
+    """The pruned model's speed-up over its original next to its FLOPs reduction, per size and batch."""
+    for (model, size, batch, variant), after in medians.items():
+        before = medians.get((original, size, batch, variant))
+        if model != pruned or before is None:
+            continue
+        speedup, cut = before["ms_per_image"] / after["ms_per_image"], before["gflops"] / after["gflops"]
+        print(f"pruned @{size} batch {batch}{' ' + variant if variant else ''}: {speedup:.2f}x faster for "
+              f"{cut:.2f}x fewer FLOPs, the speed-up {speedup / cut:.0%} of the FLOPs cut")
 
 
 def report_train() -> None:
@@ -295,12 +329,14 @@ def _tune_allocator_as_the_scripts_do() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("inference", "detect", "train", "step"))
-    parser.add_argument("--models", nargs="+", default=list(INFERENCE_MODELS))
+    parser.add_argument("--models", nargs="*", default=list(INFERENCE_MODELS),
+                        help="cfg names or paths (none: only --original and --pruned)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[416, 320])
     parser.add_argument("--pruned", help="a pruned .pth (prune.py's pruned.pth) to add to the inference table")
     parser.add_argument("--original", help="the .pth it was pruned from, to compare speed-up with FLOPs")
     parser.add_argument("--baseline", type=Path, help="another checkout to compare steps and inference with")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the step comparison")
+    parser.add_argument("--rounds", type=int, default=3, choices=range(1, 100), metavar="N",
+                        help="rounds of the inference table and of the step comparison (medians over them)")
     parser.add_argument("--half", action="store_true", help="add batch 1 with prepare_inference(half=True)")
     parser.add_argument("--compile", action="store_true", help="add batch 1 after torch.compile (an experiment)")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
@@ -316,7 +352,9 @@ def main() -> None:
     models = args.models + [m for m in (args.original, args.pruned) if m]
     if args.only in (None, "inference"):
         variants = [name for name, on in (("half", args.half), ("compile", args.compile)) if on]
-        report_inference(models, args.sizes, variants, args.baseline)
+        medians = report_inference(models, args.sizes, variants, args.baseline, args.rounds)
+        if args.original and args.pruned:
+            report_pruning_speedup(medians, args.original, args.pruned)
     if args.only in (None, "detect"):
         r = run_case("detect", ["yolov3-tiny", 416])
         print(f"detect yolov3-tiny @416, 768x576 image -> boxes: {r['ms']:.1f} ms, floor {r['floor_ms']:.1f} ms, "
