@@ -4,6 +4,7 @@
     python -m benchmarks.bench_speed --only inference --sizes 416
     python -m benchmarks.bench_speed --models --original runs/x/best.pth --pruned runs/prune/x/pruned.pth
     python -m benchmarks.bench_speed --only step --baseline ../baseline  # one step, before/after, interleaved
+    python -m benchmarks.bench_speed --only layers --models --original A.pth --pruned B.pth --sizes 320
 
 - inference: per-image forward time of the prepared model (what test.py, detect.py and the API run) at batch 1
   and 8, the compute floor measured in the same process (convolution FLOPs / this machine's fp32 matmul rate,
@@ -18,7 +19,9 @@
 - step: one training step (forward, loss, backward, optimiser; synthetic batch and targets, no data
   loading), its float32 floor (three times the forward's convolution FLOPs at the matmul rate) and the ratio,
   of this checkout against another (``--baseline DIR``, e.g. a clone of an older main), the two
-  run alternately in rounds of fresh processes so a machine whose speed drifts hits both alike.
+  run alternately in rounds of fresh processes so a machine whose speed drifts hits both alike;
+- layers (only with ``--only layers``): each layer of each model at batch 1, its time beside its FLOPs and the
+  shares of both, to find the layers whose time does not follow their FLOPs (after pruning, say).
 
 Each case runs in a child process (``--case``), which prints one JSON line: that gives every case its own
 peak memory, and lets the step case run unchanged against an older checkout (it uses only APIs both have).
@@ -45,15 +48,16 @@ INFERENCE_MODELS = ("yolov3", "yolov3-tiny", "res2net-yolov3", "res2net-yolov3-t
 TRAINING_CASES = (("yolov3-tiny", 416, 8), ("res2net-yolov3-tiny", 416, 8), ("yolov3", 320, 4))
 
 
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_seconds(fn) for _ in range(repeats))
 
 
 def _matmul_flops_per_second() -> float:
@@ -128,6 +132,34 @@ def case_inference(source: str, size: int, batch: int, variant: str = "") -> dic
     floor = flops / statistics.median(rates)
     return {"ms_per_image": per_image * 1e3, "floor_ms": floor * 1e3, "ratio": per_image / floor,
             "gflops": flops / 1e9, "peak_mb": _peak_mb()}
+
+
+def case_layers(source: str, size: int, passes: int = 30) -> dict:
+    """Batch 1 of the prepared model, each of its layers timed on its own (hooks around every layer, medians over
+    ``passes``), with the layer's FLOPs; what the layers leave of a whole pass is the [yolo] decode and the
+    forward's own work."""
+    from utils.darknet.summary import summarize
+    model = _model(source).eval()
+    rows = summarize(model, (size, size))
+    model.prepare_inference()
+    started: dict[int, float] = {}
+    seconds: dict[int, list[float]] = {row.index: [] for row in rows}
+    hooks = []
+    for index, layer in enumerate(model.layers):
+        hooks.append(layer.register_forward_pre_hook(lambda *_, i=index: started.__setitem__(i, time.perf_counter())))
+        hooks.append(layer.register_forward_hook(
+            lambda *_, i=index: seconds[i].append(time.perf_counter() - started[i])))
+    x = torch.rand(1, 3, size, size)
+    with torch.inference_mode():
+        _run_until_steady(lambda: model(x))
+        for times in seconds.values():
+            times.clear()
+        whole = [_seconds(lambda: model(x)) for _ in range(passes)]
+    for hook in hooks:
+        hook.remove()
+    layers = [[row.index, row.kind, row.detail, row.output_shape, row.flops,
+               statistics.median(seconds[row.index]) * 1e3 if seconds[row.index] else 0.0] for row in rows]
+    return {"layers": layers, "forward_ms": statistics.median(whole) * 1e3}
 
 
 def case_detect(source: str, size: int) -> dict:
@@ -235,7 +267,8 @@ def case_train(source: str, size: int, batch: int, steps: int = 6) -> dict:
             "wait_share": split["data"] / total, "peak_mb": _peak_mb()}
 
 
-CASES = {"inference": case_inference, "detect": case_detect, "step": case_step, "train": case_train}
+CASES = {"inference": case_inference, "detect": case_detect, "step": case_step, "train": case_train,
+         "layers": case_layers}
 
 
 def run_case(kind: str, args: list, repo: Path = REPO) -> dict:
@@ -300,6 +333,24 @@ def report_pruning_speedup(medians: dict, original: str, pruned: str) -> None:
               f"{cut:.2f}x fewer FLOPs, the speed-up {speedup / cut:.0%} of the FLOPs cut")
 
 
+def report_layers(models: list[str], sizes: list[int]) -> None:
+    """Per model and size: each layer's batch 1 time beside its FLOPs, and their shares of the whole, so the
+    layers whose time does not follow their FLOPs (thin channels, large maps, call overhead) stand out."""
+    for model in models:
+        for size in sizes:
+            r = run_case("layers", [model, size])
+            total_ms, total_flops = r["forward_ms"], sum(layer[4] for layer in r["layers"])
+            print(f"\n{Path(model).name} @{size}, batch 1: {total_ms:.2f} ms, {total_flops / 1e9:.3f} BFLOPs")
+            print(f"{'layer':>5}  {'type':<14}{'detail':<13}{'output':>16}{'BFLOPs':>8}{'ms':>8}{'GFLOP/s':>9}"
+                  f"{'time':>7}{'FLOPs':>7}")
+            for index, kind, detail, (c, h, w), flops, ms in r["layers"]:
+                rate = f"{flops / ms / 1e6:9.0f}" if flops and ms else f"{'':>9}"
+                print(f"{index:5d}  {kind:<14}{detail:<13}{f'{w}x{h}x{c}':>16}{flops / 1e9:8.3f}{ms:8.3f}{rate}"
+                      f"{ms / total_ms:7.1%}{flops / total_flops:7.1%}")
+            rest = total_ms - sum(layer[5] for layer in r["layers"])
+            print(f"{'':>5}  {'decode, glue':<14}{'':<13}{'':>16}{'':>8}{rest:8.3f}{'':>9}{rest / total_ms:7.1%}")
+
+
 def report_train() -> None:
     print(f"{'model':<22}{'size':>5}{'batch':>6}{'img/s':>7}  split per step (ms)"
           f"{'':>38}{'wait':>6}{'peak MB':>9}")
@@ -347,7 +398,8 @@ def _tune_allocator_as_the_scripts_do() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("inference", "detect", "train", "step"))
+    parser.add_argument("--only", choices=("inference", "detect", "train", "step", "layers"),
+                        help="one part; layers (per-layer batch 1 times and FLOPs) runs only when named")
     parser.add_argument("--models", nargs="*", default=list(INFERENCE_MODELS),
                         help="cfg names or paths (none: only --original and --pruned)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[416, 320])
@@ -382,6 +434,8 @@ def main() -> None:
         report_train()
     if args.only in (None, "step"):
         report_steps(args.baseline, args.rounds)
+    if args.only == "layers":
+        report_layers(models, args.sizes)
 
 
 if __name__ == "__main__":
