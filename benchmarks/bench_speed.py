@@ -5,6 +5,7 @@
     python -m benchmarks.bench_speed --models --original runs/x/best.pth --pruned runs/prune/x/pruned.pth
     python -m benchmarks.bench_speed --only step --baseline ../baseline  # one step, before/after, interleaved
     python -m benchmarks.bench_speed --only layers --models --original A.pth --pruned B.pth --sizes 320
+    python -m benchmarks.bench_speed --only profile --models yolov3-tiny --pruned B.pth --sizes 416
 
 - inference: per-image forward time of the prepared model (what test.py, detect.py and the API run) at batch 1
   and 8, the compute floor measured in the same process (convolution FLOPs / this machine's fp32 matmul rate,
@@ -21,7 +22,9 @@
   of this checkout against another (``--baseline DIR``, e.g. a clone of an older main), the two
   run alternately in rounds of fresh processes so a machine whose speed drifts hits both alike;
 - layers (only with ``--only layers``): each layer of each model at batch 1, its time beside its FLOPs and the
-  shares of both, to find the layers whose time does not follow their FLOPs (after pruning, say).
+  shares of both, to find the layers whose time does not follow their FLOPs (after pruning, say);
+- profile (only with ``--only profile``): the operators that take the time, by own time, in each model's batch 1
+  pass and in the default training step of the training cases among ``--models``.
 
 Each case runs in a child process (``--case``), which prints one JSON line: that gives every case its own
 peak memory, and lets the step case run unchanged against an older checkout (it uses only APIs both have).
@@ -199,9 +202,10 @@ def _training_parts(model):
 STEP_MODES = {"default": (False, False), "channels_last": (True, False), "channels_last_bf16": (True, True)}
 
 
-def case_step(source: str, size: int, batch: int, mode: str = "default", steps: int = 4) -> dict:
-    """One training step on a synthetic batch, as train.py runs it: ``default`` (no flags), ``channels_last``
-    (--channels_last: ``prepare_training``) or ``channels_last_bf16`` (--channels_last --amp on CPU)."""
+def _training_step(source: str, size: int, batch: int, mode: str = "default"):
+    """(model, one training step on a synthetic batch as train.py runs it): ``default`` (no flags),
+    ``channels_last`` (--channels_last: ``prepare_training``) or ``channels_last_bf16`` (--channels_last --amp
+    on CPU)."""
     channels_last, bf16 = STEP_MODES[mode]
     model = _model(source).train()
     if channels_last:
@@ -216,10 +220,51 @@ def case_step(source: str, size: int, batch: int, mode: str = "default", steps: 
         optimizer.zero_grad()
         loss.total.backward()
         optimizer.step()
-    seconds = _median_seconds(step, repeats=steps, warmup=2)
+    return model, step
+
+
+def case_step(source: str, size: int, batch: int, mode: str = "default", steps: int = 4) -> dict:
+    """One training step (``_training_step``), timed once the heap has grown to what a step needs."""
+    model, step = _training_step(source, size, batch, mode)
+    _run_until_steady(step)
+    seconds = _median_seconds(step, repeats=steps, warmup=0)
     # forward, input gradient and weight gradient: three times the forward's convolution FLOPs
     floor = 3 * batch * _convolution_flops(model, size) / _matmul_flops_per_second()
     return {"ms": seconds * 1e3, "img_per_s": batch / seconds, "floor_ms": floor * 1e3, "peak_mb": _peak_mb()}
+
+
+def _top_operators(profiler, passes: int, count: int = 12) -> list[list]:
+    """[operator, own ms a pass, share of all operators' own time, calls a pass] for the ``count`` costliest."""
+    events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events)
+    return [[event.key, event.self_cpu_time_total / passes / 1e3, event.self_cpu_time_total / total,
+             event.count / passes] for event in events[:count]]
+
+
+def case_profile(source: str, size: int, batch: int, part: str = "inference") -> dict:
+    """The operators that take the time in a pass through the prepared model (``inference``, 10 passes) or in a
+    default training step (``step``, 3 steps), profiled once the heap is steady: while it still grows, the page
+    faults land in the memory-bound operators (in a yolov3-tiny step profiled from its fourth step, the
+    first layer's batch norm backward and zero-filling took 3.5x their steady time)."""
+    from torch.profiler import profile
+    if part == "step":
+        _, run = _training_step(source, size, batch)
+        passes = 3
+    else:
+        model = _model(source).eval()
+        model.prepare_inference()
+        x = torch.rand(batch, 3, size, size)
+        passes = 10
+
+        def run():
+            with torch.inference_mode():
+                model(x)
+    _run_until_steady(run, most=10)
+    before = _page_faults()
+    with profile() as profiler:
+        whole = [_seconds(run) for _ in range(passes)]
+    return {"operators": _top_operators(profiler, passes), "ms": statistics.median(whole) * 1e3,
+            "faults": (_page_faults() - before) / passes}
 
 
 def _timed(split: dict[str, float], part: str, fn):
@@ -268,7 +313,7 @@ def case_train(source: str, size: int, batch: int, steps: int = 6) -> dict:
 
 
 CASES = {"inference": case_inference, "detect": case_detect, "step": case_step, "train": case_train,
-         "layers": case_layers}
+         "layers": case_layers, "profile": case_profile}
 
 
 def run_case(kind: str, args: list, repo: Path = REPO) -> dict:
@@ -351,6 +396,28 @@ def report_layers(models: list[str], sizes: list[int]) -> None:
             print(f"{'':>5}  {'decode, glue':<14}{'':<13}{'':>16}{'':>8}{rest:8.3f}{'':>9}{rest / total_ms:7.1%}")
 
 
+def _print_operators(title: str, result: dict) -> None:
+    # the profiler's own allocations can make the heap grow again, and an operator that faults its output
+    # in looks slower than it is: the faults say how far to trust the memory-bound rows
+    print(f"\n{title}: {result['ms']:.1f} ms a pass (profiled), {result['faults']:.0f} page faults a pass")
+    print(f"{'operator':<48}{'ms':>9}{'share':>8}{'calls':>7}")
+    for name, ms, share, calls in result["operators"]:
+        print(f"{name[:47]:<48}{ms:9.2f}{share:8.1%}{calls:7.0f}")
+
+
+def report_profile(models: list[str], sizes: list[int]) -> None:
+    """Top operators of each model's batch 1 pass at each size, and of a default training step for those of
+    TRAINING_CASES among ``models``."""
+    for model in models:
+        for size in sizes:
+            _print_operators(f"{Path(model).name} @{size}, batch 1, prepared",
+                             run_case("profile", [model, size, 1, "inference"]))
+    for model, size, batch in TRAINING_CASES:
+        if model in models:
+            _print_operators(f"{model} @{size}, batch {batch}, default training step",
+                             run_case("profile", [model, size, batch, "step"]))
+
+
 def report_train() -> None:
     print(f"{'model':<22}{'size':>5}{'batch':>6}{'img/s':>7}  split per step (ms)"
           f"{'':>38}{'wait':>6}{'peak MB':>9}")
@@ -398,8 +465,9 @@ def _tune_allocator_as_the_scripts_do() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("inference", "detect", "train", "step", "layers"),
-                        help="one part; layers (per-layer batch 1 times and FLOPs) runs only when named")
+    parser.add_argument("--only", choices=("inference", "detect", "train", "step", "layers", "profile"),
+                        help="one part; layers (per-layer batch 1 times and FLOPs) and profile (top operators) "
+                             "run only when named")
     parser.add_argument("--models", nargs="*", default=list(INFERENCE_MODELS),
                         help="cfg names or paths (none: only --original and --pruned)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[416, 320])
@@ -436,6 +504,8 @@ def main() -> None:
         report_steps(args.baseline, args.rounds)
     if args.only == "layers":
         report_layers(models, args.sizes)
+    if args.only == "profile":
+        report_profile(models, args.sizes)
 
 
 if __name__ == "__main__":
