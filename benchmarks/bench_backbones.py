@@ -24,7 +24,7 @@ from utils.darknet.cfg import read_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.layers.deform import DeformConv2d
 from utils.data.augment import Augment
-from utils.data.batching import create_dataloader
+from utils.data.batching import BatchPlan, create_dataloader
 from utils.data.dataset import DetectionDataset
 from utils.data.synthetic import write_dataset
 from utils.training.loss import YOLOLoss
@@ -82,9 +82,8 @@ def bench_train(names: list[str], size: int, rounds: int) -> None:
     machine hits all of them alike; benchmarks/bench_train.py measures the data loader too)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = write_dataset(Path(tmp) / "shapes", train=8, valid=1, size=size)
-        loader, _ = create_dataloader(DetectionDataset(data.parent / "train.txt", 4, Augment()), 4, size, True,
-                                      workers=0, seed=0)
-        batch = next(iter(loader))
+        dataset = DetectionDataset(data.parent / "train.txt", 4, Augment())
+        batch = next(iter(create_dataloader(dataset, BatchPlan(len(dataset), 4, [size], seed=0), workers=0)))
     steps = [training_step(name, batch, size) for name in names]
     times = alternating_median_seconds(steps, rounds=rounds, per_round=1, warmup=1)
     print(f"training step at {size}, batch 4, SGD (median, alternating rounds):")

@@ -45,9 +45,7 @@ CASES = [Case("yolov3-tiny", 416, 8, 6.7, 5.6), Case("res2net-yolov3-tiny", 416,
 def bench(case: Case, steps: int, data: Path, workers: int) -> tuple[float, float]:
     """(images per second, share of step time waiting for data) training ``case`` on ``data``."""
     name, size, batch_size = case.name, case.size, case.batch_size
-    cfg = data.parent / f"{name}.cfg"
-    cfg.write_text(with_classes(read_cfg(REPO / "cfg" / f"{name}.cfg"), 4).text)
-    model = Darknet(cfg).train()
+    model = Darknet(with_classes(read_cfg(REPO / "cfg" / f"{name}.cfg"), 4)).train()
     loss_fn = YOLOLoss(model.yolo_layers)
     optimizer = build_optimizer(model, "sgd", 1e-4, 0.9, 5e-4)
     dataset = DetectionDataset(data.parent / "train.txt", 4, Augment())
