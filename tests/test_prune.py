@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from models import Darknet
-from tests.cfgs import HEAD, conv
+from tests.cfgs import HEAD, NET, conv
 from tests.conftest import REPO, randomize
 from utils.pruning import ChannelGraph, PruneError, compact_model, masked_model, select
+from utils.pruning.report import latencies_ms
 
 
 
@@ -212,3 +213,10 @@ def test_layer_pruning_removes_units_and_rewrites_every_index(write_cfg, tmp_pat
         torch.testing.assert_close(thinner(x), model(x))
     with pytest.raises(PruneError, match="only 4 removable residual units"):
         remove_units(model, 5)
+
+
+def test_prune_report_times_a_model_of_the_cfgs_input_channels(write_cfg):
+    gray = write_cfg(NET.replace("channels=3", "channels=1") + conv(8, 3, 2) + HEAD, net=False)
+    model = Darknet(gray)
+    latencies = latencies_ms([model, model], 64)
+    assert len(latencies) == 2 and all(ms > 0 for ms in latencies)

@@ -72,7 +72,7 @@ class Comparison:
 def latencies_ms(models: list[Darknet], img_size: int) -> list[float]:
     """Batch-1 latency of each model after prepare_inference(), timed in alternating rounds."""
     ready = [copy.deepcopy(model).prepare_inference() for model in models]
-    x = torch.rand(1, 3, img_size, img_size)
+    x = torch.rand(1, models[0].input_channels, img_size, img_size)
     with torch.inference_mode():
         return [1e3 * t for t in alternating_median_seconds([lambda m=m: m(x) for m in ready], rounds=LATENCY_ROUNDS)]
 
