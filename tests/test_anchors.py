@@ -10,7 +10,7 @@ import pytest
 
 from models import Darknet
 from tests.conftest import REPO
-from utils.darknet.cfg import parse_cfg, read_cfg
+from utils.darknet.cfg import CfgError, parse_cfg, read_cfg
 from utils.data.anchors import (AnchorError, KMeansOptions, _kmeans_once, anchor_fit, anchors_in_use,
                                 check_anchor_fit, format_anchors, head_strides, kmeans_anchors, label_sizes,
                                 spread_masks, with_anchors)
@@ -124,6 +124,16 @@ def test_a_cfg_without_mask_gets_one_and_strides_fall_back_to_cfg_order(tmp_path
     edit = with_anchors(cfg, np.array([[4, 4], [8, 8], [16, 16]]))
     assert edit.strides is None and edit.masks == [[0, 1, 2]]
     assert edit.cfg.text.splitlines()[8:10] == ["mask=0,1,2", "anchors=4,4,8,8,16,16"]
+
+
+def test_more_anchors_behind_a_route_say_which_yolo_cannot_resize_its_conv():
+    text = ("[net]\nwidth=64\nheight=64\n[convolutional]\nfilters=18\nsize=1\nstride=1\n[route]\nlayers=-1\n"
+            "[yolo]\nmask=0,1,2\nanchors=1,1, 2,2, 3,3\nclasses=1\nnum=3\n")
+    cfg = parse_cfg(text, "m.cfg")
+    with pytest.raises(CfgError, match=r"m\.cfg:10: layer 2 \[yolo\]: the layer before this \[yolo\] is \[route\], "
+                                       r"not a \[convolutional\]"):
+        with_anchors(cfg, np.array([[w, w] for w in range(4, 40, 4)]))
+    assert with_anchors(cfg, np.array([[4, 4], [8, 8], [16, 16]])).cfg.layers[2].value("anchors") == "4,4,8,8,16,16"
 
 
 def test_the_startup_check_flags_a_poor_fit_and_names_the_command():

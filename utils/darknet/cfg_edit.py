@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from utils.darknet.cfg import Cfg, RawSection, int_list
+from utils.darknet.cfg import Block, Cfg, RawSection, int_list, type_section
 from utils.darknet.registry import layer_type
 
 Edits = Mapping[tuple[int, str], Any]  # (section index, 0 being [net]; key) -> new value
@@ -74,13 +74,11 @@ def with_options(section: RawSection, changes: Mapping[str, Any]) -> RawSection:
     return replace(section, options=options)
 
 
-def references(section: RawSection, index: int) -> list[int]:
-    """The absolute layer indices a section's reference key lists (empty for types without one)."""
-    kind = layer_type(section.name)
-    key = kind.reference_key if kind is not None else None
-    if key is None or key not in section.options:
-        return []
-    return [index + ref if ref < 0 else ref for ref in int_list(section.options[key][0])]
+def typed_sections(cfg: Cfg, kind: type) -> Iterator[tuple[int, Block]]:
+    """(layer index, typed section) for each layer of type ``kind``, in cfg order."""
+    for index, section in enumerate(cfg.layers):
+        if layer_type(section.name) is kind:
+            yield index, type_section(section, kind.cfg_keys, cfg.source, index)
 
 
 def renumbered(section: RawSection, old_index: int, new_index: int, moved: Callable[[int], int]) -> RawSection:

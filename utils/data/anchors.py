@@ -26,11 +26,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from utils.darknet.cfg import Cfg, type_section
-from utils.darknet.cfg_edit import edited
-from utils.darknet.layers import Convolutional, YOLOLayer
+from utils.darknet.cfg import Block, Cfg
+from utils.darknet.cfg_edit import edited, typed_sections
+from utils.darknet.layers import YOLOLayer
 from utils.darknet.model import Darknet
-from utils.darknet.registry import layer_type
 from utils.errors import UserError
 
 FIT_THRESHOLD = 0.25
@@ -148,28 +147,17 @@ def format_anchors(anchors_wh: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class YoloHead:
-    """What a [yolo] section says about its anchors; ``section`` indexes ``cfg.sections`` ([net] is 0)."""
+    """A [yolo] section's anchors as read; ``layer`` indexes ``cfg.layers``."""
 
-    section: int
+    layer: int
+    block: Block
     anchors: np.ndarray  # (num, 2)
     mask: tuple[int, ...]
-    mask_written: bool  # False: Darknet's default, every anchor
-    classes: int
-    iou_thresh: float
 
 
 def yolo_heads(cfg: Cfg) -> list[YoloHead]:
-    heads = []
-    for index, section in enumerate(cfg.layers):
-        if layer_type(section.name) is not YOLOLayer:
-            continue
-        block = type_section(section, YOLOLayer.cfg_keys, cfg.source, index)
-        num, values = block["num"], block["anchors"]
-        if len(values) < 2 * num:
-            raise block.error(f"anchors must hold num={num} (w,h) pairs: got {len(values)} values", "anchors")
-        mask = block["mask"] if block["mask"] is not None else list(range(num))
-        heads.append(YoloHead(index + 1, np.array(values[:2 * num], np.float64).reshape(num, 2), tuple(mask),
-                              block.given("mask"), block["classes"], block["iou_thresh"]))
+    heads = [YoloHead(index, block, np.array(YOLOLayer.anchor_pairs(block), np.float64).reshape(-1, 2),
+                      tuple(YOLOLayer.mask_as_read(block))) for index, block in typed_sections(cfg, YOLOLayer)]
     if not heads:
         raise AnchorError(f"{cfg.source}: the cfg has no [yolo] layer to take anchors")
     return heads
@@ -183,7 +171,7 @@ def anchors_in_use(cfg: Cfg) -> np.ndarray:
 def assignment_threshold(cfg: Cfg) -> float | None:
     """The smallest [yolo] ``iou_thresh`` below 1: Darknet then also trains every anchor whose IoU with a box
     exceeds it, so the recall at that IoU matters. None when no layer sets one."""
-    values = [head.iou_thresh for head in yolo_heads(cfg) if head.iou_thresh < 1]
+    values = [head.block["iou_thresh"] for head in yolo_heads(cfg) if head.block["iou_thresh"] < 1]
     return min(values) if values else None
 
 
@@ -236,24 +224,17 @@ def with_anchors(cfg: Cfg, anchors_wh: np.ndarray) -> AnchorEdit:
     masks = spread_masks(len(anchors), strides, len(heads))
     edits: dict[tuple[int, str], object] = {}
     for head, mask in zip(heads, masks):
+        section = head.layer + 1  # [net] is section 0
         # a list, not format_anchors' spaced text: edited() keeps a value as given, and the cfg's own values are
         # whitespace-free (Darknet strips blanks), which every later reader of the returned Cfg expects
-        edits[(head.section, "anchors")] = anchors.astype(int).ravel().tolist()
+        edits[(section, "anchors")] = anchors.astype(int).ravel().tolist()
         if len(head.anchors) != len(anchors):
-            edits[(head.section, "num")] = len(anchors)
-        if list(head.mask) != mask or not head.mask_written:
-            edits[(head.section, "mask")] = mask
+            edits[(section, "num")] = len(anchors)
+        if list(head.mask) != mask or not head.block.given("mask"):
+            edits[(section, "mask")] = mask
         if len(head.mask) != len(mask):
-            edits[(head.section - 1, "filters")] = _head_filters(cfg, head, len(mask))
+            edits.update(YOLOLayer.head_filters_edit(cfg, head.layer, head.block, head.block["classes"], mask))
     return AnchorEdit(edited(cfg, edits), masks, strides)
-
-
-def _head_filters(cfg: Cfg, head: YoloHead, anchors: int) -> int:
-    before = cfg.sections[head.section - 1]
-    if layer_type(before.name) is not Convolutional:
-        raise AnchorError(f"{cfg.source}:{cfg.sections[head.section].line}: the layer before this [yolo] is "
-                          f"[{before.name}], not a [convolutional] whose filters could follow the anchor count")
-    return anchors * (head.classes + 5)
 
 
 # ----------------------------------------------------------------------------------------------

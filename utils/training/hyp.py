@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Mapping
 
 from utils.darknet.cfg import NET_SCHEMA, Cfg, type_section
-from utils.darknet.cfg_edit import edited
+from utils.darknet.cfg_edit import edited, typed_sections
 from utils.darknet.layers import YOLOLayer
 from utils.darknet.layers.yolo import YoloLossOptions
-from utils.darknet.registry import layer_type
 from utils.data.augment import Augment
 from utils.errors import UserError
 from utils.fileio import read_text
@@ -107,9 +106,7 @@ def with_hyp(cfg: Cfg, values: Mapping[str, float]) -> Cfg:
         if HYP_KEYS[key].section == "net":
             edits[(0, key)] = value
         elif HYP_KEYS[key].section == "yolo":
-            for index, section in enumerate(cfg.layers):
-                if layer_type(section.name) is YOLOLayer:
-                    edits[(index + 1, key)] = value
+            edits.update({(index + 1, key): value for index, _ in typed_sections(cfg, YOLOLayer)})
     return edited(cfg, edits) if edits else cfg
 
 
@@ -133,8 +130,7 @@ def cfg_hyperparameters(cfg: Cfg, mosaic_flag: bool | None = None) -> dict[str, 
 
 
 def _first_yolo_loss(cfg: Cfg) -> YoloLossOptions:
-    for index, section in enumerate(cfg.layers):
-        if layer_type(section.name) is YOLOLayer:
-            block = type_section(section, YOLOLayer.cfg_keys, cfg.source, index)
-            return YoloLossOptions(**{k: block[k] for k in YoloLossOptions.__dataclass_fields__})
-    raise HypError(f"{cfg.source}: the cfg has no [yolo] layer, so it has no loss hyperparameters")
+    first = next(typed_sections(cfg, YOLOLayer), None)
+    if first is None:
+        raise HypError(f"{cfg.source}: the cfg has no [yolo] layer, so it has no loss hyperparameters")
+    return YoloLossOptions.from_block(first[1])

@@ -32,6 +32,10 @@ class YoloLossOptions:
     label_smooth_eps: float = 0.0
     focal_loss: bool = False
 
+    @classmethod
+    def from_block(cls, block) -> YoloLossOptions:
+        return cls(**{key: block[key] for key in cls.__dataclass_fields__})
+
 
 def _unused(convert, default, choices=None) -> Key:
     return Key(convert, default, choices, implemented=False)
@@ -98,8 +102,21 @@ class YOLOLayer(DarknetLayer):
         self.register_buffer("anchors", self.all_anchors[list(self.mask)].clone(), persistent=False)
 
     @staticmethod
-    def _mask(block) -> list[int]:
-        num, mask = block["num"], block["mask"] if block["mask"] is not None else list(range(block["num"]))
+    def anchor_pairs(block) -> list[float]:
+        """The ``num`` (w,h) pairs the block's anchors start with, flat."""
+        anchors, num = block["anchors"], block["num"]
+        if len(anchors) % 2 or len(anchors) // 2 < num:
+            raise block.error(f"anchors must hold num={num} (w,h) pairs: got {len(anchors)} values", "anchors")
+        return anchors[:2 * num]
+
+    @staticmethod
+    def mask_as_read(block) -> list[int]:
+        """The written mask, or Darknet's default when there is none: every anchor."""
+        return block["mask"] if block["mask"] is not None else list(range(block["num"]))
+
+    @classmethod
+    def _mask(cls, block) -> list[int]:
+        num, mask = block["num"], cls.mask_as_read(block)
         if not mask or any(m >= num for m in mask):
             raise block.error(f"mask {mask} must index anchors 0 .. {num - 1}", "mask")
         if len(set(mask)) != len(mask):
@@ -108,27 +125,33 @@ class YOLOLayer(DarknetLayer):
 
     @classmethod
     def from_cfg(cls, block, ctx):
-        anchors, num, classes = block["anchors"], block["num"], block["classes"]
-        if len(anchors) % 2 or len(anchors) // 2 < num:
-            raise block.error(f"anchors must hold num={num} (w,h) pairs: got {len(anchors)} values", "anchors")
-        if min(anchors[:2 * num]) <= 0:
+        anchors, classes = cls.anchor_pairs(block), block["classes"]
+        if min(anchors) <= 0:
             raise block.error(f"anchor sizes must be positive, got {block['anchors']}", "anchors")
         mask = cls._mask(block)
         expected = len(mask) * (classes + 5)
         if ctx.previous_channels != expected:
             raise block.error(f"the layer before has {ctx.previous_channels} filters; a [yolo] with {len(mask)} "
                               f"anchors and {classes} classes needs {len(mask)}*({classes}+5) = {expected}")
-        loss = YoloLossOptions(**{k: block[k] for k in YoloLossOptions.__dataclass_fields__})
-        return cls(torch.tensor(anchors[:2 * num]), mask, classes, block["scale_x_y"], block["new_coords"], loss)
+        loss = YoloLossOptions.from_block(block)
+        return cls(torch.tensor(anchors), mask, classes, block["scale_x_y"], block["new_coords"], loss)
 
     @classmethod
     def class_edits(cls, cfg: Cfg, index: int, num_classes: int) -> dict[tuple[int, str], object]:
         block = type_section(cfg.layers[index], cls.cfg_keys, cfg.source, index)
+        return {(index + 1, "classes"): num_classes, **cls.head_filters_edit(cfg, index, block, num_classes)}
+
+    @classmethod
+    def head_filters_edit(cls, cfg: Cfg, index: int, block, num_classes: int,
+                          mask: Sequence[int] | None = None) -> dict[tuple[int, str], object]:
+        """The edit sizing the conv before the [yolo] at layer ``index`` for ``num_classes`` and ``mask`` (by
+        default the block's own)."""
         before = cfg.layers[index - 1] if index > 0 else None
         if before is None or layer_type(before.name) is not Convolutional:
             raise block.error(f"the layer before this [yolo] is {f'[{before.name}]' if before else 'the input'}, "
                               f"not a [convolutional] whose filters could be resized")
-        return {(index + 1, "classes"): num_classes, (index, "filters"): len(cls._mask(block)) * (num_classes + 5)}
+        anchors = len(cls._mask(block) if mask is None else mask)
+        return {(index, "filters"): anchors * (num_classes + 5)}
 
     @property
     def num_anchors(self) -> int:
