@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from utils.boxes import Letterbox
 
 
 PAD_VALUE = 128  # Darknet pads letterboxed images with 0.5
+MOSAIC_PROBABILITY = 0.5  # of a batch image being a mosaic when [net] mosaic=1 or --mosaic asks for them
 
 
 def letterbox_image(image: np.ndarray, size: tuple[int, int], keep_ratio: bool = True) -> tuple[np.ndarray, Letterbox]:
@@ -92,7 +94,9 @@ class Augment:
     mosaic: float = 0.0  # probability of a 4-image mosaic
 
     @classmethod
-    def from_net(cls, net: dict, mosaic: bool | None = None) -> Augment:
-        use_mosaic = bool(net.get("mosaic", 0)) if mosaic is None else mosaic
-        return cls(net.get("hue", 0.1), net.get("saturation", 1.5), net.get("exposure", 1.5),
-                   bool(net.get("flip", 1)), mosaic=0.5 if use_mosaic else 0.0)
+    def from_net(cls, net: Mapping[str, Any], mosaic: bool | None = None) -> Augment:
+        """From the typed [net] section (its schema's defaults are Darknet's: no jitter); ``mosaic`` (the
+        --mosaic/--no-mosaic flag) wins over [net] ``mosaic``."""
+        use_mosaic = bool(net["mosaic"]) if mosaic is None else mosaic
+        return cls(net["hue"], net["saturation"], net["exposure"], bool(net["flip"]),
+                   mosaic=MOSAIC_PROBABILITY if use_mosaic else 0.0)

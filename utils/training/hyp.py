@@ -24,7 +24,7 @@ from utils.darknet.cfg import NET_SCHEMA, Cfg, type_section
 from utils.darknet.cfg_edit import edited, typed_sections
 from utils.darknet.layers import YOLOLayer
 from utils.darknet.layers.yolo import YoloLossOptions
-from utils.data.augment import Augment
+from utils.data.augment import MOSAIC_PROBABILITY, Augment
 from utils.errors import UserError
 from utils.fileio import read_text
 
@@ -54,7 +54,6 @@ HYP_KEYS: dict[str, HypKey] = {
     "cls_normalizer": HypKey("yolo", 0.0, 1000.0),
     "iou_normalizer": HypKey("yolo", 0.0, 1000.0),
 }
-MOSAIC_WHEN_ON = Augment.from_net({}, mosaic=True).mosaic  # the probability [net] mosaic=1 or --mosaic gives
 
 
 def parse_hyp_text(text: str, source: str) -> dict[str, float]:
@@ -125,7 +124,7 @@ def cfg_hyperparameters(cfg: Cfg, mosaic_flag: bool | None = None) -> dict[str, 
     loss = _first_yolo_loss(cfg)
     values.update({key: float(getattr(loss, key)) for key, spec in HYP_KEYS.items() if spec.section == "yolo"})
     mosaic = bool(net["mosaic"]) if mosaic_flag is None else mosaic_flag
-    values["mosaic"] = MOSAIC_WHEN_ON if mosaic else 0.0
+    values["mosaic"] = MOSAIC_PROBABILITY if mosaic else 0.0
     return values
 
 
