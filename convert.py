@@ -21,19 +21,18 @@ import sys
 from pathlib import Path
 
 from utils.cli import ArgumentParser, integer, number, run_main
-from utils.data.names import read_class_names
 from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript
 from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagenet, write_backbone
 from utils.darknet.model import Darknet
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import read_cfg
-from utils.darknet.checkpoint import cutoff_from_name, model_from_file, save_model, save_weights
+from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, cutoff_from_name, model_from_file, save_model,
+                                      save_weights)
 from utils.darknet.weights import WeightsFileError
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
+from utils.inference.load import class_names
 from utils.output_files import named_write_errors, refuse_replacing_inputs
-
-CHECKPOINT_OUT = (".pth", ".pt")
 
 
 def parse_args(argv=None):
@@ -133,14 +132,11 @@ def run(args) -> str:
         raise UserError("name an output file (.pth or .weights), or use --onnx / --darknet_native")
     out = Path(args.output)
     refuse_existing(out, args.force, (source, cfg))
-    if out.suffix in CHECKPOINT_OUT:
+    if out.suffix in CHECKPOINT_SUFFIXES:
         if args.cutoff is not None:
             raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
         model = model_from_file(source, cfg)[0]
-        names = read_class_names(args.class_path) if args.class_path else None
-        if names is not None and len(names) != model.num_classes:
-            raise UserError(f"--class_path {args.class_path}: {len(names)} class names for a model with "
-                            f"{model.num_classes} classes")
+        names = class_names(args.class_path, None, model.num_classes) if args.class_path else None
         save_model(model, out, names)
         return f"wrote {out}"
     if args.class_path:

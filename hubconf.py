@@ -27,6 +27,7 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, device, classes):
     from models import Darknet, Detector
     from utils.darknet.cfg import read_cfg
     from utils.darknet.cfg_edit import with_classes
+    from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES
     from utils.data.names import read_class_names
     from utils.errors import UserError
 
@@ -34,7 +35,7 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, device, classes):
     if pretrained and weights is None:
         raise UserError(f"{entry}: pretrained=True needs weights='path/to/model.pth' (or a .weights file); "
                         f"this repo downloads nothing")
-    if weights is not None and _Path(weights).suffix in (".pth", ".pt"):
+    if weights is not None and _Path(weights).suffix in CHECKPOINT_SUFFIXES:
         detector = Detector(weights, None, names, device)
         if classes is not None and classes != detector.model.num_classes:
             raise UserError(f"{weights}: the checkpoint has {detector.model.num_classes} classes, not "

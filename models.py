@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from utils.cli import ArgumentParser, integer, run_main
-from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint, load_model_state
+from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, exported_state, load_checkpoint, load_model_state
 from utils.darknet.model import Darknet
 from utils.inference.api import Detections, Detector
 from utils.inference.pipeline import DetectSettings
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_weights(model: Darknet, path: str) -> str:
     """Load a .weights or .pth file into ``model`` (refused, named, when it does not fit); what was loaded."""
     if path.endswith(CHECKPOINT_SUFFIXES):
-        load_model_state(model, load_checkpoint(path)["model"], path)
+        load_model_state(model, exported_state(load_checkpoint(path)), path)
         return f"loaded {path}"
     header = model.load_darknet_weights(path)
     return f"loaded {path}: version {header.major}.{header.minor}.{header.revision}, seen {header.seen}"

@@ -126,3 +126,15 @@ def test_errors(tiny_weights, tmp_path):
     assert existing.read_bytes() == before and own_cfg.read_text() == cfg.read_text()
     missing = convert("--model_def", cfg, tmp_path / "absent.weights", tmp_path / "y.pth", check=False)
     assert missing.returncode == 1 and "absent.weights: cannot read weights file: No such file" in missing.stderr
+
+
+def test_class_names_stored_in_a_pth_must_fit_the_model(tiny_weights, tmp_path):
+    cfg, weights = tiny_weights
+    (tmp_path / "three.names").write_text("a\nb\nc\n")
+    refused = convert("--model_def", cfg, weights, tmp_path / "m.pth", "--class_path", tmp_path / "three.names",
+                      check=False)
+    assert refused.returncode == 1 and not (tmp_path / "m.pth").exists()
+    assert refused.stderr.splitlines()[-1] == f"error: {tmp_path / 'three.names'}: 3 class names for a model with 80 classes"
+    (tmp_path / "coco.names").write_text("".join(f"class{i}\n" for i in range(80)))
+    convert("--model_def", cfg, weights, tmp_path / "m.pth", "--class_path", tmp_path / "coco.names")
+    assert torch.load(tmp_path / "m.pth", weights_only=True)["names"][79] == "class79"

@@ -216,3 +216,14 @@ def test_pretrained_file_with_another_class_count_reinitialises_the_heads(tmp_pa
     message = load_pretrained(target, tmp_path / "80.weights")
     assert "trained for 80 classes, this model has 4" in message and "layers 4" in message
     assert torch.equal(target.layers[3].split.conv1.conv.weight, source.layers[3].split.conv1.conv.weight)
+
+
+def test_pretrained_checkpoint_starts_from_its_ema_weights(tmp_path):
+    (tmp_path / "tiny.cfg").write_text(TINY)
+    raw, ema = Darknet(tmp_path / "tiny.cfg"), Darknet(tmp_path / "tiny.cfg")
+    torch.save({"model": raw.state_dict(), "ema": {"model": ema.state_dict(), "updates": 5}},
+               tmp_path / "best.pth")
+    target = Darknet(tmp_path / "tiny.cfg")
+    load_pretrained(target, tmp_path / "best.pth")
+    assert torch.equal(target.layers[0].conv.weight, ema.layers[0].conv.weight)
+    assert not torch.equal(target.layers[0].conv.weight, raw.layers[0].conv.weight)

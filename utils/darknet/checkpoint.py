@@ -173,7 +173,7 @@ def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None)
     returned one-line report says so."""
     path = regular_file(path, "pretrained weights", WeightsFileError)
     if path.suffix in CHECKPOINT_SUFFIXES:
-        state = load_checkpoint(path)["model"]
+        state = exported_state(load_checkpoint(path))
         skipped = load_state_dict_matching(model, state)
         layers = sorted({int(name.split(".")[1]) for name in skipped if name.startswith("layers.") and name in state})
         note = f"; layers {', '.join(map(str, layers))} differ in shape and were re-initialised" if layers else ""
