@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.cli import ArgumentParser, integer, run_main
+from utils.cli import DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, integer, run_main
 from utils.darknet.cfg import read_cfg
 from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--data_config", required=True, help=".data or .yaml; its train list's labels are clustered")
     p.add_argument("--num_anchors", type=integer(1), default=9, help="anchors to compute")
-    p.add_argument("--img_size", type=integer(32, None, 32), default=416,
+    p.add_argument("--img_size", type=IMAGE_SIZE, default=DEFAULT_IMG_SIZE,
                    help="network input size the anchors are for (pixels, a multiple of 32)")
     p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the random initial centres")
     p.add_argument("--restarts", type=integer(1), default=10, help="k-means runs; the best average IoU is kept")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from utils.cli import ArgumentParser, integer, number, run_main
+from utils.cli import IMAGE_SIZE, ArgumentParser, integer, number, run_main
 from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript
 from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagenet, write_backbone
 from utils.darknet.model import Darknet
@@ -57,7 +57,7 @@ def add_export_flags(p: ArgumentParser) -> None:
     p.add_argument("--iou_thres", type=number(0, 1), help=f"with --nms: IoU threshold ({defaults.iou_thres})")
     p.add_argument("--max_det", type=integer(1), help=f"with --nms: boxes per image at most ({defaults.max_det})")
     p.add_argument("--torchscript", metavar="OUT_PT", help="export traced TorchScript (fused, channels-last)")
-    p.add_argument("--img_size", type=integer(32, multiple=32),
+    p.add_argument("--img_size", type=IMAGE_SIZE,
                    help="size of the traced example input (default: the cfg's [net] size; exports take any size)")
     p.add_argument("--fuse", action="store_true", help="fold BN into convs before the ONNX export")
 

@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import (ArgumentParser, add_half_flag, device_flag, integer, number, output_folder,
+from utils.cli import (IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, integer, number, output_folder,
                        run_main, select_device)
 from utils.errors import UserError
 from utils.inference.load import LoadedModel, load_model
@@ -39,13 +39,14 @@ SHOWN_SKIPPED = 5  # unreadable inputs named in the summary; detections.json lis
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
+    d = DetectSettings()
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", help=".weights or .pth (default: the newest runs/*/*/best.pth)")
     p.add_argument("--class_path", help="class names, one per line (default: from the .pth, else numbers)")
-    p.add_argument("--img_size", type=integer(32, multiple=32), default=416,
+    p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size,
                    help="network input size, a multiple of 32")
-    p.add_argument("--batch_size", type=integer(1), default=1, help="frames per forward pass")
-    p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--batch_size", type=integer(1), default=d.batch_size, help="frames per forward pass")
+    p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=d.letterbox,
                    help="keep the aspect ratio and pad, or stretch like Darknet's default detector")
     p.add_argument("--device", type=device_flag, default="",
                    help="cpu, cuda, cuda:N or a GPU index (default: cuda if available)")
@@ -53,9 +54,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_selection_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conf_thres", type=number(0, 1), default=0.25, help="objectness x class score threshold")
-    p.add_argument("--nms_thres", "--iou_thres", type=number(0, 1), default=0.45, help="IoU threshold of NMS")
-    p.add_argument("--max_det", type=integer(1), default=300, help="at most this many detections per image")
+    d = DetectSettings()
+    p.add_argument("--conf_thres", type=number(0, 1), default=d.conf_thres, help="objectness x class score threshold")
+    p.add_argument("--nms_thres", "--iou_thres", type=number(0, 1), default=d.iou_thres, help="IoU threshold of NMS")
+    p.add_argument("--max_det", type=integer(1), default=d.max_det, help="at most this many detections per image")
     p.add_argument("--classes", type=integer(0), nargs="+", metavar="CLASS",
                    help="keep only these class indices (default: all)")
     p.add_argument("--agnostic_nms", action="store_true", help="NMS across classes (boxes of any class suppress)")

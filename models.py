@@ -13,7 +13,7 @@ import argparse
 import sys
 import warnings
 
-from utils.cli import ArgumentParser, integer, run_main
+from utils.cli import IMAGE_SIZE, ArgumentParser, run_main
 from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, exported_state, load_checkpoint, load_model_state
 from utils.darknet.model import Darknet
 from utils.inference.api import Detections, Detector
@@ -25,7 +25,7 @@ __all__ = ["Darknet", "DetectSettings", "Detections", "Detector"]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description="Build a model from a Darknet cfg and print its layer table.")
     parser.add_argument("--summary", metavar="CFG", required=True, help="Darknet .cfg to build")
-    parser.add_argument("--img_size", type=integer(32, None, 32), nargs="+", metavar="N",
+    parser.add_argument("--img_size", type=IMAGE_SIZE, nargs="+", metavar="N",
                         help="input size, multiples of 32: one value (square) or height width; default: the cfg's "
                              "[net]")
     parser.add_argument("--weights", metavar="W", help="also load this .weights or .pth file (checks that it fits)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from utils.cli import ArgumentParser, integer, number, output_folder, run_main
+from utils.cli import DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, integer, number, output_folder, run_main
 from utils.darknet.checkpoint import model_from_file, save_model, save_weights
 from utils.darknet.model import Darknet
 from utils.data.config import DataConfig, DataError, parse_data_config
@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(8 suits CPU and GPU kernels)")
     p.add_argument("--shortcut_mode", choices=("union", "skip"), default="union",
                    help="channels tied by additions: keep one if any member keeps it (union) or leave them (skip)")
-    p.add_argument("--img_size", type=integer(32, None, 32), default=416, help="size for FLOPs, latency and mAP")
+    p.add_argument("--img_size", type=IMAGE_SIZE, default=DEFAULT_IMG_SIZE, help="size for FLOPs, latency and mAP")
     p.add_argument("--output", help=f"output folder, new or empty (default: {RUNS}/expN)")
     p.add_argument("--exist_ok", "--force", dest="exist_ok", action="store_true",
                    help="write into an --output that holds files, replacing them")

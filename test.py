@@ -9,14 +9,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import ArgumentParser, add_half_flag, device_flag, integer, number, run_main, select_device
+from utils.cli import (DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, integer, number,
+                       run_main, select_device)
 from utils.data.batching import evaluation_loader
 from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
 from utils.evaluation.confusion import best_f1_confidence, write_evaluation_pictures
-from utils.evaluation.evaluate import collect_detections, format_best_f1, format_results, score, write_coco_json
-from utils.evaluation.metrics import METHODS
+from utils.evaluation.evaluate import (EVAL_CONF_THRES, EVAL_NMS_THRES, collect_detections, format_best_f1, format_results,
+                                       score, write_coco_json)
+from utils.evaluation.metrics import DEFAULT_METHOD, METHODS
 from utils.inference.load import load_model
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
 from utils.plots import plot_pr_curves
@@ -30,12 +32,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth")
     p.add_argument("--data_config", default=DEFAULT_DATA, help=".data file; its 'valid' list is evaluated")
-    p.add_argument("--img_size", type=integer(32, None, 32), default=416, help="input size (multiple of 32)")
+    p.add_argument("--img_size", type=IMAGE_SIZE, default=DEFAULT_IMG_SIZE, help="input size (multiple of 32)")
     p.add_argument("--batch_size", type=integer(1), default=8, help="images per batch")
-    p.add_argument("--conf_thres", type=number(0, 1), default=0.001,
+    p.add_argument("--conf_thres", type=number(0, 1), default=EVAL_CONF_THRES,
                    help="keep detections above this score (low, as mAP needs the whole precision-recall curve)")
-    p.add_argument("--nms_thres", type=number(0, 1), default=0.5, help="IoU threshold of NMS")
-    p.add_argument("--ap_method", choices=METHODS, default="coco",
+    p.add_argument("--nms_thres", type=number(0, 1), default=EVAL_NMS_THRES, help="IoU threshold of NMS")
+    p.add_argument("--ap_method", choices=METHODS, default=DEFAULT_METHOD,
                    help="coco: 101-point (pycocotools); voc11: VOC2007; area: all-point (Darknet's detector map)")
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the aspect ratio and pad (default, as in training), or stretch")

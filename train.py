@@ -11,15 +11,16 @@ import os
 import sys
 from dataclasses import fields
 
-from utils.cli import ArgumentParser, device_flag, integer, number, run_main
+from utils.cli import IMAGE_SIZE, ArgumentParser, device_flag, integer, number, run_main
+from utils.darknet.cfg import POLICIES
 from utils.data.check import ALLOW_NEGATIVES_FLAG
 from utils.errors import UserError
+from utils.evaluation.metrics import METHODS
 from utils.training.hyp import read_hyp_file
 from utils.training.options import DEFAULT_EPOCHS, EXTENDABLE_OPTIONS
 from utils.training.trainer import TrainOptions, Trainer
 
 POSITIVE = integer(1)
-IMAGE_SIZE = integer(32, None, 32)  # Darknet's networks need inputs divisible by their largest stride, 32
 FRACTION = number(0, 1)
 SEED = integer(0, 2 ** 32 - 1)  # numpy's seed sequences take no negative seeds
 
@@ -103,7 +104,7 @@ def _add_optimisation_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--sync_bn", action="store_true", help="synchronised BatchNorm under DDP")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: [net] adam=1 -> adam, else sgd")
     p.add_argument("--lr", type=number(0, above=True), help="learning rate (default: [net] learning_rate)")
-    p.add_argument("--lr_policy", choices=("steps", "constant", "poly", "cosine"), help="default: [net] policy")
+    p.add_argument("--lr_policy", choices=POLICIES, help="default: [net] policy")
     p.add_argument("--burn_in", type=integer(0), help="warm-up steps (default: [net] burn_in, at most 5%% of the run)")
     p.add_argument("--momentum", type=FRACTION, help="default: [net] momentum (Adam's beta1: below 1)")
     p.add_argument("--weight_decay", type=number(0), help="default: [net] decay")
@@ -111,7 +112,7 @@ def _add_optimisation_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--no_augment", dest="augment", action="store_false", help="letterbox only, no augmentation")
     p.add_argument("--conf_thres", type=FRACTION, default=d.conf_thres, help="evaluation confidence threshold")
     p.add_argument("--nms_thres", type=FRACTION, default=d.nms_thres, help="evaluation NMS IoU threshold")
-    p.add_argument("--ap_method", choices=("coco", "voc11", "area"), default=d.ap_method,
+    p.add_argument("--ap_method", choices=METHODS, default=d.ap_method,
                    help="evaluation AP: COCO 101-point, VOC 11-point or all-point area (as test.py)")
 
 

@@ -1,6 +1,5 @@
 """Datasets: .data files, label validation (every bad-data path), letterbox, augmentations that keep boxes
 on their objects (checked against the transformed pixels), batching, multi-scale and DDP splits."""
-import warnings
 
 import cv2
 import numpy as np

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from models import Darknet
-from tests import cfgs
 from tests.conftest import REPO, randomize
 
 HEAD = """

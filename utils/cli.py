@@ -61,6 +61,12 @@ def integer(low: int | None = None, high: int | None = None, multiple: int = 1) 
     return parse
 
 
+# Darknet's networks need inputs divisible by their largest stride, 32; 416 is its yolov3 cfgs' size and every
+# command's default
+IMAGE_SIZE = integer(32, multiple=32)
+DEFAULT_IMG_SIZE = 416
+
+
 def number(low: float | None = None, high: float | None = None, above: bool = False,
            below: bool = False) -> Callable[[str], float]:
     """A flag type: a finite number within [low, high] (``above``/``below``: strictly above ``low``/below ``high``)."""

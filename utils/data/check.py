@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
-from utils.cli import ArgumentParser, integer, run_main
+from utils.cli import DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, run_main
 from utils.data.config import DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.labels import label_path
@@ -38,7 +38,7 @@ SHOWN = 3  # paths quoted in a message
 
 @dataclass(frozen=True)
 class CheckOptions:
-    img_size: int = 416
+    img_size: int = DEFAULT_IMG_SIZE
     allow_negatives: bool = False
     tiny_pixels: float = TINY_PIXELS
     max_unlabelled: float = MAX_UNLABELLED  # fraction of images without a label file that stops the check
@@ -168,7 +168,7 @@ def dataset_notes(summary: DatasetSummary) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description="Check a dataset's images and labels before training.")
     parser.add_argument("--data_config", required=True, help=".data or .yaml")
-    parser.add_argument("--img_size", type=integer(32, multiple=32), default=416,
+    parser.add_argument("--img_size", type=IMAGE_SIZE, default=DEFAULT_IMG_SIZE,
                         help="training size the box sizes are counted at")
     parser.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_negatives", action="store_true",
                         help="do not stop when most images have no label file")

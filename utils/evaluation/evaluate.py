@@ -13,11 +13,13 @@ from tqdm import tqdm
 from utils.boxes import xywh_to_xyxy
 from utils.data.config import DataError, describe_source
 from utils.fileio import atomic_write
-from utils.evaluation.metrics import EvalResult, evaluate_detections
+from utils.evaluation.metrics import DEFAULT_METHOD, EvalResult, evaluate_detections
 from utils.inference.nms import non_max_suppression
 
 
 MAX_DETECTIONS = 300  # per image, as COCO's evaluation counts them
+EVAL_CONF_THRES = 0.001  # low, as mAP needs the whole precision-recall curve
+EVAL_NMS_THRES = 0.5
 
 
 @dataclass
@@ -29,13 +31,13 @@ class ImageRecord:
     truth: np.ndarray  # (m, 5): class x1 y1 x2 y2, original-image pixels
 
 
-def score(records: list[ImageRecord], names: list[str], method: str = "coco") -> EvalResult:
+def score(records: list[ImageRecord], names: list[str], method: str = DEFAULT_METHOD) -> EvalResult:
     return evaluate_detections([(r.detections, r.truth) for r in records], names, method)
 
 
 @torch.no_grad()
-def collect_detections(model, loader, device: torch.device, conf_thres: float = 0.001, nms_thres: float = 0.5,
-                       progress: bool = False) -> list[ImageRecord]:
+def collect_detections(model, loader, device: torch.device, conf_thres: float = EVAL_CONF_THRES,
+                       nms_thres: float = EVAL_NMS_THRES, progress: bool = False) -> list[ImageRecord]:
     """Every image's detections (at most MAX_DETECTIONS each) and ground truth, in original-image pixels, with a
     progress bar when ``progress``. Unreadable images are left out (counted in a line); a set of which none
     could be read is a :class:`DataError`, not a score of 0."""

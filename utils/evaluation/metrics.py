@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 METHODS = ("coco", "voc11", "area")
+DEFAULT_METHOD = "coco"
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
 
@@ -50,7 +51,7 @@ def match_image(dets: np.ndarray, scores: np.ndarray, gts: np.ndarray, threshold
     return tp
 
 
-def average_precision(tp: np.ndarray, num_gt: int, method: str = "coco") -> float:
+def average_precision(tp: np.ndarray, num_gt: int, method: str = DEFAULT_METHOD) -> float:
     """AP of one class from its ranked true-positive flags."""
     if method not in METHODS:
         raise ValueError(f"unknown AP method {method!r}; expected one of {', '.join(METHODS)}")
@@ -109,7 +110,7 @@ class EvalResult:
         return float(np.mean(values)) if values else 0.0
 
 
-def evaluate_detections(images: list[tuple[np.ndarray, np.ndarray]], class_names: list[str], method: str = "coco",
+def evaluate_detections(images: list[tuple[np.ndarray, np.ndarray]], class_names: list[str], method: str = DEFAULT_METHOD,
                         max_dets: int = 100, report_conf: float = 0.25,
                         iou_thresholds: np.ndarray = COCO_IOU_THRESHOLDS) -> EvalResult:
     """``images``: per image ``(detections (n, 6): x1 y1 x2 y2 score class, ground truth (m, 5): class x1 y1 x2 y2)``,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from utils.cli import DEFAULT_IMG_SIZE
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
 from utils.inference.nms import NmsFilter, SettingsError
@@ -25,7 +26,7 @@ from utils.inference.writer import DetectionWriter
 class DetectSettings(NmsFilter):
     """Which boxes are kept (the :class:`NmsFilter` fields) and how images reach the network."""
 
-    img_size: int = 416  # network input (multiple of 32)
+    img_size: int = DEFAULT_IMG_SIZE  # network input (multiple of 32)
     letterbox: bool = True  # keep the aspect ratio and pad, else stretch
     batch_size: int = 1
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from utils.cli import DEFAULT_IMG_SIZE
 from utils.errors import UserError
+from utils.evaluation.evaluate import EVAL_CONF_THRES, EVAL_NMS_THRES
+from utils.evaluation.metrics import DEFAULT_METHOD
 
 DEFAULT_DATA = "data/demo/shapes.data"
 DEFAULT_EPOCHS = 100
@@ -27,7 +30,7 @@ class TrainOptions:
     epochs: int | None = None  # None: DEFAULT_EPOCHS, or a resumed run's own
     batch_size: int = 8
     gradient_accumulations: int = 1
-    img_size: int = 416
+    img_size: int = DEFAULT_IMG_SIZE
     multiscale_training: bool = False
     n_cpu: int = 2
     checkpoint_interval: int = 1
@@ -53,9 +56,9 @@ class TrainOptions:
     weight_decay: float | None = None
     mosaic: bool | None = None
     augment: bool = True
-    conf_thres: float = 0.001
-    nms_thres: float = 0.5
-    ap_method: str = "coco"
+    conf_thres: float = EVAL_CONF_THRES
+    nms_thres: float = EVAL_NMS_THRES
+    ap_method: str = DEFAULT_METHOD
     allow_all_negative: bool = False
     patience: int | None = None  # evaluations without a better mAP@0.5 before stopping; None or 0: never
     hyp: dict | None = None  # hyperparameters from --hyp (utils/training/hyp.py), as read
