@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from utils.darknet.cfg_edit import rebuilt, renumbered
+from utils.darknet.layers.norm import is_trainable_batch_norm
 from utils.darknet.model import Darknet
 from utils.pruning.select import PruneError
 
@@ -27,7 +28,7 @@ class Unit:
 
 def _mean_gamma(modules) -> float:
     gammas = [m.weight.detach().abs() for module in modules for m in module.modules()
-              if isinstance(m, torch.nn.BatchNorm2d)]
+              if is_trainable_batch_norm(m)]
     return float(torch.cat(gammas).mean()) if gammas else math.inf
 
 

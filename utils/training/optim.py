@@ -11,6 +11,7 @@ from torch import nn
 
 from utils.darknet.cfg import POLICIES
 from utils.darknet.layers import Convolutional
+from utils.darknet.layers.norm import is_trainable_batch_norm
 from utils.errors import UserError
 
 
@@ -102,7 +103,7 @@ class ModelEMA:
 def sparsity_bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BNs network slimming penalises: every trained BN (SyncBatchNorm too), those inside [res2net] and
     [triangle] included; frozen ones (FrozenBatchNorm2d, --freeze, stopbackward) keep their gammas."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight.requires_grad]
+    return [m for m in model.modules() if is_trainable_batch_norm(m) and m.weight.requires_grad]
 
 
 @torch.no_grad()

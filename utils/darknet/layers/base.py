@@ -68,6 +68,11 @@ ACTIVATIONS: dict[str, ActivationFactory] = {
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 
 
+def keeps_zero(activation: nn.Module) -> bool:
+    """Whether ``activation(0) == 0``: a pruned channel's zeros then stay zeros through it."""
+    return float(activation(torch.zeros(1))) == 0.0
+
+
 def activation_key(default: str) -> Key:
     return Key(word, default, ACTIVATION_NAMES)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from utils.darknet.cfg import Block, Key, integer, word
 from utils.darknet.layers.base import (ActivationFactory, DarknetLayer, NormLayer, NotPlainDarknet, Shape,
-                                       activation_from, activation_key, batch_norm)
+                                       activation_from, activation_key, batch_norm, keeps_zero)
 from utils.darknet.layers.deform import DeformConv2d
 from utils.darknet.layers.norm import (BN_TENSORS, NORMALIZERS, InstanceBatchNorm, is_trainable_batch_norm,
                                        norm_tensors)
@@ -159,7 +159,7 @@ class Convolutional(DarknetLayer):
         are left alone), ungrouped, not deformable, and an activation that is 0 at 0, so a removed channel's
         constant output is act(beta) and can be folded downstream."""
         return (is_trainable_batch_norm(self.bn) and self.conv.groups == 1 and not self.deformable
-                and float(self.act(torch.zeros(1))) == 0.0)
+                and keeps_zero(self.act))
 
     @property
     def reads_whole_input(self) -> bool:

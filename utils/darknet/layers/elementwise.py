@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from utils.darknet.cfg import Key, int_list, integer
-from utils.darknet.layers.base import ActivationFactory, DarknetLayer, activation_from, activation_key, passthrough_flow
+from utils.darknet.layers.base import (ActivationFactory, DarknetLayer, activation_from, activation_key, keeps_zero,
+                                       passthrough_flow)
 from utils.darknet.registry import register
 
 
@@ -84,6 +85,6 @@ class Activation(DarknetLayer):
         return self.act(x)
 
     def channel_flow(self, graph, inputs):
-        if float(self.act(torch.zeros(1))) == 0.0:  # a removed channel's 0 stays 0
+        if keeps_zero(self.act):
             return passthrough_flow(graph, inputs)
         return super().channel_flow(graph, inputs)
