@@ -16,8 +16,8 @@ from utils.darknet.cfg import Block, Key, integer, word
 from utils.darknet.layers.base import (ActivationFactory, DarknetLayer, NormLayer, NotPlainDarknet, Shape,
                                        activation_from, activation_key, batch_norm, keeps_zero)
 from utils.darknet.layers.deform import DeformConv2d
-from utils.darknet.layers.norm import (BN_TENSORS, NORMALIZERS, InstanceBatchNorm, is_trainable_batch_norm,
-                                       norm_tensors)
+from utils.darknet.layers.norm import (BN_TENSORS, NORMALIZERS, absorb_input_shift, has_constant_statistics,
+                                       is_trainable_batch_norm, norm_tag, norm_tensors)
 from utils.darknet.layers.packed import PackedWeight, can_run_packed, packed_conv
 from utils.darknet.registry import register
 
@@ -141,8 +141,7 @@ class Convolutional(DarknetLayer):
         stride = f"{sy}" if sy == sx else f"{sy}x{sx}"
         groups = f" g{self.conv.groups}" if self.conv.groups > 1 else ""
         deform = f" dcn{'2' if self.conv.modulated else ''}" if self.deformable else ""
-        norm = " ibn" if isinstance(self.bn, InstanceBatchNorm) else ""
-        return f"{kh}x{kw}/{stride}{groups}{deform}{norm}"
+        return f"{kh}x{kw}/{stride}{groups}{deform}{norm_tag(self.bn)}"
 
     def flops_at(self, out_height: int, out_width: int) -> int:
         """Darknet's count: 2 * weights * output positions (a multiply and an add per weight and position); a
@@ -173,10 +172,8 @@ class Convolutional(DarknetLayer):
         channels stop emitting their constants, into what follows the conv, so its result stays the same."""
         if self.bn is None:
             self.conv.bias += delta
-        elif isinstance(self.bn, InstanceBatchNorm):
-            self.bn.BN.running_mean -= delta[self.bn.half:]  # InstanceNorm subtracts a constant shift by itself
         else:
-            self.bn.running_mean -= delta
+            absorb_input_shift(self.bn, delta)
 
     def channel_flow(self, graph, inputs):
         return graph.conv(self, inputs[0])
@@ -211,7 +208,7 @@ class Convolutional(DarknetLayer):
     def fuse(self) -> None:
         """Fold BN into the conv for inference: w' = w * g / sqrt(v + eps), b' = beta - mean * g / sqrt(v + eps).
         IBN stays as it is: InstanceNorm's statistics are the input's own, not constants."""
-        if self.bn is None or self.fused or isinstance(self.bn, InstanceBatchNorm):
+        if self.bn is None or self.fused or not has_constant_statistics(self.bn):
             return
         bn = self.bn
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)

@@ -75,11 +75,35 @@ class InstanceBatchNorm(nn.Module):
 NORMALIZERS = {"batch": batch_norm, "frozen": frozen_batch_norm, "ibn": InstanceBatchNorm}
 
 
+# What a conv asks of its norm, answered here so that a conv never tells the norms apart itself. Each is a
+# function, not a method, because BatchNorm2d and SyncBatchNorm are torch's classes.
+
 def norm_tensors(norm: nn.Module) -> list[torch.Tensor]:
     """A norm's tensors in ``.weights`` order."""
     if isinstance(norm, InstanceBatchNorm):
         return norm.darknet_tensors()
     return [getattr(norm, name) for name in BN_TENSORS]
+
+
+def norm_tag(norm: nn.Module | None) -> str:
+    """What the layer table adds to a conv's description for its norm (only IBN-a differs from Darknet's)."""
+    return " ibn" if isinstance(norm, InstanceBatchNorm) else ""
+
+
+def has_constant_statistics(norm: nn.Module) -> bool:
+    """Whether the norm is an affine map at inference, so a conv can fold it; InstanceNorm's statistics are
+    each input's own."""
+    return not isinstance(norm, InstanceBatchNorm)
+
+
+@torch.no_grad()
+def absorb_input_shift(norm: nn.Module, delta: torch.Tensor) -> None:
+    """Make the norm's output unchanged when its input gains ``delta`` per channel: a BN's mean moves with
+    it; InstanceNorm subtracts a constant shift by itself, so only IBN-a's BN half moves."""
+    if isinstance(norm, InstanceBatchNorm):
+        norm.BN.running_mean -= delta[norm.half:]
+    else:
+        norm.running_mean -= delta
 
 
 def is_trainable_batch_norm(norm: nn.Module | None) -> bool:
