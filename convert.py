@@ -122,7 +122,7 @@ def run(args) -> str:
             f.write(native.text.encode())
         if native is source:
             return f"wrote {out}: {cfg} is plain Darknet already, copied unchanged"
-        return f"wrote {out}: {cfg} with every [res2net]/[triangle] as plain Darknet layers (same .weights)"
+        return f"wrote {out}: {cfg} with its blocks expanded into plain Darknet layers (same .weights)"
     if not args.input:
         raise UserError("name the input weights (and an output, or --onnx); see --help")
     source = regular_file(args.input, "weights file", WeightsFileError)

@@ -39,19 +39,20 @@ def darknet_native_cfg(cfg: Cfg) -> Cfg:
     network = build_network(cfg)
     sections = [cfg.sections[0]]
     output_of: list[int] = []  # original layer index -> index of the plain layer holding its output
-    expanded = False
+    expanded: dict[str, None] = {}  # the section types expanded, in cfg order
     for index, (raw, block, layer) in enumerate(zip(cfg.layers, network.blocks, network.layers)):
         try:
             plain = layer.plain_layers(block)
         except NotPlainDarknet as err:
             raise NotPlainDarknet(f"{block.where()}: {err}") from None
-        expanded = expanded or plain is not None
         if plain is None:
             sections.append(renumbered(raw, index, len(sections) - 1, output_of.__getitem__))
         else:
+            expanded[raw.name] = None
             sections += _expansion(block, plain, len(sections) - 1, output_of[-1] if output_of else -1)
         output_of.append(len(sections) - 2)
     if not expanded:
         return cfg
-    return rebuilt(cfg, sections, f"{cfg.name} with [res2net]/[triangle] expanded into plain Darknet layers by "
-                                  f"convert.py;\nit reads the same .weights file as the original.")
+    kinds = "/".join(f"[{name}]" for name in expanded)
+    return rebuilt(cfg, sections, f"{cfg.name} with {kinds} expanded into plain Darknet layers by convert.py;\n"
+                                  f"it reads the same .weights file as the original.")
