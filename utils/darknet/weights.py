@@ -2,7 +2,7 @@
 
 A file is a little-endian header (major, minor, revision as int32, then ``seen``: int64 when
 ``major*10 + minor >= 2``, else int32) followed by float32 tensors with no names or padding, in the
-order each layer's ``darknet_tensors()`` declares (see utils/layers.py).
+order each layer's ``darknet_tensors()`` declares (see utils/darknet/layers/base.py).
 
 Loading checks the file length against the cfg before touching the model, then reads every tensor
 straight into its parameter's memory: one pass over the file, no intermediate buffer.

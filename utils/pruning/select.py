@@ -57,7 +57,7 @@ class Candidates:
         members: dict[int, list[int]] = {}
         for atom in gammas:
             members.setdefault(graph.atoms.find(atom), []).append(atom)
-        prunable = {root for root, atoms in members.items() if not graph.atoms.fixed[root]}
+        prunable = {root for root, atoms in members.items() if not graph.atoms.is_fixed(root)}
         if shortcut_mode == "skip":
             prunable = {root for root in prunable if len(members[root]) == 1}
         scores = {root: max(gammas[a] for a in members[root]) for root in prunable}
