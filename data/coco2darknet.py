@@ -16,9 +16,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run by its path (python data/x.py): the repo root is not on sys.path yet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.voc2darknet import SPLIT_FRACTION, check_destination
 from utils.cli import ArgumentParser, integer, run_main
 from utils.data.coco import CocoOptions, CocoSource, convert_coco, describe
+from utils.data.layout import SPLIT_FRACTION, check_destination
 from utils.errors import UserError
 from utils.output_files import named_write_errors, removed_on_failure
 

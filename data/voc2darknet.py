@@ -7,20 +7,16 @@ Images are linked (or with --copy, copied) into OUT/images so that labels can si
 Darknet expects; the source folders are only read. The train/valid split is seeded.
 """
 import argparse
-import re
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run by its path (python data/x.py): the repo root is not on sys.path yet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import ArgumentParser, integer, number, run_main
+from utils.cli import ArgumentParser, integer, run_main
+from utils.data.layout import SPLIT_FRACTION, check_destination
 from utils.data.voc import VocOptions, convert_voc, describe
-from utils.errors import UserError
-from utils.output_files import named_write_errors, refuse_filled_folder, refuse_inputs_inside, removed_on_failure
-
-SPLIT_FRACTION = number(0, 1, above=True, below=True)  # both lists keep images
-
+from utils.output_files import named_write_errors, removed_on_failure
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
@@ -35,16 +31,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--include_difficult", action="store_true", help="keep objects marked difficult")
     p.add_argument("--copy", action="store_true", help="copy images instead of linking them")
     return p.parse_args(argv)
-
-
-def check_destination(out: Path, name: str, image_folders: list[tuple[str, Path]], exist_ok: bool) -> None:
-    """What an importer (this one, data/coco2darknet.py) checks before writing the dataset ``out``/``name``:
-    a plain file name, an --out that is new or empty (unless ``exist_ok``) and none of the ``image_folders``
-    (flag, path) where the images go, OUT/images, which would replace them."""
-    if not re.fullmatch(r"[^/\\]+", name):
-        raise UserError(f"--name {name!r}: expected a file name without folders (it names NAME.data, NAME.names)")
-    refuse_filled_folder(out, "--out", exist_ok)
-    refuse_inputs_inside(out / "images", image_folders, "--out")
 
 
 def convert(args: argparse.Namespace) -> int:

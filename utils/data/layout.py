@@ -8,6 +8,7 @@ atomically.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,25 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from utils.cli import number
 from utils.data.config import DataError
 from utils.data.labels import label_path
+from utils.errors import UserError
 from utils.fileio import atomic_write
+from utils.output_files import refuse_filled_folder, refuse_inputs_inside
 
 LABEL_DECIMALS = 6  # as write_label_file writes them
+SPLIT_FRACTION = number(0, 1, above=True, below=True)  # the importers' --valid_fraction: both lists keep images
+
+
+def check_destination(out: Path, name: str, image_folders: list[tuple[str, Path]], exist_ok: bool) -> None:
+    """What an importer (data/voc2darknet.py, data/coco2darknet.py) checks before writing the dataset
+    ``out``/``name``: a plain file name, an --out that is new or empty (unless ``exist_ok``) and none of the
+    ``image_folders`` (flag, path) where the images go, OUT/images, which would replace them."""
+    if not re.fullmatch(r"[^/\\]+", name):
+        raise UserError(f"--name {name!r}: expected a file name without folders (it names NAME.data, NAME.names)")
+    refuse_filled_folder(out, "--out", exist_ok)
+    refuse_inputs_inside(out / "images", image_folders, "--out")
 
 
 @dataclass
