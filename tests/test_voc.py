@@ -90,3 +90,19 @@ def test_raccoon_dataset_converts(tmp_path):
     sample = train[(0, 416, 0)]
     assert sample.image.shape == (3, 416, 416) and len(sample.targets) >= 1
     assert not any(p.is_file() and not p.is_symlink() for p in (tmp_path / "raccoon" / "images").iterdir())
+
+
+def test_the_importer_writes_into_a_filled_out_only_with_exist_ok(tmp_path, capsys):
+    from data.voc2darknet import main
+    ann, img = voc_folder(tmp_path, [("im0", (100, 200), [dict(cls="dog", difficult=0, x1=1, y1=1, x2=50, y2=50)]),
+                                     ("im1", (100, 200), [])])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep")
+    flags = ["--annotations", str(ann), "--images", str(img)]
+    assert main(flags + ["--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == (f"error: --out {tmp_path / 'out'} already holds results; choose a new or empty "
+                                       f"one, or pass --exist_ok to write into it (replacing the files it shares "
+                                       f"with the output)\n")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
+    assert main(flags + ["--out", str(tmp_path / "out"), "--exist_ok"]) == 0
+    assert (tmp_path / "out" / "mine.txt").read_text() == "keep" and (tmp_path / "out" / "voc.data").is_file()

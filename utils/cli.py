@@ -14,6 +14,7 @@ import torch
 
 from utils.allocator import tune_allocator
 from utils.errors import UserError
+from utils.output_files import refuse_filled_folder
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
 USAGE_EXIT_CODE = 2  # argparse's, for a flag that cannot be parsed
@@ -108,11 +109,8 @@ def output_folder(requested: str | None, default_root: Path, exist_ok: bool) -> 
     if requested is None:
         return claim_run_dir(default_root)
     folder = Path(requested)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--output {folder}: is a file, expected a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not exist_ok:
-        raise UserError(f"--output {folder} already holds results; choose another folder, leave --output out to "
-                        f"get the next {default_root}/expN, or pass --exist_ok to write into it")
+    refuse_filled_folder(folder, "--output", exist_ok,
+                         f"choose another folder or leave --output out to get the next {default_root}/expN")
     return folder
 
 

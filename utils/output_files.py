@@ -68,14 +68,14 @@ def refuse_replacing_inputs(outputs: Iterable[str | Path], inputs: Iterable[str 
                                 f"--force replace earlier results, never an input)")
 
 
-def refuse_filled_folder(folder: Path, flag: str, exist_ok: bool) -> None:
+def refuse_filled_folder(folder: Path, flag: str, exist_ok: bool, instead: str = "choose a new or empty one") -> None:
     """Stop before any work when ``folder`` (chosen by ``flag``) is a file, or a folder that holds anything
-    (unless ``exist_ok``): an earlier result is never replaced unasked."""
+    (unless ``exist_ok``): an earlier result is never replaced unasked. ``instead`` says what else to do."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{flag} {folder}: is a file, expected a folder")
     if folder.is_dir() and any(folder.iterdir()) and not exist_ok:
-        raise UserError(f"{flag} {folder}: the folder is not empty; choose a new or empty one, or pass --exist_ok to "
-                        f"write into it (replacing the files it shares with the output)")
+        raise UserError(f"{flag} {folder} already holds results; {instead}, or pass --exist_ok to write into it "
+                        f"(replacing the files it shares with the output)")
 
 
 def refuse_inputs_inside(folder: Path, inputs: Iterable[tuple[str, Path]], flag: str) -> None:
