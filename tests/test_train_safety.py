@@ -81,6 +81,18 @@ def test_an_existing_run_is_refused_as_output_unless_exist_ok(dataset, finished_
     assert (run / "last.pth").read_bytes() != before["last.pth"]  # a new run, as asked
 
 
+
+@pytest.mark.parametrize("flag,name", [("--pretrained_weights", "best.pth"), ("--model_def", "model.cfg")])
+def test_an_input_inside_the_output_is_refused_even_with_exist_ok(dataset, finished_run, tmp_path, capsys, flag,
+                                                                  name):
+    run = copy_of(finished_run, tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    assert train.main(argv(dataset, run, "--exist_ok", flag, str(run / name))) == 1
+    (line,) = error_lines(capsys)
+    assert line == (f"error: {flag} {run / name} is at or inside {run}, which --output writes: the output would "
+                    f"replace the input files; choose another --output")
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
 def test_resuming_best_pth_in_its_own_folder_would_rewind_the_run_and_is_refused(finished_run, tmp_path, capsys):
     run = copy_of(finished_run, tmp_path / "run")
     assert train.main(["--resume", str(run / "best.pth"), "--n_cpu", "0"]) == 1

@@ -79,8 +79,9 @@ def refuse_filled_folder(folder: Path, flag: str, exist_ok: bool, instead: str =
 
 
 def refuse_inputs_inside(folder: Path, inputs: Iterable[tuple[str, Path]], flag: str) -> None:
-    """Stop when an input folder, given as (its flag, its path), lies at or below ``folder``, which ``flag``
-    makes an output: writing there could replace the inputs themselves, so not even --exist_ok allows it."""
+    """Stop when an input file or folder, given as (its flag, its path), lies at or below ``folder``, which
+    ``flag`` makes an output: writing there could replace the inputs themselves, so not even --exist_ok allows
+    it."""
     target = folder.resolve()
     for input_flag, path in inputs:
         if path.resolve().is_relative_to(target):

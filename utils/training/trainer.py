@@ -23,7 +23,8 @@ from utils.errors import UserError
 from utils.evaluation.evaluate import ImageRecord, collect_detections, format_best_f1, format_results, score
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
-from utils.output_files import named_write_errors, remove_orphan_temporaries, removed_on_failure
+from utils.output_files import (named_write_errors, refuse_inputs_inside, remove_orphan_temporaries,
+                                 removed_on_failure)
 from utils.training.distill import build_distiller
 from utils.training.distributed import Distributed
 from utils.training.epoch import EpochStats, StepContext, train_epoch
@@ -171,7 +172,16 @@ class Trainer:
             raise UserError(f"--output {requested} holds a training run (last.pth): --resume {requested} continues "
                             f"it, --exist_ok trains a new run there (replacing its checkpoints and results.csv); or "
                             f"choose another folder, or leave --output out for the next {RUNS}/expN")
-        return output_folder(requested, RUNS, self.opt.exist_ok)
+        run_dir = output_folder(requested, RUNS, self.opt.exist_ok)
+        refuse_inputs_inside(run_dir, self._input_files(), "--output")
+        return run_dir
+
+    def _input_files(self) -> list[tuple[str, Path]]:
+        """(flag, path) of each file the run reads: none may lie in the folder it writes (--exist_ok or not)."""
+        named = [("--model_def", self.opt.model_def), ("--data_config", self.opt.data_config),
+                 ("--pretrained_weights", self.opt.pretrained_weights), ("--teacher_cfg", self.opt.teacher_cfg),
+                 ("--teacher_weights", self.opt.teacher_weights), ("--resume", self.resumed_from)]
+        return [(flag, Path(path)) for flag, path in named if path]
 
     def _ensure_demo_data(self) -> None:
         if self.opt.data_config == DEFAULT_DATA and not Path(DEFAULT_DATA).exists():
