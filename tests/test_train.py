@@ -12,7 +12,7 @@ import torch
 
 from models import Darknet
 from tests.conftest import REPO
-from utils.darknet.checkpoint import load_pretrained
+from utils.darknet.checkpoint import CheckpointError, load_pretrained
 from utils.data.synthetic import write_dataset
 
 TINY = """
@@ -227,3 +227,25 @@ def test_pretrained_checkpoint_starts_from_its_ema_weights(tmp_path):
     load_pretrained(target, tmp_path / "best.pth")
     assert torch.equal(target.layers[0].conv.weight, ema.layers[0].conv.weight)
     assert not torch.equal(target.layers[0].conv.weight, raw.layers[0].conv.weight)
+
+
+def test_pretrained_checkpoint_of_a_class_count_or_a_backbone_loads_and_of_another_network_is_refused(tmp_path):
+    (tmp_path / "tiny.cfg").write_text(TINY)
+    (tmp_path / "four.cfg").write_text(TINY.replace("filters=255", "filters=27").replace("classes=80", "classes=4"))
+    (tmp_path / "wide.cfg").write_text(TINY.replace("filters=16", "filters=24"))
+    for name in ("tiny", "wide"):
+        torch.save({"model": Darknet(tmp_path / f"{name}.cfg").state_dict()}, tmp_path / f"{name}.pth")
+    source = torch.load(tmp_path / "tiny.pth", weights_only=True)["model"]
+    torch.save({"model": {k: v for k, v in source.items() if k.startswith(("layers.0.", "layers.1."))}},
+               tmp_path / "backbone.pth")
+
+    four = Darknet(tmp_path / "four.cfg")
+    assert load_pretrained(four, tmp_path / "tiny.pth").endswith(
+        "the head convs (layers 4) differ in shape (another class count) and were re-initialised")
+    assert torch.equal(four.layers[2].conv.weight, source["layers.2.conv.weight"])
+    assert load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "backbone.pth").endswith(
+        "layers 2..4 are not in the file (a backbone) and keep their initial values")
+    with pytest.raises(CheckpointError, match=r"wide\.pth does not fit .*tiny\.cfg:25: layer 2 \[convolutional\]: "
+                                              r"layers\.2\.conv\.weight has shape \(24, 16, 3, 3\), this cfg's "
+                                              r"\(16, 16, 3, 3\)"):
+        load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "wide.pth")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -166,6 +167,58 @@ def _load_other_class_count(model: Darknet, path: Path, classes: int) -> str:
             f"the head convs (layers {', '.join(map(str, reset))}) were re-initialised")
 
 
+@dataclass
+class LayerFit:
+    """How a state dict's tensors fit a model's layers (those that have tensors)."""
+
+    present: set[int]  # layers the state has every tensor of, in this model's shapes
+    unfit: dict[int, str]  # layer -> why: the first of its tensors the state has in another shape
+    absent: set[int]  # layers the state has no tensor of
+
+    @classmethod
+    def of(cls, model: Darknet, state: dict) -> LayerFit:
+        fit = cls(set(), {}, set())
+        for name, tensor in model.state_dict().items():
+            if name.startswith("layers."):
+                layer, theirs = int(name.split(".")[1]), state.get(name)
+                if theirs is None:
+                    fit.absent.add(layer)
+                elif theirs.shape != tensor.shape:
+                    fit.unfit.setdefault(layer, f"{name} has shape {tuple(theirs.shape)}, this cfg's "
+                                                f"{tuple(tensor.shape)}")
+        fit.absent -= set(fit.unfit)
+        named = {int(name.split(".")[1]) for name in state if name.startswith("layers.")}
+        fit.present = named & set(range(len(model.layers))) - fit.absent - set(fit.unfit)
+        return fit
+
+    def backbone_only(self) -> bool:
+        """The state holds leading layers whole and nothing of the rest (a backbone file)."""
+        return not self.unfit and min(self.absent) > max(self.present, default=-1)
+
+
+def _load_pretrained_checkpoint(model: Darknet, path: Path) -> str:
+    """Start from a .pth of this cfg's network, or of it with another class count (the head convs re-initialise),
+    or of its leading layers (a backbone file: the rest keep their initial values); a file of another network
+    is refused, naming the first layer that does not fit, rather than loading the few tensors that happen to."""
+    state = exported_state(load_checkpoint(path))
+    fit = LayerFit.of(model, state)
+    heads = {index - 1 for index, layer in enumerate(model.layers) if layer in model.yolo_layers}
+    if fit.absent and not fit.backbone_only() or set(fit.unfit) - heads:
+        index = min((set(fit.unfit) - heads) | fit.absent)
+        why = fit.unfit.get(index, "the file has no tensor of it")
+        raise CheckpointError(f"{path} does not fit {model.blocks[index].where()}: {why}; "
+                              f"--pretrained_weights takes a checkpoint of this cfg's network (another class "
+                              f"count re-initialises the head convs) or a backbone file of its leading layers")
+    load_state_dict_matching(model, state)
+    if fit.unfit:
+        return (f"loaded {path}; the head convs (layers {', '.join(map(str, sorted(fit.unfit)))}) differ in shape "
+                f"(another class count) and were re-initialised")
+    if fit.absent:
+        return (f"loaded {path}; layers {min(fit.absent)}..{max(fit.absent)} are not in the file (a backbone) and "
+                f"keep their initial values")
+    return f"loaded {path}"
+
+
 def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None) -> str:
     """Load ``.weights`` (whole, or ``cutoff`` leading layers, inferred from ``.conv.N`` names) or a ``.pth``.
 
@@ -173,14 +226,7 @@ def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None)
     returned one-line report says so."""
     path = regular_file(path, "pretrained weights", WeightsFileError)
     if path.suffix in CHECKPOINT_SUFFIXES:
-        state = exported_state(load_checkpoint(path))
-        skipped = load_state_dict_matching(model, state)
-        layers = sorted({int(name.split(".")[1]) for name in skipped if name.startswith("layers.") and name in state})
-        note = f"; layers {', '.join(map(str, layers))} differ in shape and were re-initialised" if layers else ""
-        absent = sorted({int(name.split(".")[1]) for name in skipped if name.startswith("layers.")} - set(layers))
-        if absent:  # a backbone file (convert.py --import_imagenet) holds the leading layers only
-            note += f"; layers {absent[0]}..{absent[-1]} are not in the file and keep their initial values"
-        return f"loaded {path}{note}"
+        return _load_pretrained_checkpoint(model, path)
     cutoff = cutoff if cutoff is not None else cutoff_from_name(path)
     try:
         model.load_darknet_weights(path, cutoff)
