@@ -113,6 +113,14 @@ def test_a_failed_start_leaves_no_folder(dataset, tmp_path, capsys):
     assert existing.is_dir()  # the user's own (empty) folder stays
 
 
+def test_a_cfg_without_yolo_layers_is_refused_before_training(dataset, tmp_path, capsys):
+    (tmp_path / "headless.cfg").write_text("[net]\nwidth=64\nheight=64\n\n[convolutional]\nfilters=8\nsize=3\n")
+    assert train.main(argv(dataset, tmp_path / "run", "--model_def", str(tmp_path / "headless.cfg"))) == 1
+    assert error_lines(capsys) == [f"error: {tmp_path / 'headless.cfg'}: the cfg has no [yolo] layer, so there is no "
+                                   f"detection loss to train; end the network in [yolo] heads, as "
+                                   f"cfg/yolov3-tiny.cfg does"]
+    assert not (tmp_path / "run").exists()
+
 def test_an_unreadable_training_set_is_an_error_and_leaves_nothing(tmp_path, capsys):
     data = write_dataset(tmp_path / "set", train=4, valid=2, size=64, seed=2)
     for image in (tmp_path / "set" / "images" / "train").iterdir():

@@ -214,6 +214,9 @@ class Trainer:
         with warnings.catch_warnings():
             warnings.simplefilter("default" if self.dist.is_main else "ignore")  # one copy of cfg warnings, not N
             model = Darknet(cfg)
+        if not model.yolo_layers:
+            raise UserError(f"{self.opt.model_def}: the cfg has no [yolo] layer, so there is no detection loss to "
+                            f"train; end the network in [yolo] heads, as cfg/yolov3-tiny.cfg does")
         cfg_path = run_dir / "model.cfg"
         self.log(f"run directory: {run_dir}   model: {self.opt.model_def} -> {cfg_path} "
                  f"({data.classes} classes: {', '.join(data.names)})")
