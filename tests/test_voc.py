@@ -81,6 +81,27 @@ def test_bad_annotations_are_named(tmp_path):
         convert_voc(ann, img, tmp_path / "out")
 
 
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("<width>100</width>", "<width>abc</width>", r"a\.xml: size/width must be a number of pixels, got 'abc'"),
+    ("<width>100</width>", "<width>nan</width>", r"a\.xml: size/width must be a number of pixels, got 'nan'"),
+    ("<height>200</height>", "<height>inf</height>", r"a\.xml: size/height must be a number of pixels, got 'inf'"),
+    ("<width>100</width>", "<width>-650</width>", r"a\.xml: size/width must be a number of pixels, got '-650'"),
+    ("<xmin>11</xmin>", "<xmin>nan</xmin>", r"a\.xml: object 1 \(dog\) has a non-numeric bndbox"),
+    ("<ymax>81</ymax>", "<ymax>-inf</ymax>", r"a\.xml: object 1 \(dog\) has a non-numeric bndbox"),
+])
+def test_sizes_and_boxes_that_are_not_finite_numbers_are_named(tmp_path, field, value, expected):
+    ann, img = voc_folder(tmp_path, [("a", (100, 200), [dict(cls="dog", difficult=0, x1=11, y1=21, x2=51, y2=81)])])
+    (ann / "a.xml").write_text((ann / "a.xml").read_text().replace(field, value))
+    with pytest.raises(DataError, match=expected):
+        convert_voc(ann, img, tmp_path / "out")
+    assert not (tmp_path / "out" / "labels").exists()
+
+
+def test_a_missing_annotations_folder_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"absent: no such folder of annotations"):
+        convert_voc(tmp_path / "absent", tmp_path, tmp_path / "out")
+
 def test_raccoon_dataset_converts(tmp_path):
     root = shared_path("datasets", "raccoon")
     data, counts = convert_voc(root / "annotations", root / "images", tmp_path / "raccoon", "raccoon")

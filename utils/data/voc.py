@@ -5,6 +5,7 @@ Boxes convert as Darknet's own voc_label.py does: VOC pixel coordinates are 1-ba
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,18 @@ class VocObject:
     difficult: bool
 
 
+def _image_side(path: Path, root: ET.Element, key: str) -> int:
+    """The annotation's image width or height in pixels; 0 when it lacks one (the image then says)."""
+    text = (root.findtext(key) or "").strip()
+    try:
+        value = float(text or 0)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise DataError(f"{path}: {key} must be a number of pixels, got {text!r}")
+    return int(value)
+
+
 def read_annotation(path: Path) -> tuple[str, int, int, list[VocObject]]:
     """(image file name, width, height, objects); width/height are 0 when the XML lacks them."""
     try:
@@ -30,8 +43,7 @@ def read_annotation(path: Path) -> tuple[str, int, int, list[VocObject]]:
     except ET.ParseError as err:
         raise DataError(f"{path}: not valid XML ({err})") from err
     filename = root.findtext("filename", default="").strip()
-    width = int(float(root.findtext("size/width", default="0") or 0))
-    height = int(float(root.findtext("size/height", default="0") or 0))
+    width, height = (_image_side(path, root, f"size/{key}") for key in ("width", "height"))
     objects = []
     for number, obj in enumerate(root.iter("object"), 1):
         name = (obj.findtext("name") or "").strip()
@@ -41,7 +53,9 @@ def read_annotation(path: Path) -> tuple[str, int, int, list[VocObject]]:
         try:
             box = tuple(float(v) for v in values)
         except ValueError:
-            raise DataError(f"{path}: object {number} ({name}) has a non-numeric bndbox: {values}") from None
+            box = (math.nan,)
+        if not all(map(math.isfinite, box)):
+            raise DataError(f"{path}: object {number} ({name}) has a non-numeric bndbox: {values}")
         if box[2] <= box[0] or box[3] <= box[1]:
             raise DataError(f"{path}: object {number} ({name}) has an empty bndbox {box}")
         objects.append(VocObject(name, box, (obj.findtext("difficult") or "0").strip() == "1"))
@@ -94,6 +108,8 @@ class VocRecord:
 
 def _read_annotations(annotations_dir: Path, images_dir: Path) -> list[VocRecord]:
     """One record per .xml file; two describing the same image are refused."""
+    if not annotations_dir.is_dir():
+        raise DataError(f"{annotations_dir}: no such folder of annotations")
     xml_files = sorted(annotations_dir.glob("*.xml"))
     if not xml_files:
         raise DataError(f"{annotations_dir}: no .xml annotations found")
