@@ -237,3 +237,20 @@ def test_letterbox_takes_any_aspect_ratio():
     assert canvas.shape == (64, 64, 3) and box.scale_y > 0
     tall = np.full((5000, 3, 3), 10, np.uint8)
     assert letterbox_image(tall, (32, 32))[0].shape == (32, 32, 3)
+
+
+def test_the_synthetic_set_command_checks_its_flags_and_never_writes_into_an_earlier_set(tmp_path, capsys):
+    from utils.data.synthetic import main
+    out = tmp_path / "demo"
+    assert main(["--out", str(out), "--train", "2", "--valid", "1", "--size", "64"]) == 0
+    listed = (out / "train.txt").read_text()
+    assert listed.count("\n") == 2 and (out / "shapes.data").is_file()
+    assert main(["--out", str(out), "--train", "1", "--valid", "1", "--size", "64"]) == 1
+    assert f"error: --out {out} already holds results" in capsys.readouterr().err
+    assert (out / "train.txt").read_text() == listed
+    assert main(["--out", str(out), "--train", "1", "--valid", "1", "--size", "64", "--exist_ok"]) == 0
+    assert (out / "train.txt").read_text().count("\n") == 1
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "other"), "--size", "0"])
+    assert stop.value.code == 2 and "--size: expected an integer in 32 .. inf, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

@@ -11,13 +11,15 @@ Layout written under ``root``::
 """
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from utils.cli import ArgumentParser, integer, run_main
 from utils.fileio import atomic_write
+from utils.output_files import refuse_filled_folder
 
 CLASS_NAMES = ("circle", "rectangle", "triangle", "cross")
 
@@ -129,17 +131,25 @@ def write_dataset(root: str | Path, train: int = 400, valid: int = 100, size: in
     return data
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the synthetic shapes dataset in Darknet format.")
-    parser.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
-    parser.add_argument("--train", type=int, default=400, help="training images")
-    parser.add_argument("--valid", type=int, default=100, help="validation images")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m utils.data.synthetic [--out DIR]``: the set into a new or empty folder (or --exist_ok)."""
+    parser = ArgumentParser(description="Write the synthetic shapes dataset in Darknet format.")
+    parser.add_argument("--out", default="data/demo", help="output folder, new or empty")
+    parser.add_argument("--exist_ok", action="store_true", help="write into an --out that holds files, replacing "
+                                                                 "those of the same names")
+    parser.add_argument("--train", type=integer(1), default=400, help="training images")
+    parser.add_argument("--valid", type=integer(1), default=100, help="validation images")
+    parser.add_argument("--size", type=integer(32), default=256, help="image side in pixels")
+    parser.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of every image's content")
     args = parser.parse_args(argv)
-    data = write_dataset(args.out, args.train, args.valid, args.size, args.seed)
-    print(f"wrote {args.train} + {args.valid} images; data config: {data}")
+
+    def write() -> int:
+        refuse_filled_folder(Path(args.out), "--out", args.exist_ok)
+        data = write_dataset(args.out, args.train, args.valid, args.size, args.seed)
+        print(f"wrote {args.train} + {args.valid} images; data config: {data}")
+        return 0
+    return run_main(write)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
