@@ -65,11 +65,13 @@ def add_export_flags(p: ArgumentParser) -> None:
 def add_import_flags(p: ArgumentParser) -> None:
     p.add_argument("--import_imagenet", metavar="CKPT", help="a classification checkpoint (torchvision ResNet/"
                    "ResNeXt, SE-ResNet, IBN-Net, Res2Net layouts) to map onto the cfg's backbone; writes OUTPUT")
-    p.add_argument("--input_mean", type=number(), nargs=3, default=list(IMAGENET_MEAN),
-                   help="with --import_imagenet: the RGB mean the checkpoint's inputs were normalised with "
-                        "(folded into the first conv; 0 0 0 and --input_std 1 1 1 to fold nothing)")
-    p.add_argument("--input_std", type=number(0, above=True), nargs=3, default=list(IMAGENET_STD),
-                   help="with --import_imagenet: the RGB standard deviation of that normalisation")
+    p.add_argument("--input_mean", type=number(), nargs=3,
+                   help=f"with --import_imagenet: the RGB mean the checkpoint's inputs were normalised with "
+                        f"(folded into the first conv; 0 0 0 and --input_std 1 1 1 to fold nothing; default: "
+                        f"ImageNet's, {' '.join(map(str, IMAGENET_MEAN))})")
+    p.add_argument("--input_std", type=number(0, above=True), nargs=3,
+                   help=f"with --import_imagenet: the RGB standard deviation of that normalisation (default: "
+                        f"ImageNet's, {' '.join(map(str, IMAGENET_STD))})")
 
 
 def run_import(args, cfg: Path | None) -> str:
@@ -77,7 +79,8 @@ def run_import(args, cfg: Path | None) -> str:
         raise UserError("--import_imagenet CKPT needs --model_def CFG and one output (OUT.conv.N, .weights or .pth)")
     out = Path(args.input)
     refuse_existing(out, args.force, (args.import_imagenet, cfg))
-    imported = import_imagenet(args.import_imagenet, Darknet(cfg), args.input_mean, args.input_std)
+    imported = import_imagenet(args.import_imagenet, Darknet(cfg), args.input_mean or list(IMAGENET_MEAN),
+                               args.input_std or list(IMAGENET_STD))
     with named_write_errors(out, "backbone"):
         how = write_backbone(imported, out)
     left_out = f"; left out: {', '.join(imported.dropped)}" if imported.dropped else ""
@@ -101,6 +104,9 @@ def refuse_unused_flags(args) -> None:
         given = [name for name in EXPORT_FLAGS if getattr(args, name) not in (None, False)]
         if given:
             raise UserError(f"--{given[0]} sets an export; add --onnx OUT.onnx or --torchscript OUT.pt")
+    normalisation = [name for name in ("input_mean", "input_std") if getattr(args, name) is not None]
+    if normalisation and not args.import_imagenet:
+        raise UserError(f"--{normalisation[0]} describes a classifier's inputs; it applies with --import_imagenet only")
     if args.import_imagenet and args.cutoff is not None:
         raise UserError("--cutoff does not apply to --import_imagenet: the backbone's layers are those the "
                         "checkpoint fills (name the output .conv.N or .weights)")

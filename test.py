@@ -16,8 +16,8 @@ from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
 from utils.evaluation.confusion import best_f1_confidence, write_evaluation_pictures
-from utils.evaluation.evaluate import (EVAL_CONF_THRES, EVAL_NMS_THRES, collect_detections, format_best_f1, format_results,
-                                       score, write_coco_json)
+from utils.evaluation.evaluate import (EVAL_CONF_THRES, EVAL_NMS_THRES, collect_detections, format_best_f1,
+                                       format_results, score, write_coco_json)
 from utils.evaluation.metrics import DEFAULT_METHOD, METHODS
 from utils.inference.load import load_model
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs

@@ -1,4 +1,5 @@
-"""[res2net] and [triangle] held to ../shared/spec/res2net-yolov3.md §2-3, independently of utils/darknet/layers/res2net.py.
+"""[res2net] and [triangle] held to ../shared/spec/res2net-yolov3.md §2-3, independently of
+utils/darknet/layers/res2net.py.
 
 The weights are written by hand in the spec's stream order, and the expected output is computed by a
 functional forward written from the spec's steps, so neither the tensor order nor the block's wiring

@@ -134,7 +134,8 @@ def test_class_names_stored_in_a_pth_must_fit_the_model(tiny_weights, tmp_path):
     refused = convert("--model_def", cfg, weights, tmp_path / "m.pth", "--class_path", tmp_path / "three.names",
                       check=False)
     assert refused.returncode == 1 and not (tmp_path / "m.pth").exists()
-    assert refused.stderr.splitlines()[-1] == f"error: {tmp_path / 'three.names'}: 3 class names for a model with 80 classes"
+    assert refused.stderr.splitlines()[-1] == (f"error: {tmp_path / 'three.names'}: 3 class names for a model "
+                                               f"with 80 classes")
     (tmp_path / "coco.names").write_text("".join(f"class{i}\n" for i in range(80)))
     convert("--model_def", cfg, weights, tmp_path / "m.pth", "--class_path", tmp_path / "coco.names")
     assert torch.load(tmp_path / "m.pth", weights_only=True)["names"][79] == "class79"

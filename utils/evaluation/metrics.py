@@ -110,8 +110,8 @@ class EvalResult:
         return float(np.mean(values)) if values else 0.0
 
 
-def evaluate_detections(images: list[tuple[np.ndarray, np.ndarray]], class_names: list[str], method: str = DEFAULT_METHOD,
-                        max_dets: int = 100, report_conf: float = 0.25,
+def evaluate_detections(images: list[tuple[np.ndarray, np.ndarray]], class_names: list[str],
+                        method: str = DEFAULT_METHOD, max_dets: int = 100, report_conf: float = 0.25,
                         iou_thresholds: np.ndarray = COCO_IOU_THRESHOLDS) -> EvalResult:
     """``images``: per image ``(detections (n, 6): x1 y1 x2 y2 score class, ground truth (m, 5): class x1 y1 x2 y2)``,
     both in the same pixel coordinates. P, R and F1 are at IoU 0.5 for detections scoring >= report_conf."""
