@@ -22,6 +22,8 @@ from utils.training.trainer import TrainOptions, Trainer
 
 POSITIVE = integer(1)
 FRACTION = number(0, 1)
+# a flag that acts only with another: named alone it is a mistake to report, not a value to ignore in silence
+ACTS_WITH = {"s": "sr", "cutoff": "pretrained_weights", "distill_weight": "teacher_weights"}
 SEED = integer(0, 2 ** 32 - 1)  # numpy's seed sequences take no negative seeds
 
 
@@ -125,10 +127,13 @@ def parse_args(argv=None) -> tuple[TrainOptions, int | None]:
     _add_optimisation_flags(p, d)
     # argparse fills in a default only where the namespace has no value yet: these stay None when not given, so
     # that a resumed run keeps its own (--help still shows the defaults of a new run)
-    args = p.parse_args(argv, argparse.Namespace(**{name: None for name in EXTENDABLE_OPTIONS}))
-    if args.resume is None:
-        for name in EXTENDABLE_OPTIONS:
-            setattr(args, name, getattr(args, name) if getattr(args, name) is not None else p.get_default(name))
+    args = p.parse_args(argv, argparse.Namespace(**{name: None for name in (*EXTENDABLE_OPTIONS, *ACTS_WITH)}))
+    for name, partner in ACTS_WITH.items():
+        if getattr(args, name) is not None and not getattr(args, partner) and args.resume is None:
+            p.error(f"--{name} acts only with --{partner}; add it, or leave --{name} out")
+    unset = ACTS_WITH if args.resume is not None else (*EXTENDABLE_OPTIONS, *ACTS_WITH)
+    for name in unset:
+        setattr(args, name, getattr(args, name) if getattr(args, name) is not None else p.get_default(name))
     return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)}), args.evolve
 
 

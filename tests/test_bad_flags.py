@@ -54,6 +54,9 @@ ROWS = [
     (TRAIN + " --n_cpu -1", "argument --n_cpu: expected an integer in 0 .. inf, got -1"),
     (TRAIN + " --lr -1", "argument --lr: expected a finite number in (0, inf), got -1"),
     (TRAIN + " --epochs 0", "argument --epochs: expected an integer in 1 .. inf, got 0"),
+    (TRAIN + " --s 0.01", "--s acts only with --sr; add it, or leave --s out"),
+    (TRAIN + " --cutoff 5", "--cutoff acts only with --pretrained_weights"),
+    (TRAIN + " --distill_weight 3", "--distill_weight acts only with --teacher_weights"),
     pytest.param(TRAIN.replace("--device cpu", "--device 0"), "--device 0: CUDA is not available", marks=NO_CUDA),
     (TRAIN + " --output {root}/fresh --freeze 1000", "--freeze 1000: {cfg} has only 6 layers (0..5)"),
     (TRAIN + " --output {run}", "--output {run} holds a training run (last.pth): --resume {run} continues it"),
@@ -80,6 +83,8 @@ ROWS = [
     ("convert.py /dev/null {root}/out.pth", "/dev/null: is not a regular file"),
     ("convert.py {weights_only} {root}/out.pth --nms", "--nms sets an export; add --onnx OUT.onnx or --torchscript"),
     ("convert.py {weights_only} {root}/out.pth --fuse", "--fuse sets an export; add --onnx"),
+    ("convert.py {weights_only} {root}/out.weights --input_mean 1 1 1", "--input_mean describes a classifier's "
+                                                                       "inputs; it applies with --import_imagenet"),
     ("convert.py --import_imagenet {junk} --model_def {cfg} {root}/b.conv.3 --cutoff 2",
      "--cutoff does not apply to --import_imagenet"),
     ("convert.py {misfit} {root}/out.weights", "{misfit}: tensor 'layers.4.conv.weight'"),
