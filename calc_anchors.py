@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from utils.data.check import labels_problem, summarize_dataset
 from utils.data.config import DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.fileio import atomic_write
-from utils.output_files import named_write_errors, refuse_replacing_inputs
+from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,8 +48,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise AnchorError("--out writes a copy of a cfg: name it with --model_def")
     if args.out:
         refuse_replacing_inputs([args.out], [args.model_def, args.data_config], "--out")
-    if args.out and Path(args.out).exists() and not args.force:
-        raise AnchorError(f"--out {args.out} exists; pass --force to replace it")
+        refuse_existing([args.out], "--out", args.force, "--force")
 
 
 def training_boxes(data_config: str) -> tuple[list[np.ndarray], str, list[str]]:

@@ -32,7 +32,7 @@ from utils.darknet.weights import WeightsFileError
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
 from utils.inference.load import class_names
-from utils.output_files import named_write_errors, refuse_replacing_inputs
+from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
 
 
 def parse_args(argv=None):
@@ -78,7 +78,7 @@ def run_import(args, cfg: Path | None) -> str:
     if cfg is None or not args.input or args.output:  # the one positional argument is the output here
         raise UserError("--import_imagenet CKPT needs --model_def CFG and one output (OUT.conv.N, .weights or .pth)")
     out = Path(args.input)
-    refuse_existing(out, args.force, (args.import_imagenet, cfg))
+    check_output(out, "output", args.force, (args.import_imagenet, cfg))
     imported = import_imagenet(args.import_imagenet, Darknet(cfg), args.input_mean or list(IMAGENET_MEAN),
                                args.input_std or list(IMAGENET_STD))
     with named_write_errors(out, "backbone"):
@@ -88,11 +88,11 @@ def run_import(args, cfg: Path | None) -> str:
             f"of {cfg}{left_out}\ntrain from it: python train.py --model_def {cfg} {how}")
 
 
-def refuse_existing(path: Path, force: bool, inputs: tuple[Path | str | None, ...]) -> None:
-    """Refuse an existing output without --force, and an output that is one of the inputs even with it."""
-    refuse_replacing_inputs([path], inputs, "output")
-    if path.exists() and not force:
-        raise UserError(f"{path} exists; pass --force to replace it")
+def check_output(path: Path, flag: str, force: bool, inputs: tuple[Path | str | None, ...]) -> None:
+    """Refuse an output that is one of the inputs, even with --force; an existing one without it; one that
+    could not be written."""
+    refuse_replacing_inputs([path], inputs, flag)
+    refuse_existing([path], flag, force, "--force")
 
 
 EXPORT_FLAGS = ("nms", "conf_thres", "iou_thres", "max_det", "fuse", "img_size")  # only an export reads these
@@ -121,7 +121,7 @@ def run(args) -> str:
         if cfg is None:
             raise UserError("--darknet_native needs --model_def")
         out = Path(args.darknet_native)
-        refuse_existing(out, args.force, (cfg,))
+        check_output(out, "--darknet_native", args.force, (cfg,))
         source = read_cfg(cfg)
         native = darknet_native_cfg(source)
         with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:
@@ -137,7 +137,7 @@ def run(args) -> str:
     if not args.output:
         raise UserError("name an output file (.pth or .weights), or use --onnx / --darknet_native")
     out = Path(args.output)
-    refuse_existing(out, args.force, (source, cfg))
+    check_output(out, "output", args.force, (source, cfg))
     if out.suffix in CHECKPOINT_SUFFIXES:
         if args.cutoff is not None:
             raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
@@ -185,9 +185,9 @@ def export(args, source: Path, cfg: Path | None) -> str:
     nms = nms_options(args)
     if args.output:
         raise UserError(f"{args.output}: an export writes only its --onnx / --torchscript file; drop this output")
-    targets = [Path(name) for name in (args.onnx, args.torchscript) if name]
-    for out in targets:
-        refuse_existing(out, args.force, (source, cfg))
+    targets = {flag: Path(name) for flag, name in (("--onnx", args.onnx), ("--torchscript", args.torchscript)) if name}
+    for flag, out in targets.items():
+        check_output(out, flag, args.force, (source, cfg))
     model = model_from_file(source, cfg)[0]
     size = (args.img_size, args.img_size) if args.img_size else model.img_size
     lines = []

@@ -166,7 +166,8 @@ def test_calc_anchors_command_line(tmp_path):
     assert "new anchors: average IoU" in result.stdout and "yolov3-tiny.cfg's anchors: average IoU" in result.stdout
     again = calc_anchors("--data_config", data, "--num_anchors", 6, "--img_size", 320, "--model_def",
                          REPO / "cfg" / "yolov3-tiny.cfg", "--out", out)
-    assert again.returncode == 1 and again.stderr.strip() == f"error: --out {out} exists; pass --force to replace it"
+    assert again.returncode == 1 and again.stderr.strip() == (f"error: --out {out}: the file exists; choose another "
+                                                                f"name or pass --force to replace it")
     alone = calc_anchors("--data_config", data, "--out", out)
     assert alone.returncode == 1 and "name it with --model_def" in alone.stderr
 

@@ -67,6 +67,11 @@ ROWS = [
                  marks=NO_CUDA),
     (TEST + " --save_json {existing}", "--save_json {existing}: the file exists; choose another name or pass "
                                        "--exist_ok"),
+    (TEST + " --save_json {existing}/x.json", "--save_json {existing}/x.json: {existing} is a file, not a folder"),
+    (TEST + " --plots {existing}/pics", "--plots {existing}/pics/confusion_matrix.png: {existing} is a file, not a folder"),
+    (PRUNE + " --output {cfg}/pruned", "--output {cfg}/pruned: {cfg} is a file, not a folder"),
+    ("calc_anchors.py --data_config {data} --model_def {cfg} --out {cfg}/new.cfg",
+     "--out {cfg}/new.cfg: {cfg} is a file, not a folder"),
     (TEST + " --conf_thres nan", "argument --conf_thres: expected a finite number in [0, 1], got nan"),
     (TEST + " --save_json {data} --exist_ok", "--save_json {data} is the input {data}; write it elsewhere"),
     ("prune.py --weights_path {root}/pruned/pruned.pth --percent 0.3 --output {root}/pruned --exist_ok",

@@ -1,6 +1,8 @@
 """utils/cli.py: --device specs, run folders, class-name files and the one error wrapper of every script."""
 import errno
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ import torch
 from utils.cli import claim_run_dir, run_main, select_device
 from utils.data.names import read_class_names
 from utils.errors import UserError
-from utils.output_files import removed_on_failure
+from utils.output_files import refuse_existing, refuse_filled_folder, removed_on_failure
 
 
 @pytest.fixture
@@ -141,3 +143,18 @@ def test_a_bug_keeps_its_traceback(capsys):
 
 def test_success_returns_the_body_exit_code():
     assert run_main(lambda: 0) == 0
+
+
+def test_an_output_that_could_not_be_written_is_named_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(UserError, match=rf"--out {tmp_path}/a_file/deeper/x\.json: {tmp_path}/a_file is a file, "
+                                        r"not a folder"):
+        refuse_existing([tmp_path / "a_file" / "deeper" / "x.json"], "--out", exist_ok=False)
+    writable = {tmp_path / "ok"}
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "locked").mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) in writable)  # root may write anywhere
+    refuse_existing([tmp_path / "ok" / "new" / "x.json"], "--out", exist_ok=False)
+    with pytest.raises(UserError, match=rf"--output {tmp_path}/locked/run: cannot write in {tmp_path}/locked "
+                                        r"\(permission denied\)"):
+        refuse_filled_folder(tmp_path / "locked" / "run", "--output", exist_ok=False)

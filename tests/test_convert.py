@@ -114,7 +114,8 @@ def test_errors(tiny_weights, tmp_path):
     existing = tmp_path / "exists.pth"
     existing.write_bytes(b"mine")
     refused = convert("--model_def", cfg, weights, existing, check=False)
-    assert refused.returncode == 1 and "exists; pass --force" in refused.stderr
+    assert refused.returncode == 1 and f"output {existing}: the file exists; choose another name or pass --force" \
+        in refused.stderr
     assert existing.read_bytes() == b"mine"
     convert("--model_def", cfg, weights, existing, "--force")
     assert torch.load(existing, weights_only=True)["model"]

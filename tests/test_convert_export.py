@@ -69,7 +69,9 @@ def test_onnx_and_torchscript_in_one_call(checkpoint, tmp_path):
 @pytest.mark.parametrize("flags,message", [
     (["--onnx", "{T}/a.onnx", "--conf_thres", "0.3"], "--conf_thres sets the NMS step of an ONNX export; add --nms"),
     (["--torchscript", "{T}/a.pt", "--nms"], "--nms ends an ONNX graph; add --onnx OUT.onnx"),
-    (["--onnx", "{T}/exists.onnx"], "exists.onnx exists; pass --force to replace it"),
+    (["--onnx", "{T}/exists.onnx"], "--onnx {T}/exists.onnx: the file exists; choose another name or pass --force"),
+    (["--onnx", "{T}/exists.onnx/m.onnx"], "--onnx {T}/exists.onnx/m.onnx: {T}/exists.onnx is a file, not a folder"),
+    (["--torchscript", "{T}"], "--torchscript {T}: is a folder, expected a file name"),
     (["{T}/out.pth", "--onnx", "{T}/a.onnx"], "an export writes only its --onnx / --torchscript file"),
     (["--onnx", "{T}/a.onnx", "--nms", "--max_det", "0"], "--max_det: expected an integer in 1 .. inf, got 0"),
     (["--onnx", "{T}/a.onnx", "--img_size", "100"], "--img_size: expected an integer in 32 .. inf, a multiple of 32"),
@@ -77,5 +79,6 @@ def test_onnx_and_torchscript_in_one_call(checkpoint, tmp_path):
 def test_export_flag_errors(checkpoint, tmp_path, flags, message):
     (tmp_path / "exists.onnx").write_bytes(b"mine")
     result = convert(checkpoint[0], *(f.replace("{T}", str(tmp_path)) for f in flags))
+    message = message.replace("{T}", str(tmp_path))
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "exists.onnx").read_bytes() == b"mine" and not (tmp_path / "a.onnx").exists()

@@ -47,14 +47,28 @@ def named_write_errors(path: str | Path, what: str) -> Iterator[None]:
         raise OutputError(f"{path}: cannot write the {what}: {reason}") from err
 
 
-def refuse_existing(paths: Iterable[str | Path], flag: str, exist_ok: bool) -> None:
-    """Stop before any work when one of ``paths`` exists (unless ``exist_ok``): an earlier result is never
-    replaced unasked. ``flag`` names the option that chose the path."""
+def refuse_existing(paths: Iterable[str | Path], flag: str, exist_ok: bool, override: str = "--exist_ok") -> None:
+    """Stop before any work when one of ``paths`` exists (unless ``exist_ok``, the ``override`` flag): an earlier
+    result is never replaced unasked; or when it could not be written. ``flag`` names the option that chose it."""
     for path in map(Path, paths):
         if path.is_dir():
             raise UserError(f"{flag} {path}: is a folder, expected a file name")
         if path.exists() and not exist_ok:
-            raise UserError(f"{flag} {path}: the file exists; choose another name or pass --exist_ok to replace it")
+            raise UserError(f"{flag} {path}: the file exists; choose another name or pass {override} to replace it")
+        refuse_unwritable(path, flag)
+
+
+def refuse_unwritable(path: Path, flag: str, folder: bool = False) -> None:
+    """Stop before any work when ``path`` (a file, or with ``folder`` a folder to write in, which ``flag``
+    chose) could not be written: a file stands where a folder of its path should be, or the deepest folder
+    that exists is not writable."""
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write in {existing} (permission denied)")
 
 
 def refuse_replacing_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], flag: str) -> None:
@@ -76,6 +90,7 @@ def refuse_filled_folder(folder: Path, flag: str, exist_ok: bool, instead: str =
     if folder.is_dir() and any(folder.iterdir()) and not exist_ok:
         raise UserError(f"{flag} {folder} already holds results; {instead}, or pass --exist_ok to write into it "
                         f"(replacing the files it shares with the output)")
+    refuse_unwritable(folder, flag, folder=True)
 
 
 def refuse_inputs_inside(folder: Path, inputs: Iterable[tuple[str, Path]], flag: str) -> None:
