@@ -1,6 +1,8 @@
 """utils/cli.py: --device specs, run folders, class-name files and the one error wrapper of every script."""
 import errno
 import os
+import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -158,3 +160,35 @@ def test_an_output_that_could_not_be_written_is_named_before_any_work(tmp_path, 
     with pytest.raises(UserError, match=rf"--output {tmp_path}/locked/run: cannot write in {tmp_path}/locked "
                                         r"\(permission denied\)"):
         refuse_filled_folder(tmp_path / "locked" / "run", "--output", exist_ok=False)
+
+
+def test_running_out_of_memory_is_one_line_and_a_bug_keeps_its_traceback(capsys):
+    def allocate():
+        torch.empty(1 << 62, dtype=torch.uint8)  # far past any machine's memory
+        return 0
+
+    assert run_main(allocate) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (") and err.endswith("a smaller --img_size or --batch_size needs "
+                                                                      "less\n") and err.count("\n") == 1
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_main(fails_with(RuntimeError("a bug")))
+
+
+def test_this_repos_warnings_print_as_one_line_and_others_as_python_does(capsys):
+    from utils.darknet.cfg import CfgWarning
+
+    def warn():
+        warnings.warn("ignored keys", CfgWarning)
+        warnings.warn("from elsewhere", DeprecationWarning)
+        return 0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        # as Python shows a warning outside pytest, which records them instead
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        assert run_main(warn) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "warning: ignored keys" and "DeprecationWarning: from elsewhere" in lines[1]
+    assert warnings.formatwarning is not None and "utils.cli" not in warnings.formatwarning.__module__

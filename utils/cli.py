@@ -7,6 +7,7 @@ import argparse
 import math
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -189,17 +190,44 @@ def print_error(message: str) -> None:
     sys.stderr.flush()
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed (CUDA's, or the CPU allocator's, which raises a bare
+    RuntimeError): the input's size, not a bug."""
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(err)
+
+
+_PYTHON_FORMAT_WARNING = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """This repo's warnings (a cfg's ignored keys, a short .weights file) as ``warning: ...`` lines for the
+    user; Python's own format, with the warning's source line, for everyone else's."""
+    if category.__module__.startswith("utils."):
+        return f"warning: {message}\n"
+    return _PYTHON_FORMAT_WARNING(message, category, filename, lineno, line)
+
+
 def run_main(main: Callable[[], int]) -> int:
     """Run a command line's body and return its exit code. A :class:`UserError` or an ``OSError`` (a file
-    the user named) is printed as ``error: <message>`` on stderr and gives 1; Ctrl-C gives
-    ``error: interrupted`` and 130. Anything else is a bug and propagates with its traceback. Every command
-    line runs with the allocator set up for tensors (:mod:`utils.allocator`)."""
+    the user named) is printed as ``error: <message>`` on stderr and gives 1, as does running out of memory
+    (an input too large); Ctrl-C gives ``error: interrupted`` and 130. Anything else is a bug and propagates
+    with its traceback. This repo's warnings print as ``warning: <message>`` lines. Every command line runs
+    with the allocator set up for tensors (:mod:`utils.allocator`)."""
     tune_allocator()
+    python_format, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return main()
     except (UserError, OSError) as err:
         print_error(_message(err))
         return 1
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        print_error(f"out of memory ({str(err).splitlines()[0] if str(err) else type(err).__name__}); a smaller "
+                    f"--img_size or --batch_size needs less")
+        return 1
     except KeyboardInterrupt:
         print_error("interrupted")
         return INTERRUPTED_EXIT_CODE
+    finally:
+        warnings.formatwarning = python_format
