@@ -90,6 +90,8 @@ def test_a_layer_too_large_to_allocate_is_refused_before_allocating():
     ("anchors=4,4,0,8", "anchor sizes must be positive"),
     ("scale_x_y=nan", "expects a finite number"),
     ("mask=1,1", "mask [1, 1] lists an anchor twice"),
+    ("mask=0,,2", "key 'mask' expects a comma-separated list of integers, got '0,,2'"),  # Darknet: 0,0,2
+    ("anchors=4,4,8,8,16,16,", "key 'anchors' expects a comma-separated list of finite numbers"),
 ])
 def test_yolo_values_are_checked_where_they_are_read(yolo, expects):
     key = yolo.split("=")[0]

@@ -140,12 +140,20 @@ def word(text: str) -> str:
     return text
 
 
+def _items(text: str) -> list[str]:
+    """The comma-separated items of ``text``; an empty one is an error (Darknet would read it as 0)."""
+    items = text.split(",")
+    if "" in items:
+        raise ValueError(f"an empty item in {text!r}")
+    return items
+
+
 def int_list(text: str) -> list[int]:
-    return [integer(item) for item in text.split(",") if item]
+    return [integer(item) for item in _items(text)]
 
 
 def float_list(text: str) -> list[float]:
-    return [number(item) for item in text.split(",") if item]
+    return [number(item) for item in _items(text)]
 
 
 _TYPE_NAMES = {integer: "an integer", number: "a finite number", word: "a word",
