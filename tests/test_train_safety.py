@@ -121,6 +121,15 @@ def test_a_cfg_without_yolo_layers_is_refused_before_training(dataset, tmp_path,
                                    f"cfg/yolov3-tiny.cfg does"]
     assert not (tmp_path / "run").exists()
 
+
+def test_a_cfg_of_grey_inputs_is_refused_before_training(dataset, tmp_path, capsys):
+    data, cfg = dataset
+    (tmp_path / "grey.cfg").write_text(cfg.read_text().replace("channels=3", "channels=1"))
+    assert train.main(argv(dataset, tmp_path / "run", "--model_def", str(tmp_path / "grey.cfg"))) == 1
+    assert error_lines(capsys) == [f"error: {tmp_path / 'grey.cfg'}: [net] channels=1, but training reads colour "
+                                   f"images (3 channels); set channels=3"]
+    assert not (tmp_path / "run").exists()
+
 def test_an_unreadable_training_set_is_an_error_and_leaves_nothing(tmp_path, capsys):
     data = write_dataset(tmp_path / "set", train=4, valid=2, size=64, seed=2)
     for image in (tmp_path / "set" / "images" / "train").iterdir():

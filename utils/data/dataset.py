@@ -20,6 +20,8 @@ from utils.data.augment import (PAD_VALUE, Augment, clip_and_filter, flip_horizo
 from utils.data.config import ImageSource, read_image_list
 from utils.data.labels import label_path, normalised_to_pixels, pixels_to_normalised, read_labels
 
+IMAGE_CHANNELS = 3  # every image is read as 8-bit BGR (cv2.IMREAD_COLOR): grey and RGBA ones too
+
 
 @dataclass
 class Sample:

@@ -19,6 +19,7 @@ from utils.darknet.cfg_edit import with_classes
 from utils.darknet.checkpoint import load_checkpoint, load_pretrained
 from utils.darknet.model import Darknet
 from utils.data.config import DataConfig, DataError, describe_source, parse_data_config
+from utils.data.dataset import IMAGE_CHANNELS
 from utils.errors import UserError
 from utils.evaluation.evaluate import ImageRecord, collect_detections, format_best_f1, format_results, score
 from utils.evaluation.metrics import EvalResult
@@ -207,6 +208,14 @@ class Trainer:
         self.dist.barrier()
         return cfg
 
+    def _check_trainable(self, model: Darknet) -> None:
+        if not model.yolo_layers:
+            raise UserError(f"{self.opt.model_def}: the cfg has no [yolo] layer, so there is no detection loss to "
+                            f"train; end the network in [yolo] heads, as cfg/yolov3-tiny.cfg does")
+        if model.input_channels != IMAGE_CHANNELS:
+            raise UserError(f"{self.opt.model_def}: [net] channels={model.input_channels}, but training reads "
+                            f"colour images ({IMAGE_CHANNELS} channels); set channels={IMAGE_CHANNELS}")
+
     def _build_model(self, run_dir: Path, data: DataConfig, checkpoint: dict | None) -> Darknet:
         """The model on its device: initialised, or loaded from --pretrained_weights, with --freeze applied
         (a resumed run's weights come with its state later)."""
@@ -214,9 +223,7 @@ class Trainer:
         with warnings.catch_warnings():
             warnings.simplefilter("default" if self.dist.is_main else "ignore")  # one copy of cfg warnings, not N
             model = Darknet(cfg)
-        if not model.yolo_layers:
-            raise UserError(f"{self.opt.model_def}: the cfg has no [yolo] layer, so there is no detection loss to "
-                            f"train; end the network in [yolo] heads, as cfg/yolov3-tiny.cfg does")
+        self._check_trainable(model)
         cfg_path = run_dir / "model.cfg"
         self.log(f"run directory: {run_dir}   model: {self.opt.model_def} -> {cfg_path} "
                  f"({data.classes} classes: {', '.join(data.names)})")
