@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 import detect
 from models import Darknet
 from utils.data.synthetic import write_dataset
-from utils.cli import claim_run_dir
+from utils.cli import ArgumentParser, claim_run_dir
 from utils.output_files import removed_on_failure
 from utils.training.trainer import RESULTS, Trainer, TrainOptions
 
@@ -44,6 +44,7 @@ def compare_with_darknet() -> None:
 
 
 def main() -> None:
+    ArgumentParser(description=__doc__).parse_args()  # no options: --help describes the job, anything else is refused
     start = time.perf_counter()
     torch.set_num_threads(2)
     if not (DATA / "shapes.data").exists():

@@ -72,6 +72,7 @@ ROWS = [
     (PRUNE + " --output {cfg}/pruned", "--output {cfg}/pruned: {cfg} is a file, not a folder"),
     ("calc_anchors.py --data_config {data} --model_def {cfg} --out {cfg}/new.cfg",
      "--out {cfg}/new.cfg: {cfg} is a file, not a folder"),
+    (TEST + " --pr_curves {root}/pr.txt", "argument --pr_curves: expected a file name ending in .png, got"),
     (TEST + " --conf_thres nan", "argument --conf_thres: expected a finite number in [0, 1], got nan"),
     (TEST + " --save_json {data} --exist_ok", "--save_json {data} is the input {data}; write it elsewhere"),
     ("prune.py --weights_path {root}/pruned/pruned.pth --percent 0.3 --output {root}/pruned --exist_ok",

@@ -118,8 +118,12 @@ def test_the_command_line_prints_both_lists_and_stops_on_missing_labels(shapes, 
     drawn = (tmp_path / "l.png").read_bytes()
     assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path / "l.png")]) == 1
     assert "l.png: the file exists; choose another name or pass --exist_ok" in capsys.readouterr().err
-    assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path)]) == 1
+    (tmp_path / "folder.png").mkdir()
+    assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path / "folder.png")]) == 1
     assert "is a folder, expected a file name" in capsys.readouterr().err and (tmp_path / "l.png").read_bytes() == drawn
+    with pytest.raises(SystemExit):
+        check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(tmp_path / "labels.jpg")])
+    assert "--labels_png: expected a file name ending in .png, got" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         check_main(["--data_config", str(root / "shapes.data"), "--img_size", "-5"])
     assert "--img_size: expected an integer in 32 .. inf" in capsys.readouterr().err

@@ -63,6 +63,13 @@ def integer(low: int | None = None, high: int | None = None, multiple: int = 1) 
     return parse
 
 
+def png_file(text: str) -> str:
+    """A flag type: the name of a PNG picture to write (matplotlib and OpenCV choose the format by it)."""
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"expected a file name ending in .png, got {text!r}")
+    return text
+
+
 # Darknet's networks need inputs divisible by their largest stride, 32; 416 is its yolov3 cfgs' size and every
 # command's default
 IMAGE_SIZE = integer(32, multiple=32)

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
-from utils.cli import DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, run_main
+from utils.cli import DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, png_file, run_main
 from utils.data.config import DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.labels import label_path
@@ -172,7 +172,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="training size the box sizes are counted at")
     parser.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_negatives", action="store_true",
                         help="do not stop when most images have no label file")
-    parser.add_argument("--labels_png", help="also draw the train labels (boxes per class, centres, sizes) here")
+    parser.add_argument("--labels_png", type=png_file, help="also draw the train labels (boxes per class, centres, sizes) here")
     parser.add_argument("--exist_ok", action="store_true", help="replace an existing --labels_png")
     return parser.parse_args(argv)
 
