@@ -9,7 +9,7 @@ import torch
 from utils.boxes import Letterbox
 from utils.data.augment import Augment, letterbox_image
 from utils.data.batching import BatchPlan, multiscale_sizes
-from utils.data.config import DataError, parse_data_config
+from utils.data.config import DataError, DataWarning, parse_data_config
 from utils.data.dataset import DetectionDataset, collate
 from utils.data.labels import label_path, read_labels
 from utils.data.synthetic import write_dataset
@@ -73,6 +73,16 @@ def test_data_config_comments_are_whole_lines_or_after_a_space(tmp_path):
     with pytest.raises(DataError, match=r"shapes\.data:\d+: classes= is given again \(first on line 1\)"):
         parse_data_config(data)
 
+
+
+def test_data_config_warns_of_keys_it_does_not_know_and_not_of_darknets_own(tmp_path):
+    data = write_dataset(tmp_path / "set", train=3, valid=2, size=64)
+    data.write_text(data.read_text() + "eval=coco\nnmaes=shapes.names\ncolour=red\n")
+    with pytest.warns(DataWarning) as caught:
+        assert parse_data_config(data).classes == 4
+    assert [str(w.message) for w in caught] == [
+        f"{data}:7: unknown key nmaes= is ignored; did you mean names=?",
+        f"{data}:8: unknown key colour= is ignored; the keys read are classes, train, valid, names, backup"]
 
 def test_empty_dataset_is_a_clear_error(tmp_path):
     (tmp_path / "list.txt").write_text("\n\n")

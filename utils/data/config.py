@@ -7,7 +7,9 @@ folder of the file that names them, so a dataset folder can move.
 """
 from __future__ import annotations
 
+import difflib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 INTEGER = re.compile(r"[0-9]+", re.ASCII)
+DATA_KEYS = ("classes", "train", "valid", "names", "backup")  # what this repo reads from a .data file
+# what Darknet's detector and classifier read besides, accepted without a word
+DARKNET_ONLY_KEYS = ("eval", "results", "map", "difficult", "labels", "top", "tree", "leaves", "test")
+
+
+class DataWarning(UserWarning):
+    """Something in a .data file that is accepted but probably not what the user meant."""
 
 
 class DataError(UserError, ValueError):
@@ -54,6 +63,14 @@ class DataConfig:
         return [self.path, *([self.names_file] if self.names_file else []), *(s for s in sources if s.is_file())]
 
 
+def _warn_unknown_keys(path: Path, values: dict[str, tuple[str, int]]) -> None:
+    for key, (_, lineno) in values.items():
+        if key not in DATA_KEYS + DARKNET_ONLY_KEYS:
+            close = difflib.get_close_matches(key, DATA_KEYS, 1)
+            hint = f"; did you mean {close[0]}=?" if close else f"; the keys read are {', '.join(DATA_KEYS)}"
+            warnings.warn(f"{path}:{lineno}: unknown key {key}= is ignored{hint}", DataWarning, stacklevel=3)
+
+
 def parse_data_config(path: str | Path) -> DataConfig:
     """A Darknet ``.data`` file, or a YOLOv5/v8-style ``.yaml``/``.yml`` dataset config."""
     path = Path(path)
@@ -75,6 +92,7 @@ def parse_data_config(path: str | Path) -> DataConfig:
             raise DataError(f"{path}:{lineno}: {key.strip()}= is given again (first on line "
                             f"{values[key.strip()][1]}); keep one")
         values[key.strip()] = (value.strip(), lineno)
+    _warn_unknown_keys(path, values)
     for key in ("classes", "train", "valid", "names"):
         if key not in values:
             raise DataError(f"{path}: missing '{key}=' (a .data file needs classes, train, valid and names)")
