@@ -21,7 +21,8 @@ from models import Darknet
 from utils.data.synthetic import write_dataset
 from utils.cli import ArgumentParser, claim_run_dir
 from utils.output_files import removed_on_failure
-from utils.training.trainer import RESULTS, Trainer, TrainOptions
+from utils.training.run_files import BEST_CHECKPOINT, RESULTS
+from utils.training.trainer import Trainer, TrainOptions
 
 DATA = Path("data/demo")
 VECTORS = REPO.parent / "shared" / "darknet-vectors"
@@ -57,7 +58,7 @@ def main() -> None:
     with removed_on_failure(run, RESULTS, claimed=True):
         summary = Trainer(options).run()
     trained = time.perf_counter() - start
-    detect.main(["--image_folder", str(DATA / "images" / "valid"), "--weights_path", str(run / "best.pth"),
+    detect.main(["--image_folder", str(DATA / "images" / "valid"), "--weights_path", str(run / BEST_CHECKPOINT),
                  "--img_size", "256", "--output", str(run / "detections")])
     print(f"\nmain job done in {time.perf_counter() - start:.0f} s (training and evaluation {trained:.0f} s): "
           f"res2net-yolov3-tiny reached mAP@0.5 {summary['best_map50']:.3f} on the held-out images")

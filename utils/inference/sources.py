@@ -22,6 +22,7 @@ import numpy as np
 from utils.data.config import IMAGE_SUFFIXES, resolve_path
 from utils.errors import UserError
 from utils.fileio import read_text
+from utils.training.run_files import BEST_CHECKPOINT
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 LIST_SUFFIXES = (".txt", ".list", ".streams")
@@ -72,7 +73,7 @@ class Frame:
 
 def newest_checkpoint(runs: Path = Path("runs")) -> Path | None:
     """The most recently written ``best.pth`` under ``runs/*/*/`` or ``runs/*/``."""
-    candidates = [*runs.glob("*/*/best.pth"), *runs.glob("*/best.pth")]
+    candidates = [*runs.glob(f"*/*/{BEST_CHECKPOINT}"), *runs.glob(f"*/{BEST_CHECKPOINT}")]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 

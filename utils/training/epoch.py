@@ -17,6 +17,7 @@ from utils.training.distill import Distiller
 from utils.training.loss import YOLOLoss
 from utils.training.optim import Sparsity
 from utils.training.options import TrainingError
+from utils.training.run_files import LAST_CHECKPOINT
 from utils.training.runlog import StepRecord
 from utils.training.state import TrainState
 
@@ -75,7 +76,7 @@ def _backward(state: TrainState, ctx: StepContext, batch: Batch, where: tuple[in
         values["distill"] = float(distill.detach())
         values["total"] += values["distill"]
     if not math.isfinite(values["total"]):
-        last = ctx.run_dir / "last.pth"
+        last = ctx.run_dir / LAST_CHECKPOINT
         kept = f"the last good checkpoint, {last}, is kept" if last.exists() else "no epoch had been saved yet"
         terms = ", ".join(f"{key} {value}" for key, value in values.items() if key != "total")
         raise TrainingError(

@@ -31,9 +31,11 @@ from utils.fileio import atomic_write
 from utils.output_files import named_write_errors, removed_on_failure
 from utils.training.hyp import HYP_KEYS, augment_values, cfg_hyperparameters, format_hyp, with_hyp
 from utils.training.options import TrainingError, TrainOptions
+from utils.training.run_files import LAST_CHECKPOINT, RESULTS_TABLE
 
 EVOLVE_RUNS = Path("runs/evolve")
-EVOLVE_RESULTS = ("evolve.csv", "trial*/results.csv", "trial*/last.pth")  # a stopped search is kept once it has these
+# a stopped search is kept once it has these
+EVOLVE_RESULTS = ("evolve.csv", f"trial*/{RESULTS_TABLE}", f"trial*/{LAST_CHECKPOINT}")
 MUTATION_PROBABILITY = 0.8
 MUTATION_SIGMA = 0.2
 FACTOR_LIMITS = (0.3, 3.0)

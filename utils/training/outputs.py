@@ -20,6 +20,7 @@ from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors
 from utils.training.epoch import EpochStats
+from utils.training.run_files import BEST_CHECKPOINT, LAST_CHECKPOINT, RESULTS_TABLE
 from utils.training.state import TrainState
 
 GAMMAS_FILE = "bn_gammas.npz"
@@ -64,8 +65,8 @@ class RunOutputs:
         """Resuming the run in ``source`` (this folder, or the one a run continued elsewhere came from): take
         back its results.csv rows and recorded gammas of the first ``epochs`` epochs (later ones belong to an
         epoch that was cut short and is trained again)."""
-        with _unreadable_history(source / "results.csv", "results table"):
-            self.rows = _read_rows(source / "results.csv")[:epochs]
+        with _unreadable_history(source / RESULTS_TABLE, "results table"):
+            self.rows = _read_rows(source / RESULTS_TABLE)[:epochs]
         with _unreadable_history(source / GAMMAS_FILE, "BN gamma history"):
             self.gamma_history = [(epoch, gammas) for epoch, gammas in _read_gammas(source / GAMMAS_FILE)
                                   if epoch < epochs]
@@ -86,7 +87,7 @@ class RunOutputs:
         writer = csv.DictWriter(text, fields)
         writer.writeheader()
         writer.writerows(self.rows)
-        csv_path = self.run_dir / "results.csv"
+        csv_path = self.run_dir / RESULTS_TABLE
         with named_write_errors(csv_path, "results table"), atomic_write(csv_path) as f:
             f.write(text.getvalue().encode())
         from utils.plots import plot_bn_gammas, plot_results  # matplotlib only where a run writes plots
@@ -103,10 +104,10 @@ class RunOutputs:
         files hold what is evaluated (the EMA weights when there are any)."""
         exported = state.final_model
         if best:
-            state.save(self.run_dir / "best.pth")
+            state.save(self.run_dir / BEST_CHECKPOINT)
             save_weights(exported, self.run_dir / "best.weights")
         save_weights(exported, self.run_dir / "last.weights")
-        state.save(self.run_dir / "last.pth")
+        state.save(self.run_dir / LAST_CHECKPOINT)
 
     def reexport_stale_weights(self) -> list[Path]:
         """Export last.weights and best.weights again from their .pth where the two describe different epochs:

@@ -34,6 +34,7 @@ from utils.training.loss import YOLOLoss
 from utils.training.optim import Sparsity, extend_schedule, init_head_biases
 from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, TrainOptions
 from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
+from utils.training.run_files import LAST_CHECKPOINT, RESULTS, RUN_CFG
 from utils.training.runlog import RunLog, open_tensorboard
 from utils.training.setup import Loaders, build_loaders, build_state
 from utils.training.startup import check_data, plot_training_labels, report_anchor_fit
@@ -42,7 +43,6 @@ from utils.training.state import TrainState, check_training_checkpoint
 __all__ = ["DEFAULT_DATA", "Trainer", "TrainingError", "TrainOptions"]
 
 RUNS = Path("runs/train")  # where runs go without --output, as runs/train/expN
-RESULTS = ("results.csv", "last.pth")  # a run folder holding neither has nothing worth keeping
 Evaluation = tuple[list[ImageRecord], EvalResult]  # what one evaluation gives: per image, and the scores
 
 
@@ -135,7 +135,7 @@ class Trainer:
     def _take_over_run(self) -> dict:
         """--resume: the run's checkpoint, whose options become these (but for where it runs and how long)."""
         resume = Path(self.opt.resume) if self.opt.resume else self._newest_run()
-        resume = resume / "last.pth" if resume.is_dir() else resume
+        resume = resume / LAST_CHECKPOINT if resume.is_dir() else resume
         checkpoint = load_checkpoint(resume)
         check_training_checkpoint(checkpoint, resume)
         ignored = self.opt.ignored_on_resume(checkpoint["options"])
@@ -148,7 +148,7 @@ class Trainer:
 
     def _newest_run(self) -> Path:
         """What --resume without a path continues: the most recently written runs/train/*/last.pth."""
-        candidates = [path for path in RUNS.glob("*/last.pth") if path.is_file()]
+        candidates = [path for path in RUNS.glob(f"*/{LAST_CHECKPOINT}") if path.is_file()]
         if not candidates:
             raise UserError(f"--resume without a path continues the newest {RUNS}/*/last.pth, and there is none "
                             f"(from {Path.cwd()}); name the run folder or checkpoint to resume")
@@ -163,13 +163,13 @@ class Trainer:
         --exist_ok), else the next runs/train/expN; an earlier run is never replaced unasked."""
         requested = self.opt.output
         if resumed_dir is not None and (requested is None or Path(requested).resolve() == resumed_dir.resolve()):
-            last = resumed_dir / "last.pth"
+            last = resumed_dir / LAST_CHECKPOINT
             if last.is_file() and not last.samefile(self.resumed_from) and not self.opt.exist_ok:
                 raise UserError(f"--resume {self.resumed_from}: going on from it in {resumed_dir} would replace that "
                                 f"run's own last.pth and later results.csv rows; pass --output NEW to continue it in "
                                 f"a new folder, or --exist_ok to rewind the run")
             return resumed_dir
-        if requested and (Path(requested) / "last.pth").is_file() and not self.opt.exist_ok:
+        if requested and (Path(requested) / LAST_CHECKPOINT).is_file() and not self.opt.exist_ok:
             raise UserError(f"--output {requested} holds a training run (last.pth): --resume {requested} continues "
                             f"it, --exist_ok trains a new run there (replacing its checkpoints and results.csv); or "
                             f"choose another folder, or leave --output out for the next {RUNS}/expN")
@@ -195,7 +195,7 @@ class Trainer:
     def _run_cfg(self, run_dir: Path, classes: int, checkpoint: dict | None) -> Cfg:
         """The resumed run's cfg, or --model_def adapted to the data's class count (its errors still name the
         user's file and lines); written to ``run_dir/model.cfg``."""
-        cfg_path = run_dir / "model.cfg"
+        cfg_path = run_dir / RUN_CFG
         if checkpoint is not None:
             cfg = parse_cfg(checkpoint["cfg_text"], str(cfg_path))  # with the --hyp values it was started with
         else:
@@ -224,7 +224,7 @@ class Trainer:
             warnings.simplefilter("default" if self.dist.is_main else "ignore")  # one copy of cfg warnings, not N
             model = Darknet(cfg)
         self._check_trainable(model)
-        cfg_path = run_dir / "model.cfg"
+        cfg_path = run_dir / RUN_CFG
         self.log(f"run directory: {run_dir}   model: {self.opt.model_def} -> {cfg_path} "
                  f"({data.classes} classes: {', '.join(data.names)})")
         if checkpoint is None:
