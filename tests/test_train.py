@@ -1,5 +1,6 @@
 """train.py end to end on a tiny generated dataset: outputs, checkpoints, exact resume, kill -9, DDP."""
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from models import Darknet
 from tests.conftest import REPO
 from utils.darknet.checkpoint import CheckpointError, load_pretrained
 from utils.data.synthetic import write_dataset
+from utils.training.optim import init_head_biases
 
 TINY = """
 [net]
@@ -249,3 +251,18 @@ def test_pretrained_checkpoint_of_a_class_count_or_a_backbone_loads_and_of_anoth
                                               r"layers\.2\.conv\.weight has shape \(24, 16, 3, 3\), this cfg's "
                                               r"\(16, 16, 3, 3\)"):
         load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "wide.pth")
+
+
+def test_head_biases_start_at_one_percent_objectness_and_near_uniform_classes(tmp_path):
+    (tmp_path / "tiny.cfg").write_text(TINY)
+    model = Darknet(tmp_path / "tiny.cfg")
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    init_head_biases(model)
+    for yolo in model.yolo_layers:
+        index = list(model.layers).index(yolo) - 1
+        rows = model.layers[index].conv.bias.detach().view(yolo.num_anchors, yolo.num_outputs)
+        initial = before[f"layers.{index}.conv.bias"].view(yolo.num_anchors, yolo.num_outputs)
+        scores = torch.sigmoid(rows)
+        torch.testing.assert_close(scores[:, 4], torch.full((yolo.num_anchors,), 0.01))
+        torch.testing.assert_close(rows[:, 5:], torch.full_like(rows[:, 5:], -math.log(80 - 0.99)))
+        assert torch.equal(rows[:, :4], initial[:, :4])  # the boxes keep their initialisation

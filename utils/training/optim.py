@@ -148,16 +148,13 @@ class Sparsity:
 
 @torch.no_grad()
 def init_head_biases(model) -> None:
-    """Start objectness near 1 % and classes near uniform, so the first steps are not spent unlearning
-    the 0.5 a zero bias gives to thousands of empty cells."""
+    """Start each head at objectness near 1 % and near-uniform classes (YOLOLayer.prime_head_bias), so the
+    first steps are not spent unlearning the 0.5 a zero bias gives to thousands of empty cells."""
     for index, layer in enumerate(model.layers):
         if layer in model.yolo_layers:
             conv: Convolutional = model.layers[index - 1]
-            if conv.conv.bias is None:
-                continue
-            bias = conv.conv.bias.view(layer.num_anchors, layer.num_outputs)
-            bias[:, 4] = math.log(0.01 / 0.99)
-            bias[:, 5:] = math.log(1.0 / max(layer.num_classes - 0.99, 1.0))
+            if conv.conv.bias is not None:
+                layer.prime_head_bias(conv.conv.bias)
 
 
 def extend_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> tuple[float, float]:

@@ -1,6 +1,7 @@
 """[yolo]: a detection head, with the one box decoding the model and the loss share."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -159,6 +160,14 @@ class YOLOLayer(DarknetLayer):
 
     def describe(self) -> str:
         return f"mask {','.join(map(str, self.mask))}"
+
+    @torch.no_grad()
+    def prime_head_bias(self, bias: torch.Tensor, objectness: float = 0.01) -> None:
+        """Set the bias of the conv feeding this head so training starts at ``objectness`` per anchor and cell
+        and near-uniform class scores, not at the 0.5 a zero bias gives to thousands of empty cells."""
+        rows = bias.view(self.num_anchors, self.num_outputs)
+        rows[:, 4] = math.log(objectness / (1 - objectness))
+        rows[:, 5:] = math.log(1.0 / max(self.num_classes - 0.99, 1.0))
 
     def split(self, raw: torch.Tensor) -> torch.Tensor:
         """``(B, A*(5+C), H, W)`` -> ``(B, A, H, W, 5+C)``: one row of outputs per anchor and cell."""
