@@ -8,7 +8,9 @@ real Darknet program's outputs.
 from __future__ import annotations
 
 import json
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 import detect
 from models import Darknet
 from utils.data.synthetic import write_dataset
-from utils.cli import ArgumentParser, claim_run_dir
+from utils.cli import ArgumentParser, claim_run_dir, run_main
 from utils.output_files import removed_on_failure
 from utils.training.run_files import BEST_CHECKPOINT, RESULTS
 from utils.training.trainer import Trainer, TrainOptions
@@ -32,7 +34,9 @@ def compare_with_darknet() -> None:
     for case in ("yolov3-tiny", "yolov3", "yolov3-spp"):
         folder = VECTORS / case
         index = json.loads((folder / "index.json").read_text())
-        model = Darknet(folder / "model.cfg")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Darknet's own cfgs: their training-only keys are not news here
+            model = Darknet(folder / "model.cfg")
         model.load_darknet_weights(folder / "model.weights")
         x = torch.from_numpy(np.fromfile(folder / "input.f32", dtype="<f4").reshape(index["input"]["shape"]))
         with torch.no_grad():
@@ -44,8 +48,12 @@ def compare_with_darknet() -> None:
         print(f"  {case:<12} vs Darknet: every [yolo] output within {worst:.1e}")
 
 
-def main() -> None:
+def main() -> int:
     ArgumentParser(description=__doc__).parse_args()  # no options: --help describes the job, anything else is refused
+    return run_main(run_demo)
+
+
+def run_demo() -> int:
     start = time.perf_counter()
     torch.set_num_threads(2)
     if not (DATA / "shapes.data").exists():
@@ -66,7 +74,8 @@ def main() -> None:
     if VECTORS.is_dir():
         print("Darknet compatibility:")
         compare_with_darknet()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
