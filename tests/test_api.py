@@ -160,3 +160,19 @@ def test_torch_hub_load_on_the_local_clone(files):
         torch.hub.load(str(REPO), "res2net_yolov3", source="local", pretrained=True)
     with pytest.raises(UserError, match=r"model\.pth: the checkpoint has 4 classes, not classes=80"):
         torch.hub.load(str(REPO), "yolov3_tiny", source="local", weights=str(files / "model.pth"), classes=80)
+
+
+def test_a_checkpoints_own_cfg_loads_without_repeating_its_training_warnings(tmp_path):
+    import warnings
+    from models import Darknet
+    from utils.darknet.cfg import CfgWarning
+    from utils.darknet.checkpoint import model_from_file
+    with pytest.warns(CfgWarning, match="batch=64"):  # Darknet's training keys, reported when it is read
+        model = Darknet(REPO / "cfg" / "yolov3-tiny.cfg")
+    save_model(model, tmp_path / "m.pth", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded, _ = model_from_file(tmp_path / "m.pth")
+    assert loaded.num_classes == 80
+    with pytest.warns(CfgWarning, match="batch=64"):  # a cfg named beside it is the user's: it is checked
+        model_from_file(tmp_path / "m.pth", REPO / "cfg" / "yolov3-tiny.cfg")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from utils.darknet.cfg import Cfg, parse_cfg
+from utils.darknet.cfg import Cfg, CfgWarning, parse_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.model import Darknet
 from utils.darknet.weights import WeightsFileError, WeightsHeader, darknet_weights_size
@@ -104,7 +104,13 @@ def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) ->
     weights = regular_file(weights, "weights file", WeightsFileError)
     if weights.suffix in CHECKPOINT_SUFFIXES:
         state = load_checkpoint(weights)
-        model = Darknet(cfg if cfg is not None else checkpoint_cfg(state, weights))
+        if cfg is not None:
+            model = Darknet(cfg)
+        else:
+            with warnings.catch_warnings():
+                # the cfg training wrote: its ignored keys were reported when that run read the user's file
+                warnings.simplefilter("ignore", CfgWarning)
+                model = Darknet(checkpoint_cfg(state, weights))
         load_model_state(model, exported_state(state), weights)
         return model, state
     if weights.suffix != ".weights" and cfg is None:
