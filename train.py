@@ -43,8 +43,8 @@ def _add_data_and_model_flags(p: ArgumentParser, d: TrainOptions) -> None:
                    help="train even when most images have no label file (they are negatives); without it the "
                         "dataset check stops, naming the label paths it looked for")
     p.add_argument("--pretrained_weights", help=".weights (whole, or a backbone with --cutoff) or a .pth checkpoint")
-    p.add_argument("--cutoff", type=POSITIVE, help="load only layers 0..N-1 of --pretrained_weights (default: N "
-                                                   "from a '<name>.conv.N' file name)")
+    p.add_argument("--cutoff", type=POSITIVE, help="load only layers 0..N-1 of --pretrained_weights, .weights or "
+                                                   ".pth (default: N from a '<name>.conv.N' file name)")
     p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size, help="input size (multiple of 32)")
     p.add_argument("--multiscale_training", action="store_true", help="a new input size every 10 batches")
     p.add_argument("--freeze", type=integer(0), default=d.freeze, help="freeze layers 0..N-1")

@@ -251,6 +251,21 @@ def test_pretrained_checkpoint_of_a_class_count_or_a_backbone_loads_and_of_anoth
                                               r"layers\.2\.conv\.weight has shape \(24, 16, 3, 3\), this cfg's "
                                               r"\(16, 16, 3, 3\)"):
         load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "wide.pth")
+    assert load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "wide.pth", cutoff=2).endswith(
+        "(layers 0..1); layers 2..4 are past --cutoff and keep their initial values")
+
+
+def test_pretrained_checkpoint_missing_a_tensor_names_it_and_one_without_batch_counts_loads(tmp_path):
+    (tmp_path / "tiny.cfg").write_text(TINY)
+    state = Darknet(tmp_path / "tiny.cfg").state_dict()
+    torch.save({"model": {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}},
+               tmp_path / "export.pth")
+    torch.save({"model": {k: v for k, v in state.items() if k != "layers.2.bn.running_var"}}, tmp_path / "hole.pth")
+    loaded = load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "export.pth")
+    assert loaded == f"loaded {tmp_path / 'export.pth'}"
+    with pytest.raises(CheckpointError, match=r"layer 2 \[convolutional\]: the file lacks "
+                                              r"layers\.2\.bn\.running_var"):
+        load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "hole.pth")
 
 
 def test_head_biases_start_at_one_percent_objectness_and_near_uniform_classes(tmp_path):

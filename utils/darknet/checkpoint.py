@@ -5,6 +5,7 @@ it without running code. It carries the cfg text and class names, so a ``.pth`` 
 """
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -175,64 +176,81 @@ def _load_other_class_count(model: Darknet, path: Path, classes: int) -> str:
 
 @dataclass
 class LayerFit:
-    """How a state dict's tensors fit a model's layers (those that have tensors)."""
+    """How a state dict's tensors fit a model's layers, counting the layers that have tensors."""
 
     present: set[int]  # layers the state has every tensor of, in this model's shapes
-    unfit: dict[int, str]  # layer -> why: the first of its tensors the state has in another shape
+    unfit: dict[int, str]  # layer -> why: a tensor of another shape, or one missing where others are there
     absent: set[int]  # layers the state has no tensor of
 
     @classmethod
     def of(cls, model: Darknet, state: dict) -> LayerFit:
-        fit = cls(set(), {}, set())
+        """``num_batches_tracked`` is left out: a count, not a weight, and many exports lack it."""
+        own: dict[int, dict[str, torch.Tensor]] = {}
         for name, tensor in model.state_dict().items():
-            if name.startswith("layers."):
-                layer, theirs = int(name.split(".")[1]), state.get(name)
-                if theirs is None:
-                    fit.absent.add(layer)
-                elif theirs.shape != tensor.shape:
-                    fit.unfit.setdefault(layer, f"{name} has shape {tuple(theirs.shape)}, this cfg's "
-                                                f"{tuple(tensor.shape)}")
-        fit.absent -= set(fit.unfit)
-        named = {int(name.split(".")[1]) for name in state if name.startswith("layers.")}
-        fit.present = named & set(range(len(model.layers))) - fit.absent - set(fit.unfit)
+            if name.startswith("layers.") and not name.endswith("num_batches_tracked"):
+                own.setdefault(int(name.split(".")[1]), {})[name] = tensor
+        fit = cls(set(), {}, set())
+        for layer, tensors in own.items():
+            missing = [name for name in tensors if name not in state]
+            wrong = [name for name, tensor in tensors.items() if name in state and state[name].shape != tensor.shape]
+            if len(missing) == len(tensors):
+                fit.absent.add(layer)
+            elif wrong:
+                fit.unfit[layer] = (f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, this cfg's "
+                                    f"{tuple(tensors[wrong[0]].shape)}")
+            elif missing:
+                fit.unfit[layer] = f"the file lacks {missing[0]}"
+            else:
+                fit.present.add(layer)
         return fit
 
     def backbone_only(self) -> bool:
         """The state holds leading layers whole and nothing of the rest (a backbone file)."""
-        return not self.unfit and min(self.absent) > max(self.present, default=-1)
+        return not self.unfit and min(self.absent, default=math.inf) > max(self.present, default=-1)
 
 
-def _load_pretrained_checkpoint(model: Darknet, path: Path) -> str:
+def _leading_layers(state: dict, cutoff: int) -> dict:
+    return {name: tensor for name, tensor in state.items()
+            if not name.startswith("layers.") or int(name.split(".")[1]) < cutoff}
+
+
+def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) -> str:
     """Start from a .pth of this cfg's network, or of it with another class count (the head convs re-initialise),
-    or of its leading layers (a backbone file: the rest keep their initial values); a file of another network
-    is refused, naming the first layer that does not fit, rather than loading the few tensors that happen to."""
+    or of its leading layers (a backbone file, or with ``cutoff`` the first layers of any checkpoint: the rest
+    keep their initial values); a file of another network is refused, naming the first layer that does not
+    fit, rather than loading the few tensors that happen to."""
     state = exported_state(load_checkpoint(path))
+    if cutoff is not None:
+        state = _leading_layers(state, cutoff)
     fit = LayerFit.of(model, state)
     heads = {index - 1 for index, layer in enumerate(model.layers) if layer in model.yolo_layers}
-    if fit.absent and not fit.backbone_only() or set(fit.unfit) - heads:
+    if not fit.backbone_only() and (fit.absent or set(fit.unfit) - heads):
         index = min((set(fit.unfit) - heads) | fit.absent)
         why = fit.unfit.get(index, "the file has no tensor of it")
-        raise CheckpointError(f"{path} does not fit {model.blocks[index].where()}: {why}; "
-                              f"--pretrained_weights takes a checkpoint of this cfg's network (another class "
-                              f"count re-initialises the head convs) or a backbone file of its leading layers")
+        raise CheckpointError(f"{path} does not fit {model.blocks[index].where()}: {why}; --pretrained_weights "
+                              f"takes a checkpoint of this cfg's network (another class count re-initialises the "
+                              f"head convs) or of its leading layers (with --cutoff N, layers 0..N-1 of a related "
+                              f"network's)")
     load_state_dict_matching(model, state)
+    taken = f" (layers 0..{cutoff - 1})" if cutoff is not None else ""
     if fit.unfit:
-        return (f"loaded {path}; the head convs (layers {', '.join(map(str, sorted(fit.unfit)))}) differ in shape "
-                f"(another class count) and were re-initialised")
+        return (f"loaded {path}{taken}; the head convs (layers {', '.join(map(str, sorted(fit.unfit)))}) differ "
+                f"in shape (another class count) and were re-initialised")
     if fit.absent:
-        return (f"loaded {path}; layers {min(fit.absent)}..{max(fit.absent)} are not in the file (a backbone) and "
-                f"keep their initial values")
-    return f"loaded {path}"
+        why = "are past --cutoff" if cutoff is not None else "are not in the file (a backbone)"
+        return f"loaded {path}{taken}; layers {min(fit.absent)}..{max(fit.absent)} {why} and keep their initial values"
+    return f"loaded {path}{taken}"
 
 
 def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None) -> str:
-    """Load ``.weights`` (whole, or ``cutoff`` leading layers, inferred from ``.conv.N`` names) or a ``.pth``.
+    """Load ``.weights`` (whole, or ``cutoff`` leading layers, inferred from ``.conv.N`` names) or a ``.pth``
+    (whole, or its ``cutoff`` leading layers).
 
     Head convs whose class count differs from the file's are left at their initial values, and the
     returned one-line report says so."""
     path = regular_file(path, "pretrained weights", WeightsFileError)
     if path.suffix in CHECKPOINT_SUFFIXES:
-        return _load_pretrained_checkpoint(model, path)
+        return _load_pretrained_checkpoint(model, path, cutoff)
     cutoff = cutoff if cutoff is not None else cutoff_from_name(path)
     try:
         model.load_darknet_weights(path, cutoff)
