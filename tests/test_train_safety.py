@@ -89,8 +89,8 @@ def test_an_input_inside_the_output_is_refused_even_with_exist_ok(dataset, finis
     before = {path.name: path.read_bytes() for path in run.iterdir()}
     assert train.main(argv(dataset, run, "--exist_ok", flag, str(run / name))) == 1
     (line,) = error_lines(capsys)
-    assert line == (f"error: {flag} {run / name} is at or inside {run}, which --output writes: the output would "
-                    f"replace the input files; choose another --output")
+    assert line == (f"error: {flag} {run / name} is at or inside {run}, where --output writes: the output could "
+                    f"replace it; move it, or choose another --output")
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
 
 def test_resuming_best_pth_in_its_own_folder_would_rewind_the_run_and_is_refused(finished_run, tmp_path, capsys):

@@ -100,8 +100,8 @@ def refuse_inputs_inside(folder: Path, inputs: Iterable[tuple[str, Path]], flag:
     target = folder.resolve()
     for input_flag, path in inputs:
         if path.resolve().is_relative_to(target):
-            raise UserError(f"{input_flag} {path} is at or inside {folder}, which {flag} writes: the output would "
-                            f"replace the input files; choose another {flag}")
+            raise UserError(f"{input_flag} {path} is at or inside {folder}, where {flag} writes: the output could "
+                            f"replace it; move it, or choose another {flag}")
 
 
 def process_alive(pid: int) -> bool:
