@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from utils.allocator import tune_allocator
-from utils.errors import UserError
+from utils.errors import InputWarning, UserError
 from utils.output_files import refuse_filled_folder
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -207,9 +207,9 @@ _PYTHON_FORMAT_WARNING = warnings.formatwarning
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    """This repo's warnings (a cfg's ignored keys, a short .weights file) as ``warning: ...`` lines for the
-    user; Python's own format, with the warning's source line, for everyone else's."""
-    if category.__module__.startswith("utils."):
+    """The warnings about the user's input (:class:`InputWarning`: a cfg's ignored keys, a skipped image) as
+    ``warning: ...`` lines; Python's own format, with the warning's source line, for everyone else's."""
+    if issubclass(category, InputWarning):
         return f"warning: {message}\n"
     return _PYTHON_FORMAT_WARNING(message, category, filename, lineno, line)
 

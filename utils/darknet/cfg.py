@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from utils.darknet.registry import NET, canonical
-from utils.errors import UserError
+from utils.errors import InputWarning, UserError
 from utils.fileio import read_text
 
 
@@ -28,7 +28,7 @@ class CfgError(UserError, ValueError):
     """A cfg file that cannot be turned into a network."""
 
 
-class CfgWarning(UserWarning):
+class CfgWarning(InputWarning):
     """Something in a cfg that is accepted but probably not what the user meant."""
 
 

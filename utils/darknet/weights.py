@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from utils.fileio import atomic_write, regular_file
-from utils.errors import UserError
+from utils.errors import InputWarning, UserError
 
 FLOAT_BYTES = 4
 
@@ -28,7 +28,7 @@ class WeightsFileError(UserError, ValueError):
     """A .weights file that does not fit the model."""
 
 
-class WeightsWarning(UserWarning):
+class WeightsWarning(InputWarning):
     """A .weights file that loads but holds values no trained model has."""
 
 

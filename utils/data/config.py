@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.data.names import read_class_names
-from utils.errors import UserError
+from utils.errors import InputWarning, UserError
 from utils.fileio import read_text
 
 
@@ -27,7 +27,7 @@ DATA_KEYS = ("classes", "train", "valid", "names", "backup")  # what this repo r
 DARKNET_ONLY_KEYS = ("eval", "results", "map", "difficult", "labels", "top", "tree", "leaves", "test")
 
 
-class DataWarning(UserWarning):
+class DataWarning(InputWarning):
     """Something in a .data file that is accepted but probably not what the user meant."""
 
 

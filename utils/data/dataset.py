@@ -19,6 +19,7 @@ from utils.data.augment import (PAD_VALUE, Augment, clip_and_filter, flip_horizo
                                 warp)
 from utils.data.config import ImageSource, read_image_list
 from utils.data.labels import label_path, normalised_to_pixels, pixels_to_normalised, read_labels
+from utils.errors import InputWarning
 
 IMAGE_CHANNELS = 3  # every image is read as 8-bit BGR (cv2.IMREAD_COLOR): grey and RGBA ones too
 
@@ -51,7 +52,7 @@ class DetectionDataset(Dataset):
         path = self.images[index]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+            warnings.warn(f"skipping unreadable image {path}", InputWarning, stacklevel=2)
         return image
 
     def _fit(self, index: int, image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Letterbox]:

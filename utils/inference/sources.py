@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from utils.data.config import IMAGE_SUFFIXES, resolve_path
-from utils.errors import UserError
+from utils.errors import InputWarning, UserError
 from utils.fileio import read_text
 from utils.training.run_files import BEST_CHECKPOINT
 
@@ -121,7 +121,7 @@ def _readable_files(files: Iterable[Path]) -> list[Path]:
         named = ", ".join(map(str, others[:SHOWN_OTHERS])) + (f" and {len(others) - SHOWN_OTHERS} more"
                                                              if len(others) > SHOWN_OTHERS else "")
         warnings.warn(f"skipping {len(others)} file(s) that are not images or videos ({', '.join(known)}): {named}",
-                      stacklevel=3)
+                      InputWarning, stacklevel=3)
     return [p for p in files if p.suffix.lower() in known]
 
 
@@ -211,7 +211,7 @@ def _without_repeats(inputs: list[Input]) -> list[Input]:
     for item in inputs:
         key = os.path.realpath(item.target) if item.kind in ("image", "video") else (item.kind, item.target)
         if key in seen:
-            warnings.warn(f"{item.label} is named more than once; it is read once", stacklevel=3)
+            warnings.warn(f"{item.label} is named more than once; it is read once", InputWarning, stacklevel=3)
             continue
         seen.add(key)
         kept.append(item)
@@ -284,7 +284,8 @@ def _read_video(source: Input, skipped: list[str]) -> Iterator[Frame]:
     finally:
         capture.release()
     if index == 0:
-        warnings.warn(f"skipping {source.label}: cannot open or read it as a {source.kind}", stacklevel=2)
+        warnings.warn(f"skipping {source.label}: cannot open or read it as a {source.kind}", InputWarning,
+                      stacklevel=2)
         skipped.append(source.label)
 
 
@@ -297,7 +298,7 @@ def read_frames(sources: Iterable[Input], skipped: list[str]) -> Iterator[Frame]
             continue
         pixels = cv2.imread(source.target, cv2.IMREAD_COLOR)  # applies EXIF rotation; grey, RGBA, 16-bit -> BGR8
         if pixels is None:
-            warnings.warn(f"skipping unreadable image {source.label}", stacklevel=2)
+            warnings.warn(f"skipping unreadable image {source.label}", InputWarning, stacklevel=2)
             skipped.append(source.label)
             continue
         yield Frame(source, pixels)
