@@ -91,13 +91,19 @@ def test_a_layer_too_large_to_allocate_is_refused_before_allocating():
     ("scale_x_y=nan", "expects a finite number"),
     ("mask=1,1", "mask [1, 1] lists an anchor twice"),
     ("mask=0,,2", "key 'mask' expects a comma-separated list of integers, got '0,,2'"),  # Darknet: 0,0,2
-    ("anchors=4,4,8,8,16,16,", "key 'anchors' expects a comma-separated list of finite numbers"),
+    ("anchors=4,4,,8,16,16", "key 'anchors' expects a comma-separated list of finite numbers"),
 ])
 def test_yolo_values_are_checked_where_they_are_read(yolo, expects):
     key = yolo.split("=")[0]
     head = re.sub(rf"^{key}=.*$", yolo, HEAD, flags=re.M) if f"\n{key}=" in HEAD else HEAD + yolo + "\n"
     assert expects in error_of(f"[net]\nwidth=32\nheight=32\n{CONV}{head}")
 
+
+
+def test_a_trailing_comma_after_anchors_is_dropped_as_darknet_reads_no_further():
+    text = f"[net]\nwidth=32\nheight=32\n{CONV}{HEAD}".replace("anchors=4,4,8,8", "anchors=4,4,8,8,")
+    model = Darknet(parse_cfg(text, "user.cfg"))
+    assert model.yolo_layers[0].all_anchors.tolist() == [[4.0, 4.0], [8.0, 8.0]]
 
 def test_net_values_are_finite_and_policies_are_the_schedules():
     assert "[net]: key 'hue' expects a finite number, got 'inf'" in error_of("[net]\nwidth=32\nheight=32\nhue=inf\n"

@@ -153,7 +153,9 @@ def int_list(text: str) -> list[int]:
 
 
 def float_list(text: str) -> list[float]:
-    return [number(item) for item in _items(text)]
+    """Darknet counts float lists (anchors, scales) by another key (num, steps) and reads no further, so a
+    trailing comma is harmless there: it is dropped."""
+    return [number(item) for item in _items(text[:-1] if text.endswith(",") else text)]
 
 
 _TYPE_NAMES = {integer: "an integer", number: "a finite number", word: "a word",
