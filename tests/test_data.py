@@ -83,6 +83,10 @@ def test_data_config_warns_of_keys_it_does_not_know_and_not_of_darknets_own(tmp_
     assert [str(w.message) for w in caught] == [
         f"{data}:7: unknown key nmaes= is ignored; did you mean names=?",
         f"{data}:8: unknown key colour= is ignored; the keys read are classes, train, valid, names, backup"]
+    data.write_text(data.read_text().replace("names=shapes.names\n", "", 1))
+    with pytest.warns(DataWarning), pytest.raises(DataError, match=r"missing 'names='.*; nmaes= on line 6 looks "
+                                                                   r"like a typo of it"):
+        parse_data_config(data)
 
 def test_empty_dataset_is_a_clear_error(tmp_path):
     (tmp_path / "list.txt").write_text("\n\n")

@@ -95,7 +95,9 @@ def parse_data_config(path: str | Path) -> DataConfig:
     _warn_unknown_keys(path, values)
     for key in ("classes", "train", "valid", "names"):
         if key not in values:
-            raise DataError(f"{path}: missing '{key}=' (a .data file needs classes, train, valid and names)")
+            typo = difflib.get_close_matches(key, [k for k in values if k not in DATA_KEYS], 1)
+            seen = f"; {typo[0]}= on line {values[typo[0]][1]} looks like a typo of it" if typo else ""
+            raise DataError(f"{path}: missing '{key}=' (a .data file needs classes, train, valid and names){seen}")
     text, lineno = values["classes"]
     if not INTEGER.fullmatch(text) or int(text) < 1:
         raise DataError(f"{path}:{lineno}: classes must be a positive integer, got {text!r}")

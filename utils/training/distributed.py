@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
@@ -39,6 +40,14 @@ class Distributed:
         """Print once per run, not once per process (through tqdm, so progress bars stay intact)."""
         if self.is_main:
             tqdm.write(message)
+
+    @contextmanager
+    def warnings_once(self) -> Iterator[None]:
+        """Warnings raised inside shown by the main process only: one copy of a cfg's or a .data file's
+        warnings, not one per process."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("default" if self.is_main else "ignore")
+            yield
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import time
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -78,7 +77,8 @@ class Trainer:
     def _train(self, run_dir: Path, checkpoint: dict | None) -> dict:
         torch.manual_seed(self.opt.seed)
         self._ensure_demo_data()
-        data = parse_data_config(self.opt.data_config)
+        with self.dist.warnings_once():
+            data = parse_data_config(self.opt.data_config)
         model = self._build_model(run_dir, data, checkpoint)
         loaders = build_loaders(data, self.opt, model.hyperparams, self.dist)
         self._check_data(loaders, data, model, run_dir)
@@ -220,8 +220,7 @@ class Trainer:
         """The model on its device: initialised, or loaded from --pretrained_weights, with --freeze applied
         (a resumed run's weights come with its state later)."""
         cfg = self._run_cfg(run_dir, data.classes, checkpoint)
-        with warnings.catch_warnings():
-            warnings.simplefilter("default" if self.dist.is_main else "ignore")  # one copy of cfg warnings, not N
+        with self.dist.warnings_once():
             model = Darknet(cfg)
         self._check_trainable(model)
         cfg_path = run_dir / RUN_CFG
