@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 
-from utils.cli import DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, integer, run_main
-from utils.darknet.cfg import read_cfg
+from utils.cli import IMAGE_SIZE, ArgumentParser, integer, run_main
+from utils.darknet.cfg import DEFAULT_IMG_SIZE, read_cfg
 from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
                                 with_anchors)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from utils.cli import DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, integer, number, output_folder, run_main
+from utils.cli import IMAGE_SIZE, ArgumentParser, integer, number, output_folder, run_main
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.darknet.checkpoint import model_from_file, save_model, save_weights
 from utils.darknet.model import Darknet
 from utils.data.config import DataConfig, DataError, parse_data_config

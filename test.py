@@ -9,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import (DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, integer, number,
-                       png_file, run_main, select_device)
+from utils.cli import (IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, integer, number, png_file, run_main,
+                       select_device)
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.data.batching import evaluation_loader
 from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.data.dataset import DetectionDataset

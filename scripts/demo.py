@@ -22,6 +22,7 @@ import detect
 from models import Darknet
 from utils.data.synthetic import write_dataset
 from utils.cli import ArgumentParser, claim_run_dir, run_main
+from utils.errors import UserError
 from utils.output_files import removed_on_failure
 from utils.training.run_files import BEST_CHECKPOINT, RESULTS
 from utils.training.trainer import Trainer, TrainOptions
@@ -66,8 +67,9 @@ def run_demo() -> int:
     with removed_on_failure(run, RESULTS, claimed=True):
         summary = Trainer(options).run()
     trained = time.perf_counter() - start
-    detect.main(["--image_folder", str(DATA / "images" / "valid"), "--weights_path", str(run / BEST_CHECKPOINT),
-                 "--img_size", "256", "--output", str(run / "detections")])
+    if detect.main(["--image_folder", str(DATA / "images" / "valid"), "--weights_path", str(run / BEST_CHECKPOINT),
+                    "--img_size", "256", "--output", str(run / "detections")]) != 0:
+        raise UserError(f"detection with {run / BEST_CHECKPOINT} failed (its error is above)")
     print(f"\nmain job done in {time.perf_counter() - start:.0f} s (training and evaluation {trained:.0f} s): "
           f"res2net-yolov3-tiny reached mAP@0.5 {summary['best_map50']:.3f} on the held-out images")
     print(f"outputs: {run}/ (best.pth, best.weights, results.csv, results.png, detections/)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set everything up, then run the main job. Extra arguments go to the demo.
+# Set everything up, then run the main job (it takes no options; --help describes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

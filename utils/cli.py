@@ -70,10 +70,7 @@ def png_file(text: str) -> str:
     return text
 
 
-# Darknet's networks need inputs divisible by their largest stride, 32; 416 is its yolov3 cfgs' size and every
-# command's default
-IMAGE_SIZE = integer(32, multiple=32)
-DEFAULT_IMG_SIZE = 416
+IMAGE_SIZE = integer(32, multiple=32)  # Darknet's networks need inputs divisible by their largest stride, 32
 
 
 def number(low: float | None = None, high: float | None = None, above: bool = False,
@@ -231,7 +228,7 @@ def run_main(main: Callable[[], int]) -> int:
         if not _out_of_memory(err):
             raise
         print_error(f"out of memory ({str(err).splitlines()[0] if str(err) else type(err).__name__}); a smaller "
-                    f"--img_size or --batch_size needs less")
+                    f"input size or batch needs less")
         return 1
     except KeyboardInterrupt:
         print_error("interrupted")

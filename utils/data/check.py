@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
-from utils.cli import DEFAULT_IMG_SIZE, IMAGE_SIZE, ArgumentParser, png_file, run_main
+from utils.cli import IMAGE_SIZE, ArgumentParser, png_file, run_main
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.data.config import DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.labels import label_path

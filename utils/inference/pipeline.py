@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from utils.cli import DEFAULT_IMG_SIZE
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
 from utils.inference.nms import NmsFilter, SettingsError

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from utils.cli import DEFAULT_IMG_SIZE
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.errors import UserError
 from utils.evaluation.evaluate import EVAL_CONF_THRES, EVAL_NMS_THRES
 from utils.evaluation.metrics import DEFAULT_METHOD
