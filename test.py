@@ -44,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep the aspect ratio and pad (default, as in training), or stretch")
     p.add_argument("--save_json", metavar="OUT", help="write COCO-format detections to OUT and the matching "
                                                      "ground truth to OUT's name + _gt.json")
-    p.add_argument("--pr_curves", metavar="PNG", type=png_file, help="write per-class precision-recall curves to this PNG")
+    p.add_argument("--pr_curves", metavar="PNG", type=png_file,
+                   help="write per-class precision-recall curves to this PNG")
     p.add_argument("--plots", metavar="DIR", help="write confusion_matrix.png (conf >= 0.25, IoU >= 0.5) and "
                                                  "F1_curve.png, P_curve.png, R_curve.png into this folder")
     p.add_argument("--exist_ok", action="store_true", help="replace existing --save_json / --pr_curves / --plots "

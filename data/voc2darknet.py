@@ -18,6 +18,7 @@ from utils.data.layout import SPLIT_FRACTION, check_destination
 from utils.data.voc import VocOptions, convert_voc, describe
 from utils.output_files import named_write_errors, removed_on_failure
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--annotations", required=True, help="folder of VOC .xml files")

@@ -68,7 +68,8 @@ ROWS = [
     (TEST + " --save_json {existing}", "--save_json {existing}: the file exists; choose another name or pass "
                                        "--exist_ok"),
     (TEST + " --save_json {existing}/x.json", "--save_json {existing}/x.json: {existing} is a file, not a folder"),
-    (TEST + " --plots {existing}/pics", "--plots {existing}/pics/confusion_matrix.png: {existing} is a file, not a folder"),
+    (TEST + " --plots {existing}/pics", "--plots {existing}/pics/confusion_matrix.png: {existing} is a file, not a "
+                                        "folder"),
     (PRUNE + " --output {cfg}/pruned", "--output {cfg}/pruned: {cfg} is a file, not a folder"),
     ("calc_anchors.py --data_config {data} --model_def {cfg} --out {cfg}/new.cfg",
      "--out {cfg}/new.cfg: {cfg} is a file, not a folder"),

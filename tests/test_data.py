@@ -74,7 +74,6 @@ def test_data_config_comments_are_whole_lines_or_after_a_space(tmp_path):
         parse_data_config(data)
 
 
-
 def test_data_config_warns_of_keys_it_does_not_know_and_not_of_darknets_own(tmp_path):
     data = write_dataset(tmp_path / "set", train=3, valid=2, size=64)
     data.write_text(data.read_text() + "eval=coco\nnmaes=shapes.names\ncolour=red\n")
@@ -87,6 +86,7 @@ def test_data_config_warns_of_keys_it_does_not_know_and_not_of_darknets_own(tmp_
     with pytest.warns(DataWarning), pytest.raises(DataError, match=r"missing 'names='.*; nmaes= on line 6 looks "
                                                                    r"like a typo of it"):
         parse_data_config(data)
+
 
 def test_empty_dataset_is_a_clear_error(tmp_path):
     (tmp_path / "list.txt").write_text("\n\n")

@@ -99,11 +99,11 @@ def test_yolo_values_are_checked_where_they_are_read(yolo, expects):
     assert expects in error_of(f"[net]\nwidth=32\nheight=32\n{CONV}{head}")
 
 
-
 def test_a_trailing_comma_after_anchors_is_dropped_as_darknet_reads_no_further():
     text = f"[net]\nwidth=32\nheight=32\n{CONV}{HEAD}".replace("anchors=4,4,8,8", "anchors=4,4,8,8,")
     model = Darknet(parse_cfg(text, "user.cfg"))
     assert model.yolo_layers[0].all_anchors.tolist() == [[4.0, 4.0], [8.0, 8.0]]
+
 
 def test_net_values_are_finite_and_policies_are_the_schedules():
     assert "[net]: key 'hue' expects a finite number, got 'inf'" in error_of("[net]\nwidth=32\nheight=32\nhue=inf\n"

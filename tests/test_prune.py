@@ -9,7 +9,6 @@ from utils.pruning import ChannelGraph, PruneError, compact_model, masked_model,
 from utils.pruning.report import latencies_ms
 
 
-
 def tied(graph, a, b):
     return all(graph.atoms.find(x) == graph.atoms.find(y) for x, y in zip(a, b))
 

@@ -93,6 +93,7 @@ def test_an_input_inside_the_output_is_refused_even_with_exist_ok(dataset, finis
                     f"replace it; move it, or choose another --output")
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
 
+
 def test_resuming_best_pth_in_its_own_folder_would_rewind_the_run_and_is_refused(finished_run, tmp_path, capsys):
     run = copy_of(finished_run, tmp_path / "run")
     assert train.main(["--resume", str(run / "best.pth"), "--n_cpu", "0"]) == 1
@@ -129,6 +130,7 @@ def test_a_cfg_of_grey_inputs_is_refused_before_training(dataset, tmp_path, caps
     assert error_lines(capsys) == [f"error: {tmp_path / 'grey.cfg'}: [net] channels=1, but training reads colour "
                                    f"images (3 channels); set channels=3"]
     assert not (tmp_path / "run").exists()
+
 
 def test_an_unreadable_training_set_is_an_error_and_leaves_nothing(tmp_path, capsys):
     data = write_dataset(tmp_path / "set", train=4, valid=2, size=64, seed=2)

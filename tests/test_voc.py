@@ -102,6 +102,7 @@ def test_a_missing_annotations_folder_is_named(tmp_path):
     with pytest.raises(DataError, match=r"absent: no such folder of annotations"):
         convert_voc(tmp_path / "absent", tmp_path, tmp_path / "out")
 
+
 def test_raccoon_dataset_converts(tmp_path):
     root = shared_path("datasets", "raccoon")
     data, counts = convert_voc(root / "annotations", root / "images", tmp_path / "raccoon", "raccoon")

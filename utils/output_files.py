@@ -13,7 +13,6 @@ from utils.errors import UserError
 from utils.fileio import TEMPORARY_NAME
 
 
-
 class OutputError(UserError):
     """An output that cannot be written (a full disk, a folder without write permission)."""
 

@@ -173,7 +173,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="training size the box sizes are counted at")
     parser.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_negatives", action="store_true",
                         help="do not stop when most images have no label file")
-    parser.add_argument("--labels_png", type=png_file, help="also draw the train labels (boxes per class, centres, sizes) here")
+    parser.add_argument("--labels_png", type=png_file,
+                        help="also draw the train labels (boxes per class, centres, sizes) here")
     parser.add_argument("--exist_ok", action="store_true", help="replace an existing --labels_png")
     return parser.parse_args(argv)
 

@@ -15,7 +15,6 @@ from utils.darknet.layers.norm import is_trainable_batch_norm
 from utils.errors import UserError
 
 
-
 def build_optimizer(model: nn.Module, kind: str, lr: float, momentum: float, weight_decay: float,
                     ) -> torch.optim.Optimizer:
     """Weight decay on conv (and other multi-dimensional) weights only, never on BN or biases."""
