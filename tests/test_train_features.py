@@ -172,6 +172,23 @@ def test_an_unreadable_run_history_is_named_on_resume(finished_run, tmp_path, ca
     assert f"{run / name}: cannot read the run's " in line and "move the file aside to resume without it" in line
 
 
+
+def test_a_run_resumed_with_other_steps_per_epoch_goes_on_from_its_epoch_not_its_step(finished_run, tmp_path, capsys):
+    # as if the first epoch had run under torchrun on two processes: one step of two per-process batches
+    halved = copy_of(finished_run, tmp_path / "halved")
+    state = torch.load(halved / "last.pth", weights_only=True)
+    state["scheduler"]["last_epoch"], state["scheduler"]["lr_lambdas"][0]["total_steps"] = 1, 1
+    torch.save(state, halved / "last.pth")
+    same = copy_of(finished_run, tmp_path / "same")
+    assert train.main(["--resume", str(halved), "--n_cpu", "0", "--epochs", "3"]) == 0
+    assert "--resume: an epoch is 2 steps here and was 1 (another number of processes" in capsys.readouterr().out
+    assert train.main(["--resume", str(same), "--n_cpu", "0", "--epochs", "3"]) == 0
+    assert "an epoch is" not in capsys.readouterr().out
+    for run in (halved, same):
+        scheduler = torch.load(run / "last.pth", weights_only=True)["scheduler"]
+        assert scheduler["last_epoch"] == 6 and scheduler["lr_lambdas"][0]["total_steps"] == 6
+    assert [row["lr"] for row in results_rows(halved)][1:] == [row["lr"] for row in results_rows(same)][1:]
+
 def test_sparsity_training_without_a_trained_bn_is_refused(dataset, tmp_path, capsys):
     assert train.main(argv(dataset, tmp_path / "run", "--sr", "--freeze_bn")) == 1
     (line,) = error_lines(capsys)

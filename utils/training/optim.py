@@ -156,14 +156,18 @@ def init_head_biases(model) -> None:
                 layer.prime_head_bias(conv.conv.bias)
 
 
-def extend_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> tuple[float, float]:
-    """Lay the run's schedule over ``total_steps`` (a resumed run whose --epochs was raised) and set the
-    learning rate the new plan gives at the step reached; returns (lr before, lr now). Only the length
-    changes: the policy, the burn-in (long done) and the steps' fractions stay, so the rest of the run follows
-    the schedule a run planned this long from the start would have from here on."""
+def replan_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int,
+                    step: int | None = None) -> tuple[float, float]:
+    """Lay the run's schedule over ``total_steps`` (a resumed run whose --epochs was raised), at ``step`` when
+    given (the step its epochs reached in a run of as many steps per epoch as this one: another number of
+    processes takes another number of steps per epoch), and set the learning rate the new plan gives there;
+    returns (lr before, lr now). Only the length changes: the policy, the burn-in and the steps' fractions
+    stay, so the rest of the run follows the schedule a run planned this way from the start would have."""
     schedule: Schedule = scheduler.lr_lambdas[0]  # LambdaLR repeats one Schedule for every parameter group
     before = scheduler.get_last_lr()[0]
     schedule.total_steps = total_steps
+    if step is not None:
+        scheduler.last_epoch = step
     for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
         group["lr"] = base_lr * schedule(scheduler.last_epoch)
     scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]  # what get_last_lr reports

@@ -30,7 +30,7 @@ from utils.training.distributed import Distributed
 from utils.training.epoch import EpochStats, StepContext, train_epoch
 from utils.training.hyp import format_hyp, with_hyp
 from utils.training.loss import YOLOLoss
-from utils.training.optim import Sparsity, extend_schedule, init_head_biases
+from utils.training.optim import Sparsity, init_head_biases, replan_schedule
 from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, TrainOptions
 from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
 from utils.training.run_files import LAST_CHECKPOINT, RESULTS, RUN_CFG
@@ -268,8 +268,15 @@ class Trainer:
                 self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
         self.log(f"resumed from epoch {state.epoch} (best mAP@0.5 {state.best_fitness:.4f})")
         planned = int(checkpoint["options"].get("epochs", DEFAULT_EPOCHS))
+        reached = (state.epoch + 1) * steps_per_epoch
+        if state.scheduler.last_epoch != reached:
+            taken = state.scheduler.last_epoch // (state.epoch + 1)
+            before, now = replan_schedule(state.scheduler, steps_per_epoch * planned, reached)
+            self.log(f"--resume: an epoch is {steps_per_epoch} steps here and was {taken} (another number of "
+                     f"processes or another image list), so the learning-rate schedule goes on from the end of "
+                     f"epoch {state.epoch} in steps of this run: the lr goes from {before:.4g} to {now:.4g}")
         if self.opt.epochs > planned:
-            before, now = extend_schedule(state.scheduler, steps_per_epoch * self.opt.epochs)
+            before, now = replan_schedule(state.scheduler, steps_per_epoch * self.opt.epochs)
             self.log(f"--epochs {self.opt.epochs}: the run, planned for {planned} epochs, goes on to "
                      f"{self.opt.epochs}; its learning-rate schedule now spans {self.opt.epochs} epochs, so the lr "
                      f"at step {state.scheduler.last_epoch} goes from {before:.4g} to {now:.4g}")
