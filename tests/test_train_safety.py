@@ -17,7 +17,7 @@ from tests.test_train import TINY, tiny_training_set
 from utils.darknet.checkpoint import CheckpointError, load_checkpoint, model_from_file, save_checkpoint
 from utils.data.synthetic import write_dataset
 from utils.errors import UserError
-from utils.output_files import OutputError, remove_orphan_temporaries
+from utils.output_files import IN_USE_NAME, OutputError, remove_orphan_temporaries
 from utils.training import trainer
 from utils.training.options import TrainOptions
 from utils.training.outputs import weights_seen
@@ -93,6 +93,21 @@ def test_an_input_inside_the_output_is_refused_even_with_exist_ok(dataset, finis
                     f"replace it; move it, or choose another --output")
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
 
+
+
+def test_a_run_folder_another_live_process_trains_in_is_refused_and_a_dead_ones_mark_taken_over(
+        finished_run, tmp_path, capsys):
+    run = copy_of(finished_run, tmp_path / "run")
+    (run / IN_USE_NAME).write_text(str(os.getppid()))  # a live process other than this one
+    before = (run / "last.pth").read_bytes()
+    assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2"]) == 1
+    assert error_lines(capsys) == [f"error: {run} is being trained by process {os.getppid()}; wait for it to end "
+                                   f"or stop it, or choose another --output"]
+    assert (run / "last.pth").read_bytes() == before and (run / IN_USE_NAME).exists()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / IN_USE_NAME).write_text(finished.stdout)  # its process has ended: as a kill -9 leaves it
+    assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2"]) == 0
+    assert not (run / IN_USE_NAME).exists()
 
 def test_resuming_best_pth_in_its_own_folder_would_rewind_the_run_and_is_refused(finished_run, tmp_path, capsys):
     run = copy_of(finished_run, tmp_path / "run")

@@ -12,6 +12,8 @@ from typing import Iterable, Iterator
 from utils.errors import UserError
 from utils.fileio import TEMPORARY_NAME
 
+IN_USE_NAME = ".in_use.pid"  # the PID of the process working in a folder
+
 
 class OutputError(UserError):
     """An output that cannot be written (a full disk, a folder without write permission)."""
@@ -126,6 +128,39 @@ def remove_orphan_temporaries(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+@contextmanager
+def in_use(folder: Path, work: str) -> Iterator[None]:
+    """Mark ``folder`` as this process's for the body (its PID in ``IN_USE_NAME``), refusing it while another
+    live process holds it: two runs writing one folder would overwrite each other's files. A mark whose
+    process died (``kill -9``) is taken over."""
+    mark = folder / IN_USE_NAME
+    for _ in range(2):  # a dead holder's mark is removed once, then the exclusive create is tried again
+        try:
+            descriptor = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = _holder(mark)
+            if holder is not None and process_alive(holder):
+                raise UserError(f"{folder} is being {work} by process {holder}; wait for it to end or stop it, or "
+                                f"choose another --output") from None
+            mark.unlink(missing_ok=True)
+    else:
+        raise UserError(f"{folder}: another process marked it as in use at the same moment; try again")
+    with os.fdopen(descriptor, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        mark.unlink(missing_ok=True)
+
+
+def _holder(mark: Path) -> int | None:
+    try:
+        return int(mark.read_text().strip())
+    except (OSError, ValueError):
+        return None  # unreadable or half-written: no live holder to protect
 
 
 @contextmanager

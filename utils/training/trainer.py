@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from utils.errors import UserError
 from utils.evaluation.evaluate import ImageRecord, collect_detections, format_best_f1, format_results, score
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
-from utils.output_files import (named_write_errors, refuse_inputs_inside, remove_orphan_temporaries,
+from utils.output_files import (in_use, named_write_errors, refuse_inputs_inside, remove_orphan_temporaries,
                                  removed_on_failure)
 from utils.training.distill import build_distiller
 from utils.training.distributed import Distributed
@@ -64,9 +64,12 @@ class Trainer:
 
     def _run(self) -> dict:
         run_dir, claimed, checkpoint = self._prepare_run()  # with --resume this takes the run's own options
-        with removed_on_failure(run_dir, RESULTS, claimed) if self.dist.is_main else nullcontext():
+        with ExitStack() as stack:
             if self.dist.is_main:
+                stack.enter_context(removed_on_failure(run_dir, RESULTS, claimed))
                 run_dir.mkdir(parents=True, exist_ok=True)
+            self.dist.from_main(lambda: stack.enter_context(in_use(run_dir, "trained")))
+            if self.dist.is_main:
                 removed = remove_orphan_temporaries(run_dir)
                 if removed:
                     self.log(f"removed {len(removed)} temporary file(s) that a killed run left in {run_dir}: "
