@@ -87,11 +87,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def weights_to_use(weights_path: str | None) -> Path:
     """--weights_path, else the newest trained model; none at all is an error that says how to get one."""
-    weights = Path(weights_path) if weights_path else newest_checkpoint()
+    if weights_path:
+        return Path(weights_path)
+    weights = newest_checkpoint()
     if weights is None:
-        raise UserError("no trained model found (runs/*/*/best.pth): train the demo model first (bash "
-                        "scripts/demo.sh), or pass one: python detect.py --weights_path W [--model_def CFG] "
-                        "[--class_path NAMES]")
+        raise UserError("no trained model found (runs/*/*/best.pth or runs/*/best.pth): train the demo model "
+                        "first (bash scripts/demo.sh), or pass one: python detect.py --weights_path W "
+                        "[--model_def CFG] [--class_path NAMES]")
+    print(f"model: {weights}, the newest runs/*/*/best.pth (--weights_path names another)")
     return weights
 
 

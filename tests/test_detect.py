@@ -1,7 +1,9 @@
 """detect.py: boxes map back exactly through the letterbox, odd images are handled, inputs are never touched."""
 import json
+import os
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 
 from models import Darknet
 from tests.conftest import REPO, randomize
+from utils.darknet.checkpoint import save_model
 from utils.inference.load import detect, preprocess
 from utils.inference.nms import NmsFilter
 
@@ -163,3 +166,18 @@ def test_detect_without_a_model_says_how_to_make_one(tmp_path):
                             text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
     assert "no trained model found" in result.stderr and "bash scripts/demo.sh" in result.stderr
+
+
+@pytest.mark.e2e
+def test_detect_without_weights_path_names_the_newest_model_it_took(tmp_path):
+    model = Darknet(REPO / "cfg" / "yolov3-tiny.cfg")
+    for run, age in (("old", 100), ("new", 0)):
+        (tmp_path / "runs" / "train" / run).mkdir(parents=True)
+        save_model(model, tmp_path / "runs" / "train" / run / "best.pth", None)
+        os.utime(tmp_path / "runs" / "train" / run / "best.pth", (time.time() - age, time.time() - age))
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((64, 64, 3), np.uint8))
+    result = subprocess.run([sys.executable, str(REPO / "detect.py"), "--source", "a.jpg", "--img_size", "64"],
+                            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == ("model: runs/train/new/best.pth, the newest runs/*/*/best.pth "
+                                             "(--weights_path names another)")
