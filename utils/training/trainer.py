@@ -204,7 +204,8 @@ class Trainer:
         else:
             cfg = with_hyp(with_classes(read_cfg(self.opt.model_def), classes), self.opt.hyp or {})
             if self.opt.hyp:
-                self.log("hyperparameters from --hyp: " + format_hyp(self.opt.hyp).strip().replace("\n", ", "))
+                # --hyp's values, or an --evolve trial's
+                self.log("hyperparameters set: " + format_hyp(self.opt.hyp).strip().replace("\n", ", "))
         if self.dist.is_main:
             with named_write_errors(cfg_path, "model cfg"), atomic_write(cfg_path) as f:
                 f.write(cfg.text.encode())
