@@ -102,7 +102,7 @@ def test_a_run_folder_another_live_process_trains_in_is_refused_and_a_dead_ones_
     before = (run / "last.pth").read_bytes()
     assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2"]) == 1
     assert error_lines(capsys) == [f"error: {run} is being trained by process {os.getppid()}; wait for it to end "
-                                   f"or stop it, or choose another --output"]
+                                   f"or stop it, or choose another --output ({run / IN_USE_NAME} holds its PID)"]
     assert (run / "last.pth").read_bytes() == before and (run / IN_USE_NAME).exists()
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (run / IN_USE_NAME).write_text(finished.stdout)  # its process has ended: as a kill -9 leaves it

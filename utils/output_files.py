@@ -144,7 +144,7 @@ def in_use(folder: Path, work: str) -> Iterator[None]:
             holder = _holder(mark)
             if holder is not None and process_alive(holder):
                 raise UserError(f"{folder} is being {work} by process {holder}; wait for it to end or stop it, or "
-                                f"choose another --output") from None
+                                f"choose another --output ({mark} holds its PID)") from None
             mark.unlink(missing_ok=True)
     else:
         raise UserError(f"{folder}: another process marked it as in use at the same moment; try again")
