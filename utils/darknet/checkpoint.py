@@ -223,7 +223,7 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
     if cutoff is not None:
         state = _leading_layers(state, cutoff)
     fit = LayerFit.of(model, state)
-    heads = {index - 1 for index, layer in enumerate(model.layers) if layer in model.yolo_layers}
+    heads = set(model.head_conv_indices)
     if not fit.backbone_only() and (fit.absent or set(fit.unfit) - heads):
         index = min((set(fit.unfit) - heads) | fit.absent)
         why = fit.unfit.get(index, "the file has no tensor of it")

@@ -105,6 +105,11 @@ class Darknet(nn.Module):
         return self.yolo_layers[0].num_classes if self.yolo_layers else 0
 
     @property
+    def head_conv_indices(self) -> list[int]:
+        """The layer index of the conv feeding each [yolo] head, in the order of ``yolo_layers``."""
+        return [index - 1 for index, layer in enumerate(self.layers) if layer.is_head]
+
+    @property
     def input_channels(self) -> int:
         return self.hyperparams["channels"]
 

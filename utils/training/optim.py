@@ -149,11 +149,10 @@ class Sparsity:
 def init_head_biases(model) -> None:
     """Start each head at objectness near 1 % and near-uniform classes (YOLOLayer.prime_head_bias), so the
     first steps are not spent unlearning the 0.5 a zero bias gives to thousands of empty cells."""
-    for index, layer in enumerate(model.layers):
-        if layer in model.yolo_layers:
-            conv: Convolutional = model.layers[index - 1]
-            if conv.conv.bias is not None:
-                layer.prime_head_bias(conv.conv.bias)
+    for index, yolo in zip(model.head_conv_indices, model.yolo_layers):
+        conv: Convolutional = model.layers[index]
+        if conv.conv.bias is not None:
+            yolo.prime_head_bias(conv.conv.bias)
 
 
 def replan_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int,
