@@ -23,6 +23,7 @@ from pathlib import Path
 
 from utils.cli import (IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, integer, number, output_folder,
                        run_main, select_device)
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.errors import UserError
 from utils.inference.load import LoadedModel, load_model
 from utils.inference.pipeline import DetectionRun, DetectSettings, detect_inputs
@@ -43,8 +44,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", help=".weights or .pth (default: the newest runs/*/*/best.pth)")
     p.add_argument("--class_path", help="class names, one per line (default: from the .pth, else numbers)")
-    p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size,
-                   help="network input size, a multiple of 32")
+    p.add_argument("--img_size", type=IMAGE_SIZE,
+                   help=f"network input size, a multiple of 32 (default: the size a .pth was trained at, else "
+                        f"{DEFAULT_IMG_SIZE})")
     p.add_argument("--batch_size", type=integer(1), default=d.batch_size, help="frames per forward pass")
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=d.letterbox,
                    help="keep the aspect ratio and pad, or stretch like Darknet's default detector")
@@ -108,10 +110,11 @@ def sources_to_read(spec: str, recursive: bool) -> SourceSet:
         raise
 
 
-def settings_from(args: argparse.Namespace) -> DetectSettings:
+def settings_from(args: argparse.Namespace, loaded: LoadedModel) -> DetectSettings:
     return DetectSettings(conf_thres=args.conf_thres, iou_thres=args.nms_thres, max_det=args.max_det,
                           classes=tuple(args.classes) if args.classes else None, agnostic=args.agnostic_nms,
-                          img_size=args.img_size, letterbox=args.letterbox, batch_size=args.batch_size)
+                          img_size=loaded.input_size(args.img_size), letterbox=args.letterbox,
+                          batch_size=args.batch_size)
 
 
 def check_classes(classes: list[int] | None, loaded: LoadedModel) -> None:
@@ -121,7 +124,7 @@ def check_classes(classes: list[int] | None, loaded: LoadedModel) -> None:
                         f"(0..{len(loaded.names) - 1})")
 
 
-def print_summary(writer: DetectionWriter, run: DetectionRun, device) -> None:
+def print_summary(writer: DetectionWriter, run: DetectionRun, settings: DetectSettings, device) -> None:
     done = len(writer.records)
     saved = "" if not writer.options.save_annotated else "annotated .jpg/.mp4, "
     crops = "crops/<class>/, " if writer.options.save_crops else ""
@@ -138,7 +141,7 @@ def print_summary(writer: DetectionWriter, run: DetectionRun, device) -> None:
           + (", ".join(f"{n} {writer.counts[n]}" for n in writer.names if writer.counts[n]) or "none"))
     if done:
         print(f"per image: preprocess {run.preprocess_seconds / done * 1e3:.1f} ms, "
-              f"forward + NMS {run.inference_seconds / done * 1e3:.1f} ms ({device})")
+              f"forward + NMS {run.inference_seconds / done * 1e3:.1f} ms ({device}, input {settings.img_size})")
 
 
 def detect(args: argparse.Namespace) -> int:
@@ -159,13 +162,13 @@ def detect_into(folder: Path, weights: Path, sources: SourceSet, args: argparse.
     check_classes(args.classes, loaded)
     style = DrawStyle(args.line_thickness, args.hide_labels, args.hide_conf)
     writer = DetectionWriter(folder, loaded.names, OutputOptions(not args.nosave, args.save_crop, style))
-    settings = settings_from(args)
+    settings = settings_from(args, loaded)
     run = detect_inputs(loaded.model, sources.inputs, writer, settings, FrameViewer.open() if args.view else None)
     writer.finish({"weights": str(weights), "conf_thres": settings.conf_thres, "nms_thres": settings.iou_thres,
                    "max_det": settings.max_det, "classes": settings.classes, "agnostic_nms": settings.agnostic,
                    "img_size": settings.img_size, "skipped": run.skipped, "dropped_live_frames": run.dropped,
                    "stopped": run.stopped})
-    print_summary(writer, run, device)
+    print_summary(writer, run, settings, device)
     if not writer.records and run.skipped:
         raise UserError(f"nothing could be read: {', '.join(run.skipped[:SHOWN_SKIPPED])}")
     if run.stopped == "Ctrl-C":

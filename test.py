@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth")
     p.add_argument("--data_config", default=DEFAULT_DATA, help=".data file; its 'valid' list is evaluated")
-    p.add_argument("--img_size", type=IMAGE_SIZE, default=DEFAULT_IMG_SIZE, help="input size (multiple of 32)")
+    p.add_argument("--img_size", type=IMAGE_SIZE, help=f"input size, a multiple of 32 (default: the size a .pth "
+                                                        f"was trained at, else {DEFAULT_IMG_SIZE})")
     p.add_argument("--batch_size", type=integer(1), default=8, help="images per batch")
     p.add_argument("--conf_thres", type=number(0, 1), default=EVAL_CONF_THRES,
                    help="keep detections above this score (low, as mAP needs the whole precision-recall curve)")
@@ -102,11 +103,12 @@ def evaluate(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
                         f"{loaded.model.num_classes}")
     dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
-    loader = evaluation_loader(dataset, args.batch_size, args.img_size, args.n_cpu)
+    size = loaded.input_size(args.img_size)
+    loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)
     records = collect_detections(loaded.model, loader, device, args.conf_thres, args.nms_thres, progress=True)
     result = score(records, data.names, args.ap_method)
     print(format_results(result, args.conf_thres, args.nms_thres,
-                         f"{'letterboxed' if args.letterbox else 'stretched'} to {args.img_size}"))
+                         f"{'letterboxed' if args.letterbox else 'stretched'} to {size}"))
     print(format_best_f1(best_f1_confidence(result)))
     write_outputs(args, records, result, data.names)
     return 0

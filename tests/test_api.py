@@ -1,6 +1,7 @@
 """The Python API (models.Detector) and the torch.hub entries, used only through what users see: the same boxes
 as detect.py's label files, from a numpy image, a path or a list; named errors for what is not an image."""
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import torch
 
 from models import DetectSettings, Detections, Detector
 from tests.conftest import REPO, random_tiny_model
-from utils.darknet.checkpoint import save_model
+from utils.darknet.checkpoint import save_checkpoint, save_model
 from utils.errors import UserError
 
 pytestmark = pytest.mark.filterwarnings("ignore::utils.darknet.cfg.CfgWarning")
@@ -84,6 +85,24 @@ def test_grey_and_bgra_arrays_and_settings_changes(files):
     np.testing.assert_allclose(detector(cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)).boxes, detector(image).boxes)
     detector.settings = DetectSettings(conf_thres=0.28, img_size=128, classes=(2,), max_det=2)
     assert set(detector(image).classes.tolist()) <= {2} and len(detector(image)) <= 2
+
+
+def test_a_training_checkpoint_runs_at_the_size_it_was_trained_at_unless_told_otherwise(files, tmp_path):
+    model = random_tiny_model(4, seed=0)
+    save_checkpoint(tmp_path / "trained.pth", {"model": model.state_dict(), "cfg_text": model.cfg_text,
+                                               "names": NAMES, "epoch": 0, "options": {"img_size": 128}})
+    trained = Detector(tmp_path / "trained.pth", settings=DetectSettings(conf_thres=0.28))
+    assert trained.settings.img_size == 128 and Detector(files / "model.pth").settings.img_size == 416
+    image = cv2.imread(str(files / "images" / "wide.jpg"))
+    np.testing.assert_array_equal(trained(image).boxes, Detector(files / "model.pth", settings=SETTINGS)(image).boxes)
+    trained.settings = DetectSettings(img_size=64)
+    assert trained.settings.img_size == 64
+    run = subprocess.run([sys.executable, "detect.py", "--source", str(files / "images"), "--weights_path",
+                          str(tmp_path / "trained.pth"), "--output", str(tmp_path / "out")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "input 128)" in run.stdout and json.loads((tmp_path / "out" / "detections.json").read_text())[
+        "img_size"] == 128
 
 
 def test_what_is_not_an_image_is_a_named_error(files, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from models import Darknet
 from tests.conftest import REPO, randomize
 from utils.darknet.cfg import read_cfg
+from utils.darknet.checkpoint import save_checkpoint
 from utils.darknet.cfg_edit import with_classes
 from utils.data.synthetic import write_dataset
 
@@ -47,6 +48,20 @@ def test_test_py_map_equals_pycocotools_on_its_own_json(random_model):
         evaluator.summarize()
     assert ours == pytest.approx([evaluator.stats[1], evaluator.stats[0]], abs=1e-3)
     assert (root / "out" / "pr.png").stat().st_size > 1000
+
+
+def test_a_training_checkpoint_is_evaluated_at_the_size_it_was_trained_at(random_model, tmp_path):
+    root, data, cfg = random_model
+    model = Darknet(cfg)
+    model.load_darknet_weights(root / "tiny.weights")
+    save_checkpoint(tmp_path / "trained.pth", {"model": model.state_dict(), "cfg_text": model.cfg_text,
+                                               "epoch": 0, "options": {"img_size": 64}})
+    base = [sys.executable, "test.py", "--weights_path", str(tmp_path / "trained.pth"), "--data_config", str(data),
+            "--n_cpu", "0"]
+    own, asked = (subprocess.run(base + flags, cwd=REPO, capture_output=True, text=True)
+                  for flags in ([], ["--img_size", "96"]))
+    assert own.returncode == asked.returncode == 0, own.stderr + asked.stderr
+    assert "letterboxed to 64" in own.stdout and "letterboxed to 96" in asked.stdout
 
 
 def test_class_count_mismatch_is_refused(random_model, tmp_path):

@@ -12,7 +12,7 @@ detect.py's boxes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Union
 
@@ -26,7 +26,7 @@ from utils.darknet.cfg import Cfg
 from utils.darknet.model import Darknet
 from utils.errors import UserError
 from utils.fileio import regular_file
-from utils.inference.load import class_names, detect, load_model, preprocess
+from utils.inference.load import LoadedModel, class_names, detect, load_model, preprocess
 from utils.inference.nms import SettingsError
 from utils.inference.pipeline import DetectSettings
 
@@ -98,7 +98,8 @@ class Detector(nn.Module):
     :class:`Darknet` (prepared for inference in place: fused, so no longer trainable). ``names``: a ``.names``
     file or a list (default: the checkpoint's, else numbers).
     ``device``: as detect.py's --device (default: CUDA when available). ``settings``: thresholds, classes,
-    input size (:class:`DetectSettings`; replace ``detector.settings`` at any time). ``half``: as detect.py's
+    input size (:class:`DetectSettings`; replace ``detector.settings`` at any time; settings without an
+    ``img_size`` take the size a training checkpoint was trained at, else 416). ``half``: as detect.py's
     --half (``Darknet.prepare_inference``)."""
 
     def __init__(self, weights: str | Path | Darknet, cfg: str | Path | Cfg | None = None,
@@ -107,11 +108,12 @@ class Detector(nn.Module):
         super().__init__()
         target = select_device(str(device) if device is not None else "")
         if isinstance(weights, Darknet):
-            self.model = weights.to(target).prepare_inference(half)
-            self.names = class_names(names, None, self.model.num_classes)
+            prepared = weights.to(target).prepare_inference(half)
+            loaded = LoadedModel(prepared, class_names(names, None, prepared.num_classes))
         else:
             loaded = load_model(weights, cfg, names, target, half)
-            self.model, self.names = loaded.model, loaded.names
+        self.model, self.names = loaded.model, loaded.names
+        self.default_size = loaded.input_size(None)  # what settings without an img_size run at
         self.settings = settings if settings is not None else DetectSettings(batch_size=API_BATCH_SIZE)
 
     @property
@@ -126,7 +128,7 @@ class Detector(nn.Module):
         if outside:
             raise SettingsError(f"classes: {outside[0]} is not a class of this model, which has "
                                 f"{self.model.num_classes} (0..{self.model.num_classes - 1})")
-        self._settings = settings
+        self._settings = settings if settings.img_size else replace(settings, img_size=self.default_size)
 
     def forward(self, images: ImageLike | Iterable[ImageLike]) -> Detections | list[Detections]:
         single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim < 4)

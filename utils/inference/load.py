@@ -9,7 +9,7 @@ import torch
 
 from utils.boxes import Letterbox
 from utils.data.names import read_class_names
-from utils.darknet.cfg import Cfg
+from utils.darknet.cfg import DEFAULT_IMG_SIZE, Cfg
 from utils.darknet.checkpoint import model_from_file
 from utils.darknet.model import Darknet
 from utils.data.augment import letterbox_image
@@ -21,6 +21,12 @@ from utils.inference.nms import NmsFilter, filter_detections
 class LoadedModel:
     model: Darknet
     names: list[str]
+    trained_size: int | None = None  # the --img_size a checkpoint's training run used, when it records one
+
+    def input_size(self, requested: int | None) -> int:
+        """The network input size to run at: ``requested``, else the size the model was trained at, else
+        the default (a model trained at 128 scores far lower at 416)."""
+        return requested or self.trained_size or DEFAULT_IMG_SIZE
 
 
 def class_names(names: str | Path | list[str] | None, fallback: list[str] | None, num_classes: int) -> list[str]:
@@ -38,11 +44,19 @@ def class_names(names: str | Path | list[str] | None, fallback: list[str] | None
 def load_model(weights: str | Path, cfg: str | Path | Cfg | None = None, names: str | Path | list[str] | None = None,
                device: torch.device | str = "cpu", half: bool = False) -> LoadedModel:
     """A model ready for inference (``Darknet.prepare_inference``, on ``device``, in half precision with
-    ``half``) and its class names: ``names`` (a .names file or a list), else the checkpoint's, else numbers."""
+    ``half``), its class names (``names``: a .names file or a list, else the checkpoint's, else numbers) and
+    the input size it was trained at when a training checkpoint records it."""
     model, state = model_from_file(weights, cfg)
     listed = class_names(names, state.get("names") if state else None, model.num_classes)
     model.to(device).prepare_inference(half)
-    return LoadedModel(model, listed)
+    return LoadedModel(model, listed, _trained_size(state))
+
+
+def _trained_size(state: dict | None) -> int | None:
+    """The --img_size recorded in a training checkpoint's options; None for other files."""
+    options = state.get("options") if state else None
+    size = options.get("img_size") if isinstance(options, dict) else None
+    return size if isinstance(size, int) and size >= 32 and size % 32 == 0 else None
 
 
 def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):

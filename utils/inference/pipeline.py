@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
 from utils.inference.nms import NmsFilter, SettingsError
@@ -26,13 +25,14 @@ from utils.inference.writer import DetectionWriter
 class DetectSettings(NmsFilter):
     """Which boxes are kept (the :class:`NmsFilter` fields) and how images reach the network."""
 
-    img_size: int = DEFAULT_IMG_SIZE  # network input (multiple of 32)
+    img_size: int | None = None  # network input (multiple of 32); None: the model's (LoadedModel.input_size)
     letterbox: bool = True  # keep the aspect ratio and pad, else stretch
     batch_size: int = 1
 
     def __post_init__(self):
         super().__post_init__()
-        if not (isinstance(self.img_size, numbers.Integral) and self.img_size >= 32 and self.img_size % 32 == 0):
+        if self.img_size is not None and not (isinstance(self.img_size, numbers.Integral) and self.img_size >= 32
+                                              and self.img_size % 32 == 0):
             raise SettingsError(f"img_size: expected a multiple of 32 of at least 32, got {self.img_size!r}")
         if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
