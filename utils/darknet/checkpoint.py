@@ -119,7 +119,14 @@ def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) ->
     if cfg is None:
         raise WeightsFileError(f"{weights}: a .weights file needs its cfg (--model_def)")
     model = Darknet(cfg)
-    model.load_darknet_weights(weights)
+    try:
+        model.load_darknet_weights(weights)
+    except WeightsFileError as err:
+        classes = _class_count_of_file(model, weights)
+        if classes is None or classes == model.num_classes:
+            raise
+        raise WeightsFileError(f"{err}; it fits this cfg made for {classes} classes instead of "
+                               f"{model.num_classes}") from None
     return model, None
 
 
