@@ -10,12 +10,11 @@ from models import Darknet
 from tests.conftest import REPO, randomize
 from utils.conversion.export import ONNX_OPSET
 from utils.darknet.cfg import parse_cfg
-from utils.darknet.checkpoint import save_model
+from utils.darknet.checkpoint import CheckpointError, model_from_file, save_model
 from utils.inference.nms import non_max_suppression
 
-pytestmark = pytest.mark.e2e  # every test here runs a command line as a subprocess
-
-pytestmark = pytest.mark.filterwarnings("ignore::utils.darknet.cfg.CfgWarning")
+pytestmark = [pytest.mark.e2e,  # every test here runs a command line as a subprocess
+              pytest.mark.filterwarnings("ignore::utils.darknet.cfg.CfgWarning")]
 
 
 def convert(*args):
@@ -64,6 +63,9 @@ def test_onnx_and_torchscript_in_one_call(checkpoint, tmp_path):
     raw = torch.from_numpy(ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": x.numpy()})[0])
     torch.testing.assert_close(traced, expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(raw, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(CheckpointError, match=r"m\.pt: a TorchScript export \(convert\.py --torchscript\), which "
+                                              r"runs with torch\.jit\.load; .* the \.pth or \.weights it was"):
+        model_from_file(tmp_path / "m.pt")
 
 
 @pytest.mark.parametrize("flags,message", [

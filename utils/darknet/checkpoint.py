@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def save_model(model: Darknet, out: str | Path, names: list[str] | None = None) 
     save_checkpoint(out, {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": names, "epoch": -1})
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip that carries code and constants beside its tensors."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _load_failure(err: Exception) -> str:
     """What torch.load's error says, without its advice to load the file with weights_only=False (that runs
     whatever code the file holds)."""
@@ -64,6 +74,10 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
             warnings.simplefilter("ignore")  # torch's notes on the pickle protocol of a file it then refuses
             state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # any file can be named: torch.load fails on foreign bytes in a dozen ways
+        if _is_torchscript(path):
+            raise CheckpointError(f"{path}: a TorchScript export (convert.py --torchscript), which runs with "
+                                  f"torch.jit.load; this repo's commands take the .pth or .weights it was exported "
+                                  f"from") from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(err)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: not a checkpoint of this repo (no 'model' entry of tensors)")
