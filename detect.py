@@ -117,13 +117,6 @@ def settings_from(args: argparse.Namespace, loaded: LoadedModel) -> DetectSettin
                           batch_size=args.batch_size)
 
 
-def check_classes(classes: list[int] | None, loaded: LoadedModel) -> None:
-    outside = [c for c in classes or () if c >= len(loaded.names)]
-    if outside:
-        raise UserError(f"--classes {outside[0]}: the model has {len(loaded.names)} classes "
-                        f"(0..{len(loaded.names) - 1})")
-
-
 def print_summary(writer: DetectionWriter, run: DetectionRun, settings: DetectSettings, device) -> None:
     done = len(writer.records)
     saved = "" if not writer.options.save_annotated else "annotated .jpg/.mp4, "
@@ -159,10 +152,10 @@ def detect(args: argparse.Namespace) -> int:
 def detect_into(folder: Path, weights: Path, sources: SourceSet, args: argparse.Namespace) -> int:
     device = select_device(args.device)
     loaded = load_model(weights, args.model_def, args.class_path, device, args.half)
-    check_classes(args.classes, loaded)
+    settings = settings_from(args, loaded)
+    settings.check_classes(loaded.model.num_classes, "--classes")
     style = DrawStyle(args.line_thickness, args.hide_labels, args.hide_conf)
     writer = DetectionWriter(folder, loaded.names, OutputOptions(not args.nosave, args.save_crop, style))
-    settings = settings_from(args, loaded)
     run = detect_inputs(loaded.model, sources.inputs, writer, settings, FrameViewer.open() if args.view else None)
     writer.finish({"weights": str(weights), "conf_thres": settings.conf_thres, "nms_thres": settings.iou_thres,
                    "max_det": settings.max_det, "classes": settings.classes, "agnostic_nms": settings.agnostic,

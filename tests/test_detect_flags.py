@@ -24,7 +24,7 @@ ROWS = [  # (flags, with {T} for the fixture's folder; what the error line says)
     (["--max_det", "0"], "--max_det: expected an integer in 1 .. inf, got 0"),
     (["--classes", "-1"], "--classes: expected an integer in 0 .. inf, got -1"),
     (["--classes"], "--classes: expected at least one argument"),
-    (["--classes", "0", "7"], "--classes 7: the model has 4 classes (0..3)"),
+    (["--classes", "0", "7"], "--classes: 7 is not a class of this model, which has 4 (0..3)"),
     (["--line_thickness", "0"], "--line_thickness: expected an integer in 1 .. 100, got 0"),
     (["--device", "gpu"], "--device: expected cpu, cuda, cuda:N or GPU indices such as 0 or 0,1; got 'gpu'"),
     (["--device", "0"], "--device 0: CUDA is not available on this machine"),

@@ -124,10 +124,7 @@ class Detector(nn.Module):
     def settings(self, settings: DetectSettings) -> None:
         if not isinstance(settings, DetectSettings):
             raise SettingsError(f"settings: expected a DetectSettings, got {type(settings).__name__}")
-        outside = [c for c in settings.classes or () if c >= self.model.num_classes]
-        if outside:
-            raise SettingsError(f"classes: {outside[0]} is not a class of this model, which has "
-                                f"{self.model.num_classes} (0..{self.model.num_classes - 1})")
+        settings.check_classes(self.model.num_classes)
         self._settings = settings if settings.img_size else replace(settings, img_size=self.default_size)
 
     def forward(self, images: ImageLike | Iterable[ImageLike]) -> Detections | list[Detections]:

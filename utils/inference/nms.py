@@ -110,6 +110,13 @@ class NmsFilter:
         if self.classes is not None and not all(isinstance(c, numbers.Integral) and c >= 0 for c in self.classes):
             raise SettingsError(f"classes: expected class indices (integers from 0), got {self.classes!r}")
 
+    def check_classes(self, num_classes: int, name: str = "classes") -> None:
+        """Refuse ``classes`` a model of ``num_classes`` classes does not have (``name``: the setting or flag)."""
+        outside = [c for c in self.classes or () if c >= num_classes]
+        if outside:
+            raise SettingsError(f"{name}: {outside[0]} is not a class of this model, which has {num_classes} "
+                                f"(0..{num_classes - 1})")
+
 
 def filter_detections(prediction: torch.Tensor, rule: NmsFilter) -> list[torch.Tensor]:
     """Model output ``(B, N, 5+classes)`` (cx, cy, w, h, objectness, class scores) -> per image
