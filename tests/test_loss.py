@@ -3,45 +3,13 @@ import pytest
 import torch
 
 from models import Darknet
+from tests.cfgs import conv, head
 from tests.conftest import randomize
 from utils.training.loss import YOLOLoss
 
-TWO_HEADS = """
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-filters=18
-size=1
-activation=linear
-
-[yolo]
-mask=2,3
-anchors=4,4, 8,8, 16,16, 32,32
-classes=4
-num=4
-{extra}
-
-[route]
-layers=-3
-
-[convolutional]
-filters=18
-size=1
-activation=linear
-
-[yolo]
-mask=0,1
-anchors=4,4, 8,8, 16,16, 32,32
-classes=4
-num=4
-{extra}
-"""
+ANCHORS = "4,4, 8,8, 16,16, 32,32"
+TWO_HEADS = (conv(8, 3, 2) + head(4, ANCHORS, "2,3", "{extra}") + "\n[route]\nlayers=-3\n\n"
+             + head(4, ANCHORS, "0,1", "{extra}"))
 
 
 def model_for(write_cfg, extra=""):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from models import Darknet
+from tests.cfgs import conv, head
 from tests.conftest import REPO, randomize
 
 HEAD = """
@@ -373,27 +374,7 @@ def test_yolov4_keeps_darknets_head_settings():
 
 
 def test_summary_counts_params_and_darknet_flops(write_cfg):
-    model = Darknet(write_cfg("""
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-        [maxpool]
-        size=2
-        stride=2
-        [convolutional]
-        filters=14
-        size=1
-        activation=linear
-        [yolo]
-        mask=0,1
-        anchors=1,1,2,2
-        classes=2
-        num=2
-        """))
+    model = Darknet(write_cfg(conv(8, 3, 2) + "[maxpool]\nsize=2\nstride=2\n\n" + head(2, "1,1,2,2", "0,1")))
     from utils.darknet.summary import summarize
     rows = summarize(model, (64, 64))
     assert [r.output_shape for r in rows] == [(8, 32, 32), (8, 16, 16), (14, 16, 16), (14, 16, 16)]

@@ -12,58 +12,28 @@ import pytest
 import torch
 
 from models import Darknet
+from tests.cfgs import NET, conv, head
 from tests.conftest import REPO
 from utils.darknet.checkpoint import CheckpointError, load_pretrained
 from utils.data.synthetic import write_dataset
 from utils.training.optim import init_head_biases
 
-TINY = """
-[net]
-width=64
-height=64
-channels=3
-learning_rate=0.001
+TINY = f"""{NET}learning_rate=0.001
 burn_in=2
 max_batches=100
 policy=steps
 steps=80
 scales=.1
 
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[res2net]
+{conv(8, 3, 2)}[res2net]
 planes=8
 base_width=32
 
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[triangle]
+{conv(16, 3, 2)}[triangle]
 planes=16
 base_width=32
 
-[convolutional]
-size=1
-filters=255
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=8,8, 16,16, 32,32
-classes=80
-num=3
-"""
+{head(classes=80, anchors="8,8, 16,16, 32,32")}"""
 
 
 def tiny_training_set(tmp_path_factory, train_images: int):

@@ -7,20 +7,13 @@ import torch
 
 from models import Darknet
 from utils.darknet.weights import WeightsFileError, WeightsHeader, darknet_weights_size
+from tests.cfgs import conv, head
 from tests.conftest import randomize
 
 # Every kind of weighted layer: conv with and without BN, [res2net] with a downsample, [triangle],
 # a weighted [shortcut], and a [yolo] head.
-MIXED = """
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[res2net]
+MIXED = f"""
+{conv(8, 3, 2)}[res2net]
 planes=8
 scale=4
 base_width=32
@@ -30,28 +23,12 @@ planes=16
 scale=2
 base_width=32
 
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-activation=mish
-
-[shortcut]
+{conv(16, 1, activation="mish")}[shortcut]
 from=-3
 weights_type=per_channel
 weights_normalization=softmax
 
-[convolutional]
-filters=21
-size=1
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,9, 12,14
-classes=2
-num=3
-"""
+{head(anchors="4,5, 8,9, 12,14")}"""
 
 
 @pytest.fixture
