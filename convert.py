@@ -27,7 +27,7 @@ from utils.darknet.model import Darknet
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import read_cfg
 from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, cutoff_from_name, model_from_file, save_model,
-                                      save_weights)
+                                      save_weights, trained_size)
 from utils.darknet.weights import WeightsFileError
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
@@ -141,9 +141,10 @@ def run(args) -> str:
     if out.suffix in CHECKPOINT_SUFFIXES:
         if args.cutoff is not None:
             raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
-        model = model_from_file(source, cfg)[0]
-        names = class_names(args.class_path, None, model.num_classes) if args.class_path else None
-        save_model(model, out, names)
+        model, state = model_from_file(source, cfg)
+        names = (class_names(args.class_path, None, model.num_classes) if args.class_path
+                 else (state or {}).get("names"))
+        save_model(model, out, names, trained_size(state))
         return f"wrote {out}"
     if args.class_path:
         raise UserError(f"--class_path stores class names in a .pth output; {out} is a Darknet .weights file, "

@@ -19,7 +19,7 @@ import torch
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, integer, number, output_folder, run_main
 from utils.darknet.cfg import DEFAULT_IMG_SIZE
-from utils.darknet.checkpoint import model_from_file, save_model, save_weights
+from utils.darknet.checkpoint import model_from_file, save_model, save_weights, trained_size
 from utils.darknet.model import Darknet
 from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.errors import UserError
@@ -98,12 +98,12 @@ def write_channel_plots(graph, selection, out: Path) -> None:
         plot_channels(before, after, out / "channels.png")
 
 
-def write_model_files(compact: Darknet, out: Path, names: list[str] | None) -> None:
-    """pruned.cfg, pruned.weights and pruned.pth."""
+def write_model_files(compact: Darknet, out: Path, names: list[str] | None, size: int | None) -> None:
+    """pruned.cfg, pruned.weights and pruned.pth (``size``: the input size the weights were trained at)."""
     with named_write_errors(out / "pruned.cfg", "pruned cfg"), atomic_write(out / "pruned.cfg") as f:
         f.write(compact.cfg_text.encode())
     save_weights(compact, out / "pruned.weights")
-    save_model(compact, out / "pruned.pth", names)
+    save_model(compact, out / "pruned.pth", names, size)
 
 
 def prune(args: argparse.Namespace) -> int:
@@ -126,7 +126,8 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
         print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}: {selection.pruned_share:.1%} of the "
               f"channels are at or under it; the largest percent that empties no layer is {selection.safe_percent:.1%}")
         compact = compact_model(masked, graph, selection)
-    write_model_files(compact, out, (state or {}).get("names") or (data.names if data else None))
+    write_model_files(compact, out, (state or {}).get("names") or (data.names if data else None),
+                      trained_size(state))
     comparison = compare(model, compact, out / "pruned.weights", args.img_size, data)
     print(comparison.table())
     write_report(out / "report.md", request, selection, comparison)

@@ -10,6 +10,7 @@ from models import Darknet
 from tests.conftest import REPO, randomize
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import read_cfg
+from utils.darknet.checkpoint import model_from_file, save_checkpoint
 from utils.inference.load import load_model
 
 PLAIN_TYPES = {"convolutional", "route", "shortcut", "upsample", "maxpool", "yolo"}
@@ -140,3 +141,16 @@ def test_class_names_stored_in_a_pth_must_fit_the_model(tiny_weights, tmp_path):
     (tmp_path / "coco.names").write_text("".join(f"class{i}\n" for i in range(80)))
     convert("--model_def", cfg, weights, tmp_path / "m.pth", "--class_path", tmp_path / "coco.names")
     assert torch.load(tmp_path / "m.pth", weights_only=True)["names"][79] == "class79"
+
+
+def test_a_pth_converted_to_a_pth_keeps_its_class_names_and_the_size_it_was_trained_at(tiny_weights, tmp_path):
+    cfg, weights = tiny_weights
+    model = model_from_file(weights, cfg)[0]
+    names = [f"class{i}" for i in range(80)]
+    save_checkpoint(tmp_path / "last.pth", {"model": model.state_dict(), "ema": {"model": model.state_dict()},
+                                            "cfg_text": model.cfg_text, "names": names, "epoch": 3,
+                                            "options": {"img_size": 160, "epochs": 5}})
+    convert(tmp_path / "last.pth", tmp_path / "slim.pth")
+    slim = torch.load(tmp_path / "slim.pth", weights_only=True)
+    assert slim["names"] == names and slim["options"] == {"img_size": 160} and "ema" not in slim
+    assert load_model(tmp_path / "slim.pth").input_size(None) == 160

@@ -5,6 +5,7 @@ import torch
 from models import Darknet
 from tests.cfgs import HEAD, NET, conv
 from tests.conftest import REPO, randomize
+from utils.darknet.checkpoint import save_model
 from utils.pruning import ChannelGraph, PruneError, compact_model, masked_model, select
 from utils.pruning.report import latencies_ms
 
@@ -176,9 +177,12 @@ def test_prune_command_writes_everything_or_nothing(tmp_path):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     state = torch.load(tmp_path / "out" / "pruned.pth", weights_only=True)
     assert state["names"] == ["circle", "rectangle", "triangle", "cross"]
-    both = subprocess.run(command + ["--layers", "2", "--percent", "0.3", "--layer_keep", "0.1", "--output",
-                                     str(tmp_path / "both")], cwd=REPO, capture_output=True, text=True)
+    save_model(model, tmp_path / "trained.pth", trained_size=96)
+    both = subprocess.run(command + ["--weights_path", str(tmp_path / "trained.pth"), "--layers", "2", "--percent",
+                                     "0.3", "--layer_keep", "0.1", "--output", str(tmp_path / "both")],
+                          cwd=REPO, capture_output=True, text=True)
     assert both.returncode == 0, both.stderr
+    assert torch.load(tmp_path / "both" / "pruned.pth", weights_only=True)["options"] == {"img_size": 96}
     thinner = Darknet(tmp_path / "both" / "pruned.cfg")
     thinner.load_darknet_weights(tmp_path / "both" / "pruned.weights")
     assert len(thinner.layers) == len(model.layers) - 2

@@ -41,9 +41,21 @@ def save_weights(model: Darknet, path: str | Path, cutoff: int | None = None) ->
         model.save_darknet_weights(path, cutoff)
 
 
-def save_model(model: Darknet, out: str | Path, names: list[str] | None = None) -> None:
-    """A .pth of the weights alone, which train.py (--pretrained_weights), test.py and detect.py take."""
-    save_checkpoint(out, {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": names, "epoch": -1})
+def save_model(model: Darknet, out: str | Path, names: list[str] | None = None,
+               trained_size: int | None = None) -> None:
+    """A .pth of the weights alone, which train.py (--pretrained_weights), test.py and detect.py take;
+    ``trained_size``, the input size the weights were trained at, is what test.py and detect.py run at."""
+    options = {"img_size": trained_size} if trained_size else {}
+    save_checkpoint(out, {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": names, "epoch": -1,
+                          "options": options})
+
+
+def trained_size(state: dict | None) -> int | None:
+    """The --img_size a checkpoint's weights were trained at, where it records one (train.py's checkpoints
+    and the files made from them); None for any other file."""
+    options = state.get("options") if state else None
+    size = options.get("img_size") if isinstance(options, dict) else None
+    return size if isinstance(size, int) and size >= 32 and size % 32 == 0 else None
 
 
 def _is_torchscript(path: Path) -> bool:

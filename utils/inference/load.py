@@ -10,7 +10,7 @@ import torch
 from utils.boxes import Letterbox
 from utils.data.names import read_class_names
 from utils.darknet.cfg import DEFAULT_IMG_SIZE, Cfg
-from utils.darknet.checkpoint import model_from_file
+from utils.darknet.checkpoint import model_from_file, trained_size
 from utils.darknet.model import Darknet
 from utils.data.augment import letterbox_image
 from utils.errors import UserError
@@ -49,14 +49,7 @@ def load_model(weights: str | Path, cfg: str | Path | Cfg | None = None, names: 
     model, state = model_from_file(weights, cfg)
     listed = class_names(names, state.get("names") if state else None, model.num_classes)
     model.to(device).prepare_inference(half)
-    return LoadedModel(model, listed, _trained_size(state))
-
-
-def _trained_size(state: dict | None) -> int | None:
-    """The --img_size recorded in a training checkpoint's options; None for other files."""
-    options = state.get("options") if state else None
-    size = options.get("img_size") if isinstance(options, dict) else None
-    return size if isinstance(size, int) and size >= 32 and size % 32 == 0 else None
+    return LoadedModel(model, listed, trained_size(state))
 
 
 def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):
