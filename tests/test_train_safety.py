@@ -145,6 +145,10 @@ def test_a_cfg_of_grey_inputs_is_refused_before_training(dataset, tmp_path, caps
     assert error_lines(capsys) == [f"error: {tmp_path / 'grey.cfg'}: [net] channels=1, but training reads colour "
                                    f"images (3 channels); set channels=3"]
     assert not (tmp_path / "run").exists()
+    (tmp_path / "reused").mkdir()
+    (tmp_path / "reused" / "model.cfg").write_text("an earlier run's cfg")
+    assert train.main(argv(dataset, tmp_path / "reused", "--model_def", str(tmp_path / "grey.cfg"), "--exist_ok")) == 1
+    assert (tmp_path / "reused" / "model.cfg").read_text() == "an earlier run's cfg"
 
 
 def test_an_unreadable_training_set_is_an_error_and_leaves_nothing(tmp_path, capsys):

@@ -195,22 +195,22 @@ class Trainer:
                 write_dataset(Path(DEFAULT_DATA).parent)
             self.dist.barrier()
 
-    def _run_cfg(self, run_dir: Path, classes: int, checkpoint: dict | None) -> Cfg:
-        """The resumed run's cfg, or --model_def adapted to the data's class count (its errors still name the
-        user's file and lines); written to ``run_dir/model.cfg``."""
-        cfg_path = run_dir / RUN_CFG
+    def _run_cfg(self, cfg_path: Path, classes: int, checkpoint: dict | None) -> Cfg:
+        """The resumed run's cfg (named as ``cfg_path``, where it was written), or --model_def adapted to the
+        data's class count (its errors still name the user's file and lines)."""
         if checkpoint is not None:
-            cfg = parse_cfg(checkpoint["cfg_text"], str(cfg_path))  # with the --hyp values it was started with
-        else:
-            cfg = with_hyp(with_classes(read_cfg(self.opt.model_def), classes), self.opt.hyp or {})
-            if self.opt.hyp:
-                # --hyp's values, or an --evolve trial's
-                self.log("hyperparameters set: " + format_hyp(self.opt.hyp).strip().replace("\n", ", "))
+            return parse_cfg(checkpoint["cfg_text"], str(cfg_path))  # with the --hyp values it was started with
+        cfg = with_hyp(with_classes(read_cfg(self.opt.model_def), classes), self.opt.hyp or {})
+        if self.opt.hyp:
+            # --hyp's values, or an --evolve trial's
+            self.log("hyperparameters set: " + format_hyp(self.opt.hyp).strip().replace("\n", ", "))
+        return cfg
+
+    def _write_run_cfg(self, cfg: Cfg, cfg_path: Path) -> None:
         if self.dist.is_main:
             with named_write_errors(cfg_path, "model cfg"), atomic_write(cfg_path) as f:
                 f.write(cfg.text.encode())
         self.dist.barrier()
-        return cfg
 
     def _check_trainable(self, model: Darknet) -> None:
         if not model.yolo_layers:
@@ -223,11 +223,12 @@ class Trainer:
     def _build_model(self, run_dir: Path, data: DataConfig, checkpoint: dict | None) -> Darknet:
         """The model on its device: initialised, or loaded from --pretrained_weights, with --freeze applied
         (a resumed run's weights come with its state later)."""
-        cfg = self._run_cfg(run_dir, data.classes, checkpoint)
+        cfg_path = run_dir / RUN_CFG
+        cfg = self._run_cfg(cfg_path, data.classes, checkpoint)
         with self.dist.warnings_once():
             model = Darknet(cfg)
-        self._check_trainable(model)
-        cfg_path = run_dir / RUN_CFG
+        self._check_trainable(model)  # before model.cfg is written: a reused folder keeps the one it had
+        self._write_run_cfg(cfg, cfg_path)
         self.log(f"run directory: {run_dir}   model: {self.opt.model_def} -> {cfg_path} "
                  f"({data.classes} classes: {', '.join(data.names)})")
         if checkpoint is None:
