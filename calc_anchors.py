@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> list[str]:
     cfg = read_cfg(args.model_def) if args.model_def else None
     iou_thresh = assignment_threshold(cfg) if cfg is not None else None
     thresholds = [FIT_THRESHOLD] + ([iou_thresh] if iou_thresh is not None and iou_thresh != FIT_THRESHOLD else [])
-    clusters = kmeans_anchors(boxes, KMeansOptions(args.num_anchors, args.restarts, args.seed))
+    try:
+        clusters = kmeans_anchors(boxes, KMeansOptions(args.num_anchors, args.restarts, args.seed))
+    except AnchorError as err:  # too few distinct sizes: say whose labels they are
+        raise AnchorError(f"{source}: {err}") from None
     anchors = rounded(clusters.anchors)
     lines = [f"warning: {note}" for note in notes] + [
         f"{source}: {len(boxes)} boxes, sizes at {args.img_size}x{args.img_size}",

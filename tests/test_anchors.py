@@ -1,6 +1,7 @@
 """Anchors: Darknet's calc_anchors k-means (recovers known sizes), the fit measures, the cfg rewrite (every
 other byte kept, masks by stride), the start-up check and calc_anchors.py's command line."""
 import difflib
+import re
 import subprocess
 import sys
 import warnings
@@ -170,6 +171,10 @@ def test_calc_anchors_command_line(tmp_path):
                                                                 f"name or pass --force to replace it")
     alone = calc_anchors("--data_config", data, "--out", out)
     assert alone.returncode == 1 and "name it with --model_def" in alone.stderr
+    too_many = calc_anchors("--data_config", data, "--num_anchors", 5000)
+    assert too_many.returncode == 1 and re.fullmatch(
+        rf"error: 30 train images \({re.escape(str(tmp_path))}/set/train\.txt\): the labels hold \d+ boxes of \d+ "
+        r"distinct sizes, too few for --num_anchors 5000\n", too_many.stderr)
 
 
 @pytest.mark.e2e
