@@ -48,6 +48,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                    help=f"network input size, a multiple of 32 (default: the size a .pth was trained at, else "
                         f"{DEFAULT_IMG_SIZE})")
     p.add_argument("--batch_size", type=integer(1), default=d.batch_size, help="frames per forward pass")
+    p.add_argument("--augment", action="store_true",
+                   help="test-time augmentation: also run each frame at 0.83x flipped and at 0.67x (about 2x slower)")
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=d.letterbox,
                    help="keep the aspect ratio and pad, or stretch like Darknet's default detector")
     p.add_argument("--device", type=device_flag, default="",
@@ -114,7 +116,7 @@ def settings_from(args: argparse.Namespace, loaded: LoadedModel) -> DetectSettin
     return DetectSettings(conf_thres=args.conf_thres, iou_thres=args.nms_thres, max_det=args.max_det,
                           classes=tuple(args.classes) if args.classes else None, agnostic=args.agnostic_nms,
                           img_size=loaded.input_size(args.img_size), letterbox=args.letterbox,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, augment=args.augment)
 
 
 def print_summary(writer: DetectionWriter, run: DetectionRun, settings: DetectSettings, device) -> None:
@@ -159,8 +161,8 @@ def detect_into(folder: Path, weights: Path, sources: SourceSet, args: argparse.
     run = detect_inputs(loaded.model, sources.inputs, writer, settings, FrameViewer.open() if args.view else None)
     writer.finish({"weights": str(weights), "conf_thres": settings.conf_thres, "nms_thres": settings.iou_thres,
                    "max_det": settings.max_det, "classes": settings.classes, "agnostic_nms": settings.agnostic,
-                   "img_size": settings.img_size, "skipped": run.skipped, "dropped_live_frames": run.dropped,
-                   "stopped": run.stopped})
+                   "img_size": settings.img_size, "augment": settings.augment, "skipped": run.skipped,
+                   "dropped_live_frames": run.dropped, "stopped": run.stopped})
     print_summary(writer, run, settings, device)
     if not writer.records and run.skipped:
         raise UserError(f"nothing could be read: {', '.join(run.skipped[:SHOWN_SKIPPED])}")

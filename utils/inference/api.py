@@ -138,7 +138,7 @@ class Detector(nn.Module):
             chunk = [read_image(item, start + i) for i, item in enumerate(items[start:start + settings.batch_size])]
             shapes = [pixels.shape[:2] for pixels, _ in chunk]
             batch, letterboxes = preprocess([pixels for pixels, _ in chunk], settings.img_size, settings.letterbox)
-            rows = detect(self.model, batch, letterboxes, shapes, settings)
+            rows = detect(settings.network(self.model), batch, letterboxes, shapes, settings)
             results += [Detections.from_rows(r, self.names, shape, source)
                         for r, shape, (_, source) in zip(rows, shapes, chunk)]
         return results[0] if single else results

@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from torch import nn
 from tqdm import tqdm
 
 from utils.darknet.model import Darknet
@@ -17,6 +18,7 @@ from utils.inference.load import detect, preprocess
 from utils.inference.nms import NmsFilter, SettingsError
 from utils.inference.reader import FrameReader
 from utils.inference.sources import Frame, Input, batches, count_frames, read_frames
+from utils.inference.tta import AugmentedInference
 from utils.inference.viewer import FrameViewer
 from utils.inference.writer import DetectionWriter
 
@@ -28,6 +30,7 @@ class DetectSettings(NmsFilter):
     img_size: int | None = None  # network input (multiple of 32); None: the model's (LoadedModel.input_size)
     letterbox: bool = True  # keep the aspect ratio and pad, else stretch
     batch_size: int = 1
+    augment: bool = False  # test-time augmentation (utils/inference/tta.py)
 
     def __post_init__(self):
         super().__post_init__()
@@ -36,6 +39,10 @@ class DetectSettings(NmsFilter):
             raise SettingsError(f"img_size: expected a multiple of 32 of at least 32, got {self.img_size!r}")
         if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
+
+    def network(self, model: Darknet) -> nn.Module:
+        """What runs a batch: ``model``, or with ``augment`` its test-time augmented passes."""
+        return AugmentedInference(model) if self.augment else model
 
 
 @dataclass
@@ -54,7 +61,7 @@ def _detect_batch(model: Darknet, chunk: list[Frame], settings: DetectSettings, 
     t0 = time.perf_counter()
     batch, letterboxes = preprocess([f.pixels for f in chunk], settings.img_size, settings.letterbox)
     t1 = time.perf_counter()
-    detections = detect(model, batch, letterboxes, [f.pixels.shape[:2] for f in chunk], settings)
+    detections = detect(settings.network(model), batch, letterboxes, [f.pixels.shape[:2] for f in chunk], settings)
     run.preprocess_seconds += t1 - t0
     run.inference_seconds += time.perf_counter() - t1
     return detections
