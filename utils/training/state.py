@@ -84,7 +84,7 @@ def check_training_checkpoint(checkpoint: dict, source: str | Path) -> None:
     missing = [key for key in TRAINING_ENTRIES if key not in checkpoint]
     if not missing:
         return
-    if "optimizer" not in checkpoint and "options" not in checkpoint:
+    if "optimizer" not in checkpoint and "scheduler" not in checkpoint:  # no training state at all
         raise CheckpointError(f"{source}: holds a model's weights only (as convert.py and prune.py write them), not "
                               f"a training run's state; --resume needs the last.pth of a train.py run. To train "
                               f"from these weights, start a new run with --pretrained_weights {source}")
