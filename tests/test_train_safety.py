@@ -282,6 +282,24 @@ def test_a_full_disk_is_one_line_naming_the_file(save, dataset, tmp_path, monkey
     assert line == f"error: {tmp_path / 'run' / 'best.pth'}: cannot write the checkpoint: No space left on device"
 
 
+def test_a_run_reads_the_same_files_when_resumed_from_another_folder(dataset, tmp_path, monkeypatch, capsys):
+    data, cfg = dataset
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start" / "set").symlink_to(data.parent)
+    monkeypatch.chdir(tmp_path / "start")
+    relative = options(dataset, tmp_path / "run", data_config=f"set/{data.name}")
+    assert relative.saved()["data_config"] == str(tmp_path / "start" / "set" / data.name)
+    assert relative.ignored_on_resume(relative.saved()) == []
+    Trainer(relative).run()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # where set/ is not, or is another dataset
+    capsys.readouterr()
+    Trainer(options(dataset, None, resume=str(tmp_path / "run"), epochs=2)).run()
+    assert "an epoch is" not in capsys.readouterr().out
+    resumed = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert resumed["epoch"] == 1 and resumed["options"]["data_config"] == str(tmp_path / "start" / "set" / data.name)
+
+
 def test_resume_names_the_part_of_a_checkpoint_that_does_not_fit(tmp_path):
     cfg = tmp_path / "tiny.cfg"
     cfg.write_text(TINY)

@@ -15,6 +15,8 @@ RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output", "exist_ok")  # where a
 # How long a run goes on: a resumed run keeps its own unless these are given (None: not given); --epochs may only
 # grow, and --patience may be changed to go on after an early stop.
 EXTENDABLE_OPTIONS = ("epochs", "patience")
+# Files a run reads: a checkpoint stores them as absolute paths, so --resume from another folder reads the same
+PATH_OPTIONS = ("model_def", "data_config", "pretrained_weights", "teacher_cfg", "teacher_weights")
 
 
 class TrainingError(UserError, RuntimeError):
@@ -67,8 +69,9 @@ class TrainOptions:
     distill_weight: float = 1.0
 
     def saved(self) -> dict:
-        """The options as a checkpoint stores them (unset ones left out)."""
-        return {name: value for name, value in asdict(self).items() if value is not None}
+        """The options as a checkpoint stores them (unset ones left out; PATH_OPTIONS absolute)."""
+        return {name: _absolute(value) if name in PATH_OPTIONS else value
+                for name, value in asdict(self).items() if value is not None}
 
     def resumed(self, saved: dict, source: Path) -> TrainOptions:
         """The options of the run being resumed, from its checkpoint ``source``: the same run goes on, so
@@ -98,13 +101,23 @@ class TrainOptions:
             if name in RUNTIME_OPTIONS or name in EXTENDABLE_OPTIONS or value == defaults[name]:
                 continue
             own = saved.get(name, defaults[name])
-            if value != own:
+            if not _same_option(name, value, own):
                 ignored.append(f"{_flag(name, value)} (the run's: {_shown(own)})")
         return ignored
 
     def fresh(self) -> TrainOptions:
         """These options for a new run: what was left unset takes its default."""
         return replace(self, epochs=self.epochs or DEFAULT_EPOCHS)
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).absolute())
+
+
+def _same_option(name: str, value, own) -> bool:
+    if name in PATH_OPTIONS and value and own:
+        return _absolute(value) == _absolute(own)
+    return value == own
 
 
 def _flag(name: str, value) -> str:
