@@ -22,7 +22,7 @@ from utils.darknet.cfg import DEFAULT_IMG_SIZE, read_cfg
 from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
                                 with_anchors)
-from utils.data.check import labels_problem, summarize_dataset
+from utils.data.check import ANCHORS, labels_problem, summarize_dataset
 from utils.data.config import DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.fileio import atomic_write
@@ -57,7 +57,7 @@ def training_boxes(data_config: str) -> tuple[list[np.ndarray], str, list[str]]:
     dataset = DetectionDataset(data.train, data.classes)
     source = describe_source(dataset.list_path)
     summary = summarize_dataset(dataset.images, dataset.labels, data.names, source)
-    problem = labels_problem(summary)
+    problem = labels_problem(summary, use=ANCHORS)
     if not summary.boxes_per_class.sum():
         raise DataError(problem or f"{source}: its label files hold no boxes to compute anchors from")
     return dataset.labels, f"{len(dataset)} train images ({source})", [problem] if problem else []

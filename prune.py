@@ -21,7 +21,9 @@ from utils.cli import IMAGE_SIZE, ArgumentParser, integer, number, output_folder
 from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.darknet.checkpoint import model_from_file, save_model, save_weights, trained_size
 from utils.darknet.model import Darknet
+from utils.data.check import check_evaluation_labels
 from utils.data.config import DataConfig, DataError, parse_data_config
+from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors, refuse_replacing_inputs, removed_on_failure
@@ -76,6 +78,7 @@ def evaluation_data(data_config: str | None, model: Darknet) -> DataConfig | Non
     data = parse_data_config(data_config)
     if data.classes != model.num_classes:
         raise DataError(f"{data_config}: {data.classes} classes, but the model predicts {model.num_classes}")
+    check_evaluation_labels(DetectionDataset(data.valid, data.classes, None), data.names)  # before any file is written
     return data
 
 

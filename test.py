@@ -13,6 +13,7 @@ from utils.cli import (IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, i
                        select_device)
 from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.data.batching import evaluation_loader
+from utils.data.check import check_evaluation_labels
 from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
@@ -106,6 +107,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
                         f"{loaded.model.num_classes}")
     dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
+    check_evaluation_labels(dataset, data.names)
     size = loaded.input_size(args.img_size)
     loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)
     network = AugmentedInference(loaded.model) if args.augment else loaded.model

@@ -185,3 +185,4 @@ def test_calc_anchors_without_labels_says_where_it_looked(tmp_path):
     result = calc_anchors("--data_config", data)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert f"{tmp_path}/set/labels/train/00000.txt (for {tmp_path}/set/images/train/00000.jpg)" in result.stderr
+    assert "so their boxes cannot be counted" in result.stderr and "--allow_all_negative" not in result.stderr

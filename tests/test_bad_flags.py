@@ -21,9 +21,12 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Small inputs the rows name as {data}, {cfg}, {weights_only}, {junk}, {misfit}, {run} and {existing}."""
+    """Small inputs the rows name as {data}, {unlabelled}, {cfg}, {weights_only}, {junk}, {misfit}, {run} and
+    {existing}."""
     root = tmp_path_factory.mktemp("bad_flags")
     data = write_dataset(root / "set", train=2, valid=1, size=64, seed=3)
+    unlabelled = write_dataset(root / "bare", train=1, valid=1, size=64, seed=4)
+    (root / "bare" / "labels").rename(root / "bare" / "Labels")  # where Darknet's rule does not look
     (root / "tiny.cfg").write_text(TINY)
     model = Darknet(with_classes(read_cfg(root / "tiny.cfg"), 4))
     save_model(model, root / "weights_only.pth", ["circle", "rectangle", "triangle", "cross"])
@@ -34,7 +37,7 @@ def files(tmp_path_factory):
     (root / "existing.json").write_text("[]")
     (root / "pruned").mkdir()
     save_model(model, root / "pruned" / "pruned.pth", ["circle", "rectangle", "triangle", "cross"])
-    return {"data": data, "cfg": root / "tiny.cfg", "weights_only": root / "weights_only.pth",
+    return {"data": data, "unlabelled": unlabelled, "cfg": root / "tiny.cfg", "weights_only": root / "weights_only.pth",
             "junk": root / "junk.pth", "misfit": root / "misfit.pth", "run": root / "run",
             "existing": root / "existing.json", "root": root}
 
@@ -81,6 +84,7 @@ ROWS = [
     ("calc_anchors.py --data_config {data} --model_def {cfg} --out {cfg} --force", "--out {cfg} is the input {cfg}"),
     (TEST.replace("{weights_only}", "{misfit}"), "{misfit}: tensor 'layers.4.conv.weight' has shape (27, 32, 1, 1)"),
     (PRUNE.replace("0.3", "nan"), "argument --percent: expected a finite number in [0, 1), got nan"),
+    (PRUNE + " --data_config {unlabelled} --output {root}/fresh", "no label file was found for any of its 1 images"),
     (PRUNE + " --layer_keep 2", "argument --layer_keep: expected a finite number in [0, 1], got 2"),
     (PRUNE + " --output {cfg}", "--output {cfg}: is a file, expected a folder"),
     (PRUNE.replace("{weights_only}", "{misfit}"), "{misfit}: tensor 'layers.4.conv.weight'"),

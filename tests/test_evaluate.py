@@ -75,6 +75,24 @@ def test_class_count_mismatch_is_refused(random_model, tmp_path):
     assert result.returncode == 1 and "4 classes, but the model predicts 80" in result.stderr
 
 
+def test_labels_never_found_stop_test_py_and_some_missing_are_a_warning(random_model, tmp_path):
+    root, _, cfg = random_model
+    data = write_dataset(tmp_path / "set", train=1, valid=4, size=96, seed=5)
+    labels = sorted((tmp_path / "set" / "labels" / "valid").iterdir())
+    command = [sys.executable, "test.py", "--model_def", str(cfg), "--weights_path", str(root / "tiny.weights"),
+               "--data_config", str(data), "--img_size", "96", "--n_cpu", "0"]
+    for label in labels[:3]:
+        label.unlink()
+    warned = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert warned.returncode == 0 and "warning: " in warned.stderr and "3 of its 4 images (75 %) have no label " \
+        "file, so every detection on them would count as a false positive" in warned.stderr
+    labels[3].unlink()
+    stopped = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    (error,) = [line for line in stopped.stderr.splitlines() if not line.startswith("warning: ")]
+    assert stopped.returncode == 1 and "mAP@0.5" not in stopped.stdout
+    assert error.startswith("error: ") and "no label file was found for any of its 4 images, so every" in error
+
+
 def test_ground_truth_is_clipped_to_its_image_and_skipped_images_are_counted(tmp_path, capsys):
     from tests.conftest import evaluate_on, random_tiny_model
     root = tmp_path / "set"

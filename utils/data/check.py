@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +26,7 @@ from terminaltables import AsciiTable
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, png_file, run_main
 from utils.darknet.cfg import DEFAULT_IMG_SIZE
-from utils.data.config import DataError, describe_source, parse_data_config
+from utils.data.config import DataError, DataWarning, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.labels import label_path
 from utils.output_files import named_write_errors, refuse_existing
@@ -35,6 +36,22 @@ ALLOW_NEGATIVES_FLAG = "--allow_all_negative"
 MAX_UNLABELLED = 0.5
 TINY_PIXELS = 4.0
 SHOWN = 3  # paths quoted in a message
+
+
+@dataclass(frozen=True)
+class LabelUse:
+    """What missing label files do to one use of a dataset, and what the user can do about it."""
+
+    consequence: str
+    remedy: str
+
+
+TRAINING = LabelUse("so they would train as negatives (nothing to detect: mAP stays near 0)",
+                    f"Put the label files there, or pass {ALLOW_NEGATIVES_FLAG} if these images really hold no "
+                    f"objects")
+EVALUATION = LabelUse("so every detection on them would count as a false positive (mAP near 0)",
+                      "Put the label files there")
+ANCHORS = LabelUse("so their boxes cannot be counted", "Put the label files there")
 
 
 @dataclass(frozen=True)
@@ -99,8 +116,9 @@ def _looked_for(images: Sequence[Path]) -> str:
     return f"label files looked for: {shown}{more}"
 
 
-def labels_problem(summary: DatasetSummary, max_unlabelled: float = MAX_UNLABELLED) -> str | None:
-    """Why training on this data would learn nothing (no label files found, or too few), or None."""
+def labels_problem(summary: DatasetSummary, max_unlabelled: float = MAX_UNLABELLED,
+                   use: LabelUse = TRAINING) -> str | None:
+    """Why ``use`` of this data would go wrong (no label files found, or too few), or None."""
     if not summary.present:
         shown = ", ".join(map(str, summary.missing_images[:SHOWN]))
         return f"{summary.source}: none of its {len(summary.images)} listed images exists (first: {shown})"
@@ -110,12 +128,10 @@ def labels_problem(summary: DatasetSummary, max_unlabelled: float = MAX_UNLABELL
     what = (f"no label file was found for any of its {summary.present} images" if unlabelled == summary.present
             else f"{unlabelled} of its {summary.present} images ({100 * unlabelled / summary.present:.0f} %) have "
                  f"no label file")
-    return (f"{summary.source}: {what}, so they would train as negatives (nothing to detect: mAP stays near 0); "
-            f"{_looked_for(summary.without_label_file)}. Darknet finds an image's labels by replacing the last "
-            f"'images' (or 'JPEGImages') folder of its path with 'labels' and the extension with '.txt' "
-            f"(data/set/images/a.jpg -> data/set/labels/a.txt); an image path without such a folder has its label "
-            f"file beside the image. Put the label files there, or pass {ALLOW_NEGATIVES_FLAG} if these images "
-            f"really hold no objects")
+    return (f"{summary.source}: {what}, {use.consequence}; {_looked_for(summary.without_label_file)}. Darknet "
+            f"finds an image's labels by replacing the last 'images' (or 'JPEGImages') folder of its path with "
+            f"'labels' and the extension with '.txt' (data/set/images/a.jpg -> data/set/labels/a.txt); an image path "
+            f"without such a folder has its label file beside the image. {use.remedy}")
 
 
 def require_labels(summary: DatasetSummary, options: CheckOptions = CheckOptions()) -> None:
@@ -131,6 +147,17 @@ def check_dataset(dataset: DetectionDataset, names: Sequence[str], options: Chec
     summary = summarize_dataset(dataset.images, dataset.labels, names, describe_source(dataset.list_path), options)
     require_labels(summary, options)
     return summary
+
+
+def check_evaluation_labels(dataset: DetectionDataset, names: Sequence[str]) -> None:
+    """Stop an evaluation of a list whose label files were never found (it would score 0 however good the
+    model); warn when more than MAX_UNLABELLED of its images have none, as they may be negatives."""
+    summary = summarize_dataset(dataset.images, dataset.labels, names, describe_source(dataset.list_path))
+    problem = labels_problem(summary, use=EVALUATION)
+    if problem and (not summary.present or len(summary.without_label_file) == summary.present):
+        raise DataError(problem)
+    if problem:
+        warnings.warn(problem, DataWarning)
 
 
 def format_dataset_summary(summary: DatasetSummary) -> str:
