@@ -89,12 +89,15 @@ def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset,
     data, cfg = dataset
     train(data, cfg, tmp_path / "run", "--epochs", "1")
     before, events = model_tensors(tmp_path / "run" / "last.pth"), sorted((tmp_path / "run").glob("events.*"))
-    result = train(data, cfg, tmp_path / "ignored", "--batch_size", "2", "--resume", str(tmp_path / "run"))
+    result = train(data, cfg, tmp_path / "run", "--batch_size", "2", "--resume", str(tmp_path / "run"))
     assert sorted((tmp_path / "run").glob("events.*")) == events  # no TensorBoard file for a run with nothing left
-    assert not list((tmp_path / "ignored").glob("events.*"))
     assert "nothing left to train: the run's 1 epochs are done" in result.stderr + result.stdout
     assert "goes on with its own options, so these are not applied: --batch_size 2 (the run's: 4);" in result.stdout
-    assert not (tmp_path / "ignored" / "last.pth").exists()
+    elsewhere = train(data, cfg, tmp_path / "copy", "--resume", str(tmp_path / "run"), check=False)
+    assert elsewhere.returncode == 1 and elsewhere.stderr.splitlines()[-1] == (
+        f"error: --resume {tmp_path / 'run' / 'last.pth'}: the run's 1 epochs are done, so there is nothing to "
+        f"train into --output {tmp_path / 'copy'}; a larger --epochs trains more")
+    assert not (tmp_path / "copy").exists()
     after = model_tensors(tmp_path / "run" / "last.pth")
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -147,7 +147,17 @@ class Trainer:
             self.log(f"--resume: {resume} goes on with its own options, so these are not applied: "
                      f"{', '.join(ignored)}; --pretrained_weights {resume} --output NEW starts a new run with them")
         self.resumed_from = resume
+        self._refuse_finished_elsewhere(checkpoint)
         return checkpoint
+
+    def _refuse_finished_elsewhere(self, checkpoint: dict) -> None:
+        """A finished run resumed into another folder would leave there a run without checkpoints."""
+        own_folder = self.resumed_from.parent.resolve()
+        if self.opt.output is None or Path(self.opt.output).resolve() == own_folder:
+            return
+        if checkpoint["epoch"] + 1 >= self.opt.epochs:
+            raise UserError(f"--resume {self.resumed_from}: the run's {self.opt.epochs} epochs are done, so there is "
+                            f"nothing to train into --output {self.opt.output}; a larger --epochs trains more")
 
     def _newest_run(self) -> Path:
         """What --resume without a path continues: the most recently written runs/train/*/last.pth."""
