@@ -32,7 +32,7 @@ from utils.darknet.weights import WeightsFileError
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
 from utils.inference.load import class_names
-from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
+from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs, refuse_shared_outputs
 
 
 def parse_args(argv=None):
@@ -187,6 +187,7 @@ def export(args, source: Path, cfg: Path | None) -> str:
     if args.output:
         raise UserError(f"{args.output}: an export writes only its --onnx / --torchscript file; drop this output")
     targets = {flag: Path(name) for flag, name in (("--onnx", args.onnx), ("--torchscript", args.torchscript)) if name}
+    refuse_shared_outputs(targets.items())
     for flag, out in targets.items():
         check_output(out, flag, args.force, (source, cfg))
     model = model_from_file(source, cfg)[0]

@@ -23,7 +23,7 @@ from utils.evaluation.evaluate import (EVAL_CONF_THRES, EVAL_NMS_THRES, collect_
 from utils.evaluation.metrics import DEFAULT_METHOD, METHODS
 from utils.inference.load import load_model
 from utils.inference.tta import AugmentedInference
-from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
+from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs, refuse_shared_outputs
 from utils.plots import plot_pr_curves
 from utils.training.options import DEFAULT_DATA
 
@@ -62,24 +62,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_outputs(args: argparse.Namespace, data: DataConfig) -> None:
-    """Refuse, before evaluating, to replace a file the run would write (unless --exist_ok), and any of the
-    files it reads (even with --exist_ok)."""
-    inputs = [args.weights_path, args.model_def, *data.files()]
+def written_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(flag, path) of every file the flags ask for."""
+    files = []
     if args.save_json:
         detections = Path(args.save_json)
-        outputs = [detections, detections.with_name(detections.stem + "_gt.json")]
-        refuse_replacing_inputs(outputs, inputs, "--save_json")
-        refuse_existing(outputs, "--save_json", args.exist_ok)
+        files += [("--save_json", detections), ("--save_json", detections.with_name(detections.stem + "_gt.json"))]
     if args.pr_curves:
-        refuse_replacing_inputs([args.pr_curves], inputs, "--pr_curves")
-        refuse_existing([args.pr_curves], "--pr_curves", args.exist_ok)
-    if args.plots:
-        folder = Path(args.plots)
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"--plots {folder}: is a file, expected a folder")
-        refuse_replacing_inputs([folder / name for name in PICTURES], inputs, "--plots")
-        refuse_existing([folder / name for name in PICTURES], "--plots", args.exist_ok)
+        files.append(("--pr_curves", Path(args.pr_curves)))
+    return files + [("--plots", Path(args.plots) / name) for name in PICTURES if args.plots]
+
+
+def check_outputs(args: argparse.Namespace, data: DataConfig) -> None:
+    """Refuse, before evaluating, to replace a file the run would write (unless --exist_ok), any of the files
+    it reads (even with --exist_ok), or one of its own outputs with another."""
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
+        raise UserError(f"--plots {args.plots}: is a file, expected a folder")
+    inputs = [args.weights_path, args.model_def, *data.files()]
+    files = written_files(args)
+    refuse_shared_outputs(files)
+    for flag in dict.fromkeys(flag for flag, _ in files):
+        paths = [path for named, path in files if named == flag]
+        refuse_replacing_inputs(paths, inputs, flag)
+        refuse_existing(paths, flag, args.exist_ok)
 
 
 def write_outputs(args: argparse.Namespace, records: list, result, names: list[str]) -> None:

@@ -70,6 +70,8 @@ def test_onnx_and_torchscript_in_one_call(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("flags,message", [
     (["--onnx", "{T}/a.onnx", "--conf_thres", "0.3"], "--conf_thres sets the NMS step of an ONNX export; add --nms"),
+    (["--onnx", "{T}/same", "--torchscript", "{T}/same"], "--torchscript {T}/same and --onnx {T}/same are the same "
+                                                            "file: the second would replace the first"),
     (["--torchscript", "{T}/a.pt", "--nms"], "--nms ends an ONNX graph; add --onnx OUT.onnx"),
     (["--onnx", "{T}/exists.onnx"], "--onnx {T}/exists.onnx: the file exists; choose another name or pass --force"),
     (["--onnx", "{T}/exists.onnx/m.onnx"], "--onnx {T}/exists.onnx/m.onnx: {T}/exists.onnx is a file, not a folder"),

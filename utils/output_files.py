@@ -83,6 +83,19 @@ def refuse_replacing_inputs(outputs: Iterable[str | Path], inputs: Iterable[str 
                                 f"--force replace earlier results, never an input)")
 
 
+def refuse_shared_outputs(outputs: Iterable[tuple[str, str | Path]]) -> None:
+    """Refuse two outputs of one command, given as (flag, path), that are the same file: the second write
+    would replace the first, which no --exist_ok or --force asked for."""
+    seen: dict[Path, tuple[str, Path]] = {}
+    for flag, path in outputs:
+        target = Path(path).resolve()
+        if target in seen:
+            first_flag, first = seen[target]
+            raise UserError(f"{flag} {path} and {first_flag} {first} are the same file: the second would replace "
+                            f"the first; give them different names")
+        seen[target] = flag, Path(path)
+
+
 def refuse_filled_folder(folder: Path, flag: str, exist_ok: bool, instead: str = "choose a new or empty one") -> None:
     """Stop before any work when ``folder`` (chosen by ``flag``) is a file, or a folder that holds anything
     (unless ``exist_ok``): an earlier result is never replaced unasked. ``instead`` says what else to do."""
