@@ -4,6 +4,7 @@
     python convert.py [--model_def CFG] IN.pth OUT.weights        # checkpoint -> Darknet (seen, version kept)
     python convert.py --model_def CFG IN.weights darknet53.conv.74 # backbone: layers 0..73 (or --cutoff N)
     python convert.py --model_def CFG --darknet_native OUT.cfg    # [res2net]/[triangle] as plain Darknet layers
+    python convert.py IN.pth --darknet_native OUT.cfg             # the same, for the cfg a .pth carries
     python convert.py [--model_def CFG] IN --onnx OUT.onnx [--img_size N] [--fuse]     # ONNX opset 17
     python convert.py [--model_def CFG] IN --onnx OUT.onnx --nms [--conf_thres --iou_thres --max_det]
     python convert.py [--model_def CFG] IN --torchscript OUT.pt                        # traced TorchScript
@@ -25,9 +26,9 @@ from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_
 from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagenet, write_backbone
 from utils.darknet.model import Darknet
 from utils.conversion.native import darknet_native_cfg
-from utils.darknet.cfg import read_cfg
-from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, cutoff_from_name, model_from_file, save_model,
-                                      save_weights, trained_size)
+from utils.darknet.cfg import Cfg, read_cfg
+from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_cfg, cutoff_from_name, load_checkpoint,
+                                      model_from_file, save_model, save_weights, trained_size)
 from utils.darknet.weights import WeightsFileError
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
@@ -112,23 +113,42 @@ def refuse_unused_flags(args) -> None:
                         "checkpoint fills (name the output .conv.N or .weights)")
 
 
+def native_source(args, cfg: Path | None) -> tuple[Cfg, str]:
+    """The cfg --darknet_native expands and how to name it: --model_def's, or the one a .pth input carries."""
+    if args.output:
+        raise UserError(f"{args.output}: --darknet_native writes only its cfg (the .weights stay as they are); "
+                        f"convert in a call of its own")
+    checkpoint = args.input and Path(args.input).suffix in CHECKPOINT_SUFFIXES
+    if args.input and (cfg is not None or not checkpoint):
+        raise UserError(f"{args.input}: --darknet_native reads no weights (the expanded cfg reads the same .weights); "
+                        f"name the cfg with --model_def, or give only a .pth, which carries its cfg")
+    if checkpoint:
+        path = Path(args.input)
+        return checkpoint_cfg(load_checkpoint(path), path), f"{path}'s cfg"
+    if cfg is None:
+        raise UserError("--darknet_native needs --model_def (or a .pth, which carries its cfg)")
+    return read_cfg(cfg), str(cfg)
+
+
+def write_darknet_native(args, cfg: Path | None) -> str:
+    source, name = native_source(args, cfg)
+    out = Path(args.darknet_native)
+    check_output(out, "--darknet_native", args.force, (cfg, args.input))
+    native = darknet_native_cfg(source)
+    with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:
+        f.write(native.text.encode())
+    if native is source:
+        return f"wrote {out}: {name} is plain Darknet already, copied unchanged"
+    return f"wrote {out}: {name} with its blocks expanded into plain Darknet layers (same .weights)"
+
+
 def run(args) -> str:
     refuse_unused_flags(args)
     cfg = Path(args.model_def) if args.model_def else None
     if args.import_imagenet:
         return run_import(args, cfg)
     if args.darknet_native:
-        if cfg is None:
-            raise UserError("--darknet_native needs --model_def")
-        out = Path(args.darknet_native)
-        check_output(out, "--darknet_native", args.force, (cfg,))
-        source = read_cfg(cfg)
-        native = darknet_native_cfg(source)
-        with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:
-            f.write(native.text.encode())
-        if native is source:
-            return f"wrote {out}: {cfg} is plain Darknet already, copied unchanged"
-        return f"wrote {out}: {cfg} with its blocks expanded into plain Darknet layers (same .weights)"
+        return write_darknet_native(args, cfg)
     if not args.input:
         raise UserError("name the input weights (and an output, or --onnx); see --help")
     source = regular_file(args.input, "weights file", WeightsFileError)

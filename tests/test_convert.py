@@ -10,7 +10,7 @@ from models import Darknet
 from tests.conftest import REPO, randomize
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import read_cfg
-from utils.darknet.checkpoint import model_from_file, save_checkpoint
+from utils.darknet.checkpoint import model_from_file, save_checkpoint, save_model
 from utils.inference.load import load_model
 
 PLAIN_TYPES = {"convolutional", "route", "shortcut", "upsample", "maxpool", "yolo"}
@@ -76,6 +76,22 @@ def test_darknet_native_expansion_is_equivalent(name, tmp_path):
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(native(x), compact(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.e2e
+def test_darknet_native_takes_a_pths_own_cfg_and_refuses_a_conversion_it_would_not_do(tmp_path):
+    cfg = REPO / "cfg" / "res2net-yolov3-tiny.cfg"
+    convert("--model_def", cfg, "--darknet_native", tmp_path / "from_cfg.cfg")
+    save_model(Darknet(cfg), tmp_path / "m.pth")
+    result = convert(tmp_path / "m.pth", "--darknet_native", tmp_path / "from_pth.cfg")
+    assert f"{tmp_path / 'm.pth'}'s cfg with its blocks expanded" in result.stdout
+    from_pth, from_cfg = ((tmp_path / f"{name}.cfg").read_text().splitlines() for name in ("from_pth", "from_cfg"))
+    assert from_pth[0].startswith("# m.pth with [res2net] expanded") and from_pth[1:] == from_cfg[1:]
+    Darknet(cfg).save_darknet_weights(tmp_path / "m.weights")
+    for args, message in [((tmp_path / "m.pth", tmp_path / "o.weights"), "--darknet_native writes only its cfg"),
+                          (("--model_def", cfg, tmp_path / "m.weights"), "--darknet_native reads no weights")]:
+        refused = convert(*args, "--darknet_native", tmp_path / "n.cfg", check=False)
+        assert refused.returncode == 1 and message in refused.stderr and not (tmp_path / "n.cfg").exists()
 
 
 def test_darknet_native_refuses_what_darknet_cannot_express(write_cfg):
