@@ -159,20 +159,40 @@ def run(args) -> str:
     out = Path(args.output)
     check_output(out, "output", args.force, (source, cfg))
     if out.suffix in CHECKPOINT_SUFFIXES:
-        if args.cutoff is not None:
-            raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
-        model, state = model_from_file(source, cfg)
-        names = (class_names(args.class_path, None, model.num_classes) if args.class_path
-                 else (state or {}).get("names"))
-        save_model(model, out, names, trained_size(state))
-        return f"wrote {out}"
+        return write_checkpoint(args, source, cfg, out)
+    return write_darknet_weights(args, source, cfg, out)
+
+
+def write_checkpoint(args, source: Path, cfg: Path | None, out: Path) -> str:
+    if args.cutoff is not None:
+        raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
+    model, state = model_from_file(source, cfg)
+    names = (class_names(args.class_path, None, model.num_classes) if args.class_path
+             else (state or {}).get("names"))
+    save_model(model, out, names, trained_size(state))
+    return f"wrote {out}"
+
+
+def weights_cutoff(args, out: Path) -> int | None:
+    """The layers a .weights output holds: --cutoff, else N of a '<net>.conv.N' name (None: all)."""
+    named = cutoff_from_name(out)
+    if named is not None and args.cutoff is not None and named != args.cutoff:
+        raise UserError(f"{out}: the name says {named} layers (<net>.conv.N is read as layers 0..N-1, as train.py "
+                        f"reads it), --cutoff {args.cutoff}; name it {out.name[:-len(str(named))]}{args.cutoff}")
+    if named == 0:
+        raise UserError(f"{out}: a backbone of 0 layers holds no weights; name it <net>.conv.N with N >= 1")
+    cutoff = args.cutoff if args.cutoff is not None else named
+    if out.suffix != ".weights" and cutoff is None:
+        raise UserError(f"{out}: unknown output extension {out.suffix!r}; expected .pth or .weights "
+                        f"(or a backbone name like darknet53.conv.74, or --cutoff)")
+    return cutoff
+
+
+def write_darknet_weights(args, source: Path, cfg: Path | None, out: Path) -> str:
     if args.class_path:
         raise UserError(f"--class_path stores class names in a .pth output; {out} is a Darknet .weights file, "
                         f"which holds none (Darknet reads them from a .names file)")
-    cutoff = args.cutoff if args.cutoff is not None else cutoff_from_name(out)
-    if out.suffix != ".weights" and cutoff is None:
-        raise UserError(f"{out}: unknown output extension {out.suffix!r}; expected .pth or .weights "
-                         f"(or a backbone name like darknet53.conv.74, or --cutoff)")
+    cutoff = weights_cutoff(args, out)
     model = model_from_file(source, cfg)[0]
     save_weights(model, out, cutoff)
     header = model.weights_header

@@ -58,6 +58,11 @@ def test_backbone_cutoff_by_flag_and_by_name(tiny_weights, tmp_path):
     assert (tmp_path / "cut.weights").stat().st_size == expected
     result = convert("--model_def", cfg, weights, tmp_path / "x.pth", "--cutoff", "11", check=False)
     assert result.returncode == 1 and "--cutoff writes a Darknet .weights file" in result.stderr
+    for name, flags, message in [("z.conv.5", ["--cutoff", "7"], "the name says 5 layers (<net>.conv.N is read as "
+                                  "layers 0..N-1, as train.py reads it), --cutoff 7; name it z.conv.7"),
+                                 ("z.conv.0", [], "a backbone of 0 layers holds no weights")]:
+        refused = convert("--model_def", cfg, weights, tmp_path / name, *flags, check=False)
+        assert refused.returncode == 1 and message in refused.stderr and not (tmp_path / name).exists()
 
 
 @pytest.mark.e2e
