@@ -219,13 +219,19 @@ def test_pretrained_checkpoint_of_a_class_count_or_a_backbone_loads_and_of_anoth
         "the head convs (layers 4) differ in shape (another class count) and were re-initialised")
     assert torch.equal(four.layers[2].conv.weight, source["layers.2.conv.weight"])
     assert load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "backbone.pth").endswith(
-        "layers 2..4 are not in the file (a backbone) and keep their initial values")
+        "layers 2..4 (not in the file: a backbone) keep their initial values")
+    assert load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "backbone.pth", cutoff=4).endswith(
+        "(layers 0..1); layers 2..3 (not in the file: a backbone) and layer 4 (past --cutoff) keep their initial "
+        "values")
+    torch.save({"model": {}}, tmp_path / "empty.pth")
+    with pytest.raises(CheckpointError, match=r"empty\.pth holds no layer of .*tiny\.cfg; nothing would load"):
+        load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "empty.pth")
     with pytest.raises(CheckpointError, match=r"wide\.pth does not fit .*tiny\.cfg:25: layer 2 \[convolutional\]: "
                                               r"layers\.2\.conv\.weight has shape \(24, 16, 3, 3\), this cfg's "
                                               r"\(16, 16, 3, 3\)"):
         load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "wide.pth")
     assert load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "wide.pth", cutoff=2).endswith(
-        "(layers 0..1); layers 2..4 are past --cutoff and keep their initial values")
+        "(layers 0..1); layers 2..4 (past --cutoff) keep their initial values")
 
 
 def test_pretrained_checkpoint_missing_a_tensor_names_it_and_one_without_batch_counts_loads(tmp_path):

@@ -256,6 +256,9 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
     if cutoff is not None:
         state = _leading_layers(state, cutoff)
     fit = LayerFit.of(model, state)
+    if not fit.present and not fit.unfit:
+        raise CheckpointError(f"{path} holds no layer of {model.cfg.source}" + (f" below --cutoff {cutoff}" if cutoff
+                                                                                  else "") + "; nothing would load")
     heads = set(model.head_conv_indices)
     if not fit.backbone_only() and (fit.absent or set(fit.unfit) - heads):
         index = min((set(fit.unfit) - heads) | fit.absent)
@@ -265,14 +268,19 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
                               f"head convs) or of its leading layers (with --cutoff N, layers 0..N-1 of a related "
                               f"network's)")
     load_state_dict_matching(model, state)
-    taken = f" (layers 0..{cutoff - 1})" if cutoff is not None else ""
+    not_in_file = sorted(i for i in fit.absent if cutoff is None or i < cutoff)
+    taken = "" if cutoff is None else f" (layers 0..{max(fit.present, default=-1) if not_in_file else cutoff - 1})"
     if fit.unfit:
         return (f"loaded {path}{taken}; the head convs (layers {', '.join(map(str, sorted(fit.unfit)))}) differ "
                 f"in shape (another class count) and were re-initialised")
-    if fit.absent:
-        why = "are past --cutoff" if cutoff is not None else "are not in the file (a backbone)"
-        return f"loaded {path}{taken}; layers {min(fit.absent)}..{max(fit.absent)} {why} and keep their initial values"
-    return f"loaded {path}{taken}"
+    past_cutoff = sorted(fit.absent.difference(not_in_file))
+    left = [f"{_span(indices)} ({why})" for indices, why in
+            ((not_in_file, "not in the file: a backbone"), (past_cutoff, "past --cutoff")) if indices]
+    return f"loaded {path}{taken}" + (f"; {' and '.join(left)} keep their initial values" if left else "")
+
+
+def _span(indices: list[int]) -> str:
+    return f"layer {indices[0]}" if len(indices) == 1 else f"layers {indices[0]}..{indices[-1]}"
 
 
 def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None) -> str:
