@@ -67,6 +67,8 @@ def test_conversion_remaps_ids_leaves_out_crowds_and_counts(small, tmp_path):
     (lambda d: d["images"].append({"id": 10, "file_name": "gone.jpg"}), r"1 of its images are not in .*gone.jpg"),
     (lambda d: d["images"].append({"id": 5, "file_name": "b.jpg"}), r"images\[3\]: image id 5 .* appears twice"),
     (lambda d: d["categories"].append({"id": 7, "name": "again"}), r"categories\[3\]: id 7 repeats"),
+    (lambda d: d["categories"].append({"id": 40, "name": d["categories"][0]["name"]}),
+     r"categories\[3\]: the name '\w+' is also category id \d+'s; two classes of one name"),
     (lambda d: d["images"][0].update(id="5"), r"images\[0\]: 'id' is missing or not an integer"),
 ])
 def test_bad_annotations_are_named(small, tmp_path, change, problem):

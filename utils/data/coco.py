@@ -86,6 +86,10 @@ def categories(path: Path, document: dict) -> list[tuple[int, str]]:
         name = _field(path, f"categories[{i}]", entry, "name", str).strip()
         if not name or "\n" in name:
             raise DataError(f"{path}: categories[{i}]: the name {name!r} cannot be a line of a .names file")
+        if name in found.values():
+            twin = next(other for other, known in found.items() if known == name)
+            raise DataError(f"{path}: categories[{i}]: the name {name!r} is also category id {twin}'s; two classes "
+                            f"of one name cannot be told apart in the .names file")
         found[cat_id] = name
     if not found:
         raise DataError(f"{path}: the 'categories' list is empty")
