@@ -11,7 +11,7 @@
 
 Exports take any batch and input size (--img_size, default the cfg's [net] size, is only the traced example).
 With --nms the ONNX graph ends in ONNX NonMaxSuppression: rows of batch, x1, y1, x2, y2, score, class.
-    python convert.py --import_imagenet resnet50.pth --model_def cfg/resnet50-yolov3.cfg resnet50.conv.74
+    python convert.py --import_imagenet resnet50.pth --model_def cfg/resnet50-yolov3.cfg resnet50.conv.73
                                                                    # ImageNet classifier -> backbone file
 
 An existing OUT is only replaced with --force (never an input), and is never left half-written.

@@ -63,6 +63,8 @@ def test_backbone_cutoff_by_flag_and_by_name(tiny_weights, tmp_path):
                                  ("z.conv.0", [], "a backbone of 0 layers holds no weights")]:
         refused = convert("--model_def", cfg, weights, tmp_path / name, *flags, check=False)
         assert refused.returncode == 1 and message in refused.stderr and not (tmp_path / name).exists()
+    without_cfg = convert(tmp_path / "tiny.conv.11", tmp_path / "t.pth", check=False)  # a backbone is Darknet weights
+    assert without_cfg.returncode == 1 and "a .weights file needs its cfg (--model_def)" in without_cfg.stderr
 
 
 @pytest.mark.e2e

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import REPO
 from utils.boxes import Letterbox
 from utils.data.augment import Augment, letterbox_image
 from utils.data.batching import BatchPlan, multiscale_sizes
@@ -268,3 +269,12 @@ def test_the_synthetic_set_command_checks_its_flags_and_never_writes_into_an_ear
         main(["--out", str(tmp_path / "other"), "--size", "0"])
     assert stop.value.code == 2 and "--size: expected an integer in 32 .. inf, got 0" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_the_shipped_coco_names_fit_the_shipped_coco_cfgs():
+    from models import Darknet
+    from utils.inference.load import class_names
+    names = class_names(REPO / "data" / "coco.names", None, 80)  # as detect.py --class_path reads it
+    assert names[0] == "person" and names[79] == "toothbrush" and len(set(names)) == 80
+    with torch.device("meta"):
+        assert Darknet(REPO / "cfg" / "yolov3.cfg").num_classes == len(names)

@@ -140,7 +140,7 @@ def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) ->
                 model = Darknet(checkpoint_cfg(state, weights))
         load_model_state(model, exported_state(state), weights)
         return model, state
-    if weights.suffix != ".weights" and cfg is None:
+    if weights.suffix != ".weights" and cutoff_from_name(weights) is None and cfg is None:
         raise WeightsFileError(f"{weights}: unknown weights format {weights.suffix!r}; expected .weights or .pth")
     if cfg is None:
         raise WeightsFileError(f"{weights}: a .weights file needs its cfg (--model_def)")

@@ -121,7 +121,8 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
                 total += count
             hint = ""
             if total == available:
-                hint = f"; the file holds exactly the first {index} layers: load it with cutoff={index}"
+                hint = (f"; the file holds exactly layers 0..{index - 1}, a backbone: name it <net>.conv.{index}, "
+                        f"or load it with --cutoff {index}")
             raise WeightsFileError(
                 f"{path}: the file ends inside {_describe(layers, index, locations)}: the cfg needs {total + count:,} "
                 f"floats up to and including this layer, the file has {available:,} (after the {header.size}-byte "
