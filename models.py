@@ -5,7 +5,7 @@ layer table.
     model = Darknet("cfg/res2net-yolov3.cfg")
     detector = Detector("runs/train/exp1/best.pth")         # detector("photo.jpg").boxes: x1 y1 x2 y2 in pixels
 
-``python models.py --summary CFG`` prints the layer table Darknet prints at load, with totals.
+``python models.py --summary CFG`` (or a .pth) prints the layer table Darknet prints at load, with totals.
 """
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import sys
 import warnings
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, run_main
-from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, exported_state, load_checkpoint, load_model_state
+from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, cutoff_from_name, exported_state, load_checkpoint,
+                                      load_model_state, model_from_file)
 from utils.darknet.model import Darknet
+from utils.errors import UserError
 from utils.inference.api import Detections, Detector
 from utils.inference.pipeline import DetectSettings
 
@@ -24,7 +26,8 @@ __all__ = ["Darknet", "DetectSettings", "Detections", "Detector"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description="Build a model from a Darknet cfg and print its layer table.")
-    parser.add_argument("--summary", metavar="CFG", required=True, help="Darknet .cfg to build")
+    parser.add_argument("--summary", metavar="CFG", required=True,
+                        help="Darknet .cfg to build, or a .pth (its own cfg and weights)")
     parser.add_argument("--img_size", type=IMAGE_SIZE, nargs="+", metavar="N",
                         help="input size, multiples of 32: one value (square) or height width; default: the cfg's "
                              "[net]")
@@ -36,18 +39,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_weights(model: Darknet, path: str) -> str:
-    """Load a .weights or .pth file into ``model`` (refused, named, when it does not fit); what was loaded."""
+    """Load a .weights (a <net>.conv.N backbone: its N layers) or .pth file into ``model`` (refused, named, when
+    it does not fit); what was loaded."""
     if path.endswith(CHECKPOINT_SUFFIXES):
         load_model_state(model, exported_state(load_checkpoint(path)), path)
         return f"loaded {path}"
-    header = model.load_darknet_weights(path)
+    header = model.load_darknet_weights(path, cutoff_from_name(path))
     return f"loaded {path}: version {header.major}.{header.minor}.{header.revision}, seen {header.seen}"
 
 
-def print_summary(args: argparse.Namespace) -> int:
+def built_model(args: argparse.Namespace) -> Darknet:
+    """--summary's model: a .cfg built (its warnings shown), or a .pth with its own cfg and weights."""
+    if args.summary.endswith(CHECKPOINT_SUFFIXES):
+        if args.weights:
+            raise UserError(f"--weights {args.weights}: --summary {args.summary} carries its own weights; drop one")
+        print(f"loaded {args.summary} (its own cfg)")
+        return model_from_file(args.summary)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        model = Darknet(args.summary)
+        return Darknet(args.summary)
+
+
+def print_summary(args: argparse.Namespace) -> int:
+    model = built_model(args)
     if args.weights:
         print(load_weights(model, args.weights))
     size = (args.img_size[0], args.img_size[-1]) if args.img_size else None

@@ -11,6 +11,7 @@ import torch
 from models import Darknet
 from tests.cfgs import conv, head
 from tests.conftest import REPO, randomize
+from utils.darknet.checkpoint import save_model
 
 HEAD = """
 [convolutional]
@@ -395,3 +396,21 @@ def test_summary_command_line():
     bad = subprocess.run([sys.executable, "models.py", "--summary", "cfg/absent.cfg"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "cannot read cfg file" in bad.stderr
+
+
+@pytest.mark.e2e
+def test_summary_of_a_pth_and_with_a_backbone_file(tmp_path):
+    model = randomize(Darknet(REPO / "cfg" / "yolov3-tiny.cfg"), seed=1)
+    save_model(model, tmp_path / "m.pth")
+    model.save_darknet_weights(tmp_path / "tiny.conv.8", cutoff=8)
+
+    def summary(*args):
+        return subprocess.run([sys.executable, "models.py", "--summary", *map(str, args)], cwd=REPO,
+                              capture_output=True, text=True)
+    own = summary(tmp_path / "m.pth")
+    assert own.returncode == 0 and f"loaded {tmp_path / 'm.pth'} (its own cfg)" in own.stdout
+    assert f"Total: 24 layers, {sum(p.numel() for p in model.parameters()):,} parameters" in own.stdout
+    backbone = summary(REPO / "cfg" / "yolov3-tiny.cfg", "--weights", tmp_path / "tiny.conv.8")
+    assert backbone.returncode == 0 and f"loaded {tmp_path / 'tiny.conv.8'}: version" in backbone.stdout
+    both = summary(tmp_path / "m.pth", "--weights", tmp_path / "tiny.conv.8")
+    assert both.returncode == 1 and "carries its own weights; drop one" in both.stderr
