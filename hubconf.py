@@ -5,15 +5,16 @@ res2net_yolov3, ...). Nothing is downloaded: weights come from a path you give.
     detector = torch.hub.load("path/to/this/repo", "res2net_yolov3", source="local", weights="best.pth")
     result = detector("photo.jpg")      # Detections: boxes (x1 y1 x2 y2 in pixels), scores, classes, names
 
-Every entry takes ``pretrained=False, weights=None, names=None, device=None, classes=None`` and returns a
-``models.Detector`` (an ``nn.Module``; its ``.model`` is the Darknet network):
+Every entry takes ``pretrained=False, weights=None, names=None, device=None, classes=None, settings=None,
+half=False`` and returns a ``models.Detector`` (an ``nn.Module``; its ``.model`` is the Darknet network):
 
 - ``weights``: a ``.pth`` checkpoint (it carries its own cfg and class names, which are used), or a Darknet
   ``.weights`` file for the entry's cfg. ``pretrained=True`` without ``weights`` is an error, since there is
   nothing to download; without either, the network is randomly initialised.
 - ``names``: a ``.names`` file or a list; ``classes``: the class count the cfg is adapted to (default: the number
   of ``names`` when given, else the cfg's own), as training adapts it.
-- ``device``: cpu, cuda, cuda:N (default: CUDA when available).
+- ``device``: cpu, cuda, cuda:N (default: CUDA when available); ``settings`` (a ``DetectSettings``) and ``half``:
+  as ``models.Detector`` takes them.
 """
 from pathlib import Path as _Path
 
@@ -22,8 +23,9 @@ dependencies = ["torch", "numpy", "cv2"]
 _CFG_FOLDER = _Path(__file__).resolve().parent / "cfg"
 
 
-def _detector(cfg_name: str, pretrained: bool, weights, names, device, classes):
-    """The Detector an entry returns (imports here, so listing the entries stays cheap)."""
+def _detector(cfg_name: str, pretrained: bool, weights, names, classes, options: dict):
+    """The Detector an entry returns (imports here, so listing the entries stays cheap); ``options`` are
+    Detector's device, settings and half."""
     from models import Darknet, Detector
     from utils.darknet.cfg import read_cfg
     from utils.darknet.cfg_edit import with_classes
@@ -35,8 +37,10 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, device, classes):
     if pretrained and weights is None:
         raise UserError(f"{entry}: pretrained=True needs weights='path/to/model.pth' (or a .weights file); "
                         f"this repo downloads nothing")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        raise UserError(f"{entry}: classes={classes!r}: expected a class count, an integer of at least 1")
     if weights is not None and _Path(weights).suffix in CHECKPOINT_SUFFIXES:
-        detector = Detector(weights, None, names, device)
+        detector = Detector(weights, None, names, **options)
         if classes is not None and classes != detector.model.num_classes:
             raise UserError(f"{weights}: the checkpoint has {detector.model.num_classes} classes, not "
                             f"classes={classes}")
@@ -46,15 +50,16 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, device, classes):
         classes = len(read_class_names(names) if isinstance(names, (str, _Path)) else names)
     if classes is not None:
         cfg = with_classes(cfg, classes)
-    return Detector(weights if weights is not None else Darknet(cfg), cfg, names, device)
+    return Detector(weights if weights is not None else Darknet(cfg), cfg, names, **options)
 
 
 def _entry(cfg_name: str):
-    def entry(pretrained=False, weights=None, names=None, device=None, classes=None):
-        return _detector(cfg_name, pretrained, weights, names, device, classes)
+    def entry(pretrained=False, weights=None, names=None, device=None, classes=None, settings=None, half=False):
+        return _detector(cfg_name, pretrained, weights, names, classes,
+                         {"device": device, "settings": settings, "half": half})
     entry.__name__ = entry.__qualname__ = cfg_name.replace("-", "_")
     entry.__doc__ = (f"A Detector on cfg/{cfg_name}.cfg: weights= a .pth or a .weights path (nothing is "
-                     f"downloaded), names=, device=, classes=; see this module's docstring.")
+                     f"downloaded), names=, device=, classes=, settings=, half=; see this module's docstring.")
     return entry
 
 

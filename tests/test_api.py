@@ -173,8 +173,12 @@ def test_torch_hub_load_on_the_local_clone(files):
         result = detector(image)
         np.testing.assert_allclose(result.boxes, direct.boxes, atol=1e-3)
         assert result.names == direct.names
-    untrained = torch.hub.load(str(REPO), "res2net_yolov3_tiny", source="local", classes=3, device="cpu")
+    untrained = torch.hub.load(str(REPO), "res2net_yolov3_tiny", source="local", classes=3, device="cpu",
+                               settings=DetectSettings(conf_thres=0.5, img_size=96))
     assert untrained.model.num_classes == 3 and untrained.names == ["0", "1", "2"]
+    assert untrained.settings.img_size == 96 and untrained.settings.conf_thres == 0.5
+    with pytest.raises(UserError, match=r"yolov3_tiny: classes='4': expected a class count, an integer of at least 1"):
+        torch.hub.load(str(REPO), "yolov3_tiny", source="local", classes="4")
     with pytest.raises(UserError, match="res2net_yolov3: pretrained=True needs weights=.* downloads nothing"):
         torch.hub.load(str(REPO), "res2net_yolov3", source="local", pretrained=True)
     with pytest.raises(UserError, match=r"model\.pth: the checkpoint has 4 classes, not classes=80"):
