@@ -30,6 +30,7 @@ ROWS = [  # (flags, with {T} for the fixture's folder; what the error line says)
     (["--device", "0"], "--device 0: CUDA is not available on this machine"),
     (["--source", "{T}/absent"], "{T}/absent: no such file or folder"),
     (["--source", "{T}/empty"], "{T}/empty: no images or videos found"),
+    (["--source", "{T}/nested"], "{T}/nested: no images or videos found; it has subfolders: --recursive looks in them"),
     (["--source", "{T}/images/*.bmp"], "{T}/images/*.bmp: the pattern matches no files"),
     (["--source", "{T}/sources.txt"], "{T}/sources.txt:2: nowhere/: no such file or folder"),
     (["--output", "{T}/a_file"], "--output {T}/a_file: is a file, expected a folder"),
@@ -49,6 +50,8 @@ def folder(tmp_path_factory):
     (root / "images").mkdir()
     cv2.imwrite(str(root / "images" / "x.jpg"), np.zeros((32, 32, 3), np.uint8))
     (root / "empty").mkdir()
+    (root / "nested" / "day").mkdir(parents=True)
+    cv2.imwrite(str(root / "nested" / "day" / "y.jpg"), np.zeros((32, 32, 3), np.uint8))
     (root / "sources.txt").write_text(f"{root / 'images'}\nnowhere/\n")
     (root / "a_file").write_text("not a folder")
     (root / "a_file.pth").write_text("not a checkpoint")

@@ -180,7 +180,10 @@ def _expand(text: str, recursive: bool, base_dir: Path | None) -> tuple[list[Inp
         return [stream_input(text)], None
     inputs, location = _expand_path(text, recursive, base_dir)
     if not inputs:
-        raise SourceError(f"{text}: no images or videos found")
+        deeper = not recursive and location is not None and location.is_dir() and any(
+            entry.is_dir() and not entry.name.startswith(".") for entry in location.iterdir())
+        raise SourceError(f"{text}: no images or videos found" + ("; it has subfolders: --recursive looks in them"
+                                                                  if deeper else ""))
     return inputs, location
 
 
