@@ -148,7 +148,7 @@ def test_sparsity_training_states_its_shrink_budget_and_writes_the_gamma_histogr
                    "--lr_policy", "constant", "--burn_in", "0")
     assert (tmp_path / "sr" / "bn_gammas.png").is_file()
     assert "L1 5.0 on 12 BN scale vectors" in result.stderr + result.stdout
-    assert "0.30 in all over this run's schedule" in result.stderr + result.stdout
+    assert "0.3 in all over this run's schedule" in result.stderr + result.stdout
     before = dict(np.load(tmp_path / "sr" / "bn_gammas.npz"))
     assert list(before["epochs"]) == [0, 1] and before["epoch0"].ndim == 1 and len(before["epoch0"]) > 12
     subprocess.run([sys.executable, "train.py", "--resume", str(tmp_path / "sr"), "--n_cpu", "0", "--epochs", "3"],

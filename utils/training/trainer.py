@@ -312,7 +312,7 @@ class Trainer:
         sparsity = Sparsity.of(state.model, opt.s) if opt.sr else None  # after wrap: finds SyncBatchNorm
         if sparsity is not None:
             self.log(f"sparsity training: L1 {opt.s} on {len(sparsity.bns)} BN scale vectors: |gamma| shrinks by "
-                     f"lr x s after every step, {sparsity.budget(state.scheduler):.2f} in all over this run's "
+                     f"lr x s after every step, {sparsity.budget(state.scheduler):.3g} in all over this run's "
                      f"schedule (gammas start near 1)")
         distiller = build_distiller(state.model, opt, self.device)
         if distiller is not None:
