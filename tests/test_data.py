@@ -1,6 +1,9 @@
 """Datasets: .data files, label validation (every bad-data path), letterbox, augmentations that keep boxes
 on their objects (checked against the transformed pixels), batching, multi-scale and DDP splits."""
 
+import warnings
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -61,6 +64,18 @@ def test_data_config_resolves_paths_next_to_it_and_checks_names(tmp_path):
     data.write_text("classes=4\ntrain=train.txt\n")
     with pytest.raises(DataError, match="missing 'valid='"):
         parse_data_config(data)
+
+
+def test_a_data_entry_found_in_the_working_directory_and_beside_the_data_file_is_warned_of(tmp_path, monkeypatch):
+    data = write_dataset(tmp_path / "set", train=3, valid=2, size=64)  # its .data says train=train.txt
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_data_config(data).train == tmp_path / "set" / "train.txt"  # only beside it: no warning
+    (tmp_path / "train.txt").write_text("elsewhere.jpg\n")
+    with pytest.warns(DataWarning, match=r"set/shapes\.data:\d+: train=train\.txt is read from the working "
+                                         r"directory \(.*\), not from beside the \.data file"):
+        assert parse_data_config(data).train == Path("train.txt")
 
 
 def test_data_config_comments_are_whole_lines_or_after_a_space(tmp_path):

@@ -8,6 +8,7 @@ folder of the file that names them, so a dataset folder can move.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -71,6 +72,19 @@ def _warn_unknown_keys(path: Path, values: dict[str, tuple[str, int]]) -> None:
             warnings.warn(f"{path}:{lineno}: unknown key {key}= is ignored{hint}", DataWarning, stacklevel=3)
 
 
+def _entry_path(data_path: Path, values: dict[str, tuple[str, int]], key: str) -> Path:
+    """The file a .data entry names, by Darknet's rule (the working directory first, then the .data file's
+    folder); a warning when both hold a different file of that name, as a run from another folder may."""
+    text, lineno = values[key]
+    chosen = resolve_path(text, data_path.parent)
+    beside = data_path.parent / Path(text).expanduser()
+    if chosen != beside and beside.exists() and not os.path.samefile(chosen, beside):
+        warnings.warn(f"{data_path}:{lineno}: {key}={text} is read from the working directory ({chosen.absolute()}), "
+                      f"not from beside the .data file ({beside}): Darknet's rule tries the working directory first",
+                      DataWarning, stacklevel=3)
+    return chosen
+
+
 def parse_data_config(path: str | Path) -> DataConfig:
     """A Darknet ``.data`` file, or a YOLOv5/v8-style ``.yaml``/``.yml`` dataset config."""
     path = Path(path)
@@ -101,17 +115,16 @@ def parse_data_config(path: str | Path) -> DataConfig:
     text, lineno = values["classes"]
     if not INTEGER.fullmatch(text) or int(text) < 1:
         raise DataError(f"{path}:{lineno}: classes must be a positive integer, got {text!r}")
-    base = path.parent
-    names_path = resolve_path(values["names"][0], base)
+    names_path = _entry_path(path, values, "names")
     try:
         names = read_class_names(names_path, DataError)
     except DataError as err:
         raise DataError(f"{path}:{values['names'][1]}: names={values['names'][0]}: {err}") from None
     if len(names) != int(text):
         raise DataError(f"{path}: classes={text} but {names_path} lists {len(names)} names")
-    backup = resolve_path(values["backup"][0], base) if "backup" in values else None
-    return DataConfig(path, int(text), resolve_path(values["train"][0], base),
-                      resolve_path(values["valid"][0], base), names, backup, names_file=names_path)
+    backup = _entry_path(path, values, "backup") if "backup" in values else None
+    return DataConfig(path, int(text), _entry_path(path, values, "train"), _entry_path(path, values, "valid"), names,
+                      backup, names_file=names_path)
 
 
 def describe_source(source: ImageSource) -> str:
