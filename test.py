@@ -14,8 +14,9 @@ from utils.cli import (IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, i
 from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.data.batching import evaluation_loader
 from utils.data.check import check_evaluation_labels
-from utils.data.config import DataConfig, DataError, parse_data_config
+from utils.data.config import DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
+from utils.data.labels import label_path
 from utils.errors import UserError
 from utils.evaluation.confusion import best_f1_confidence, write_evaluation_pictures
 from utils.evaluation.evaluate import (EVAL_CONF_THRES, EVAL_NMS_THRES, collect_detections, format_best_f1,
@@ -73,12 +74,13 @@ def written_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
     return files + [("--plots", Path(args.plots) / name) for name in PICTURES if args.plots]
 
 
-def check_outputs(args: argparse.Namespace, data: DataConfig) -> None:
+def check_outputs(args: argparse.Namespace, data_files: list[Path]) -> None:
     """Refuse, before evaluating, to replace a file the run would write (unless --exist_ok), any of the files
-    it reads (even with --exist_ok), or one of its own outputs with another."""
+    it reads (even with --exist_ok: the model, the data config and lists, the images and their labels), or one
+    of its own outputs with another."""
     if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
         raise UserError(f"--plots {args.plots}: is a file, expected a folder")
-    inputs = [args.weights_path, args.model_def, *data.files()]
+    inputs = [args.weights_path, args.model_def, *data_files]
     files = written_files(args)
     refuse_shared_outputs(files)
     for flag in dict.fromkeys(flag for flag, _ in files):
@@ -105,14 +107,14 @@ def write_outputs(args: argparse.Namespace, records: list, result, names: list[s
 
 def evaluate(args: argparse.Namespace) -> int:
     data = parse_data_config(args.data_config)
-    check_outputs(args, data)
+    dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
+    check_outputs(args, [*data.files(), *dataset.images, *map(label_path, dataset.images)])
+    check_evaluation_labels(dataset, data.names)
     device = select_device(args.device)
     loaded = load_model(args.weights_path, args.model_def, device=device, half=args.half)
     if loaded.model.num_classes != data.classes:
         raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
                         f"{loaded.model.num_classes}")
-    dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
-    check_evaluation_labels(dataset, data.names)
     size = loaded.input_size(args.img_size)
     loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)
     network = AugmentedInference(loaded.model) if args.augment else loaded.model

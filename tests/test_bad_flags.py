@@ -81,6 +81,8 @@ ROWS = [
     (TEST + " --pr_curves {root}/pr.txt", "argument --pr_curves: expected a file name ending in .png, got"),
     (TEST + " --conf_thres nan", "argument --conf_thres: expected a finite number in [0, 1], got nan"),
     (TEST + " --save_json {data} --exist_ok", "--save_json {data} is the input {data}; write it elsewhere"),
+    (TEST + " --save_json {root}/set/labels/valid/00000.txt --exist_ok", "--save_json {root}/set/labels/valid/00000.txt "
+                                                                        "is the input"),
     ("prune.py --weights_path {root}/pruned/pruned.pth --percent 0.3 --output {root}/pruned --exist_ok",
      "--output {root}/pruned/pruned.pth is the input {root}/pruned/pruned.pth"),
     ("calc_anchors.py --data_config {data} --model_def {cfg} --out {cfg} --force", "--out {cfg} is the input {cfg}"),
