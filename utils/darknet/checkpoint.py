@@ -257,8 +257,8 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
         state = _leading_layers(state, cutoff)
     fit = LayerFit.of(model, state)
     if not fit.present and not fit.unfit:
-        raise CheckpointError(f"{path} holds no layer of {model.cfg.source}" + (f" below --cutoff {cutoff}" if cutoff
-                                                                                  else "") + "; nothing would load")
+        below = f" below --cutoff {cutoff}" if cutoff else ""
+        raise CheckpointError(f"{path} holds no layer of {model.cfg.source}{below}; nothing would load")
     heads = set(model.head_conv_indices)
     if not fit.backbone_only() and (fit.absent or set(fit.unfit) - heads):
         index = min((set(fit.unfit) - heads) | fit.absent)
