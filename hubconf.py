@@ -16,6 +16,7 @@ half=False`` and returns a ``models.Detector`` (an ``nn.Module``; its ``.model``
 - ``device``: cpu, cuda, cuda:N (default: CUDA when available); ``settings`` (a ``DetectSettings``) and ``half``:
   as ``models.Detector`` takes them.
 """
+import numbers
 from pathlib import Path as _Path
 
 dependencies = ["torch", "numpy", "cv2"]
@@ -23,9 +24,8 @@ dependencies = ["torch", "numpy", "cv2"]
 _CFG_FOLDER = _Path(__file__).resolve().parent / "cfg"
 
 
-def _detector(cfg_name: str, pretrained: bool, weights, names, classes, options: dict):
-    """The Detector an entry returns (imports here, so listing the entries stays cheap); ``options`` are
-    Detector's device, settings and half."""
+def _detector(cfg_name: str, pretrained: bool, weights, names, classes, detector_options: dict):
+    """The Detector an entry returns (imports here, so listing the entries stays cheap)."""
     from models import Darknet, Detector
     from utils.darknet.cfg import read_cfg
     from utils.darknet.cfg_edit import with_classes
@@ -37,10 +37,11 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, classes, options:
     if pretrained and weights is None:
         raise UserError(f"{entry}: pretrained=True needs weights='path/to/model.pth' (or a .weights file); "
                         f"this repo downloads nothing")
-    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, numbers.Integral)
+                                or classes < 1):
         raise UserError(f"{entry}: classes={classes!r}: expected a class count, an integer of at least 1")
     if weights is not None and _Path(weights).suffix in CHECKPOINT_SUFFIXES:
-        detector = Detector(weights, None, names, **options)
+        detector = Detector(weights, None, names, **detector_options)
         if classes is not None and classes != detector.model.num_classes:
             raise UserError(f"{weights}: the checkpoint has {detector.model.num_classes} classes, not "
                             f"classes={classes}")
@@ -50,13 +51,18 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, classes, options:
         classes = len(read_class_names(names) if isinstance(names, (str, _Path)) else names)
     if classes is not None:
         cfg = with_classes(cfg, classes)
-    return Detector(weights if weights is not None else Darknet(cfg), cfg, names, **options)
+    return Detector(weights if weights is not None else Darknet(cfg), cfg, names, **detector_options)
+
+
+_DETECTOR_OPTIONS = ("device", "settings", "half")  # passed on to models.Detector as they are
 
 
 def _entry(cfg_name: str):
-    def entry(pretrained=False, weights=None, names=None, device=None, classes=None, settings=None, half=False):
-        return _detector(cfg_name, pretrained, weights, names, classes,
-                         {"device": device, "settings": settings, "half": half})
+    def entry(pretrained=False, weights=None, names=None, classes=None, **detector_options):
+        unknown = sorted(set(detector_options) - set(_DETECTOR_OPTIONS))
+        if unknown:
+            raise TypeError(f"{entry.__name__}() got an unexpected keyword argument {unknown[0]!r}")
+        return _detector(cfg_name, pretrained, weights, names, classes, detector_options)
     entry.__name__ = entry.__qualname__ = cfg_name.replace("-", "_")
     entry.__doc__ = (f"A Detector on cfg/{cfg_name}.cfg: weights= a .pth or a .weights path (nothing is "
                      f"downloaded), names=, device=, classes=, settings=, half=; see this module's docstring.")
