@@ -27,9 +27,9 @@ from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagen
 from utils.darknet.model import Darknet
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import Cfg, read_cfg
-from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_cfg, cutoff_from_name, load_checkpoint,
-                                      model_from_file, save_model, save_weights, trained_size)
-from utils.darknet.weights import WeightsFileError
+from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, model_from_file,
+                                      save_model, save_weights, trained_size)
+from utils.darknet.weights import WeightsFileError, cutoff_from_name
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
 from utils.inference.load import class_names

@@ -14,8 +14,8 @@ import sys
 import warnings
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, run_main
-from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, cutoff_from_name, exported_state, load_checkpoint,
-                                      load_model_state, model_from_file)
+from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, exported_state, load_checkpoint, load_model_state,
+                                      model_from_file)
 from utils.darknet.model import Darknet
 from utils.errors import UserError
 from utils.inference.api import Detections, Detector
@@ -44,7 +44,7 @@ def load_weights(model: Darknet, path: str) -> str:
     if path.endswith(CHECKPOINT_SUFFIXES):
         load_model_state(model, exported_state(load_checkpoint(path)), path)
         return f"loaded {path}"
-    header = model.load_darknet_weights(path, cutoff_from_name(path))
+    header = model.load_darknet_weights(path)
     return f"loaded {path}: version {header.major}.{header.minor}.{header.revision}, seen {header.seen}"
 
 

@@ -63,8 +63,11 @@ def test_backbone_cutoff_by_flag_and_by_name(tiny_weights, tmp_path):
                                  ("z.conv.0", [], "a backbone of 0 layers holds no weights")]:
         refused = convert("--model_def", cfg, weights, tmp_path / name, *flags, check=False)
         assert refused.returncode == 1 and message in refused.stderr and not (tmp_path / name).exists()
-    without_cfg = convert(tmp_path / "tiny.conv.11", tmp_path / "t.pth", check=False)  # a backbone is Darknet weights
-    assert without_cfg.returncode == 1 and "a .weights file needs its cfg (--model_def)" in without_cfg.stderr
+    for flags in ([], ["--model_def", cfg]):
+        headless = convert(*flags, tmp_path / "tiny.conv.11", tmp_path / "t.pth", check=False)
+        assert headless.returncode == 1 and headless.stderr.splitlines()[-1] == (
+            f"error: {tmp_path / 'tiny.conv.11'}: a backbone (layers 0..10, by its name) holds no detection heads; "
+            f"start a training from it: train.py --pretrained_weights {tmp_path / 'tiny.conv.11'}")
 
 
 @pytest.mark.e2e

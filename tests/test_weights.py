@@ -169,8 +169,8 @@ def test_short_file_names_the_layer_and_counts_and_leaves_the_model_untouched(mi
 def test_file_ending_on_a_layer_boundary_suggests_the_cutoff(mixed_cfg, tmp_path):
     model = Darknet(mixed_cfg)
     path = write_file(tmp_path / "backbone.weights", (0, 2, 0), 0, np.ones(float_count(model, 3), np.float32))
-    with pytest.raises(WeightsFileError, match=r"holds exactly layers 0\.\.2, a backbone: name it <net>\.conv\.3, "
-                                               r"or load it with --cutoff 3"):
+    with pytest.raises(WeightsFileError, match=r"holds exactly layers 0\.\.2: a backbone of 3 layers \(Darknet's "
+                                               r"partial\), which loads as such when named <net>\.conv\.3"):
         model.load_darknet_weights(path)
 
 

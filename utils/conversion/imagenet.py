@@ -27,9 +27,10 @@ from typing import Sequence
 
 import torch
 
-from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, cutoff_from_name, save_checkpoint
+from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, save_checkpoint
 from utils.darknet.layers import Convolutional, convolutions
 from utils.darknet.model import Darknet
+from utils.darknet.weights import cutoff_from_name
 from utils.errors import UserError
 from utils.fileio import regular_file
 

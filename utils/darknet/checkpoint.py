@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from utils.darknet.cfg import Cfg, CfgWarning, parse_cfg
+from utils.darknet.cfg import DEFAULT_IMG_SIZE, Cfg, CfgWarning, parse_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.model import Darknet
-from utils.darknet.weights import WeightsFileError, WeightsHeader, darknet_weights_size
+from utils.darknet.weights import WeightsFileError, WeightsHeader, cutoff_from_name, darknet_weights_size
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
 from utils.output_files import named_write_errors
@@ -56,6 +56,12 @@ def trained_size(state: dict | None) -> int | None:
     options = state.get("options") if state else None
     size = options.get("img_size") if isinstance(options, dict) else None
     return size if isinstance(size, int) and size >= 32 and size % 32 == 0 else None
+
+
+def run_size(requested: int | None, trained: int | None) -> int:
+    """The input size to run a model at: ``requested``, else the size it was trained at (a model trained at 128
+    scores far lower at 416), else the default."""
+    return requested or trained or DEFAULT_IMG_SIZE
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -140,7 +146,11 @@ def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) ->
                 model = Darknet(checkpoint_cfg(state, weights))
         load_model_state(model, exported_state(state), weights)
         return model, state
-    if weights.suffix != ".weights" and cutoff_from_name(weights) is None and cfg is None:
+    layers = cutoff_from_name(weights)
+    if layers is not None:
+        raise WeightsFileError(f"{weights}: a backbone (layers 0..{layers - 1}, by its name) holds no detection "
+                               f"heads; start a training from it: train.py --pretrained_weights {weights}")
+    if weights.suffix != ".weights" and cfg is None:
         raise WeightsFileError(f"{weights}: unknown weights format {weights.suffix!r}; expected .weights or .pth")
     if cfg is None:
         raise WeightsFileError(f"{weights}: a .weights file needs its cfg (--model_def)")
@@ -148,18 +158,12 @@ def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) ->
     try:
         model.load_darknet_weights(weights)
     except WeightsFileError as err:
-        classes = _class_count_of_file(model, weights)
-        if classes is None or classes == model.num_classes:
+        classes = _other_class_count(model, weights)
+        if classes is None:
             raise
         raise WeightsFileError(f"{err}; it fits this cfg made for {classes} classes instead of "
                                f"{model.num_classes}") from None
     return model, None
-
-
-def cutoff_from_name(path: str | Path) -> int | None:
-    """Darknet's backbone files are named ``<net>.conv.<N>`` (e.g. darknet53.conv.74): N leading layers."""
-    match = re.search(r"\.conv\.(\d+)$", Path(path).name)
-    return int(match.group(1)) if match else None
 
 
 def load_state_dict_matching(model: torch.nn.Module, state_dict: dict) -> list[str]:
@@ -177,8 +181,9 @@ def _weights_size(cfg: Cfg) -> int:
     return darknet_weights_size(model.layers, WeightsHeader())
 
 
-def _class_count_of_file(model: Darknet, path: Path) -> int | None:
-    """The class count for which ``path`` would fit ``model``'s cfg exactly, if there is one."""
+def _other_class_count(model: Darknet, path: Path) -> int | None:
+    """The class count, other than the model's, for which ``path`` would fit ``model``'s cfg exactly, if there
+    is one."""
     with open(path, "rb") as f:
         header = WeightsHeader.read(f, path)
     if not model.yolo_layers:
@@ -189,7 +194,7 @@ def _class_count_of_file(model: Darknet, path: Path) -> int | None:
     if per_class <= 0 or extra % per_class:
         return None
     classes = model.num_classes + extra // per_class
-    return classes if classes >= 1 else None
+    return classes if classes >= 1 and classes != model.num_classes else None
 
 
 def _load_other_class_count(model: Darknet, path: Path, classes: int) -> str:
@@ -269,7 +274,9 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
                               f"network's)")
     load_state_dict_matching(model, state)
     not_in_file = sorted(i for i in fit.absent if cutoff is None or i < cutoff)
-    taken = "" if cutoff is None else f" (layers 0..{max(fit.present, default=-1) if not_in_file else cutoff - 1})"
+    taken = ""
+    if cutoff is not None:  # the file may end before the cutoff
+        taken = f" (layers 0..{max(fit.present, default=-1) if not_in_file else cutoff - 1})"
     if fit.unfit:
         return (f"loaded {path}{taken}; the head convs (layers {', '.join(map(str, sorted(fit.unfit)))}) differ "
                 f"in shape (another class count) and were re-initialised")
@@ -297,7 +304,7 @@ def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None)
         model.load_darknet_weights(path, cutoff)
         return f"loaded {path}" + (f" (layers 0..{cutoff - 1})" if cutoff is not None else "")
     except WeightsFileError:
-        classes = None if cutoff is not None else _class_count_of_file(model, path)
-        if classes is None or classes == model.num_classes:
+        classes = None if cutoff is not None else _other_class_count(model, path)
+        if classes is None:
             raise
     return _load_other_class_count(model, path, classes)

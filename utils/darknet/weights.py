@@ -10,6 +10,7 @@ straight into its parameter's memory: one pass over the file, no intermediate bu
 from __future__ import annotations
 
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -93,10 +94,18 @@ def _check_cutoff(cutoff: int | None, layers: Sequence) -> None:
         raise WeightsFileError(f"--cutoff {cutoff}: expected 0 .. {len(layers)}, the model's layer count")
 
 
+def cutoff_from_name(path: str | Path) -> int | None:
+    """Darknet's backbone files are named ``<net>.conv.<N>`` (e.g. darknet53.conv.74): N leading layers."""
+    match = re.search(r"\.conv\.(\d+)$", Path(path).name)
+    return int(match.group(1)) if match else None
+
+
 def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None = None,
                          locations: Sequence[str] | None = None) -> WeightsHeader:
-    """Read ``path`` into the tensors of ``layers[:cutoff]``. Nothing is changed if the file does not fit."""
+    """Read ``path`` into the tensors of ``layers[:cutoff]`` (``cutoff`` None: N of a ``<net>.conv.N`` name,
+    else all). Nothing is changed if the file does not fit."""
     path = Path(path)
+    cutoff = cutoff if cutoff is not None else cutoff_from_name(path)
     _check_cutoff(cutoff, layers)
     layers = list(layers)[:cutoff]
     tensors, counts = _layer_counts(layers)
@@ -121,8 +130,8 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
                 total += count
             hint = ""
             if total == available:
-                hint = (f"; the file holds exactly layers 0..{index - 1}, a backbone: name it <net>.conv.{index}, "
-                        f"or load it with --cutoff {index}")
+                hint = (f"; the file holds exactly layers 0..{index - 1}: a backbone of {index} layers (Darknet's "
+                        f"partial), which loads as such when named <net>.conv.{index} or given cutoff {index}")
             raise WeightsFileError(
                 f"{path}: the file ends inside {_describe(layers, index, locations)}: the cfg needs {total + count:,} "
                 f"floats up to and including this layer, the file has {available:,} (after the {header.size}-byte "
