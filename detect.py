@@ -21,12 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import (IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, integer, number, output_folder,
+from utils.cli import (ArgumentParser, add_half_flag, add_run_size_flag, device_flag, integer, number, output_folder,
                        run_main, select_device)
-from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.errors import UserError
 from utils.inference.load import LoadedModel, load_model
 from utils.inference.pipeline import DetectionRun, DetectSettings, detect_inputs
+from utils.inference.tta import AUGMENT_HELP
 from utils.inference.sources import SourceError, SourceSet, newest_checkpoint, resolve_sources
 from utils.inference.viewer import FrameViewer
 from utils.inference.visualize import DrawStyle
@@ -44,12 +44,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", help=".weights or .pth (default: the newest runs/*/*/best.pth)")
     p.add_argument("--class_path", help="class names, one per line (default: from the .pth, else numbers)")
-    p.add_argument("--img_size", type=IMAGE_SIZE,
-                   help=f"network input size, a multiple of 32 (default: the size a .pth was trained at, else "
-                        f"{DEFAULT_IMG_SIZE})")
+    add_run_size_flag(p)
     p.add_argument("--batch_size", type=integer(1), default=d.batch_size, help="frames per forward pass")
-    p.add_argument("--augment", action="store_true",
-                   help="test-time augmentation: also run each frame at 0.83x flipped and at 0.67x (about 2x slower)")
+    p.add_argument("--augment", action="store_true", help=AUGMENT_HELP)
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=d.letterbox,
                    help="keep the aspect ratio and pad, or stretch like Darknet's default detector")
     p.add_argument("--device", type=device_flag, default="",

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from utils.cli import IMAGE_SIZE, ArgumentParser, integer, number, output_folder, run_main
-from utils.darknet.cfg import DEFAULT_IMG_SIZE
-from utils.darknet.checkpoint import model_from_file, save_model, save_weights, trained_size
+from utils.cli import ArgumentParser, add_run_size_flag, integer, number, output_folder, run_main
+from utils.darknet.checkpoint import model_from_file, run_size, save_model, save_weights, trained_size
 from utils.darknet.model import Darknet
 from utils.data.check import check_evaluation_labels
 from utils.data.config import DataConfig, DataError, parse_data_config
@@ -53,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(8 suits CPU and GPU kernels)")
     p.add_argument("--shortcut_mode", choices=("union", "skip"), default="union",
                    help="channels tied by additions: keep one if any member keeps it (union) or leave them (skip)")
-    p.add_argument("--img_size", type=IMAGE_SIZE, default=DEFAULT_IMG_SIZE, help="size for FLOPs, latency and mAP")
+    add_run_size_flag(p, "size for FLOPs, latency and mAP")
     p.add_argument("--output", help=f"output folder, new or empty (default: {RUNS}/expN)")
     p.add_argument("--exist_ok", "--force", dest="exist_ok", action="store_true",
                    help="write into an --output that holds files, replacing them")
@@ -131,7 +130,7 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
         compact = compact_model(masked, graph, selection)
     write_model_files(compact, out, (state or {}).get("names") or (data.names if data else None),
                       trained_size(state))
-    comparison = compare(model, compact, out / "pruned.weights", args.img_size, data)
+    comparison = compare(model, compact, out / "pruned.weights", run_size(args.img_size, trained_size(state)), data)
     print(comparison.table())
     write_report(out / "report.md", request, selection, comparison)
     if selection is not None:

@@ -9,9 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import (IMAGE_SIZE, ArgumentParser, add_half_flag, device_flag, integer, number, png_file, run_main,
-                       select_device)
-from utils.darknet.cfg import DEFAULT_IMG_SIZE
+from utils.cli import (ArgumentParser, add_half_flag, add_run_size_flag, device_flag, integer, number, png_file,
+                       run_main, select_device)
 from utils.data.batching import evaluation_loader
 from utils.data.check import check_evaluation_labels
 from utils.data.config import DataError, parse_data_config
@@ -23,7 +22,7 @@ from utils.evaluation.evaluate import (EVAL_CONF_THRES, EVAL_NMS_THRES, collect_
                                        format_results, score, write_coco_json)
 from utils.evaluation.metrics import DEFAULT_METHOD, METHODS
 from utils.inference.load import load_model
-from utils.inference.tta import AugmentedInference
+from utils.inference.tta import AUGMENT_HELP, network
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs, refuse_shared_outputs
 from utils.plots import plot_pr_curves
 from utils.training.options import DEFAULT_DATA
@@ -36,16 +35,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth")
     p.add_argument("--data_config", default=DEFAULT_DATA, help=".data file; its 'valid' list is evaluated")
-    p.add_argument("--img_size", type=IMAGE_SIZE, help=f"input size, a multiple of 32 (default: the size a .pth "
-                                                        f"was trained at, else {DEFAULT_IMG_SIZE})")
+    add_run_size_flag(p, "input size")
     p.add_argument("--batch_size", type=integer(1), default=8, help="images per batch")
     p.add_argument("--conf_thres", type=number(0, 1), default=EVAL_CONF_THRES,
                    help="keep detections above this score (low, as mAP needs the whole precision-recall curve)")
     p.add_argument("--nms_thres", type=number(0, 1), default=EVAL_NMS_THRES, help="IoU threshold of NMS")
     p.add_argument("--ap_method", choices=METHODS, default=DEFAULT_METHOD,
                    help="coco: 101-point (pycocotools); voc11: VOC2007; area: all-point (Darknet's detector map)")
-    p.add_argument("--augment", action="store_true",
-                   help="test-time augmentation: also run each image at 0.83x flipped and at 0.67x (about 2x slower)")
+    p.add_argument("--augment", action="store_true", help=AUGMENT_HELP)
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the aspect ratio and pad (default, as in training), or stretch")
     p.add_argument("--save_json", metavar="OUT", help="write COCO-format detections to OUT and the matching "
@@ -117,8 +114,7 @@ def evaluate(args: argparse.Namespace) -> int:
                         f"{loaded.model.num_classes}")
     size = loaded.input_size(args.img_size)
     loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)
-    network = AugmentedInference(loaded.model) if args.augment else loaded.model
-    records = collect_detections(network, loader, device, args.conf_thres, args.nms_thres, progress=True)
+    records = collect_detections(network(loaded.model, args.augment), loader, device, args.conf_thres, args.nms_thres, progress=True)
     result = score(records, data.names, args.ap_method)
     print(format_results(result, args.conf_thres, args.nms_thres,
                          f"{'letterboxed' if args.letterbox else 'stretched'} to {size}"

@@ -58,10 +58,13 @@ def test_a_training_checkpoint_is_evaluated_at_the_size_it_was_trained_at(random
                                                "epoch": 0, "options": {"img_size": 64}})
     base = [sys.executable, "test.py", "--weights_path", str(tmp_path / "trained.pth"), "--data_config", str(data),
             "--n_cpu", "0"]
-    own, asked = (subprocess.run(base + flags, cwd=REPO, capture_output=True, text=True)
-                  for flags in ([], ["--img_size", "96"]))
-    assert own.returncode == asked.returncode == 0, own.stderr + asked.stderr
-    assert "letterboxed to 64" in own.stdout and "letterboxed to 96" in asked.stdout
+    runs = {name: subprocess.run(base + ["--save_json", str(tmp_path / f"{name}.json"), *flags], cwd=REPO,
+                                 capture_output=True, text=True)
+            for name, flags in (("own", []), ("at64", ["--img_size", "64"]), ("at96", ["--img_size", "96"]))}
+    assert all(run.returncode == 0 for run in runs.values()), [run.stderr for run in runs.values()]
+    assert "letterboxed to 64" in runs["own"].stdout and "letterboxed to 96" in runs["at96"].stdout
+    detections = {name: (tmp_path / f"{name}.json").read_text() for name in runs}
+    assert detections["own"] == detections["at64"] != detections["at96"]  # the loader ran at 64
 
 
 def test_class_count_mismatch_is_refused(random_model, tmp_path):

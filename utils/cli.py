@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from utils.allocator import tune_allocator
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.errors import InputWarning, UserError
 from utils.output_files import refuse_filled_folder
 
@@ -105,6 +106,13 @@ def add_half_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half", action="store_true",
                    help="run the network in half precision: float16 on CUDA, bfloat16 on CPU (1.7-2.6x faster "
                         "where the CPU has AMX); boxes move by up to ~1 px, scores by ~0.01")
+
+
+def add_run_size_flag(p: argparse.ArgumentParser, what: str = "network input size") -> None:
+    """--img_size for a command that runs a trained model: unset, it is the size the model was trained at
+    (checkpoint.run_size)."""
+    p.add_argument("--img_size", type=IMAGE_SIZE,
+                   help=f"{what}, a multiple of 32 (default: the size a .pth was trained at, else {DEFAULT_IMG_SIZE})")
 
 
 def output_folder(requested: str | None, default_root: Path, exist_ok: bool) -> Path:

@@ -29,6 +29,7 @@ from utils.fileio import regular_file
 from utils.inference.load import LoadedModel, class_names, detect, load_model, preprocess
 from utils.inference.nms import SettingsError
 from utils.inference.pipeline import DetectSettings
+from utils.inference.tta import network
 
 ImageLike = Union[str, Path, np.ndarray]  # a path, or an HxWx3 BGR array as OpenCV reads images
 API_BATCH_SIZE = 8  # images per forward pass when a list comes in
@@ -138,7 +139,7 @@ class Detector(nn.Module):
             chunk = [read_image(item, start + i) for i, item in enumerate(items[start:start + settings.batch_size])]
             shapes = [pixels.shape[:2] for pixels, _ in chunk]
             batch, letterboxes = preprocess([pixels for pixels, _ in chunk], settings.img_size, settings.letterbox)
-            rows = detect(settings.network(self.model), batch, letterboxes, shapes, settings)
+            rows = detect(network(self.model, settings.augment), batch, letterboxes, shapes, settings)
             results += [Detections.from_rows(r, self.names, shape, source)
                         for r, shape, (_, source) in zip(rows, shapes, chunk)]
         return results[0] if single else results

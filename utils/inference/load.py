@@ -9,8 +9,8 @@ import torch
 
 from utils.boxes import Letterbox
 from utils.data.names import read_class_names
-from utils.darknet.cfg import DEFAULT_IMG_SIZE, Cfg
-from utils.darknet.checkpoint import model_from_file, trained_size
+from utils.darknet.cfg import Cfg
+from utils.darknet.checkpoint import model_from_file, run_size, trained_size
 from utils.darknet.model import Darknet
 from utils.data.augment import letterbox_image
 from utils.errors import UserError
@@ -24,9 +24,8 @@ class LoadedModel:
     trained_size: int | None = None  # the --img_size a checkpoint's training run used, when it records one
 
     def input_size(self, requested: int | None) -> int:
-        """The network input size to run at: ``requested``, else the size the model was trained at, else
-        the default (a model trained at 128 scores far lower at 416)."""
-        return requested or self.trained_size or DEFAULT_IMG_SIZE
+        """The network input size to run at (checkpoint.run_size)."""
+        return run_size(requested, self.trained_size)
 
 
 def class_names(names: str | Path | list[str] | None, fallback: list[str] | None, num_classes: int) -> list[str]:

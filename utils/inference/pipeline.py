@@ -10,7 +10,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from torch import nn
 from tqdm import tqdm
 
 from utils.darknet.model import Darknet
@@ -18,7 +17,7 @@ from utils.inference.load import detect, preprocess
 from utils.inference.nms import NmsFilter, SettingsError
 from utils.inference.reader import FrameReader
 from utils.inference.sources import Frame, Input, batches, count_frames, read_frames
-from utils.inference.tta import AugmentedInference
+from utils.inference.tta import network
 from utils.inference.viewer import FrameViewer
 from utils.inference.writer import DetectionWriter
 
@@ -40,9 +39,6 @@ class DetectSettings(NmsFilter):
         if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
 
-    def network(self, model: Darknet) -> nn.Module:
-        """What runs a batch: ``model``, or with ``augment`` its test-time augmented passes."""
-        return AugmentedInference(model) if self.augment else model
 
 
 @dataclass
@@ -61,7 +57,7 @@ def _detect_batch(model: Darknet, chunk: list[Frame], settings: DetectSettings, 
     t0 = time.perf_counter()
     batch, letterboxes = preprocess([f.pixels for f in chunk], settings.img_size, settings.letterbox)
     t1 = time.perf_counter()
-    detections = detect(settings.network(model), batch, letterboxes, [f.pixels.shape[:2] for f in chunk], settings)
+    detections = detect(network(model, settings.augment), batch, letterboxes, [f.pixels.shape[:2] for f in chunk], settings)
     run.preprocess_seconds += t1 - t0
     run.inference_seconds += time.perf_counter() - t1
     return detections
@@ -86,7 +82,8 @@ def _interrupt_after():
 
 def detect_inputs(model: Darknet, inputs: list[Input], writer: DetectionWriter, settings: DetectSettings,
                   viewer: FrameViewer | None = None) -> DetectionRun:
-    """Detect in every frame of ``inputs`` and hand the results to ``writer`` (and ``viewer``). Ctrl-C or a stop
+    """Detect in every frame of ``inputs`` (at ``settings.img_size``, which must be set: LoadedModel.input_size)
+    and hand the results to ``writer`` (and ``viewer``). Ctrl-C or a stop
     key ends the run cleanly (``stopped`` says which); on any other failure the half-written video is dropped
     (finished files stay) and the error propagates."""
     run = DetectionRun()

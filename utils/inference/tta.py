@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.darknet.layers.conv import MAX_STRIDE
+
 # (scale, flipped left-right) per pass
 TTA_PASSES = ((1.0, False), (0.83, True), (0.67, False))
 PAD_VALUE = 0.447  # grey, as the reference implementation pads the shrunk image
-STRIDE = 32  # the shrunk image is padded up to a multiple of the network's largest stride
+STRIDE = MAX_STRIDE  # the shrunk image is padded up to a multiple of the network's largest stride
 
 
 def shrunk(batch: torch.Tensor, scale: float) -> torch.Tensor:
@@ -24,6 +26,16 @@ def shrunk(batch: torch.Tensor, scale: float) -> torch.Tensor:
     resized = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
     padded = [math.ceil(side * scale / STRIDE) * STRIDE for side in (height, width)]
     return F.pad(resized, [0, padded[1] - size[1], 0, padded[0] - size[0]], value=PAD_VALUE)
+
+
+AUGMENT_HELP = ("test-time augmentation: also run each image at " + " and at ".join(
+    f"{scale:g}x{' flipped' if flipped else ''}" for scale, flipped in TTA_PASSES if scale != 1.0)
+    + " (about 2x slower)")
+
+
+def network(model: nn.Module, augment: bool) -> nn.Module:
+    """What runs a batch: ``model``, or with ``augment`` its test-time augmented passes."""
+    return AugmentedInference(model) if augment else model
 
 
 class AugmentedInference(nn.Module):
