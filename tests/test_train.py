@@ -95,8 +95,8 @@ def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset,
     assert "goes on with its own options, so these are not applied: --batch_size 2 (the run's: 4);" in result.stdout
     elsewhere = train(data, cfg, tmp_path / "copy", "--resume", str(tmp_path / "run"), check=False)
     assert elsewhere.returncode == 1 and elsewhere.stderr.splitlines()[-1] == (
-        f"error: --resume {tmp_path / 'run' / 'last.pth'}: the run's 1 epochs are done, so there is nothing to "
-        f"train into --output {tmp_path / 'copy'}; a larger --epochs trains more")
+        f"error: --resume {tmp_path / 'run' / 'last.pth'}: nothing to train into --output {tmp_path / 'copy'}: the "
+        f"run's 1 epochs are done (--resume with a larger --epochs trains more)")
     assert not (tmp_path / "copy").exists()
     after = model_tensors(tmp_path / "run" / "last.pth")
     assert all(torch.equal(before[k], after[k]) for k in before)

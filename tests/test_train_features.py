@@ -19,6 +19,7 @@ from tests.conftest import REPO, random_tiny_model
 from tests.test_train import TINY, tiny_training_set
 from tests.test_train_safety import copy_of, error_lines, options
 from utils.cli import ArgumentParser
+from utils.errors import UserError
 from utils.evaluation.metrics import EvalResult
 from utils.training import trainer
 from utils.training.distill import DistillationError, Distiller, check_same_heads, layer_distillation
@@ -138,6 +139,10 @@ def test_patience_stops_after_that_many_evaluations_without_improvement(dataset,
     Trainer(options(dataset, run, resume=str(run), epochs=None)).run()  # its own patience: nothing left
     assert "nothing left to train: the run stopped early" in capsys.readouterr().out
     assert len(results_rows(run)) == 4
+    with pytest.raises(UserError, match=r"nothing to train into --output .*branch: the run stopped early, mAP@0\.5 "
+                                        r"not having improved for 2 evaluations"):
+        Trainer(options(dataset, tmp_path / "branch", resume=str(run), epochs=None)).run()
+    assert not (tmp_path / "branch").exists()
 
 
 def test_resume_without_a_path_continues_the_newest_run(finished_run, tmp_path, monkeypatch, capsys):

@@ -155,9 +155,11 @@ class Trainer:
         own_folder = self.resumed_from.parent.resolve()
         if self.opt.output is None or Path(self.opt.output).resolve() == own_folder:
             return
-        if checkpoint["epoch"] + 1 >= self.opt.epochs:
-            raise UserError(f"--resume {self.resumed_from}: the run's {self.opt.epochs} epochs are done, so there is "
-                            f"nothing to train into --output {self.opt.output}; a larger --epochs trains more")
+        history = RunOutputs(own_folder)
+        history.take_back(own_folder, checkpoint["epoch"] + 1)
+        why = self._nothing_left(checkpoint["epoch"], history)
+        if why:
+            raise UserError(f"--resume {self.resumed_from}: nothing to train into --output {self.opt.output}: {why}")
 
     def _newest_run(self) -> Path:
         """What --resume without a path continues: the most recently written runs/train/*/last.pth."""
@@ -295,12 +297,18 @@ class Trainer:
             self.log(f"--epochs {self.opt.epochs}: the run, planned for {planned} epochs, goes on to "
                      f"{self.opt.epochs}; its learning-rate schedule now spans {self.opt.epochs} epochs, so the lr "
                      f"at step {state.scheduler.last_epoch} goes from {before:.4g} to {now:.4g}")
-        if state.epoch + 1 >= self.opt.epochs:
-            self.log(f"nothing left to train: the run's {self.opt.epochs} epochs are done (--resume with a larger "
-                     f"--epochs trains more)")
-        elif self._patience_exhausted(outputs):
-            self.log(f"nothing left to train: the run stopped early, mAP@0.5 not having improved for "
-                     f"{self.opt.patience} evaluations; --resume with a larger --patience (or 0: none) goes on")
+        why = self._nothing_left(state.epoch, outputs)
+        if why:
+            self.log(f"nothing left to train: {why}")
+
+    def _nothing_left(self, epoch: int, outputs: RunOutputs) -> str | None:
+        """Why a run that finished ``epoch``, with ``outputs``' history, has nothing left to train; None if not."""
+        if epoch + 1 >= self.opt.epochs:
+            return f"the run's {self.opt.epochs} epochs are done (--resume with a larger --epochs trains more)"
+        if self._patience_exhausted(outputs):
+            return (f"the run stopped early, mAP@0.5 not having improved for {self.opt.patience} evaluations; "
+                    f"--resume with a larger --patience (or 0: none) goes on")
+        return None
 
     def _patience_exhausted(self, outputs: RunOutputs) -> bool:
         """Whether --patience evaluations have passed without a better mAP@0.5 (never without --patience)."""
