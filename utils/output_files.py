@@ -75,12 +75,20 @@ def refuse_unwritable(path: Path, flag: str, folder: bool = False) -> None:
 def refuse_replacing_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], flag: str) -> None:
     """Refuse an output that is one of the inputs (the same file by any name), with --exist_ok or --force too:
     those replace earlier results, never what the command reads."""
-    sources = [Path(name) for name in inputs if name]
-    for output in map(Path, outputs):
-        for source in sources:
-            if output.exists() and source.exists() and os.path.samefile(output, source):
-                raise UserError(f"{flag} {output} is the input {source}; write it elsewhere (--exist_ok and "
-                                f"--force replace earlier results, never an input)")
+    existing = {_identity(output): output for output in map(Path, outputs) if output.exists()}
+    if not existing:
+        return
+    for source in (Path(name) for name in inputs if name):
+        output = existing.get(_identity(source)) if source.exists() else None
+        if output is not None:
+            raise UserError(f"{flag} {output} is the input {source}; write it elsewhere (--exist_ok and "
+                            f"--force replace earlier results, never an input)")
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """What makes two names the same file (os.path.samefile's test), for comparing one against many."""
+    status = path.stat()
+    return status.st_dev, status.st_ino
 
 
 def refuse_shared_outputs(outputs: Iterable[tuple[str, str | Path]]) -> None:

@@ -122,7 +122,7 @@ def parse_data_config(path: str | Path) -> DataConfig:
         raise DataError(f"{path}:{values['names'][1]}: names={values['names'][0]}: {err}") from None
     if len(names) != int(text):
         raise DataError(f"{path}: classes={text} but {names_path} lists {len(names)} names")
-    backup = _entry_path(path, values, "backup") if "backup" in values else None
+    backup = resolve_path(values["backup"][0], path.parent) if "backup" in values else None  # read by no command
     return DataConfig(path, int(text), _entry_path(path, values, "train"), _entry_path(path, values, "valid"), names,
                       backup, names_file=names_path)
 
