@@ -108,6 +108,13 @@ def refuse_unused_flags(args) -> None:
     normalisation = [name for name in ("input_mean", "input_std") if getattr(args, name) is not None]
     if normalisation and not args.import_imagenet:
         raise UserError(f"--{normalisation[0]} describes a classifier's inputs; it applies with --import_imagenet only")
+    if args.darknet_native:
+        other = [flag for flag, given in (("--onnx", args.onnx), ("--torchscript", args.torchscript),
+                                          ("--cutoff", args.cutoff is not None), ("--class_path", args.class_path))
+                 if given]
+        if other:
+            raise UserError(f"{other[0]} belongs to another conversion; --darknet_native writes only its cfg: "
+                            f"convert in a call of its own")
     if args.import_imagenet and args.cutoff is not None:
         raise UserError("--cutoff does not apply to --import_imagenet: the backbone's layers are those the "
                         "checkpoint fills (name the output .conv.N or .weights)")
@@ -133,6 +140,8 @@ def native_source(args, cfg: Path | None) -> tuple[Cfg, str]:
 def write_darknet_native(args, cfg: Path | None) -> str:
     source, name = native_source(args, cfg)
     out = Path(args.darknet_native)
+    if out.suffix in (*CHECKPOINT_SUFFIXES, ".weights"):
+        raise UserError(f"--darknet_native {out}: writes a cfg; name it .cfg, not {out.suffix}")
     check_output(out, "--darknet_native", args.force, (cfg, args.input))
     native = darknet_native_cfg(source)
     with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:

@@ -5,8 +5,9 @@ res2net_yolov3, ...). Nothing is downloaded: weights come from a path you give.
     detector = torch.hub.load("path/to/this/repo", "res2net_yolov3", source="local", weights="best.pth")
     result = detector("photo.jpg")      # Detections: boxes (x1 y1 x2 y2 in pixels), scores, classes, names
 
-Every entry takes ``pretrained=False, weights=None, names=None, device=None, classes=None, settings=None,
-half=False`` and returns a ``models.Detector`` (an ``nn.Module``; its ``.model`` is the Darknet network):
+Every entry takes ``pretrained=False, weights=None, names=None, device=None, classes=None`` and the keywords
+``settings=None, half=False``, and returns a ``models.Detector`` (an ``nn.Module``; its ``.model`` is the Darknet
+network):
 
 - ``weights``: a ``.pth`` checkpoint (it carries its own cfg and class names, which are used), or a Darknet
   ``.weights`` file for the entry's cfg. ``pretrained=True`` without ``weights`` is an error, since there is
@@ -54,15 +55,15 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, classes, detector
     return Detector(weights if weights is not None else Darknet(cfg), cfg, names, **detector_options)
 
 
-_DETECTOR_OPTIONS = ("device", "settings", "half")  # passed on to models.Detector as they are
+_MORE_DETECTOR_OPTIONS = ("settings", "half")  # passed on to models.Detector as they are, as device is
 
 
 def _entry(cfg_name: str):
-    def entry(pretrained=False, weights=None, names=None, classes=None, **detector_options):
-        unknown = sorted(set(detector_options) - set(_DETECTOR_OPTIONS))
+    def entry(pretrained=False, weights=None, names=None, device=None, classes=None, **more):
+        unknown = sorted(set(more) - set(_MORE_DETECTOR_OPTIONS))
         if unknown:
             raise TypeError(f"{entry.__name__}() got an unexpected keyword argument {unknown[0]!r}")
-        return _detector(cfg_name, pretrained, weights, names, classes, detector_options)
+        return _detector(cfg_name, pretrained, weights, names, classes, {"device": device, **more})
     entry.__name__ = entry.__qualname__ = cfg_name.replace("-", "_")
     entry.__doc__ = (f"A Detector on cfg/{cfg_name}.cfg: weights= a .pth or a .weights path (nothing is "
                      f"downloaded), names=, device=, classes=, settings=, half=; see this module's docstring.")

@@ -75,10 +75,15 @@ def check_outputs(args: argparse.Namespace, data_files: list[Path]) -> None:
     """Refuse, before evaluating, to replace a file the run would write (unless --exist_ok), any of the files
     it reads (even with --exist_ok: the model, the data config and lists, the images and their labels), or one
     of its own outputs with another."""
-    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
-        raise UserError(f"--plots {args.plots}: is a file, expected a folder")
-    inputs = [args.weights_path, args.model_def, *data_files]
     files = written_files(args)
+    if args.plots:
+        folder = Path(args.plots)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--plots {folder}: is a file, expected a folder")
+        clash = next((f"{flag} {path}" for flag, path in files if path.resolve() == folder.resolve()), None)
+        if clash:
+            raise UserError(f"--plots {folder} is the file {clash} writes; give the folder another name")
+    inputs = [args.weights_path, args.model_def, *data_files]
     refuse_shared_outputs(files)
     for flag in dict.fromkeys(flag for flag, _ in files):
         paths = [path for named, path in files if named == flag]

@@ -179,6 +179,10 @@ def test_torch_hub_load_on_the_local_clone(files):
     assert untrained.settings.img_size == 96 and untrained.settings.conf_thres == 0.5
     with pytest.raises(UserError, match=r"yolov3_tiny: classes='4': expected a class count, an integer of at least 1"):
         torch.hub.load(str(REPO), "yolov3_tiny", source="local", classes="4")
+    positional = hub_module().yolov3_tiny(False, str(files / "model.pth"), None, "cpu")  # the order of old
+    assert positional.model.num_classes == 4
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        hub_module().yolov3_tiny(colour="red")
     with pytest.raises(UserError, match="res2net_yolov3: pretrained=True needs weights=.* downloads nothing"):
         torch.hub.load(str(REPO), "res2net_yolov3", source="local", pretrained=True)
     with pytest.raises(UserError, match=r"model\.pth: the checkpoint has 4 classes, not classes=80"):

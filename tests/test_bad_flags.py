@@ -66,6 +66,8 @@ ROWS = [
     (TRAIN + " --resume {weights_only}", "{weights_only}: holds a model's weights only"),
     (TRAIN + " --resume {junk}", "{junk}: not a readable checkpoint"),
     (TRAIN + " --output {root}/fresh --pretrained_weights {junk}", "{junk}: not a readable checkpoint"),
+    (TEST + " --save_json {root}/ev.json --plots {root}/ev.json", "--plots {root}/ev.json is the file --save_json "
+                                                                  "{root}/ev.json writes"),
     (TEST + " --plots {root}/ev --pr_curves {root}/ev/F1_curve.png", "--plots {root}/ev/F1_curve.png and "
                                                                        "--pr_curves {root}/ev/F1_curve.png are the same"),
     pytest.param(TEST.replace("--device cpu", "--device cuda"), "--device cuda: CUDA is not available",

@@ -99,9 +99,13 @@ def test_darknet_native_takes_a_pths_own_cfg_and_refuses_a_conversion_it_would_n
     assert from_pth[0].startswith("# m.pth with [res2net] expanded") and from_pth[1:] == from_cfg[1:]
     Darknet(cfg).save_darknet_weights(tmp_path / "m.weights")
     for args, message in [((tmp_path / "m.pth", tmp_path / "o.weights"), "--darknet_native writes only its cfg"),
-                          (("--model_def", cfg, tmp_path / "m.weights"), "--darknet_native reads no weights")]:
+                          (("--model_def", cfg, tmp_path / "m.weights"), "--darknet_native reads no weights"),
+                          ((tmp_path / "m.pth", "--onnx", tmp_path / "m.onnx"), "--onnx belongs to another conversion"),
+                          (("--model_def", cfg, "--cutoff", "3"), "--cutoff belongs to another conversion")]:
         refused = convert(*args, "--darknet_native", tmp_path / "n.cfg", check=False)
         assert refused.returncode == 1 and message in refused.stderr and not (tmp_path / "n.cfg").exists()
+    named = convert(tmp_path / "m.pth", "--darknet_native", tmp_path / "n.pth", check=False)
+    assert named.returncode == 1 and "writes a cfg; name it .cfg, not .pth" in named.stderr
 
 
 def test_darknet_native_refuses_what_darknet_cannot_express(write_cfg):

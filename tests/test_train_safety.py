@@ -292,6 +292,8 @@ def test_a_run_reads_the_same_files_when_resumed_from_another_folder(dataset, tm
     relative = options(dataset, tmp_path / "run", data_config=f"set/{data.name}")
     assert relative.saved()["data_config"] == str(tmp_path / "start" / "set" / data.name)
     assert relative.ignored_on_resume(relative.saved()) == []
+    roundabout = options(dataset, None, data_config=f"../start/set/{data.name}")  # the same file by another name
+    assert roundabout.ignored_on_resume(relative.saved()) == []
     Trainer(relative).run()
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # where set/ is not, or is another dataset

@@ -116,7 +116,7 @@ def _absolute(path: str) -> str:
 
 def _same_option(name: str, value, own) -> bool:
     if name in PATH_OPTIONS and value and own:
-        return _absolute(value) == _absolute(own)
+        return Path(value).resolve() == Path(own).resolve()  # '..' and links name the same file
     return value == own
 
 
