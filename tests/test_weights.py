@@ -180,6 +180,17 @@ def test_leftover_floats_are_refused_without_cutoff(mixed_cfg, tmp_path):
     path = write_file(tmp_path / "long.weights", (0, 2, 0), 0, np.ones(n + 3, np.float32))
     with pytest.raises(WeightsFileError, match=f"3 floats are left over .*needs {n:,}, the file has {n + 3:,}"):
         model.load_darknet_weights(path)
+    model.load_darknet_weights(path, cutoff=3)  # Darknet's partial reads the leading layers of a longer file
+
+
+def test_a_backbone_file_holds_exactly_the_layers_its_name_says(mixed_cfg, tmp_path):
+    model = Darknet(mixed_cfg)
+    exact = write_file(tmp_path / "mixed.conv.3", (0, 2, 0), 0, np.ones(float_count(model, 3), np.float32))
+    model.load_darknet_weights(exact)
+    longer = write_file(tmp_path / "other.conv.3", (0, 2, 0), 0, np.ones(float_count(model, 3) + 5, np.float32))
+    with pytest.raises(WeightsFileError, match=r"other\.conv\.3: 5 floats are left over after layers 0\.\.2, as its "
+                                               r"name says, .*: the file belongs to another cfg$"):
+        model.load_darknet_weights(longer)
 
 
 def test_truncated_float_and_truncated_header(mixed_cfg, tmp_path):

@@ -105,6 +105,7 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
     """Read ``path`` into the tensors of ``layers[:cutoff]`` (``cutoff`` None: N of a ``<net>.conv.N`` name,
     else all). Nothing is changed if the file does not fit."""
     path = Path(path)
+    named = cutoff is None and cutoff_from_name(path) is not None  # a backbone file holds exactly its N layers
     cutoff = cutoff if cutoff is not None else cutoff_from_name(path)
     _check_cutoff(cutoff, layers)
     layers = list(layers)[:cutoff]
@@ -136,10 +137,11 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
                 f"{path}: the file ends inside {_describe(layers, index, locations)}: the cfg needs {total + count:,} "
                 f"floats up to and including this layer, the file has {available:,} (after the {header.size}-byte "
                 f"{header.major}.{header.minor}.{header.revision} header){hint}")
-        if available > needed and cutoff is None:
+        if available > needed and (cutoff is None or named):
+            kept = f"layers 0..{cutoff - 1}, as its name says," if named else "the last layer"
             raise WeightsFileError(
-                f"{path}: {available - needed:,} floats are left over after the last layer (the cfg needs "
-                f"{needed:,}, the file has {available:,}): the file belongs to another cfg, or pass a cutoff")
+                f"{path}: {available - needed:,} floats are left over after {kept} (the cfg needs {needed:,}, the "
+                f"file has {available:,}): the file belongs to another cfg" + ("" if named else ", or pass a cutoff"))
         for layer_tensors in tensors:
             for tensor in layer_tensors:
                 _read_into(f, tensor, path)
