@@ -119,7 +119,7 @@ class ScriptedResult(EvalResult):
 
 
 def test_patience_stops_after_that_many_evaluations_without_improvement(dataset, tmp_path, monkeypatch, capsys):
-    script = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best after epoch 2; epochs 3 and 4 do not improve on it
+    script = iter([0.1, 0.3, 0.2, 0.25, 0.2, 0.2])  # best after epoch 2; no later epoch improves on it
     real = Trainer._evaluate
 
     def scripted(self, *args):
@@ -143,6 +143,9 @@ def test_patience_stops_after_that_many_evaluations_without_improvement(dataset,
                                         r"not having improved for 2 evaluations"):
         Trainer(options(dataset, tmp_path / "branch", resume=str(run), epochs=None)).run()
     assert not (tmp_path / "branch").exists()
+    Trainer(options(dataset, tmp_path / "more", resume=str(run), epochs=None, patience=0)).run()  # 2 more epochs
+    assert [float(row["mAP50"]) for row in results_rows(tmp_path / "more")] == [0.1, 0.3, 0.2, 0.25, 0.2, 0.2]
+    assert (tmp_path / "more" / "best.pth").read_bytes() == (run / "best.pth").read_bytes()  # still epoch 2's
 
 
 def test_resume_without_a_path_continues_the_newest_run(finished_run, tmp_path, monkeypatch, capsys):

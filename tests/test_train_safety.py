@@ -114,9 +114,12 @@ def test_resuming_best_pth_in_its_own_folder_would_rewind_the_run_and_is_refused
     assert train.main(["--resume", str(run / "best.pth"), "--n_cpu", "0"]) == 1
     (line,) = error_lines(capsys)
     assert f"--resume {run / 'best.pth'}: going on from it in {run} would replace that run's own last.pth" in line
+    best = (run / "best.pth").read_bytes()
     assert train.main(["--resume", str(run / "best.pth"), "--n_cpu", "0", "--output", str(tmp_path / "branch"),
                        "--epochs", "2"]) == 0
     assert load_checkpoint(tmp_path / "branch" / "last.pth")["epoch"] == 1
+    assert f"the best model so far comes along from {run}: best.pth, best.weights" in capsys.readouterr().out
+    assert (tmp_path / "branch" / "best.weights").is_file() and (run / "best.pth").read_bytes() == best
 
 
 def test_a_failed_start_leaves_no_folder(dataset, tmp_path, capsys):

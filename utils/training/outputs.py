@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +71,20 @@ class RunOutputs:
         with _unreadable_history(source / GAMMAS_FILE, "BN gamma history"):
             self.gamma_history = [(epoch, gammas) for epoch, gammas in _read_gammas(source / GAMMAS_FILE)
                                   if epoch < epochs]
+
+    def carry_best(self, source: Path) -> list[Path]:
+        """A run continued from ``source`` in this other folder starts here with the best model so far (best.pth
+        and best.weights), so this folder holds it even when no later epoch beats it. Returns the files copied."""
+        if source.resolve() == self.run_dir.resolve():
+            return []
+        copied = []
+        for name in (BEST_CHECKPOINT, BEST_CHECKPOINT.replace(".pth", ".weights")):
+            if (source / name).is_file():
+                with named_write_errors(self.run_dir / name, "best model"), atomic_write(self.run_dir / name) as f, \
+                        open(source / name, "rb") as original:
+                    shutil.copyfileobj(original, f)
+                copied.append(self.run_dir / name)
+        return copied
 
     def record_gammas(self, epoch: int, gammas: np.ndarray) -> None:
         """Keep an evaluation's |gamma| values for bn_gammas.png, and in bn_gammas.npz for a resumed run."""

@@ -281,6 +281,10 @@ class Trainer:
         state.load_state_dict(checkpoint, self.resumed_from)
         outputs.take_back(self.resumed_from.parent, state.epoch + 1)
         if self.dist.is_main:
+            carried = outputs.carry_best(self.resumed_from.parent)
+            if carried:
+                self.log(f"the best model so far comes along from {self.resumed_from.parent}: "
+                         + ", ".join(path.name for path in carried))
             for weights in outputs.reexport_stale_weights():
                 self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
         self.log(f"resumed from epoch {state.epoch} (best mAP@0.5 {state.best_fitness:.4f})")
