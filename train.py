@@ -9,7 +9,7 @@ The cfg's class count is adapted to the data (the adapted cfg is saved as <outpu
 import argparse
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, device_flag, integer, number, run_main
 from utils.darknet.cfg import POLICIES
@@ -134,7 +134,17 @@ def parse_args(argv=None) -> tuple[TrainOptions, int | None]:
     unset = ACTS_WITH if args.resume is not None else (*EXTENDABLE_OPTIONS, *ACTS_WITH)
     for name in unset:
         setattr(args, name, getattr(args, name) if getattr(args, name) is not None else p.get_default(name))
-    return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)}), args.evolve
+    options = TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions) if f.name != "flags_given"})
+    return replace(options, flags_given=flags_given(p, argv)), args.evolve
+
+
+def flags_given(parser: ArgumentParser, argv: list[str] | None) -> frozenset[str]:
+    """The options the command line names, whatever their values: parsed again over a namespace in which every
+    option is already set, which argparse leaves alone unless the flag is given."""
+    unset = object()
+    names = [f.name for f in fields(TrainOptions)]
+    probe = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(names, unset)))
+    return frozenset(name for name in names if getattr(probe, name) is not unset)
 
 
 def train(options: TrainOptions) -> int:

@@ -250,6 +250,9 @@ def test_ignored_flags_of_a_resumed_run_are_named(tmp_path):
     saved = {"img_size": 64, "lr": 0.01, "model_def": "cfg/yolov3-tiny.cfg", "epochs": 3}
     assert asked.ignored_on_resume(saved) == ["--img_size 128 (the run's: 64)", "--sr (the run's: off)",
                                               "--lr 0.5 (the run's: 0.01)"]
+    typed, _ = train.parse_args(["--resume", "RUN", "--img_size", "416", "--batch_size", "8", "--epochs", "9"])
+    assert typed.ignored_on_resume({"img_size": 64, "batch_size": 4, "epochs": 3}) == [
+        "--batch_size 8 (the run's: 4)", "--img_size 416 (the run's: 64)"]  # given, though at their defaults
 
 
 def test_a_failed_evaluation_keeps_the_epochs_checkpoint(dataset, tmp_path, monkeypatch):

@@ -67,11 +67,14 @@ class TrainOptions:
     teacher_cfg: str | None = None
     teacher_weights: str | None = None
     distill_weight: float = 1.0
+    # the flags named on the command line (not an option of the run): --resume reports those it does not apply,
+    # a default value included
+    flags_given: frozenset = frozenset()
 
     def saved(self) -> dict:
         """The options as a checkpoint stores them (unset ones left out; PATH_OPTIONS absolute)."""
         return {name: _absolute(value) if name in PATH_OPTIONS else value
-                for name, value in asdict(self).items() if value is not None}
+                for name, value in asdict(self).items() if value is not None and name != "flags_given"}
 
     def resumed(self, saved: dict, source: Path) -> TrainOptions:
         """The options of the run being resumed, from its checkpoint ``source``: the same run goes on, so
@@ -98,7 +101,8 @@ class TrainOptions:
         defaults = asdict(TrainOptions())
         ignored = []
         for name, value in asdict(self).items():
-            if name in RUNTIME_OPTIONS or name in EXTENDABLE_OPTIONS or value == defaults[name]:
+            if name in (*RUNTIME_OPTIONS, *EXTENDABLE_OPTIONS, "flags_given") or (
+                    value == defaults[name] and name not in self.flags_given):
                 continue
             own = saved.get(name, defaults[name])
             if not _same_option(name, value, own):
