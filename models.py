@@ -17,6 +17,7 @@ from utils.cli import IMAGE_SIZE, ArgumentParser, run_main
 from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, exported_state, load_checkpoint, load_model_state,
                                       model_from_file)
 from utils.darknet.model import Darknet
+from utils.darknet.weights import cutoff_from_name
 from utils.errors import UserError
 from utils.inference.api import Detections, Detector
 from utils.inference.pipeline import DetectSettings
@@ -50,6 +51,9 @@ def load_weights(model: Darknet, path: str) -> str:
 
 def built_model(args: argparse.Namespace) -> Darknet:
     """--summary's model: a .cfg built (its warnings shown), or a .pth with its own cfg and weights."""
+    if args.summary.endswith((".weights", ".onnx")) or cutoff_from_name(args.summary) is not None:
+        raise UserError(f"--summary {args.summary}: expected a Darknet .cfg or a .pth; a Darknet weights file "
+                        f"goes with its cfg: --summary CFG --weights {args.summary}")
     if args.summary.endswith(CHECKPOINT_SUFFIXES):
         if args.weights:
             raise UserError(f"--weights {args.weights}: --summary {args.summary} carries its own weights; drop one")

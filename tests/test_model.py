@@ -414,3 +414,6 @@ def test_summary_of_a_pth_and_with_a_backbone_file(tmp_path):
     assert backbone.returncode == 0 and f"loaded {tmp_path / 'tiny.conv.8'}: version" in backbone.stdout
     both = summary(tmp_path / "m.pth", "--weights", tmp_path / "tiny.conv.8")
     assert both.returncode == 1 and "carries its own weights; drop one" in both.stderr
+    weights_alone = summary(tmp_path / "tiny.conv.8")
+    assert weights_alone.returncode == 1 and "expected a Darknet .cfg or a .pth; a Darknet weights file goes with " \
+        "its cfg: --summary CFG --weights" in weights_alone.stderr
