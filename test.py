@@ -119,7 +119,8 @@ def evaluate(args: argparse.Namespace) -> int:
                         f"{loaded.model.num_classes}")
     size = loaded.input_size(args.img_size)
     loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)
-    records = collect_detections(network(loaded.model, args.augment), loader, device, args.conf_thres, args.nms_thres, progress=True)
+    records = collect_detections(network(loaded.model, args.augment), loader, device, args.conf_thres,
+                                 args.nms_thres, progress=True)
     result = score(records, data.names, args.ap_method)
     print(format_results(result, args.conf_thres, args.nms_thres,
                          f"{'letterboxed' if args.letterbox else 'stretched'} to {size}"

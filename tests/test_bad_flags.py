@@ -68,8 +68,8 @@ ROWS = [
     (TRAIN + " --output {root}/fresh --pretrained_weights {junk}", "{junk}: not a readable checkpoint"),
     (TEST + " --save_json {root}/ev.json --plots {root}/ev.json", "--plots {root}/ev.json is the file --save_json "
                                                                   "{root}/ev.json writes"),
-    (TEST + " --plots {root}/ev --pr_curves {root}/ev/F1_curve.png", "--plots {root}/ev/F1_curve.png and "
-                                                                       "--pr_curves {root}/ev/F1_curve.png are the same"),
+    (TEST + " --plots {root}/ev --pr_curves {root}/ev/F1_curve.png",
+     "--plots {root}/ev/F1_curve.png and --pr_curves {root}/ev/F1_curve.png are the same"),
     pytest.param(TEST.replace("--device cpu", "--device cuda"), "--device cuda: CUDA is not available",
                  marks=NO_CUDA),
     (TEST + " --save_json {existing}", "--save_json {existing}: the file exists; choose another name or pass "
@@ -83,8 +83,8 @@ ROWS = [
     (TEST + " --pr_curves {root}/pr.txt", "argument --pr_curves: expected a file name ending in .png, got"),
     (TEST + " --conf_thres nan", "argument --conf_thres: expected a finite number in [0, 1], got nan"),
     (TEST + " --save_json {data} --exist_ok", "--save_json {data} is the input {data}; write it elsewhere"),
-    (TEST + " --save_json {root}/set/labels/valid/00000.txt --exist_ok", "--save_json {root}/set/labels/valid/00000.txt "
-                                                                        "is the input"),
+    (TEST + " --save_json {root}/set/labels/valid/00000.txt --exist_ok",
+     "--save_json {root}/set/labels/valid/00000.txt is the input"),
     ("prune.py --weights_path {root}/pruned/pruned.pth --percent 0.3 --output {root}/pruned --exist_ok",
      "--output {root}/pruned/pruned.pth is the input {root}/pruned/pruned.pth"),
     ("calc_anchors.py --data_config {data} --model_def {cfg} --out {cfg} --force", "--out {cfg} is the input {cfg}"),

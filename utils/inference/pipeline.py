@@ -57,7 +57,8 @@ def _detect_batch(model: Darknet, chunk: list[Frame], settings: DetectSettings, 
     t0 = time.perf_counter()
     batch, letterboxes = preprocess([f.pixels for f in chunk], settings.img_size, settings.letterbox)
     t1 = time.perf_counter()
-    detections = detect(network(model, settings.augment), batch, letterboxes, [f.pixels.shape[:2] for f in chunk], settings)
+    shapes = [f.pixels.shape[:2] for f in chunk]
+    detections = detect(network(model, settings.augment), batch, letterboxes, shapes, settings)
     run.preprocess_seconds += t1 - t0
     run.inference_seconds += time.perf_counter() - t1
     return detections
