@@ -215,9 +215,11 @@ def test_ctrl_c_stops_cleanly_with_the_video_closed_and_the_json_written(setup, 
     frames = 3000  # long enough that, on a loaded machine, the signal cannot come only after the last frame
     clip = make_clip(tmp_path / "long.avi", frames)
     out = tmp_path / "out"
+    # as started from a terminal: a shell's background job (how CI may run) passes Ctrl-C on as ignored
     process = subprocess.Popen([sys.executable, "detect.py", "--source", str(clip), "--weights_path",
                                 str(setup / "model.pth"), "--img_size", "64", "--output", str(out)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "labels" / "long" / "000003.txt").exists() and time.monotonic() < deadline \
             and process.poll() is None:

@@ -68,7 +68,8 @@ def _detect_batch(model: Darknet, chunk: list[Frame], settings: DetectSettings, 
 def _interrupt_after():
     """Hold Ctrl-C until the block ends, so a frame's outputs (video frame, label file, record) are written
     whole or not at all; off the main thread (the Detector API in a worker) signals cannot be caught there."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started ignoring Ctrl-C (nohup, a & job)
         yield
         return
     pending = []
