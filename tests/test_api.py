@@ -131,6 +131,10 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
     (dict(iou_thres=-1), r"iou_thres: expected a number in \[0, 1\], got -1"),
     (dict(max_det=0), "max_det: expected an integer of at least 1, got 0"),
     (dict(classes=(-1,)), r"classes: expected class indices"),
+    (dict(augment="no"), "augment: expected True or False, got 'no'"),
+    (dict(letterbox=0), "letterbox: expected True or False, got 0"),
+    (dict(agnostic=None), "agnostic: expected True or False, got None"),
+    (dict(multi_label=1.0), "multi_label: expected True or False, got 1.0"),
 ])
 def test_settings_out_of_range_are_refused_when_made(changes, problem):
     with pytest.raises(UserError, match=problem):
@@ -144,6 +148,16 @@ def test_settings_the_model_cannot_meet_are_refused_when_given(files):
     with pytest.raises(UserError, match="settings: expected a DetectSettings, got dict"):
         detector.settings = {"img_size": 96}
     assert detector.settings is SETTINGS
+
+
+def test_detector_options_are_checked_and_named_as_keywords(files, monkeypatch):
+    with pytest.raises(UserError, match="half: expected True or False, got 'yes'"):
+        Detector(files / "model.pth", device="cpu", half="yes")
+    with pytest.raises(UserError, match="device='tpu': expected cpu, cuda, cuda:N or GPU indices"):
+        Detector(files / "model.pth", device="tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"device='cuda:0': CUDA is not available .*; use device='cpu'"):
+        Detector(files / "model.pth", device="cuda:0")
 
 
 def hub_module():

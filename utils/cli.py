@@ -145,28 +145,35 @@ def _listed_gpus(spec: str) -> list[int] | None:
     return None
 
 
-def select_device(spec: str, local_rank: int = 0) -> torch.device:
+def _given(setting: str, value: str) -> str:
+    """How the user wrote it: ``--device cuda:1`` on the command line, ``device='cuda:1'`` in Python."""
+    return f"{setting} {value}" if setting.startswith("--") else f"{setting}={value!r}"
+
+
+def select_device(spec: str, local_rank: int = 0, setting: str = "--device") -> torch.device:
     """The device a ``--device`` flag names: "" (CUDA when available, else the CPU), "cpu", "cuda" (every
     GPU), "cuda:N", or GPU indices such as "0" or "0,1". A process takes the ``local_rank``-th GPU listed:
-    the first for a single process, one each for the processes torchrun starts (their LOCAL_RANK)."""
+    the first for a single process, one each for the processes torchrun starts (their LOCAL_RANK).
+    ``setting``: what errors call it (the flag, or the Python API's keyword)."""
     spec = spec.strip() or ("cuda" if torch.cuda.is_available() else "cpu")
+    given = _given(setting, spec)
     gpus = _listed_gpus(spec)
     if gpus is None:
         try:
             return torch.device(spec)  # cpu, or another backend torch knows (mps, xpu)
         except RuntimeError:
-            raise UserError(f"--device {spec}: expected cpu, cuda, cuda:N or GPU indices such as 0 or 0,1") from None
+            raise UserError(f"{given}: expected cpu, cuda, cuda:N or GPU indices such as 0 or 0,1") from None
     if not torch.cuda.is_available():
-        raise UserError(f"--device {spec}: CUDA is not available on this machine ({_torch_build()}); "
-                        f"use --device cpu")
+        raise UserError(f"{given}: CUDA is not available on this machine ({_torch_build()}); "
+                        f"use {_given(setting, 'cpu')}")
     count = torch.cuda.device_count()
     missing = [index for index in gpus if index >= count]
     if missing:
-        raise UserError(f"--device {spec}: there is no GPU {missing[0]}; this machine has {count} "
+        raise UserError(f"{given}: there is no GPU {missing[0]}; this machine has {count} "
                         f"(0..{count - 1})")
     if local_rank >= len(gpus):
-        raise UserError(f"--device {spec} gives {len(gpus)} GPU(s), too few for the process of local rank "
-                        f"{local_rank}; list one GPU per process, e.g. --device 0,1")
+        raise UserError(f"{given} gives {len(gpus)} GPU(s), too few for the process of local rank "
+                        f"{local_rank}; list one GPU per process, e.g. {_given(setting, '0,1')}")
     return torch.device("cuda", gpus[local_rank])
 
 

@@ -27,7 +27,7 @@ from utils.darknet.model import Darknet
 from utils.errors import UserError
 from utils.fileio import regular_file
 from utils.inference.load import LoadedModel, class_names, detect, load_model, preprocess
-from utils.inference.nms import SettingsError
+from utils.inference.nms import SettingsError, require_flags
 from utils.inference.pipeline import DetectSettings
 from utils.inference.tta import network
 
@@ -107,7 +107,8 @@ class Detector(nn.Module):
                  names: str | Path | list[str] | None = None, device: str | torch.device | None = None,
                  settings: DetectSettings | None = None, half: bool = False):
         super().__init__()
-        target = select_device(str(device) if device is not None else "")
+        require_flags(half=half)
+        target = select_device(str(device) if device is not None else "", setting="device")
         if isinstance(weights, Darknet):
             prepared = weights.to(target).prepare_inference(half)
             loaded = LoadedModel(prepared, class_names(names, None, prepared.num_classes))

@@ -87,6 +87,13 @@ class SettingsError(UserError, ValueError):
     """Detection settings out of their range (the Python API's; detect.py's flags are checked as parsed)."""
 
 
+def require_flags(**switches: object) -> None:
+    """Refuse a switch given as anything but True or False: 'no' or 0.5 would read as on, or as off, by luck."""
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise SettingsError(f"{name}: expected True or False, got {value!r}")
+
+
 @dataclass(frozen=True)
 class NmsFilter:
     """Which boxes survive: score (objectness x class score) above ``conf_thres``, greedy NMS at ``iou_thres``
@@ -109,6 +116,7 @@ class NmsFilter:
             raise SettingsError(f"max_det: expected an integer of at least 1, got {self.max_det!r}")
         if self.classes is not None and not all(isinstance(c, numbers.Integral) and c >= 0 for c in self.classes):
             raise SettingsError(f"classes: expected class indices (integers from 0), got {self.classes!r}")
+        require_flags(agnostic=self.agnostic, multi_label=self.multi_label)
 
     def check_classes(self, num_classes: int, name: str = "classes") -> None:
         """Refuse ``classes`` a model of ``num_classes`` classes does not have (``name``: the setting or flag)."""

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
-from utils.inference.nms import NmsFilter, SettingsError
+from utils.inference.nms import NmsFilter, SettingsError, require_flags
 from utils.inference.reader import FrameReader
 from utils.inference.sources import Frame, Input, batches, count_frames, read_frames
 from utils.inference.tta import network
@@ -38,6 +38,7 @@ class DetectSettings(NmsFilter):
             raise SettingsError(f"img_size: expected a multiple of 32 of at least 32, got {self.img_size!r}")
         if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
+        require_flags(letterbox=self.letterbox, augment=self.augment)
 
 
 
