@@ -208,6 +208,7 @@ def test_raising_epochs_on_resume_trains_the_extra_epochs_over_a_longer_schedule
     run = copy_of(finished_run, tmp_path / "run")
     assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "3"]) == 0
     out = capsys.readouterr().out
+    assert "resumed after epoch 1 of 3 (best mAP@0.5" in out  # counted from 1, as the progress bar and the log
     assert "--epochs 3: the run, planned for 1 epochs, goes on to 3; its learning-rate schedule now spans 3" in out
     state = torch.load(run / "last.pth", weights_only=True)
     assert state["epoch"] == 2 and state["options"]["epochs"] == 3

@@ -287,7 +287,7 @@ class Trainer:
                          + ", ".join(path.name for path in carried))
             for weights in outputs.reexport_stale_weights():
                 self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
-        self.log(f"resumed from epoch {state.epoch} (best mAP@0.5 {state.best_fitness:.4f})")
+        self.log(f"resumed after epoch {state.epoch + 1} of {self.opt.epochs} (best mAP@0.5 {state.best_fitness:.4f})")
         planned = int(checkpoint["options"].get("epochs", DEFAULT_EPOCHS))
         reached = (state.epoch + 1) * steps_per_epoch
         if state.scheduler.last_epoch != reached:
@@ -295,7 +295,7 @@ class Trainer:
             before, now = replan_schedule(state.scheduler, steps_per_epoch * planned, reached)
             self.log(f"--resume: an epoch is {steps_per_epoch} steps here and was {taken} (another number of "
                      f"processes or another image list), so the learning-rate schedule goes on from the end of "
-                     f"epoch {state.epoch} in steps of this run: the lr goes from {before:.4g} to {now:.4g}")
+                     f"epoch {state.epoch + 1} in steps of this run: the lr goes from {before:.4g} to {now:.4g}")
         if self.opt.epochs > planned:
             before, now = replan_schedule(state.scheduler, steps_per_epoch * self.opt.epochs)
             self.log(f"--epochs {self.opt.epochs}: the run, planned for {planned} epochs, goes on to "
