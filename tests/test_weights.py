@@ -210,6 +210,11 @@ def test_missing_file_and_bad_cutoff(mixed_cfg, tmp_path):
         model.load_darknet_weights(tmp_path / "absent.weights")
     with pytest.raises(ValueError, match="--cutoff 99: expected 0 .. 7, the model's layer count"):
         model.save_darknet_weights(tmp_path / "x.weights", cutoff=99)
+    longer = tmp_path / "longer.conv.9"
+    longer.write_bytes(struct.pack("<3iq", 0, 2, 0, 0) + b"\x00" * (4 * float_count(model)))
+    with pytest.raises(WeightsFileError, match=r"longer\.conv\.9: its name says a backbone of 9 layers "
+                                               r"\(<net>\.conv\.9\), but the cfg has 7: the file belongs to a longer"):
+        model.load_darknet_weights(longer)
 
 
 def test_failed_save_leaves_no_file_and_keeps_the_old_one(mixed_cfg, tmp_path, monkeypatch):
