@@ -19,16 +19,17 @@ import torch
 
 from utils.cli import ArgumentParser, add_run_size_flag, integer, number, output_folder, run_main
 from utils.darknet.checkpoint import model_from_file, run_size, save_model, save_weights, trained_size
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.darknet.model import Darknet
 from utils.data.check import check_evaluation_labels
-from utils.data.config import DataConfig, DataError, parse_data_config
+from utils.data.config import DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors, refuse_replacing_inputs, removed_on_failure
 from utils.plots import plot_channels, plot_gamma_threshold
 from utils.pruning import compact_model, masked_model, remove_units
-from utils.pruning.report import PruneRequest, compare, write_report
+from utils.pruning.report import PruneRequest, ValidationSet, compare, write_report
 
 RUNS = Path("runs/prune")  # where results go without --output, as runs/prune/expN
 OUTPUT_FILES = ("pruned.cfg", "pruned.weights", "pruned.pth", "report.md", "gammas.png", "channels.png")
@@ -70,15 +71,16 @@ def check_request(args: argparse.Namespace) -> Path:
     return output_folder(args.output, RUNS, args.exist_ok)
 
 
-def evaluation_data(data_config: str | None, model: Darknet) -> DataConfig | None:
-    """--data_config, checked against the model's class count (None without it)."""
+def validation_set(data_config: str | None, model: Darknet) -> ValidationSet | None:
+    """--data_config's valid images, checked against the model's class count (None without it)."""
     if not data_config:
         return None
     data = parse_data_config(data_config)
     if data.classes != model.num_classes:
         raise DataError(f"{data_config}: {data.classes} classes, but the model predicts {model.num_classes}")
-    check_evaluation_labels(DetectionDataset(data.valid, data.classes, None), data.names)  # before any file is written
-    return data
+    images = DetectionDataset(data.valid, data.classes, None)
+    check_evaluation_labels(images, data.names)  # before any file is written
+    return ValidationSet(images, data.names)
 
 
 def without_units(model: Darknet, count: int) -> Darknet:
@@ -119,7 +121,7 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
                            args.shortcut_mode)
     model, state = model_from_file(args.weights_path, args.model_def)
     model.eval()
-    data = evaluation_data(args.data_config, model)
+    validation = validation_set(args.data_config, model)
     work = without_units(model, args.layers)
     compact, graph, selection = work, None, None
     if args.percent > 0:  # refuses a percent that would empty a layer, before anything is written
@@ -128,18 +130,25 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
         print(f"threshold |gamma| {selection.threshold:.5f} at {args.percent:.1%}: {selection.pruned_share:.1%} of the "
               f"channels are at or under it; the largest percent that empties no layer is {selection.safe_percent:.1%}")
         compact = compact_model(masked, graph, selection)
-    write_model_files(compact, out, (state or {}).get("names") or (data.names if data else None),
+    write_model_files(compact, out, (state or {}).get("names") or (validation.names if validation else None),
                       trained_size(state))
-    comparison = compare(model, compact, out / "pruned.weights", run_size(args.img_size, trained_size(state)), data)
+    comparison = compare(model, compact, out / "pruned.weights", run_size(args.img_size, trained_size(state)),
+                         validation)
     print(comparison.table())
     write_report(out / "report.md", request, selection, comparison)
     if selection is not None:
         write_channel_plots(graph, selection, out)
     print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md"
           f"{', gammas.png, channels.png' if selection is not None else ''}\n"
-          f"fine-tune: python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "
-          f"--data_config {args.data_config or 'DATA'}")
+          f"fine-tune: {fine_tune_command(out, args.data_config, trained_size(state))}")
     return 0
+
+
+def fine_tune_command(out: Path, data_config: str | None, size: int | None) -> str:
+    """train.py on the pruned model, at the size the original was trained at (``size``; None: train's default)."""
+    at_size = f" --img_size {size}" if size and size != DEFAULT_IMG_SIZE else ""
+    return (f"python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "
+            f"--data_config {data_config or 'DATA'}{at_size}")
 
 
 def main(argv=None) -> int:

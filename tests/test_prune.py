@@ -177,12 +177,14 @@ def test_prune_command_writes_everything_or_nothing(tmp_path):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     state = torch.load(tmp_path / "out" / "pruned.pth", weights_only=True)
     assert state["names"] == ["circle", "rectangle", "triangle", "cross"]
+    assert f"--data_config {data}\n" in done.stdout  # a .weights file: train.py's default size, no --img_size
     save_model(model, tmp_path / "trained.pth", trained_size=96)
     both = subprocess.run(command + ["--weights_path", str(tmp_path / "trained.pth"), "--layers", "2", "--percent",
                                      "0.3", "--layer_keep", "0.1", "--output", str(tmp_path / "both")],
                           cwd=REPO, capture_output=True, text=True)
     assert both.returncode == 0, both.stderr
     assert torch.load(tmp_path / "both" / "pruned.pth", weights_only=True)["options"] == {"img_size": 96}
+    assert f"--pretrained_weights {tmp_path}/both/pruned.weights --data_config {data} --img_size 96" in both.stdout
     thinner = Darknet(tmp_path / "both" / "pruned.cfg")
     thinner.load_darknet_weights(tmp_path / "both" / "pruned.weights")
     assert len(thinner.layers) == len(model.layers) - 2

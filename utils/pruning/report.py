@@ -14,7 +14,6 @@ from utils.darknet.model import Darknet
 from utils.darknet.summary import summarize
 from utils.darknet.weights import darknet_weights_size
 from utils.data.batching import evaluation_loader
-from utils.data.config import DataConfig
 from utils.data.dataset import DetectionDataset
 from utils.evaluation.evaluate import collect_detections, score
 from utils.fileio import atomic_write
@@ -23,6 +22,14 @@ from utils.pruning.select import Selection
 from utils.timing import alternating_median_seconds
 
 LATENCY_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """The images both models are scored on, their labels read once, and the class names."""
+
+    images: DetectionDataset
+    names: list[str]
 
 
 @dataclass(frozen=True)
@@ -77,15 +84,15 @@ def latencies_ms(models: list[Darknet], img_size: int) -> list[float]:
         return [1e3 * t for t in alternating_median_seconds([lambda m=m: m(x) for m in ready], rounds=LATENCY_ROUNDS)]
 
 
-def map50(model: Darknet, data: DataConfig, img_size: int) -> float:
-    loader = evaluation_loader(DetectionDataset(data.valid, data.classes, None), 8, img_size, workers=0)
-    return score(collect_detections(model, loader, torch.device("cpu")), data.names).map50
+def map50(model: Darknet, validation: ValidationSet, img_size: int) -> float:
+    loader = evaluation_loader(validation.images, 8, img_size, workers=0)
+    return score(collect_detections(model, loader, torch.device("cpu")), validation.names).map50
 
 
 def compare(original: Darknet, pruned: Darknet, pruned_weights: Path, img_size: int,
-            data: DataConfig | None) -> Comparison:
-    """``pruned`` (written to ``pruned_weights``) against ``original`` at ``img_size``; mAP on ``data``'s
-    valid list when given."""
+            validation: ValidationSet | None) -> Comparison:
+    """``pruned`` (written to ``pruned_weights``) against ``original`` at ``img_size``; mAP on ``validation``
+    when given."""
     size = (img_size, img_size)
     comparison = Comparison()
     comparison.add("parameters", sum(p.numel() for p in original.parameters()),
@@ -98,8 +105,8 @@ def compare(original: Darknet, pruned: Darknet, pruned_weights: Path, img_size: 
     comparison.add(f"CPU latency at {img_size} (ms, 2 threads)", before_ms, after_ms, lambda v: f"{v:.1f}")
     speedup = before_ms / after_ms
     comparison.rows[-1][-1] += f" ({speedup:.2f}x faster)" if speedup >= 1 else f" ({1 / speedup:.2f}x slower)"
-    if data is not None:
-        comparison.add("mAP@0.5 (valid)", map50(original, data, img_size), map50(pruned, data, img_size),
+    if validation is not None:
+        comparison.add("mAP@0.5 (valid)", map50(original, validation, img_size), map50(pruned, validation, img_size),
                        lambda v: f"{v:.4f}")
     return comparison
 
