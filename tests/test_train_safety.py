@@ -94,6 +94,16 @@ def test_an_input_inside_the_output_is_refused_even_with_exist_ok(dataset, finis
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
 
 
+def test_a_run_folder_among_the_dataset_is_refused_even_with_exist_ok(dataset, capsys):
+    data = dataset[0]
+    images = data.parent / "images"
+    before = sorted(images.rglob("*"))
+    assert train.main(argv(dataset, images, "--exist_ok")) == 1
+    (line,) = error_lines(capsys)
+    assert line == (f"error: {images / 'train'}, part of the dataset of {data}, is at or inside the run folder "
+                    f"{images}: the run's checkpoints and plots would mix with the data; choose another --output")
+    assert sorted(images.rglob("*")) == before
+
 
 def test_a_run_folder_another_live_process_trains_in_is_refused_and_a_dead_ones_mark_taken_over(
         finished_run, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""What a run checks and reports about its data before the first step: the dataset check of both lists
+"""What a run checks and reports about its data before the first step: that it writes outside the dataset,
+the dataset check of both lists
 (utils/data/check.py: a stop when the labels were not found, unless --allow_all_negative), the labels' picture
 (labels.png) and how well the cfg's anchors fit the training boxes (utils/data/anchors.py)."""
 from __future__ import annotations
@@ -9,12 +10,24 @@ from typing import Callable
 from utils.darknet.cfg import Cfg
 from utils.data.anchors import AnchorError, check_anchor_fit
 from utils.data.check import CheckOptions, check_dataset, format_dataset_summary
-from utils.data.config import DataConfig
+from utils.data.config import DataConfig, read_image_list
+from utils.errors import UserError
 from utils.output_files import named_write_errors
 from utils.training.options import TrainOptions
 from utils.training.setup import Loaders
 
 Log = Callable[[str], None]
+
+
+def refuse_dataset_inside(run_dir: Path, data: DataConfig) -> None:
+    """Stop when the run folder holds the dataset's list files or images (--exist_ok or not): its checkpoints,
+    plots and train_batch*.jpg would mix with the data, and a folder dataset would read the pictures as images."""
+    target = run_dir.resolve()
+    folders = {image.parent for source in (data.train, data.valid) for image in read_image_list(source)}
+    for path in (*data.files()[1:], *sorted(folders)):  # its .data file is --data_config, checked with the flags
+        if path.resolve().is_relative_to(target):
+            raise UserError(f"{path}, part of the dataset of {data.path}, is at or inside the run folder {run_dir}: "
+                            f"the run's checkpoints and plots would mix with the data; choose another --output")
 
 
 def check_data(loaders: Loaders, data: DataConfig, opt: TrainOptions, log: Log) -> None:

@@ -36,7 +36,7 @@ from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since
 from utils.training.run_files import LAST_CHECKPOINT, RESULTS, RUN_CFG
 from utils.training.runlog import RunLog, open_tensorboard
 from utils.training.setup import Loaders, build_loaders, build_state
-from utils.training.startup import check_data, plot_training_labels, report_anchor_fit
+from utils.training.startup import check_data, plot_training_labels, refuse_dataset_inside, report_anchor_fit
 from utils.training.state import TrainState, check_training_checkpoint
 
 __all__ = ["DEFAULT_DATA", "Trainer", "TrainingError", "TrainOptions"]
@@ -82,6 +82,7 @@ class Trainer:
         self._ensure_demo_data()
         with self.dist.warnings_once():
             data = parse_data_config(self.opt.data_config)
+        refuse_dataset_inside(run_dir, data)
         model = self._build_model(run_dir, data, checkpoint)
         loaders = build_loaders(data, self.opt, model.hyperparams, self.dist)
         self._check_data(loaders, data, model, run_dir)
