@@ -24,11 +24,11 @@ from pathlib import Path
 from utils.cli import IMAGE_SIZE, ArgumentParser, integer, number, run_main
 from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript
 from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagenet, write_backbone
-from utils.darknet.model import Darknet
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import Cfg, read_cfg
 from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, model_from_file,
                                       save_model, save_weights, trained_size)
+from utils.darknet.model import Darknet
 from utils.darknet.weights import WeightsFileError, cutoff_from_name
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
@@ -197,12 +197,29 @@ def weights_cutoff(args, out: Path) -> int | None:
     return cutoff
 
 
+def backbone_model(source: Path, cfg: Path | None, cutoff: int | None) -> Darknet:
+    """A ``<net>.conv.N`` input, to be cut to its first ``cutoff`` <= N layers (Darknet's partial of a
+    partial); the model's later layers keep their initial values and are not written."""
+    held = cutoff_from_name(source)
+    if cutoff is None or cutoff > held:
+        wanted = "all the cfg's layers" if cutoff is None else f"layers 0..{cutoff - 1}"
+        raise UserError(f"{source}: a backbone holds layers 0..{held - 1} (by its name), and the output asks for "
+                        f"{wanted}; a backbone is cut to fewer layers (--cutoff N or a <net>.conv.N name, N <= {held})"
+                        f", or starts a training: train.py --pretrained_weights {source}")
+    if cfg is None:
+        raise UserError(f"{source}: a .weights file needs its cfg (--model_def)")
+    model = Darknet(cfg)
+    model.load_darknet_weights(source)
+    return model
+
+
 def write_darknet_weights(args, source: Path, cfg: Path | None, out: Path) -> str:
     if args.class_path:
         raise UserError(f"--class_path stores class names in a .pth output; {out} is a Darknet .weights file, "
                         f"which holds none (Darknet reads them from a .names file)")
     cutoff = weights_cutoff(args, out)
-    model = model_from_file(source, cfg)[0]
+    model = backbone_model(source, cfg, cutoff) if cutoff_from_name(source) is not None \
+        else model_from_file(source, cfg)[0]
     save_weights(model, out, cutoff)
     header = model.weights_header
     layers = f"layers 0..{cutoff - 1}" if cutoff is not None else f"all {len(model.layers)} layers"

@@ -68,6 +68,18 @@ def test_backbone_cutoff_by_flag_and_by_name(tiny_weights, tmp_path):
         assert headless.returncode == 1 and headless.stderr.splitlines()[-1] == (
             f"error: {tmp_path / 'tiny.conv.11'}: a backbone (layers 0..10, by its name) holds no detection heads; "
             f"start a training from it: train.py --pretrained_weights {tmp_path / 'tiny.conv.11'}")
+    backbone = tmp_path / "tiny.conv.11"
+    convert("--model_def", cfg, backbone, tmp_path / "shorter.conv.4")  # a partial of a partial, as Darknet's
+    convert("--model_def", cfg, weights, tmp_path / "direct.weights", "--cutoff", "4")
+    assert (tmp_path / "shorter.conv.4").read_bytes() == (tmp_path / "direct.weights").read_bytes()
+    for flags, message in [(["--model_def", cfg, backbone, tmp_path / "y.conv.12"], "and the output asks for layers "
+                            "0..11; a backbone is cut to fewer layers (--cutoff N or a <net>.conv.N name, N <= 11)"),
+                           (["--model_def", cfg, backbone, tmp_path / "all.weights"], "the output asks for all the "
+                            "cfg's layers"),
+                           ([backbone, tmp_path / "y.conv.3"], "a .weights file needs its cfg (--model_def)")]:
+        refused = convert(*flags, check=False)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+        assert not flags[-1].exists()
 
 
 @pytest.mark.e2e
