@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
     p.add_argument("--weights_path", required=True, help=".weights or .pth")
     p.add_argument("--data_config", default=DEFAULT_DATA, help=".data file; its 'valid' list is evaluated")
+    p.add_argument("--single_cls", action="store_true",
+                   help="score every box as one class, as a model trained with train.py --single_cls predicts")
     add_run_size_flag(p, "input size")
     p.add_argument("--batch_size", type=integer(1), default=8, help="images per batch")
     p.add_argument("--conf_thres", type=number(0, 1), default=EVAL_CONF_THRES,
@@ -109,14 +111,18 @@ def write_outputs(args: argparse.Namespace, records: list, result, names: list[s
 
 def evaluate(args: argparse.Namespace) -> int:
     data = parse_data_config(args.data_config)
-    dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox)
+    data = data.single_class() if args.single_cls else data
+    dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox,
+                               merged_from=data.merged_from)
     check_outputs(args, [*data.files(), *dataset.images, *map(label_path, dataset.images)])
     check_evaluation_labels(dataset, data.names)
     device = select_device(args.device)
     loaded = load_model(args.weights_path, args.model_def, device=device, half=args.half)
     if loaded.model.num_classes != data.classes:
+        hint = "; a model trained with --single_cls is scored with --single_cls" if loaded.model.num_classes == 1 \
+            else ""
         raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
-                        f"{loaded.model.num_classes}")
+                        f"{loaded.model.num_classes}{hint}")
     size = loaded.input_size(args.img_size)
     loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)
     records = collect_detections(network(loaded.model, args.augment), loader, device, args.conf_thres,

@@ -42,6 +42,9 @@ def _add_data_and_model_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_all_negative", action="store_true",
                    help="train even when most images have no label file (they are negatives); without it the "
                         "dataset check stops, naming the label paths it looked for")
+    p.add_argument("--single_cls", action="store_true",
+                   help="train every box as one class (the data's only class, else 'object'), as a detector of "
+                        "objects of any kind; test.py --single_cls scores such a model")
     p.add_argument("--pretrained_weights", help=".weights (whole, or a backbone with --cutoff) or a .pth checkpoint")
     p.add_argument("--cutoff", type=POSITIVE, help="load only layers 0..N-1 of --pretrained_weights, .weights or "
                                                    ".pth (default: N from a '<name>.conv.N' file name)")

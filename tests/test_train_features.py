@@ -440,3 +440,38 @@ def test_help_shows_every_default(parse, monkeypatch):
                 or action.default is argparse.SUPPRESS:
             continue  # no default, or an on/off flag whose default is its absence
         assert f"(default: {action.default})" in text, action.dest
+
+
+def test_a_single_class_run_trains_and_scores_every_box_as_one_object(dataset, tmp_path, capsys):
+    data, _ = dataset
+    run = tmp_path / "single"
+    assert train.main(argv(dataset, run, "--epochs", "1", "--single_cls")) == 0
+    state = torch.load(run / "best.pth", weights_only=True)
+    assert state["names"] == ["object"] and state["options"]["single_cls"] is True
+    assert Darknet(run / "model.cfg").num_classes == 1
+    capsys.readouterr()
+    scored = ["--weights_path", str(run / "best.pth"), "--data_config", str(data), "--n_cpu", "0", "--device", "cpu"]
+    assert test_py.main(scored + ["--single_cls"]) == 0
+    out = capsys.readouterr().out
+    assert "object" in out and "circle" not in out
+    assert test_py.main(scored) == 1
+    (line,) = error_lines(capsys)
+    assert line.endswith("4 classes, but the model predicts 1; a model trained with --single_cls is scored with "
+                         "--single_cls")
+
+
+def test_single_class_data_still_checks_the_label_files_class_ids(tmp_path):
+    from utils.data.config import parse_data_config
+    from utils.data.dataset import DetectionDataset
+    from utils.data.synthetic import write_dataset
+    data = parse_data_config(write_dataset(tmp_path / "set", train=3, valid=1, size=64, seed=1)).single_class()
+    assert (data.classes, data.names, data.merged_from) == (1, ["object"], 4)
+    assert data.single_class() == data  # merging again changes nothing
+    merged = DetectionDataset(data.train, data.classes, merged_from=data.merged_from)
+    original = DetectionDataset(data.train, 4)
+    assert all((m[:, 0] == 0).all() and (m[:, 1:] == o[:, 1:]).all() for m, o in zip(merged.labels, original.labels))
+    assert any((o[:, 0] > 0).any() for o in original.labels)
+    label = tmp_path / "set" / "labels" / "train" / "00000.txt"
+    label.write_text("7 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(UserError, match=r"00000\.txt:1: class 7 is not an integer in 0 \.\. 3"):
+        DetectionDataset(data.train, data.classes, merged_from=data.merged_from)

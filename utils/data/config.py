@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from utils.data.names import read_class_names
@@ -19,6 +19,7 @@ from utils.errors import InputWarning, UserError
 from utils.fileio import read_text
 
 
+SINGLE_CLASS_NAME = "object"  # the one class of --single_cls, when the data has several
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -56,6 +57,13 @@ class DataConfig:
     backup: Path | None = None
     test: ImageSource | None = None  # only YOLOv5-style YAML configs name one
     names_file: Path | None = None  # the .names file (YAML configs list their names inline)
+    merged_from: int | None = None  # the label files' class count, when single_class() made them one class
+
+    def single_class(self) -> DataConfig:
+        """The data as one class (--single_cls): every box an object of it, named as the data's only class, else
+        'object'; the label files' class ids are still checked against the data's own count."""
+        name = self.names[0] if self.classes == 1 else SINGLE_CLASS_NAME
+        return replace(self, classes=1, names=[name], merged_from=self.merged_from or self.classes)
 
     def files(self) -> list[Path]:
         """The files this config reads (itself, its names, its list files): what no output may replace."""

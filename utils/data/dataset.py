@@ -35,13 +35,17 @@ class Sample:
 
 class DetectionDataset(Dataset):
     """Images of one list file, folder or tuple of them (an ImageSource). Items are ``(index, input size,
-    augmentation seed)`` from a BatchPlan."""
+    augmentation seed)`` from a BatchPlan. ``merged_from``: the label files hold that many classes, read as
+    one (``num_classes`` 1; a DataConfig's ``merged_from``, --single_cls)."""
 
     def __init__(self, list_path: str | ImageSource, num_classes: int, augment: Augment | None = None,
-                 keep_ratio: bool = True):
+                 keep_ratio: bool = True, merged_from: int | None = None):
         self.list_path = list_path if isinstance(list_path, tuple) else Path(list_path)
         self.images = read_image_list(self.list_path)
-        self.labels = [read_labels(label_path(image), num_classes) for image in self.images]
+        self.labels = [read_labels(label_path(image), merged_from or num_classes) for image in self.images]
+        if merged_from:
+            for labels in self.labels:
+                labels[:, 0] = 0
         self.augment = augment
         self.keep_ratio = keep_ratio
 

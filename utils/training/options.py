@@ -62,6 +62,7 @@ class TrainOptions:
     nms_thres: float = EVAL_NMS_THRES
     ap_method: str = DEFAULT_METHOD
     allow_all_negative: bool = False
+    single_cls: bool = False
     patience: int | None = None  # evaluations without a better mAP@0.5 before stopping; None or 0: never
     hyp: dict | None = None  # hyperparameters from --hyp (utils/training/hyp.py), as read
     teacher_cfg: str | None = None

@@ -82,6 +82,7 @@ class Trainer:
         self._ensure_demo_data()
         with self.dist.warnings_once():
             data = parse_data_config(self.opt.data_config)
+        data = data.single_class() if self.opt.single_cls else data
         refuse_dataset_inside(run_dir, data)
         model = self._build_model(run_dir, data, checkpoint)
         loaders = build_loaders(data, self.opt, model.hyperparams, self.dist)
