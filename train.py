@@ -13,6 +13,7 @@ from dataclasses import fields, replace
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, device_flag, integer, number, run_main
 from utils.darknet.cfg import POLICIES
+from utils.data.cache import MEMORY_SHARE
 from utils.data.check import ALLOW_NEGATIVES_FLAG
 from utils.errors import UserError
 from utils.evaluation.metrics import METHODS
@@ -69,6 +70,9 @@ def _add_run_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--gradient_accumulations", type=POSITIVE, default=d.gradient_accumulations,
                    help="batches per optimiser step")
     p.add_argument("--n_cpu", type=integer(0), default=d.n_cpu, help="data loading worker processes")
+    p.add_argument("--cache_images", action="store_true",
+                   help=f"decode every image once and hold it in memory (refused past {MEMORY_SHARE * 100:.0f}%% of "
+                        f"the memory available): later epochs read no file")
     p.add_argument("--checkpoint_interval", type=POSITIVE, default=d.checkpoint_interval,
                    help="epochs between checkpoints")
     p.add_argument("--evaluation_interval", type=POSITIVE, default=d.evaluation_interval,

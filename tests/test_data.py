@@ -17,6 +17,7 @@ from utils.data.config import DataError, DataWarning, parse_data_config
 from utils.data.dataset import DetectionDataset, collate
 from utils.data.labels import label_path, read_labels
 from utils.data.synthetic import write_dataset
+from utils.errors import UserError
 
 
 def write_labels(tmp_path, text, name="a.txt"):
@@ -120,6 +121,37 @@ def test_unreadable_image_is_skipped_with_a_warning(tmp_path, mosaic):
     with pytest.warns(UserWarning, match="skipping unreadable image .*00001.jpg"):
         batch = collate([dataset[(0, 64, 0)], dataset[(1, 64, 0)]])
     assert len(batch) == 1 and batch.skipped == [str(root / "images" / "train" / "00001.jpg")]
+
+
+@pytest.mark.parametrize("augment", [None, Augment(mosaic=0.0), Augment(mosaic=1.0)])
+def test_cached_images_give_the_same_samples_and_stay_unchanged(tmp_path, augment):
+    root = tmp_path / "set"
+    write_dataset(root, train=4, valid=1, size=64, seed=3)
+    (root / "images" / "train" / "00002.jpg").write_bytes(b"not a jpeg")
+    plain, cached = (DetectionDataset(root / "train.txt", 4, augment) for _ in range(2))
+    with pytest.warns(UserWarning, match="skipping unreadable image .*00002.jpg"):
+        held = cached.cache_images("train", budget=None)
+    assert held == sum(cv2.imread(str(path)).nbytes for path in cached.images if path.name != "00002.jpg")
+    assert all(not image.flags.writeable for image in cached.cached if image is not None)
+    copies = [image.copy() for image in cached.cached if image is not None]
+    items = [(index, side, seed) for index in range(4) for side, seed in ((64, 1), (96, 2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the unreadable image, read again by the plain dataset
+        for item in items:
+            want, got = plain[item], cached[item]
+            assert (want.image is None) == (got.image is None) and (want.targets == got.targets).all(), item
+            assert want.image is None or (want.image == got.image).all(), item
+    assert all((copy == image).all() for copy, image in zip(copies, [i for i in cached.cached if i is not None]))
+
+
+def test_a_cache_past_its_memory_budget_is_refused_and_not_kept(tmp_path):
+    root = tmp_path / "set"
+    write_dataset(root, train=3, valid=1, size=64)
+    dataset = DetectionDataset(root / "train.txt", 4)
+    with pytest.raises(UserError, match=r"--cache_images: the first 2 of 3 train images already take 0\.00 GB "
+                                        r"decoded, more than the 0\.00 GB it may use \(70% of the memory available\)"):
+        dataset.cache_images("train", budget=64 * 64 * 3 + 1)
+    assert dataset.cached is None
 
 
 def test_letterbox_places_the_image_and_inverts_exactly():

@@ -475,3 +475,11 @@ def test_single_class_data_still_checks_the_label_files_class_ids(tmp_path):
     label.write_text("7 0.5 0.5 0.2 0.2\n")
     with pytest.raises(UserError, match=r"00000\.txt:1: class 7 is not an integer in 0 \.\. 3"):
         DetectionDataset(data.train, data.classes, merged_from=data.merged_from)
+
+
+def test_a_run_with_cached_images_trains_exactly_as_one_without(dataset, finished_run, tmp_path, capsys):
+    Trainer(options(dataset, tmp_path / "cached", cache_images=True)).run()
+    assert f"--cache_images: {TRAIN_IMAGES} train images held in memory, decoded:" in capsys.readouterr().out
+    cached, plain = (torch.load(run / "last.pth", weights_only=True)["model"] for run in (tmp_path / "cached",
+                                                                                         finished_run))
+    assert cached.keys() == plain.keys() and all(torch.equal(cached[k], plain[k]) for k in plain)

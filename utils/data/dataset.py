@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from utils.boxes import Letterbox
 from utils.data.augment import (PAD_VALUE, Augment, clip_and_filter, flip_horizontal, hsv_jitter, letterbox_image,
                                 warp)
+from utils.data.cache import decode_all
 from utils.data.config import ImageSource, read_image_list
 from utils.data.labels import label_path, normalised_to_pixels, pixels_to_normalised, read_labels
 from utils.errors import InputWarning
@@ -48,11 +49,21 @@ class DetectionDataset(Dataset):
                 labels[:, 0] = 0
         self.augment = augment
         self.keep_ratio = keep_ratio
+        self.cached: list[np.ndarray | None] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def cache_images(self, name: str, budget: int | None) -> int:
+        """Decode every image now and read them from memory from here on (utils/data/cache.py); the bytes held.
+        ``name`` (train, valid) is for the progress bar and errors; ``budget``: the most bytes it may take."""
+        self.cached = decode_all(self._decode, len(self), name, budget)
+        return sum(image.nbytes for image in self.cached if image is not None)
+
     def read(self, index: int) -> np.ndarray | None:
+        return self.cached[index] if self.cached is not None else self._decode(index)
+
+    def _decode(self, index: int) -> np.ndarray | None:
         path = self.images[index]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:

@@ -11,7 +11,7 @@ from utils.evaluation.metrics import DEFAULT_METHOD
 
 DEFAULT_DATA = "data/demo/shapes.data"
 DEFAULT_EPOCHS = 100
-RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "output", "exist_ok")  # where a run goes on, not what it computes
+RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "cache_images", "output", "exist_ok")  # where a run goes on, not what it computes
 # How long a run goes on: a resumed run keeps its own unless these are given (None: not given); --epochs may only
 # grow, and --patience may be changed to go on after an early stop.
 EXTENDABLE_OPTIONS = ("epochs", "patience")
@@ -35,6 +35,7 @@ class TrainOptions:
     img_size: int = DEFAULT_IMG_SIZE
     multiscale_training: bool = False
     n_cpu: int = 2
+    cache_images: bool = False
     checkpoint_interval: int = 1
     evaluation_interval: int = 1
     output: str | None = None

@@ -17,6 +17,7 @@ from utils.darknet.cfg import Cfg, parse_cfg, read_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.checkpoint import load_checkpoint, load_pretrained
 from utils.darknet.model import Darknet
+from utils.data.cache import memory_budget
 from utils.data.config import DataConfig, DataError, describe_source, parse_data_config
 from utils.data.dataset import IMAGE_CHANNELS
 from utils.errors import UserError
@@ -87,6 +88,8 @@ class Trainer:
         model = self._build_model(run_dir, data, checkpoint)
         loaders = build_loaders(data, self.opt, model.hyperparams, self.dist)
         self._check_data(loaders, data, model, run_dir)
+        if self.opt.cache_images:
+            self._cache_images(loaders)
         steps_per_epoch = loaders.steps_per_epoch(self.opt.gradient_accumulations)
         state = build_state(model, self.opt, steps_per_epoch, self.device, data.names)
         if self.opt.amp and self.device.type != "cuda":
@@ -267,6 +270,15 @@ class Trainer:
             layer.requires_grad_(False)
         if self.opt.freeze_bn:
             model.freeze_batchnorm()
+
+    def _cache_images(self, loaders: Loaders) -> None:
+        """--cache_images: the training images in every process, the validation images where they are scored."""
+        budget = memory_budget()
+        lists = [("train", loaders.train.dataset)] + ([("valid", loaders.valid_set)] if self.dist.is_main else [])
+        for name, dataset in lists:
+            held = dataset.cache_images(name, budget)
+            budget = None if budget is None else budget - held
+            self.log(f"--cache_images: {len(dataset)} {name} images held in memory, decoded: {held / 1e6:,.0f} MB")
 
     def _check_data(self, loaders: Loaders, data: DataConfig, model: Darknet, run_dir: Path) -> None:
         """The dataset check of both lists (every process stops alike), then on the main process labels.png
