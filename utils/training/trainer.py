@@ -272,8 +272,10 @@ class Trainer:
             model.freeze_batchnorm()
 
     def _cache_images(self, loaders: Loaders) -> None:
-        """--cache_images: the training images in every process, the validation images where they are scored."""
+        """--cache_images: the training images in every process, the validation images where they are scored;
+        the memory budget is shared among the processes (DDP: each holds its own copy)."""
         budget = memory_budget()
+        budget = None if budget is None else budget // self.dist.world_size
         lists = [("train", loaders.train.dataset)] + ([("valid", loaders.valid_set)] if self.dist.is_main else [])
         for name, dataset in lists:
             held = dataset.cache_images(name, budget)
