@@ -125,13 +125,16 @@ def evaluate(args: argparse.Namespace) -> int:
                         f"{loaded.model.num_classes}{hint}")
     size = loaded.input_size(args.img_size)
     loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)
-    records = collect_detections(network(loaded.model, args.augment), loader, device, args.conf_thres,
-                                 args.nms_thres, progress=True)
+    collected = collect_detections(network(loaded.model, args.augment), loader, device, args.conf_thres,
+                                   args.nms_thres, progress=True)
+    records = collected.records
     result = score(records, data.names, args.ap_method)
     print(format_results(result, args.conf_thres, args.nms_thres,
                          f"{'letterboxed' if args.letterbox else 'stretched'} to {size}"
                          + (", test-time augmented" if args.augment else "")))
     print(format_best_f1(best_f1_confidence(result)))
+    print(f"speed: {collected.speed()} ({size}x{size}, batch {args.batch_size}, {device}; reading the images and "
+          f"scoring not counted)")
     write_outputs(args, records, result, data.names)
     return 0
 

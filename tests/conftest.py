@@ -78,5 +78,5 @@ def evaluate_on(model: torch.nn.Module, data_config: Path, img_size: int = 96):
     from utils.evaluation.evaluate import collect_detections, score
     config = parse_data_config(data_config)
     loader = evaluation_loader(DetectionDataset(config.valid, config.classes), 4, img_size, workers=0)
-    records = collect_detections(model, loader, torch.device("cpu"))
+    records = collect_detections(model, loader, torch.device("cpu")).records
     return records, score(records, config.names)

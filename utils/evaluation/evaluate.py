@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,26 +32,54 @@ class ImageRecord:
     truth: np.ndarray  # (m, 5): class x1 y1 x2 y2, original-image pixels
 
 
+@dataclass
+class DetectionPass:
+    """What :func:`collect_detections` gathered: a record per image read, and the seconds spent in the network
+    and in NMS (reading the images and scoring are not counted)."""
+
+    records: list[ImageRecord] = field(default_factory=list)
+    network_seconds: float = 0.0
+    nms_seconds: float = 0.0
+
+    def speed(self) -> str:
+        """The time per image, as test.py reports it."""
+        count = max(len(self.records), 1)
+        network, nms = 1e3 * self.network_seconds / count, 1e3 * self.nms_seconds / count
+        return f"{network:.1f} ms network + {nms:.1f} ms NMS = {network + nms:.1f} ms per image"
+
+
+def _clock(device: torch.device) -> float:
+    """Now, once the device has finished what it was given (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def score(records: list[ImageRecord], names: list[str], method: str = DEFAULT_METHOD) -> EvalResult:
     return evaluate_detections([(r.detections, r.truth) for r in records], names, method)
 
 
 @torch.no_grad()
 def collect_detections(model, loader, device: torch.device, conf_thres: float = EVAL_CONF_THRES,
-                       nms_thres: float = EVAL_NMS_THRES, progress: bool = False) -> list[ImageRecord]:
+                       nms_thres: float = EVAL_NMS_THRES, progress: bool = False) -> DetectionPass:
     """Every image's detections (at most MAX_DETECTIONS each) and ground truth, in original-image pixels, with a
     progress bar when ``progress``. Unreadable images are left out (counted in a line); a set of which none
     could be read is a :class:`DataError`, not a score of 0."""
     was_training = model.training
     model.eval()
-    records, skipped = [], []
+    collected, skipped = DetectionPass(), []
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
         skipped += batch.skipped
         if not len(batch):
             continue
         images = batch.images.to(device, non_blocking=True).float() / 255
         height, width = images.shape[-2:]
-        detections = non_max_suppression(model(images).float(), conf_thres, nms_thres, max_det=MAX_DETECTIONS)
+        start = _clock(device)
+        output = model(images).float()
+        middle = _clock(device)
+        detections = non_max_suppression(output, conf_thres, nms_thres, max_det=MAX_DETECTIONS)
+        collected.network_seconds += middle - start
+        collected.nms_seconds += _clock(device) - middle
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         for i, (dets, box) in enumerate(zip(detections, batch.letterboxes)):
             truth = batch.targets[batch.targets[:, 0] == i]
@@ -60,16 +89,16 @@ def collect_detections(model, loader, device: torch.device, conf_thres: float = 
             dets = dets.cpu()
             dets[:, :4] = box.to_original(dets[:, :4], batch.original_hw[i])
             height, width = batch.original_hw[i]
-            records.append(ImageRecord(batch.paths[i], height, width, dets.numpy(),
-                                       torch.cat([truth[:, 1:2], gt_xyxy], 1).numpy()))
+            collected.records.append(ImageRecord(batch.paths[i], height, width, dets.numpy(),
+                                                 torch.cat([truth[:, 1:2], gt_xyxy], 1).numpy()))
     model.train(was_training)
-    if skipped and not records:
+    if skipped and not collected.records:
         raise DataError(f"{describe_source(loader.dataset.list_path)}: not one of its {len(skipped)} images could be "
                         f"read (e.g. {skipped[0]}), so there is nothing to evaluate")
     if skipped:
         tqdm.write(f"evaluation: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}; their boxes are not "
                    f"in the scores")
-    return records
+    return collected
 
 
 def format_results(result: EvalResult, conf_thres: float, nms_thres: float, resize: str) -> str:

@@ -86,7 +86,7 @@ def latencies_ms(models: list[Darknet], img_size: int) -> list[float]:
 
 def map50(model: Darknet, validation: ValidationSet, img_size: int) -> float:
     loader = evaluation_loader(validation.images, 8, img_size, workers=0)
-    return score(collect_detections(model, loader, torch.device("cpu")), validation.names).map50
+    return score(collect_detections(model, loader, torch.device("cpu")).records, validation.names).map50
 
 
 def compare(original: Darknet, pruned: Darknet, pruned_weights: Path, img_size: int,

@@ -436,7 +436,8 @@ class Trainer:
         """Score ``model`` as test.py would: on a copy prepared for inference (fused, channels-last)."""
         opt = self.opt
         prepared = copy.deepcopy(model).prepare_inference()
-        records = collect_detections(prepared, loader, self.device, opt.conf_thres, opt.nms_thres, progress=True)
+        records = collect_detections(prepared, loader, self.device, opt.conf_thres, opt.nms_thres,
+                                     progress=True).records
         result = score(records, names, opt.ap_method)
         self.log(format_results(result, opt.conf_thres, opt.nms_thres,
                                 "letterboxed" if loader.dataset.keep_ratio else "stretched"))
