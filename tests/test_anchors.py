@@ -12,9 +12,9 @@ import pytest
 from models import Darknet
 from tests.conftest import REPO
 from utils.darknet.cfg import CfgError, parse_cfg, read_cfg
-from utils.data.anchors import (AnchorError, KMeansOptions, _kmeans_once, anchor_fit, anchors_in_use,
-                                check_anchor_fit, format_anchors, head_strides, kmeans_anchors, label_sizes,
-                                spread_masks, with_anchors)
+from utils.data.anchors import (FIT_THRESHOLD, AnchorCheck, AnchorError, KMeansOptions, _kmeans_once, anchor_fit,
+                                anchors_in_use, check_anchor_fit, format_anchors, head_strides, kmeans_anchors,
+                                label_sizes, spread_masks, with_anchors)
 from utils.data.synthetic import write_dataset
 
 KNOWN = np.array([[20.0, 30.0], [60.0, 40.0], [120.0, 150.0]])
@@ -186,3 +186,16 @@ def test_calc_anchors_without_labels_says_where_it_looked(tmp_path):
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert f"{tmp_path}/set/labels/train/00000.txt (for {tmp_path}/set/images/train/00000.jpg)" in result.stderr
     assert "so their boxes cannot be counted" in result.stderr and "--allow_all_negative" not in result.stderr
+
+
+@pytest.mark.parametrize("avg_iou,recall,named,not_named", [
+    (0.654, 0.954, "best possible recall at IoU 0.25 95.4 % < 98 %", "average IoU"),
+    (0.40, 0.99, "average IoU 40.0 % < 50 %", "best possible recall"),
+    (0.40, 0.90, "average IoU 40.0 % < 50 % and best possible recall at IoU 0.25 90.0 % < 98 %", None),
+])
+def test_a_poor_fit_warning_names_only_the_measures_that_fall_short(avg_iou, recall, named, not_named):
+    check = AnchorCheck(avg_iou, {FIT_THRESHOLD: recall}, boxes=10, num_anchors=6, img_size=320)
+    assert check.poor
+    advice = check.advice("d.data", "m.cfg")
+    assert f"poorly ({named});" in advice and "--num_anchors 6 --img_size 320 --model_def m.cfg" in advice
+    assert not_named is None or not_named not in advice.split(";")[0]

@@ -259,10 +259,15 @@ class AnchorCheck:
                 f"training boxes; best possible recall {recalls}")
 
     def advice(self, data_config: str | Path, model_def: str | Path) -> str:
-        """The warning for a poor fit, with the command that computes anchors for this data."""
-        return (f"the cfg's anchors fit these labels poorly (average IoU {100 * self.avg_iou:.1f} % < "
-                f"{100 * POOR_AVG_IOU:.0f} % or best possible recall at IoU {FIT_THRESHOLD:g} "
-                f"{100 * self.recall[FIT_THRESHOLD]:.1f} % < {100 * POOR_RECALL:.0f} %); compute anchors for them "
+        """The warning for a poor fit (naming the measures that fall short), with the command that computes
+        anchors for this data."""
+        short = []
+        if self.avg_iou < POOR_AVG_IOU:
+            short.append(f"average IoU {100 * self.avg_iou:.1f} % < {100 * POOR_AVG_IOU:.0f} %")
+        if self.recall[FIT_THRESHOLD] < POOR_RECALL:
+            short.append(f"best possible recall at IoU {FIT_THRESHOLD:g} {100 * self.recall[FIT_THRESHOLD]:.1f} % "
+                         f"< {100 * POOR_RECALL:.0f} %")
+        return (f"the cfg's anchors fit these labels poorly ({' and '.join(short)}); compute anchors for them "
                 f"with: python calc_anchors.py --data_config {data_config} --num_anchors {self.num_anchors} "
                 f"--img_size {self.img_size} --model_def {model_def} --out NEW.cfg")
 
