@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from models import Darknet
+from utils.darknet.model import ForwardError
 from tests.cfgs import conv, head
 from tests.conftest import REPO, randomize
 from utils.darknet.checkpoint import save_model
@@ -186,6 +187,25 @@ def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):
     assert model.layers[2].out_channels == 6
     a, b = torch.randn(1, 8, 4, 4), torch.randn(1, 4, 4, 4)
     assert torch.equal(model.layers[2]([a, b]), torch.cat([a[:, 4:], b[:, 2:]], 1))
+
+
+def test_a_size_mismatch_from_an_input_off_the_size_multiple_names_the_input(write_cfg):
+    model = Darknet(write_cfg(conv(filters=4, size=1) + """
+        [maxpool]
+        size=2
+        stride=2
+        [upsample]
+        stride=2
+        [route]
+        layers=-1,-3
+        """))
+    with pytest.raises(ForwardError, match=r"layer 3 \[route\]: Sizes of tensors must match .*; the input is 31x32, "
+                                           r"which the network's halvings cannot keep aligned: use multiples of 32"):
+        model(torch.zeros(1, 3, 31, 32))
+    with pytest.raises(ForwardError) as aligned:  # another mistake at an aligned size: no such hint
+        model(torch.zeros(1, 5, 32, 32))
+    assert "the input is" not in str(aligned.value)
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 8, 32, 32)
 
 
 def test_shortcut_with_fewer_channels_adds_to_the_leading_ones(write_cfg):

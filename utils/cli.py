@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from utils.allocator import tune_allocator
-from utils.darknet.cfg import DEFAULT_IMG_SIZE
+from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE
 from utils.errors import InputWarning, UserError
 from utils.output_files import refuse_filled_folder
 
@@ -71,7 +71,7 @@ def png_file(text: str) -> str:
     return text
 
 
-IMAGE_SIZE = integer(32, multiple=32)  # Darknet's networks need inputs divisible by their largest stride, 32
+IMAGE_SIZE = integer(SIZE_MULTIPLE, multiple=SIZE_MULTIPLE)
 
 
 def number(low: float | None = None, high: float | None = None, above: bool = False,
@@ -112,7 +112,8 @@ def add_run_size_flag(p: argparse.ArgumentParser, what: str = "network input siz
     """--img_size for a command that runs a trained model: unset, it is the size the model was trained at
     (checkpoint.run_size)."""
     p.add_argument("--img_size", type=IMAGE_SIZE,
-                   help=f"{what}, a multiple of 32 (default: the size a .pth was trained at, else {DEFAULT_IMG_SIZE})")
+                   help=f"{what}, a multiple of {SIZE_MULTIPLE} (default: the size a .pth was trained at, else "
+                        f"{DEFAULT_IMG_SIZE})")
 
 
 def output_folder(requested: str | None, default_root: Path, exist_ok: bool) -> Path:

@@ -271,6 +271,7 @@ def with_default(schema: Mapping[str, Key], key: str, default: Any) -> dict[str,
 # ----------------------------------------------------------------------------------------------
 # [net]
 
+SIZE_MULTIPLE = 32  # the networks halve their input five times: input sizes are multiples of 32
 DEFAULT_IMG_SIZE = 416  # Darknet's yolov3 cfgs' input size: every command's default --img_size
 POLICIES = ("constant", "steps", "poly", "cosine")  # what the training schedule runs (utils/training/optim.py)
 

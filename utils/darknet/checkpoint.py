@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from utils.darknet.cfg import DEFAULT_IMG_SIZE, Cfg, CfgWarning, parse_cfg
+from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE, Cfg, CfgWarning, parse_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.model import Darknet
 from utils.darknet.weights import WeightsFileError, WeightsHeader, cutoff_from_name, darknet_weights_size
@@ -55,7 +55,7 @@ def trained_size(state: dict | None) -> int | None:
     and the files made from them); None for any other file."""
     options = state.get("options") if state else None
     size = options.get("img_size") if isinstance(options, dict) else None
-    return size if isinstance(size, int) and size >= 32 and size % 32 == 0 else None
+    return size if isinstance(size, int) and size >= SIZE_MULTIPLE and size % SIZE_MULTIPLE == 0 else None
 
 
 def run_size(requested: int | None, trained: int | None) -> int:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from utils.allocator import tune_allocator
-from utils.darknet.cfg import NET_SCHEMA, Block, Cfg, CfgError, as_cfg, type_section, warn_unknown_keys
+from utils.darknet.cfg import (NET_SCHEMA, SIZE_MULTIPLE, Block, Cfg, CfgError, as_cfg, type_section,
+                               warn_unknown_keys)
 from utils.darknet.layers import BuildContext, DarknetLayer, YOLOLayer, convolutions
 from utils.darknet.layers.norm import freeze_batchnorm
 from utils.darknet.registry import known_names, layer_type
@@ -132,9 +133,17 @@ class Darknet(nn.Module):
         kept: dict[int, torch.Tensor] = {}
         heads: list[torch.Tensor] = []
         frozen = self.stop_backward + 1
-        with torch.no_grad():  # stopbackward: no output up to that layer carries a gradient, routed ones included
-            x = self._run_steps(x, range(frozen), kept, heads)
-        x = self._run_steps(x, range(frozen, len(self._plan)), kept, heads)
+        height, width = x.shape[-2:]
+        try:
+            with torch.no_grad():  # stopbackward: no output up to that layer carries a gradient, routed ones too
+                x = self._run_steps(x, range(frozen), kept, heads)
+            x = self._run_steps(x, range(frozen, len(self._plan)), kept, heads)
+        except ForwardError as err:
+            if height % SIZE_MULTIPLE == 0 and width % SIZE_MULTIPLE == 0:
+                raise
+            raise ForwardError(f"{str(err).rstrip('.')}; the input is {height}x{width}, which the network's halvings cannot keep "
+                               f"aligned: use multiples of {SIZE_MULTIPLE} ([net] width and height, or --img_size)"
+                               ) from err.__cause__
         return heads, x
 
     def _run_steps(self, x: torch.Tensor, indices: range, kept: dict[int, torch.Tensor],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from utils.darknet.cfg import SIZE_MULTIPLE
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
 from utils.inference.nms import NmsFilter, SettingsError, require_flags
@@ -33,9 +34,9 @@ class DetectSettings(NmsFilter):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.img_size is not None and not (isinstance(self.img_size, numbers.Integral) and self.img_size >= 32
-                                              and self.img_size % 32 == 0):
-            raise SettingsError(f"img_size: expected a multiple of 32 of at least 32, got {self.img_size!r}")
+        if self.img_size is not None and not (isinstance(self.img_size, numbers.Integral) and self.img_size >= SIZE_MULTIPLE
+                                              and self.img_size % SIZE_MULTIPLE == 0):
+            raise SettingsError(f"img_size: expected a multiple of {SIZE_MULTIPLE} of at least {SIZE_MULTIPLE}, got {self.img_size!r}")
         if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
         require_flags(letterbox=self.letterbox, augment=self.augment)

@@ -9,22 +9,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.darknet.layers.conv import MAX_STRIDE
+from utils.darknet.cfg import SIZE_MULTIPLE
 
 # (scale, flipped left-right) per pass
 TTA_PASSES = ((1.0, False), (0.83, True), (0.67, False))
 PAD_VALUE = 0.447  # grey, as the reference implementation pads the shrunk image
-STRIDE = MAX_STRIDE  # the shrunk image is padded up to a multiple of the network's largest stride
 
 
 def shrunk(batch: torch.Tensor, scale: float) -> torch.Tensor:
-    """``batch`` resized by ``scale`` (bilinear) at its top left, padded with grey to a multiple of STRIDE."""
+    """``batch`` resized by ``scale`` (bilinear) at its top left, padded with grey to a multiple of SIZE_MULTIPLE."""
     if scale == 1.0:
         return batch
     height, width = batch.shape[-2:]
     size = (int(height * scale), int(width * scale))
     resized = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
-    padded = [math.ceil(side * scale / STRIDE) * STRIDE for side in (height, width)]
+    padded = [math.ceil(side * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE for side in (height, width)]
     return F.pad(resized, [0, padded[1] - size[1], 0, padded[0] - size[0]], value=PAD_VALUE)
 
 
