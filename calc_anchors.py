@@ -5,56 +5,98 @@
 
 Prints the anchors sorted by area (whole pixels at --img_size, as a cfg's anchors line), their average IoU
 with the boxes and the best possible recall at IoU 0.25 (and at the cfg's iou_thresh); with --model_def
-also the fit of the cfg's own anchors, and with --out writes a copy of the cfg with the new anchors, num
-and masks in every [yolo] (the largest anchors to the coarsest stride) and the head filters to match,
-every other line kept. An existing --out is only replaced with --force. The data config may be a Darknet
-.data or a YOLOv5-style .yaml; only its train list is read.
+(a .cfg or a .pth) also the fit of the cfg's own anchors, and its anchor count and square [net] size are
+the defaults; with --out writes a copy of the cfg with the new anchors, num and masks in every [yolo] (the
+largest anchors to the coarsest stride) and the head filters to match, every other line kept. An existing
+--out is only replaced with --force, and never when it is one of the command's inputs (the cfg, the data
+config, its lists and names, an image or a label file). The data config may be a Darknet .data or a
+YOLOv5-style .yaml; only its train list is read.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, integer, run_main
-from utils.darknet.cfg import DEFAULT_IMG_SIZE, read_cfg
+from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE, Cfg, read_cfg
+from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint
+from utils.darknet.model import net_options
+from utils.darknet.weights import cutoff_from_name
 from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
                                 with_anchors)
 from utils.data.check import ANCHORS, labels_problem, summarize_dataset
-from utils.data.config import DataError, describe_source, parse_data_config
+from utils.data.config import DataConfig, DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
+from utils.data.labels import label_path
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
+
+DEFAULT_ANCHORS = 9  # yolov3's
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--data_config", required=True, help=".data or .yaml; its train list's labels are clustered")
-    p.add_argument("--num_anchors", type=integer(1), default=9, help="anchors to compute")
-    p.add_argument("--img_size", type=IMAGE_SIZE, default=DEFAULT_IMG_SIZE,
-                   help="network input size the anchors are for (pixels, a multiple of 32)")
+    p.add_argument("--num_anchors", type=integer(1),
+                   help=f"anchors to compute (default: as many as --model_def uses, else {DEFAULT_ANCHORS})")
+    p.add_argument("--img_size", type=IMAGE_SIZE,
+                   help=f"network input size the anchors are for, a multiple of {SIZE_MULTIPLE} (default: "
+                        f"--model_def's square [net] size, else {DEFAULT_IMG_SIZE})")
     p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the random initial centres")
     p.add_argument("--restarts", type=integer(1), default=10, help="k-means runs; the best average IoU is kept")
-    p.add_argument("--model_def", help="a cfg: report its anchors' fit too (and its iou_thresh)")
-    p.add_argument("--out", help="write the --model_def cfg with the new anchors here")
+    p.add_argument("--model_def", help="a .cfg, or a .pth (its cfg): report its anchors' fit too (and its "
+                                       "iou_thresh)")
+    p.add_argument("--out", help="write the --model_def cfg with the new anchors here (a .cfg)")
     p.add_argument("--force", "--exist_ok", dest="force", action="store_true", help="replace an existing --out")
     return p.parse_args(argv)
 
 
-def _check_flags(args: argparse.Namespace) -> None:
-    if args.out and not args.model_def:
+def _check_out(args: argparse.Namespace, inputs: list) -> None:
+    """--out: a .cfg name that is no input of the command (any of the dataset's files included), and new
+    unless --force."""
+    if not args.out:
+        return
+    if not args.model_def:
         raise AnchorError("--out writes a copy of a cfg: name it with --model_def")
-    if args.out:
-        refuse_replacing_inputs([args.out], [args.model_def, args.data_config], "--out")
-        refuse_existing([args.out], "--out", args.force, "--force")
+    if Path(args.out).suffix != ".cfg":
+        raise AnchorError(f"--out {args.out}: expected a .cfg name, as the output is a cfg's text")
+    refuse_replacing_inputs([args.out], [args.model_def, *inputs], "--out")
+    refuse_existing([args.out], "--out", args.force, "--force")
 
 
-def training_boxes(data_config: str) -> tuple[list[np.ndarray], str, list[str]]:
+def model_cfg(path: str | None) -> Cfg | None:
+    """--model_def: a .cfg, or the cfg a .pth carries (None without the flag)."""
+    if not path:
+        return None
+    if path.endswith(CHECKPOINT_SUFFIXES):
+        return checkpoint_cfg(load_checkpoint(path), Path(path))
+    if path.endswith(".weights") or cutoff_from_name(path) is not None:
+        raise AnchorError(f"--model_def {path}: expected a .cfg, or a .pth that carries one; a .weights file holds "
+                          f"no anchors")
+    return read_cfg(path)
+
+
+def _defaults(args: argparse.Namespace, cfg: Cfg | None) -> tuple[int, int, str]:
+    """(anchors to compute, input size, the note saying where they came from): the flags, else the cfg's."""
+    notes = []
+    count, size = args.num_anchors, args.img_size
+    if cfg is not None and count is None:
+        count = len(anchors_in_use(cfg))
+        notes.append(f"{count} anchors, as the cfg uses")
+    if cfg is not None and size is None:
+        net = net_options(cfg)
+        if net["width"] == net["height"] and net["width"] % SIZE_MULTIPLE == 0:
+            size = net["width"]
+            notes.append(f"for its [net] size {size}")
+    return count or DEFAULT_ANCHORS, size or DEFAULT_IMG_SIZE, f" ({', '.join(notes)})" if notes else ""
+
+
+def training_boxes(data: DataConfig, dataset: DetectionDataset) -> tuple[list[np.ndarray], str, list[str]]:
     """(the train images' (n, 5) label arrays, where they came from, warnings); stops when no box is found."""
-    data = parse_data_config(data_config)
-    dataset = DetectionDataset(data.train, data.classes)
     source = describe_source(dataset.list_path)
     summary = summarize_dataset(dataset.images, dataset.labels, data.names, source)
     problem = labels_problem(summary, use=ANCHORS)
@@ -69,21 +111,35 @@ def _fit_line(what: str, anchors: np.ndarray, boxes: np.ndarray, thresholds: lis
     return f"{what}: average IoU {100 * avg_iou:.2f} %, best possible recall {recalls}"
 
 
+def _write_out(args: argparse.Namespace, cfg: Cfg, anchors: np.ndarray) -> str:
+    edit = with_anchors(cfg, anchors)
+    with named_write_errors(args.out, "cfg"), atomic_write(args.out) as f:
+        f.write(edit.cfg.text.encode())
+    where = [f"mask={','.join(map(str, m))}" + (f" (stride {s:g})" if edit.strides else "")
+             for m, s in zip(edit.masks, edit.strides or [0] * len(edit.masks))]
+    return (f"wrote {args.out}: {args.model_def} with these {len(anchors)} anchors in its {len(edit.masks)} "
+            f"[yolo] layers, in cfg order {'; '.join(where)}"
+            + ("" if edit.strides else " (strides unknown: the cfg's layer order decided)"))
+
+
 def run(args: argparse.Namespace) -> list[str]:
     """Everything the command prints, line by line (warnings first)."""
-    _check_flags(args)
-    labels, source, notes = training_boxes(args.data_config)
-    boxes = label_sizes(labels, args.img_size)
-    cfg = read_cfg(args.model_def) if args.model_def else None
+    cfg = model_cfg(args.model_def)
+    data = parse_data_config(args.data_config)
+    dataset = DetectionDataset(data.train, data.classes)
+    _check_out(args, [*data.files(), *dataset.images, *map(label_path, dataset.images)])
+    labels, source, notes = training_boxes(data, dataset)
+    count, size, chosen = _defaults(args, cfg)
+    boxes = label_sizes(labels, size)
     iou_thresh = assignment_threshold(cfg) if cfg is not None else None
     thresholds = [FIT_THRESHOLD] + ([iou_thresh] if iou_thresh is not None and iou_thresh != FIT_THRESHOLD else [])
     try:
-        clusters = kmeans_anchors(boxes, KMeansOptions(args.num_anchors, args.restarts, args.seed))
+        clusters = kmeans_anchors(boxes, KMeansOptions(count, args.restarts, args.seed))
     except AnchorError as err:  # too few distinct sizes: say whose labels they are
         raise AnchorError(f"{source}: {err}") from None
     anchors = rounded(clusters.anchors)
     lines = [f"warning: {note}" for note in notes] + [
-        f"{source}: {len(boxes)} boxes, sizes at {args.img_size}x{args.img_size}",
+        f"{source}: {len(boxes)} boxes, sizes at {size}x{size}{chosen}",
         f"k-means (distance 1 - IoU), {args.restarts} restarts from seed {args.seed}: restart {clusters.restart} "
         f"kept, converged after {clusters.iterations} rounds",
         f"anchors = {format_anchors(anchors)}",
@@ -91,14 +147,7 @@ def run(args: argparse.Namespace) -> list[str]:
     if cfg is not None:
         lines.append(_fit_line(f"{args.model_def}'s anchors", anchors_in_use(cfg), boxes, thresholds))
     if args.out:
-        edit = with_anchors(cfg, anchors)
-        with named_write_errors(args.out, "cfg"), atomic_write(args.out) as f:
-            f.write(edit.cfg.text.encode())
-        where = [f"mask={','.join(map(str, m))}" + (f" (stride {s:g})" if edit.strides else "")
-                 for m, s in zip(edit.masks, edit.strides or [0] * len(edit.masks))]
-        lines.append(f"wrote {args.out}: {args.model_def} with these {len(anchors)} anchors in its {len(edit.masks)} "
-                     f"[yolo] layers, in cfg order {'; '.join(where)}"
-                     + ("" if edit.strides else " (strides unknown: the cfg's layer order decided)"))
+        lines.append(_write_out(args, cfg, anchors))
     return lines
 
 

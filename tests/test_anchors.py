@@ -12,6 +12,7 @@ import pytest
 from models import Darknet
 from tests.conftest import REPO
 from utils.darknet.cfg import CfgError, parse_cfg, read_cfg
+from utils.darknet.checkpoint import save_model
 from utils.data.anchors import (FIT_THRESHOLD, AnchorCheck, AnchorError, KMeansOptions, _kmeans_once, anchor_fit,
                                 anchors_in_use, check_anchor_fit, format_anchors, head_strides, kmeans_anchors,
                                 label_sizes, spread_masks, with_anchors)
@@ -175,6 +176,31 @@ def test_calc_anchors_command_line(tmp_path):
     assert too_many.returncode == 1 and re.fullmatch(
         rf"error: 30 train images \({re.escape(str(tmp_path))}/set/train\.txt\): the labels hold \d+ boxes of \d+ "
         r"distinct sizes, too few for --num_anchors 5000\n", too_many.stderr)
+
+
+@pytest.mark.e2e
+def test_calc_anchors_takes_its_defaults_from_the_cfg_and_never_writes_over_an_input(tmp_path):
+    data = write_dataset(tmp_path / "set", train=12, valid=2, size=96, seed=2)
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(read_cfg(REPO / "cfg" / "yolov3-tiny.cfg").text.replace("width=416", "width=320")
+                   .replace("height=416", "height=320"))
+    save_model(Darknet(cfg), tmp_path / "trained.pth")
+    for model_def in (cfg, tmp_path / "trained.pth"):  # a .pth gives the cfg it carries
+        result = calc_anchors("--data_config", data, "--model_def", model_def, "--out", tmp_path / "new.cfg",
+                              "--force")
+        assert result.returncode == 0, result.stderr
+        assert "sizes at 320x320 (6 anchors, as the cfg uses, for its [net] size 320)" in result.stdout
+        assert len(result.stdout.split("anchors = ")[1].splitlines()[0].split(", ")) == 6
+    flagged = calc_anchors("--data_config", data, "--model_def", cfg, "--num_anchors", 4, "--img_size", 256)
+    assert "sizes at 256x256\n" in flagged.stdout
+    before = {path: path.read_bytes() for path in (tmp_path / "set").rglob("*") if path.is_file()}
+    for out, problem in [(tmp_path / "set" / "train.txt", "expected a .cfg name, as the output is a cfg's text"),
+                         (cfg, f"--out {cfg} is the input {cfg}; write it elsewhere")]:
+        refused = calc_anchors("--data_config", data, "--model_def", cfg, "--out", out, "--force")
+        assert refused.returncode == 1 and problem in refused.stderr, refused.stderr
+    assert {path: path.read_bytes() for path in (tmp_path / "set").rglob("*") if path.is_file()} == before
+    weights = calc_anchors("--data_config", data, "--model_def", tmp_path / "x.weights")
+    assert weights.returncode == 1 and "expected a .cfg, or a .pth that carries one" in weights.stderr
 
 
 @pytest.mark.e2e

@@ -216,7 +216,7 @@ def test_pretrained_checkpoint_of_a_class_count_or_a_backbone_loads_and_of_anoth
 
     four = Darknet(tmp_path / "four.cfg")
     assert load_pretrained(four, tmp_path / "tiny.pth").endswith(
-        "the head convs (layers 4) differ in shape (another class count) and were re-initialised")
+        "the head convs (layers 4) differ in shape (another class or anchor count) and were re-initialised")
     assert torch.equal(four.layers[2].conv.weight, source["layers.2.conv.weight"])
     assert load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "backbone.pth").endswith(
         "layers 2..4 (not in the file: a backbone) keep their initial values")

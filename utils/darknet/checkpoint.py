@@ -269,7 +269,7 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
         index = min((set(fit.unfit) - heads) | fit.absent)
         why = fit.unfit.get(index, "the file has no tensor of it")
         raise CheckpointError(f"{path} does not fit {model.blocks[index].where()}: {why}; --pretrained_weights "
-                              f"takes a checkpoint of this cfg's network (another class count re-initialises the "
+                              f"takes a checkpoint of this cfg's network (another class or anchor count re-initialises the "
                               f"head convs) or of its leading layers (with --cutoff N, layers 0..N-1 of a related "
                               f"network's)")
     load_state_dict_matching(model, state)
@@ -279,7 +279,7 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
         taken = f" (layers 0..{max(fit.present, default=-1) if not_in_file else cutoff - 1})"
     if fit.unfit:
         return (f"loaded {path}{taken}; the head convs (layers {', '.join(map(str, sorted(fit.unfit)))}) differ "
-                f"in shape (another class count) and were re-initialised")
+                f"in shape (another class or anchor count) and were re-initialised")
     past_cutoff = sorted(fit.absent.difference(not_in_file))
     left = [f"{_span(indices)} ({why})" for indices, why in
             ((not_in_file, "not in the file: a backbone"), (past_cutoff, "past --cutoff")) if indices]

@@ -39,9 +39,14 @@ class Network:
     layers: list[DarknetLayer]
 
 
+def net_options(cfg: Cfg) -> Block:
+    """The cfg's [net] section, typed (input size and channels, training hyperparameters)."""
+    return type_section(cfg.sections[0], NET_SCHEMA, cfg.source, -1)
+
+
 def build_network(cfg: Cfg) -> Network:
     """One module per section after [net], each built by its registered type from its typed block."""
-    net = type_section(cfg.sections[0], NET_SCHEMA, cfg.source, -1)
+    net = net_options(cfg)
     ctx = BuildContext([], net["channels"])
     blocks, layers = [], []
     for index, section in enumerate(cfg.layers):
