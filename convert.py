@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, integer, number, run_main
-from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript
+from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript, require_onnx
 from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagenet, write_backbone
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import Cfg, read_cfg
@@ -250,6 +250,8 @@ def describe_onnx(out: Path, model, size: tuple[int, int], nms: NmsOptions | Non
 def export(args, source: Path, cfg: Path | None) -> str:
     """--onnx and/or --torchscript from one loaded model (ONNX first: TorchScript fuses the model)."""
     nms = nms_options(args)
+    if args.onnx:
+        require_onnx()
     if args.output:
         raise UserError(f"{args.output}: an export writes only its --onnx / --torchscript file; drop this output")
     targets = {flag: Path(name) for flag, name in (("--onnx", args.onnx), ("--torchscript", args.torchscript)) if name}

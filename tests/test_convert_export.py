@@ -86,3 +86,15 @@ def test_export_flag_errors(checkpoint, tmp_path, flags, message):
     message = message.replace("{T}", str(tmp_path))
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "exists.onnx").read_bytes() == b"mine" and not (tmp_path / "a.onnx").exists()
+
+
+def test_onnx_without_the_onnx_package_is_one_error_line_and_writes_nothing(checkpoint, tmp_path):
+    # sys.modules['onnx'] = None: Python's own spelling of "this package is not installed"
+    script = ("import runpy, sys; sys.modules['onnx'] = None; sys.argv = ['convert.py'] + sys.argv[1:]; "
+              "runpy.run_path('convert.py', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", script, str(checkpoint[0]), "--onnx", str(tmp_path / "m.onnx"),
+                             "--torchscript", str(tmp_path / "m.pt")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == ("error: --onnx needs the onnx package, which is not installed: pip "
+                                              "install onnx (TorchScript, --torchscript, needs nothing more)")
+    assert list(tmp_path.iterdir()) == []

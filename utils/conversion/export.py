@@ -9,6 +9,7 @@ ONNX's own ``NonMaxSuppression``, so onnxruntime alone gives final boxes: ``(K, 
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import warnings
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from torch import nn
 
 from utils.boxes import xywh_to_xyxy
 from utils.darknet.model import Darknet
+from utils.errors import UserError
 from utils.fileio import atomic_write
 from utils.inference.nms import NmsFilter, nms
 
@@ -93,6 +95,13 @@ class DetectorWithNms(nn.Module):
         keep = rank < options.max_det
         return torch.cat([image[keep, None].to(score.dtype), boxes[image[keep], box[keep]], score[keep, None],
                           cls[keep, None].to(score.dtype)], 1)
+
+
+def require_onnx(flag: str = "--onnx") -> None:
+    """torch writes ONNX through the onnx package, which only the tests install (requirements-dev.txt)."""
+    if importlib.util.find_spec("onnx") is None:
+        raise UserError(f"{flag} needs the onnx package, which is not installed: pip install onnx "
+                        f"(TorchScript, --torchscript, needs nothing more)")
 
 
 def _example(model: Darknet, img_size: int | None) -> torch.Tensor:
