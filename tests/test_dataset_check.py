@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data.check import (CheckOptions, check_dataset, dataset_notes, format_dataset_summary, labels_problem,
-                              summarize_dataset)
+from utils.data.check import (CheckOptions, check_dataset, check_evaluation_labels, dataset_notes,
+                              format_dataset_summary, labels_problem, summarize_dataset)
 from utils.data.check import main as check_main
 from utils.data.config import DataError, parse_data_config
 from utils.data.dataset import Batch, DetectionDataset
@@ -60,6 +60,22 @@ def test_labels_never_found_stop_with_the_paths_looked_for(shapes):
     assert "and 7 more" in message and "replacing the last 'images'" in message and "--allow_all_negative" in message
     summary = check_dataset(dataset, NAMES, CheckOptions(allow_negatives=True))
     assert summary.negatives == 10
+
+
+def test_label_files_that_are_all_empty_stop_training_and_are_a_warning_for_evaluation(shapes):
+    root, config = shapes
+    for label in (root / "labels" / "train").iterdir():
+        label.write_text("")
+    dataset = DetectionDataset(config.train, 4)
+    with pytest.raises(DataError, match=rf"{root / 'train.txt'}: every one of its 10 label files is empty: not one "
+                                        r"box, so they would train as negatives .* Write the boxes into them, or pass "
+                                        r"--allow_all_negative if these images really hold no objects\.$"):
+        check_dataset(dataset, NAMES)
+    assert check_dataset(dataset, NAMES, CheckOptions(allow_negatives=True)).negatives == 10
+    with pytest.warns(UserWarning, match="every one of its 10 label files is empty"):
+        check_evaluation_labels(dataset, NAMES)
+    (root / "labels" / "train" / "00000.txt").write_text("1 0.5 0.5 0.2 0.2\n")  # one box: negatives are allowed
+    check_dataset(DetectionDataset(config.train, 4), NAMES)
 
 
 def test_more_than_half_without_labels_stops_half_does_not(shapes):

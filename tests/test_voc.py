@@ -54,6 +54,20 @@ def test_boxes_are_clipped_to_their_image_and_those_outside_it_dropped(tmp_path)
     assert row == pytest.approx([0, 175 / 200, 30 / 100, 50 / 200, 40 / 100])  # one line, the clipped box
 
 
+def test_classes_the_annotations_do_not_hold_are_named_with_those_they_do(tmp_path):
+    objects = [dict(cls="dog", difficult=0, x1=11, y1=21, x2=51, y2=81),
+               dict(cls="cat", difficult=0, x1=1, y1=1, x2=10, y2=10)]
+    ann, img = voc_folder(tmp_path, [(f"im{i}", (100, 200), objects) for i in range(5)])
+    with pytest.raises(DataError, match=r"--classes Dog: no object of these classes in .*ann \(names are "
+                                        r"case-sensitive\); the objects there are of: cat \(5\), dog \(5\)"):
+        convert_voc(ann, img, tmp_path / "typo", "pets", VocOptions(classes=("Dog",)))
+    assert not (tmp_path / "typo").exists()
+    with pytest.warns(UserWarning, match=r"--classes: no object of horse in .*ann, so no box of it to learn from; "
+                                         r"the objects there are of: cat \(5\), dog \(5\)"):
+        _, counts = convert_voc(ann, img, tmp_path / "some", "pets", VocOptions(classes=("dog", "horse")))
+    assert (counts.boxes, counts.unlisted) == (5, 5)
+
+
 @pytest.mark.parametrize("problem", ["same stem", "same image", "one image", "class twice"])
 def test_a_dataset_that_would_mislabel_or_not_split_is_refused(tmp_path, problem):
     box = [dict(cls="cat", difficult=0, x1=11, y1=11, x2=31, y2=31)]

@@ -43,15 +43,13 @@ class LabelUse:
     """What missing label files do to one use of a dataset, and what the user can do about it."""
 
     consequence: str
-    remedy: str
+    way_past: str = ""  # the other remedy than writing the labels, where this use has one
 
 
 TRAINING = LabelUse("so they would train as negatives (nothing to detect: mAP stays near 0)",
-                    f"Put the label files there, or pass {ALLOW_NEGATIVES_FLAG} if these images really hold no "
-                    f"objects")
-EVALUATION = LabelUse("so every detection on them would count as a false positive (mAP near 0)",
-                      "Put the label files there")
-ANCHORS = LabelUse("so their boxes cannot be counted", "Put the label files there")
+                    f", or pass {ALLOW_NEGATIVES_FLAG} if these images really hold no objects")
+EVALUATION = LabelUse("so every detection on them would count as a false positive (mAP near 0)")
+ANCHORS = LabelUse("so their boxes cannot be counted")
 
 
 @dataclass(frozen=True)
@@ -123,6 +121,10 @@ def labels_problem(summary: DatasetSummary, max_unlabelled: float = MAX_UNLABELL
         shown = ", ".join(map(str, summary.missing_images[:SHOWN]))
         return f"{summary.source}: none of its {len(summary.images)} listed images exists (first: {shown})"
     unlabelled = len(summary.without_label_file)
+    if unlabelled == 0 and summary.empty_label_files == summary.present:
+        return (f"{summary.source}: every one of its {summary.present} label files is empty: not one box, "
+                f"{use.consequence}. An importer's class list that matched no object (a typo, another case) "
+                f"writes such files. Write the boxes into them{use.way_past}.")
     if unlabelled == 0 or unlabelled <= max_unlabelled * summary.present:
         return None
     what = (f"no label file was found for any of its {summary.present} images" if unlabelled == summary.present
@@ -131,7 +133,7 @@ def labels_problem(summary: DatasetSummary, max_unlabelled: float = MAX_UNLABELL
     return (f"{summary.source}: {what}, {use.consequence}; {_looked_for(summary.without_label_file)}. Darknet "
             f"finds an image's labels by replacing the last 'images' (or 'JPEGImages') folder of its path with "
             f"'labels' and the extension with '.txt' (data/set/images/a.jpg -> data/set/labels/a.txt); an image path "
-            f"without such a folder has its label file beside the image. {use.remedy}")
+            f"without such a folder has its label file beside the image. Put the label files there{use.way_past}.")
 
 
 def require_labels(summary: DatasetSummary, options: CheckOptions = CheckOptions()) -> None:

@@ -6,13 +6,15 @@ Boxes convert as Darknet's own voc_label.py does: VOC pixel coordinates are 1-ba
 from __future__ import annotations
 
 import math
+import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 
-from utils.data.config import IMAGE_SUFFIXES, DataError
+from utils.data.config import IMAGE_SUFFIXES, DataError, DataWarning
 from utils.data.layout import (BoxCounts, check_distinct_labels, darknet_row, place_image, seeded_split,
                                write_dataset_files, write_label_file)
 
@@ -144,13 +146,30 @@ def _label_rows(record: VocRecord, index: dict[str, int], include_difficult: boo
     return rows
 
 
+def _check_listed(classes: tuple[str, ...], found: Counter, annotations_dir: Path) -> None:
+    """--classes: each once; none of them in the annotations is an error (a typo would give a dataset of
+    negatives), some of them a warning; both name the classes the annotations hold."""
+    repeated = sorted({n for n in classes if classes.count(n) > 1})
+    if repeated:
+        raise DataError(f"--classes names {', '.join(repeated)} more than once; each class once, in order")
+    absent = [name for name in classes if name not in found]
+    if not absent:
+        return
+    held = ", ".join(f"{name} ({count})" for name, count in sorted(found.items())) or "none"
+    if len(absent) == len(classes):
+        raise DataError(f"--classes {' '.join(classes)}: no object of these classes in {annotations_dir} (names "
+                        f"are case-sensitive); the objects there are of: {held}")
+    warnings.warn(f"--classes: no object of {', '.join(absent)} in {annotations_dir}, so no box of "
+                  f"{'it' if len(absent) == 1 else 'them'} to learn from; the objects there are of: {held}",
+                  DataWarning, stacklevel=3)
+
+
 def _class_names(records: list[VocRecord], options: VocOptions, annotations_dir: Path) -> list[str]:
+    found = Counter(o.name for record in records for o in record.objects
+                    if options.include_difficult or not o.difficult)
     if options.classes:
-        repeated = sorted({n for n in options.classes if options.classes.count(n) > 1})
-        if repeated:
-            raise DataError(f"--classes names {', '.join(repeated)} more than once; each class once, in order")
+        _check_listed(options.classes, found, annotations_dir)
         return list(options.classes)
-    found = {o.name for record in records for o in record.objects if options.include_difficult or not o.difficult}
     if not found:
         raise DataError(f"{annotations_dir}: no objects found")
     return sorted(found)
