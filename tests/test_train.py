@@ -15,6 +15,7 @@ from models import Darknet
 from tests.cfgs import NET, conv, head
 from tests.conftest import REPO
 from utils.darknet.checkpoint import CheckpointError, load_pretrained
+from utils.darknet.weights import WeightsFileError
 from utils.data.synthetic import write_dataset
 from utils.training.optim import init_head_biases
 
@@ -191,6 +192,23 @@ def test_pretrained_file_with_another_class_count_reinitialises_the_heads(tmp_pa
     message = load_pretrained(target, tmp_path / "80.weights")
     assert "trained for 80 classes, this model has 4" in message and "layers 4" in message
     assert torch.equal(target.layers[3].split.conv1.conv.weight, source.layers[3].split.conv1.conv.weight)
+
+
+def test_a_pretrained_backbone_is_read_by_its_name_and_one_past_the_cfg_says_so(tmp_path):
+    (tmp_path / "tiny.cfg").write_text(TINY)
+    source = Darknet(tmp_path / "tiny.cfg")
+    source.save_darknet_weights(tmp_path / "tiny.conv.3", cutoff=3)
+    target = Darknet(tmp_path / "tiny.cfg")
+    assert load_pretrained(target, tmp_path / "tiny.conv.3") == f"loaded {tmp_path / 'tiny.conv.3'} (layers 0..2)"
+    assert torch.equal(target.layers[2].conv.weight, source.layers[2].conv.weight)
+    (tmp_path / "tiny.conv.9").write_bytes((tmp_path / "tiny.conv.3").read_bytes())
+    with pytest.raises(WeightsFileError, match=r"tiny\.conv\.9: its name says a backbone of 9 layers "
+                                               r"\(<net>\.conv\.9\), but the cfg has 6"):
+        load_pretrained(target, tmp_path / "tiny.conv.9")
+    source.save_darknet_weights(tmp_path / "whole.conv.3")  # every layer, under a name that says three
+    with pytest.raises(WeightsFileError, match=r"floats are left over after layers 0\.\.2, as its name says"):
+        load_pretrained(target, tmp_path / "whole.conv.3")
+    assert "(layers 0..2)" in load_pretrained(target, tmp_path / "whole.conv.3", cutoff=3)  # as Darknet's partial
 
 
 def test_pretrained_checkpoint_starts_from_its_ema_weights(tmp_path):

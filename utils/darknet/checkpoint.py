@@ -299,12 +299,12 @@ def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None)
     path = regular_file(path, "pretrained weights", WeightsFileError)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return _load_pretrained_checkpoint(model, path, cutoff)
-    cutoff = cutoff if cutoff is not None else cutoff_from_name(path)
+    taken = cutoff if cutoff is not None else cutoff_from_name(path)
     try:
-        model.load_darknet_weights(path, cutoff)
-        return f"loaded {path}" + (f" (layers 0..{cutoff - 1})" if cutoff is not None else "")
+        model.load_darknet_weights(path, cutoff)  # a <net>.conv.N name says N there, and its errors say so
+        return f"loaded {path}" + (f" (layers 0..{taken - 1})" if taken is not None else "")
     except WeightsFileError:
-        classes = None if cutoff is not None else _other_class_count(model, path)
+        classes = None if taken is not None else _other_class_count(model, path)
         if classes is None:
             raise
     return _load_other_class_count(model, path, classes)
