@@ -47,7 +47,7 @@ def parse_args(argv=None):
     add_export_flags(p)
     add_import_flags(p)
     p.add_argument("--force", "--exist_ok", dest="force", action="store_true", help="replace an existing output")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # the files may come before, between or after the flags
 
 
 def add_export_flags(p: ArgumentParser) -> None:

@@ -53,6 +53,8 @@ def test_backbone_cutoff_by_flag_and_by_name(tiny_weights, tmp_path):
     convert("--model_def", cfg, weights, tmp_path / "tiny.conv.11")
     convert("--model_def", cfg, weights, tmp_path / "cut.weights", "--cutoff", "11")
     assert (tmp_path / "tiny.conv.11").read_bytes() == (tmp_path / "cut.weights").read_bytes()
+    convert(weights, "--cutoff", "11", "--model_def", cfg, tmp_path / "mixed.weights")  # files between the flags
+    assert (tmp_path / "mixed.weights").read_bytes() == (tmp_path / "cut.weights").read_bytes()
     model = Darknet(cfg)
     expected = 20 + 4 * sum(t.numel() for layer in list(model.layers)[:11] for t in layer.darknet_tensors())
     assert (tmp_path / "cut.weights").stat().st_size == expected
