@@ -30,7 +30,7 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, classes, detector
     from models import Darknet, Detector
     from utils.darknet.cfg import read_cfg
     from utils.darknet.cfg_edit import with_classes
-    from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES
+    from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, ClassCountError
     from utils.data.names import read_class_names
     from utils.errors import UserError
 
@@ -52,7 +52,10 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, classes, detector
         classes = len(read_class_names(names) if isinstance(names, (str, _Path)) else names)
     if classes is not None:
         cfg = with_classes(cfg, classes)
-    return Detector(weights if weights is not None else Darknet(cfg), cfg, names, **detector_options)
+    try:
+        return Detector(weights if weights is not None else Darknet(cfg), cfg, names, **detector_options)
+    except ClassCountError as err:
+        raise UserError(f"{err}: pass classes={err.classes} (or names= its {err.classes} class names)") from None
 
 
 _MORE_DETECTOR_OPTIONS = ("settings", "half")  # passed on to models.Detector as they are, as device is

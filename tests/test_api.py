@@ -202,8 +202,11 @@ def test_torch_hub_load_on_the_local_clone(files):
     with pytest.raises(UserError, match=r"model\.pth: the checkpoint has 4 classes, not classes=80"):
         torch.hub.load(str(REPO), "yolov3_tiny", source="local", weights=str(files / "model.pth"), classes=80)
     with pytest.raises(UserError, match=r"model\.weights: the file ends inside .* it fits this cfg made for 4 classes "
-                                        r"instead of 80$"):
+                                        r"instead of 80: pass classes=4 \(or names= its 4 class names\)$"):
         torch.hub.load(str(REPO), "yolov3_tiny", source="local", weights=str(files / "model.weights"))
+    with pytest.raises(UserError, match=r"model\.weights: a \.weights file needs its cfg \(--model_def; cfg= in "
+                                        r"Python\)"):
+        Detector(files / "model.weights")
 
 
 def test_a_checkpoints_own_cfg_loads_without_repeating_its_training_warnings(tmp_path):

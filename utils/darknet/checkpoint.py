@@ -131,6 +131,14 @@ def load_model_state(model: Darknet, state_dict: dict, source: Path) -> None:
     model.load_state_dict(state_dict)
 
 
+class ClassCountError(WeightsFileError):
+    """A .weights file that fits its cfg at another class count, ``classes``."""
+
+    def __init__(self, message: str, classes: int):
+        super().__init__(message)
+        self.classes = classes
+
+
 def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) -> tuple[Darknet, dict | None]:
     """``(model, checkpoint dict or None)`` from a .weights file (needs ``cfg``) or a .pth (builds from the
     cfg it carries unless ``cfg`` is given; takes the EMA weights when the checkpoint has them)."""
@@ -153,7 +161,7 @@ def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) ->
     if weights.suffix != ".weights" and cfg is None:
         raise WeightsFileError(f"{weights}: unknown weights format {weights.suffix!r}; expected .weights or .pth")
     if cfg is None:
-        raise WeightsFileError(f"{weights}: a .weights file needs its cfg (--model_def)")
+        raise WeightsFileError(f"{weights}: a .weights file needs its cfg (--model_def; cfg= in Python)")
     model = Darknet(cfg)
     try:
         model.load_darknet_weights(weights)
@@ -161,8 +169,8 @@ def model_from_file(weights: str | Path, cfg: str | Path | Cfg | None = None) ->
         classes = _other_class_count(model, weights)
         if classes is None:
             raise
-        raise WeightsFileError(f"{err}; it fits this cfg made for {classes} classes instead of "
-                               f"{model.num_classes}") from None
+        raise ClassCountError(f"{err}; it fits this cfg made for {classes} classes instead of "
+                              f"{model.num_classes}", classes) from None
     return model, None
 
 
