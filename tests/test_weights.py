@@ -208,7 +208,7 @@ def test_missing_file_and_bad_cutoff(mixed_cfg, tmp_path):
     model = Darknet(mixed_cfg)
     with pytest.raises(WeightsFileError, match="cannot open weights file"):
         model.load_darknet_weights(tmp_path / "absent.weights")
-    with pytest.raises(ValueError, match="--cutoff 99: expected 0 .. 7, the model's layer count"):
+    with pytest.raises(ValueError, match="--cutoff 99: expected 1 .. 7, the model's layer count"):
         model.save_darknet_weights(tmp_path / "x.weights", cutoff=99)
     longer = tmp_path / "longer.conv.9"
     longer.write_bytes(struct.pack("<3iq", 0, 2, 0, 0) + b"\x00" * (4 * float_count(model)))

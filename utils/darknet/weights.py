@@ -91,12 +91,12 @@ def _read_into(f, tensor: torch.Tensor, path: Path) -> None:
 
 def _check_cutoff(cutoff: int | None, layers: Sequence, named: Path | None) -> None:
     """``named``: the file whose ``<net>.conv.N`` name gave the cutoff, when no cutoff was given."""
-    if cutoff is None or 0 <= cutoff <= len(layers):
+    if cutoff is None or 1 <= cutoff <= len(layers):  # 0 layers: a file of nothing but a header
         return
     if named is not None:
         raise WeightsFileError(f"{named}: its name says a backbone of {cutoff} layers (<net>.conv.{cutoff}), but the "
                                f"cfg has {len(layers)}: the file belongs to a longer network")
-    raise WeightsFileError(f"--cutoff {cutoff}: expected 0 .. {len(layers)}, the model's layer count")
+    raise WeightsFileError(f"--cutoff {cutoff}: expected 1 .. {len(layers)}, the model's layer count")
 
 
 def cutoff_from_name(path: str | Path) -> int | None:
