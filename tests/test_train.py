@@ -90,8 +90,10 @@ def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset,
     data, cfg = dataset
     train(data, cfg, tmp_path / "run", "--epochs", "1")
     before, events = model_tensors(tmp_path / "run" / "last.pth"), sorted((tmp_path / "run").glob("events.*"))
+    files = {path: path.stat().st_mtime_ns for path in (tmp_path / "run").iterdir()}
     result = train(data, cfg, tmp_path / "run", "--batch_size", "2", "--resume", str(tmp_path / "run"))
     assert sorted((tmp_path / "run").glob("events.*")) == events  # no TensorBoard file for a run with nothing left
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "run").iterdir()} == files  # nothing rewritten
     assert "nothing left to train: the run's 1 epochs are done" in result.stderr + result.stdout
     assert "goes on with its own options, so these are not applied: --batch_size 2 (the run's: 4);" in result.stdout
     elsewhere = train(data, cfg, tmp_path / "copy", "--resume", str(tmp_path / "run"), check=False)

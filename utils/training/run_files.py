@@ -6,3 +6,4 @@ BEST_CHECKPOINT = "best.pth"  # the best mAP@0.5 so far, what detect.py finds by
 RESULTS_TABLE = "results.csv"  # a row per epoch
 RUN_CFG = "model.cfg"  # the cfg as trained: classes and --hyp values written in
 RESULTS = (RESULTS_TABLE, LAST_CHECKPOINT)  # a run folder holding neither has nothing worth keeping
+LABELS_PLOT = "labels.png"  # the training boxes' classes, sizes and places

@@ -14,6 +14,7 @@ from utils.data.config import DataConfig, read_image_list
 from utils.errors import UserError
 from utils.output_files import named_write_errors
 from utils.training.options import TrainOptions
+from utils.training.run_files import LABELS_PLOT
 from utils.training.setup import Loaders
 
 Log = Callable[[str], None]
@@ -39,7 +40,7 @@ def check_data(loaders: Loaders, data: DataConfig, opt: TrainOptions, log: Log) 
 
 def plot_training_labels(loaders: Loaders, names: list[str], run_dir: Path) -> None:
     from utils.plots import plot_labels  # matplotlib only where a run writes plots
-    path = run_dir / "labels.png"
+    path = run_dir / LABELS_PLOT
     with named_write_errors(path, "labels plot"):
         plot_labels(loaders.train.dataset.labels, names, path)
 

@@ -34,7 +34,7 @@ from utils.training.loss import YOLOLoss
 from utils.training.optim import Sparsity, init_head_biases, replan_schedule
 from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, TrainOptions
 from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
-from utils.training.run_files import LAST_CHECKPOINT, RESULTS, RUN_CFG
+from utils.training.run_files import LABELS_PLOT, LAST_CHECKPOINT, RESULTS, RUN_CFG
 from utils.training.runlog import RunLog, open_tensorboard
 from utils.training.setup import Loaders, build_loaders, build_state
 from utils.training.startup import check_data, plot_training_labels, refuse_dataset_inside, report_anchor_fit
@@ -224,7 +224,9 @@ class Trainer:
         return cfg
 
     def _write_run_cfg(self, cfg: Cfg, cfg_path: Path) -> None:
-        if self.dist.is_main:
+        """model.cfg, unless it already holds this text (a resumed run's folder: its file is left untouched)."""
+        unchanged = cfg_path.is_file() and cfg_path.read_bytes() == cfg.text.encode()
+        if self.dist.is_main and not unchanged:
             with named_write_errors(cfg_path, "model cfg"), atomic_write(cfg_path) as f:
                 f.write(cfg.text.encode())
         self.dist.barrier()
@@ -289,8 +291,8 @@ class Trainer:
             self.log(f"train: {len(loaders.train.dataset)} images ({describe_source(data.train)}); "
                      f"valid: {len(loaders.valid_set)} images ({describe_source(data.valid)})")
         check_data(loaders, data, self.opt, self.log)
-        if self.dist.is_main:
-            plot_training_labels(loaders, data.names, run_dir)
+        if self.dist.is_main and not (self.resumed_from is not None and (run_dir / LABELS_PLOT).is_file()):
+            plot_training_labels(loaders, data.names, run_dir)  # a resumed run's data has not changed
             report_anchor_fit(model.cfg, loaders, self.opt, self.log)
 
     def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs, steps_per_epoch: int) -> None:
