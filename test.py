@@ -13,7 +13,7 @@ from utils.cli import (ArgumentParser, add_half_flag, add_run_size_flag, device_
                        run_main, select_device)
 from utils.data.batching import evaluation_loader
 from utils.data.check import check_evaluation_labels
-from utils.data.config import DataError, parse_data_config
+from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.labels import label_path
 from utils.errors import UserError
@@ -109,8 +109,17 @@ def write_outputs(args: argparse.Namespace, records: list, result, names: list[s
         print(f"confusion matrix and F1, P, R curves: {', '.join(str(path) for path in pictures.files)}")
 
 
+def evaluation_data(data_config: str) -> DataConfig:
+    """--data_config; the default (the demo's) when it was never generated says how to make it."""
+    if data_config == DEFAULT_DATA and not Path(data_config).exists():
+        raise DataError(f"--data_config {data_config} (the default, the demo's) does not exist yet: train.py "
+                        f"generates it on first use, as does: python -m utils.data.synthetic --out "
+                        f"{Path(DEFAULT_DATA).parent}; or name your own dataset with --data_config")
+    return parse_data_config(data_config)
+
+
 def evaluate(args: argparse.Namespace) -> int:
-    data = parse_data_config(args.data_config)
+    data = evaluation_data(args.data_config)
     data = data.single_class() if args.single_cls else data
     dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox,
                                merged_from=data.merged_from)

@@ -110,3 +110,12 @@ def test_ground_truth_is_clipped_to_its_image_and_skipped_images_are_counted(tmp
     (record,) = records
     assert record.truth[0, 1:].tolist() == pytest.approx([0.7 * 64, 0.25 * 64, 64, 0.75 * 64])
     assert "evaluation: skipped 1 unreadable image(s), e.g. " in capsys.readouterr().out
+
+
+def test_the_default_data_config_when_the_demo_was_never_generated_says_how_to_make_it(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "test.py"), "--weights_path", "any.pth"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "error: --data_config data/demo/shapes.data (the default, the demo's) does not exist yet: train.py generates "
+        "it on first use, as does: python -m utils.data.synthetic --out data/demo; or name your own dataset with "
+        "--data_config"]
