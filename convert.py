@@ -96,6 +96,19 @@ def check_output(path: Path, flag: str, force: bool, inputs: tuple[Path | str | 
     refuse_existing([path], flag, force, "--force")
 
 
+OTHER_FORMATS = {".onnx": "an ONNX model", ".weights": "Darknet weights", ".cfg": "a Darknet cfg",
+                 ".pth": "a checkpoint"}  # what a TorchScript file must not be named as
+
+
+def refuse_other_format(out: Path, flag: str) -> None:
+    """An export named as another format would not be what its name says."""
+    if flag == "--onnx" and out.suffix != ".onnx":
+        raise UserError(f"--onnx {out}: expected a name ending in .onnx")
+    if flag == "--torchscript" and out.suffix in OTHER_FORMATS:
+        raise UserError(f"--torchscript {out}: {out.suffix} names {OTHER_FORMATS[out.suffix]}; give the "
+                        f"TorchScript file a name such as model.pt or model.torchscript")
+
+
 EXPORT_FLAGS = ("nms", "conf_thres", "iou_thres", "max_det", "fuse", "img_size")  # only an export reads these
 
 
@@ -164,7 +177,7 @@ def run(args) -> str:
     if args.onnx or args.torchscript:
         return export(args, source, cfg)
     if not args.output:
-        raise UserError("name an output file (.pth or .weights), or use --onnx / --darknet_native")
+        raise UserError("name an output file (.pth or .weights), or use --onnx / --torchscript / --darknet_native")
     out = Path(args.output)
     check_output(out, "output", args.force, (source, cfg))
     if out.suffix in CHECKPOINT_SUFFIXES:
@@ -257,6 +270,7 @@ def export(args, source: Path, cfg: Path | None) -> str:
     targets = {flag: Path(name) for flag, name in (("--onnx", args.onnx), ("--torchscript", args.torchscript)) if name}
     refuse_shared_outputs(targets.items())
     for flag, out in targets.items():
+        refuse_other_format(out, flag)
         check_output(out, flag, args.force, (source, cfg))
     model = model_from_file(source, cfg)[0]
     size = (args.img_size, args.img_size) if args.img_size else model.img_size

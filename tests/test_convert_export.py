@@ -76,6 +76,9 @@ def test_onnx_and_torchscript_in_one_call(checkpoint, tmp_path):
     (["--onnx", "{T}/exists.onnx"], "--onnx {T}/exists.onnx: the file exists; choose another name or pass --force"),
     (["--onnx", "{T}/exists.onnx/m.onnx"], "--onnx {T}/exists.onnx/m.onnx: {T}/exists.onnx is a file, not a folder"),
     (["--torchscript", "{T}"], "--torchscript {T}: is a folder, expected a file name"),
+    (["--torchscript", "{T}/a.onnx"], "--torchscript {T}/a.onnx: .onnx names an ONNX model; give the TorchScript "
+                                      "file a name such as model.pt"),
+    (["--onnx", "{T}/a.pt"], "--onnx {T}/a.pt: expected a name ending in .onnx"),
     (["{T}/out.pth", "--onnx", "{T}/a.onnx"], "an export writes only its --onnx / --torchscript file"),
     (["--onnx", "{T}/a.onnx", "--nms", "--max_det", "0"], "--max_det: expected an integer in 1 .. inf, got 0"),
     (["--onnx", "{T}/a.onnx", "--img_size", "100"], "--img_size: expected an integer in 32 .. inf, a multiple of 32"),

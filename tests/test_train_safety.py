@@ -103,6 +103,9 @@ def test_a_run_folder_among_the_dataset_is_refused_even_with_exist_ok(dataset, c
     assert line == (f"error: {images / 'train'}, part of the dataset of {data}, is at or inside the run folder "
                     f"{images}: the run's checkpoints and plots would mix with the data; choose another --output")
     assert sorted(images.rglob("*")) == before
+    labels = data.parent / "labels" / "valid"
+    assert train.main(argv(dataset, labels, "--exist_ok")) == 1
+    assert error_lines(capsys)[0].startswith(f"error: {labels}, part of the dataset of {data}, is at or inside")
 
 
 def test_a_run_folder_another_live_process_trains_in_is_refused_and_a_dead_ones_mark_taken_over(

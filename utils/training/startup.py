@@ -11,6 +11,7 @@ from utils.darknet.cfg import Cfg
 from utils.data.anchors import AnchorError, check_anchor_fit
 from utils.data.check import CheckOptions, check_dataset, format_dataset_summary
 from utils.data.config import DataConfig, read_image_list
+from utils.data.labels import label_path
 from utils.errors import UserError
 from utils.output_files import named_write_errors
 from utils.training.options import TrainOptions
@@ -21,10 +22,12 @@ Log = Callable[[str], None]
 
 
 def refuse_dataset_inside(run_dir: Path, data: DataConfig) -> None:
-    """Stop when the run folder holds the dataset's list files or images (--exist_ok or not): its checkpoints,
-    plots and train_batch*.jpg would mix with the data, and a folder dataset would read the pictures as images."""
+    """Stop when the run folder holds the dataset's list files, images or labels (--exist_ok or not): its
+    checkpoints, plots and train_batch*.jpg would mix with the data, and a folder dataset would read the pictures
+    as images."""
     target = run_dir.resolve()
-    folders = {image.parent for source in (data.train, data.valid) for image in read_image_list(source)}
+    images = [image for source in (data.train, data.valid) for image in read_image_list(source)]
+    folders = {image.parent for image in images} | {label_path(image).parent for image in images}
     for path in (*data.files()[1:], *sorted(folders)):  # its .data file is --data_config, checked with the flags
         if path.resolve().is_relative_to(target):
             raise UserError(f"{path}, part of the dataset of {data.path}, is at or inside the run folder {run_dir}: "
