@@ -27,7 +27,7 @@ from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagen
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import Cfg, read_cfg
 from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, model_from_file,
-                                      save_model, save_weights, trained_size)
+                                      save_model, save_weights)
 from utils.darknet.model import Darknet
 from utils.darknet.weights import WeightsFileError, cutoff_from_name
 from utils.errors import UserError
@@ -191,7 +191,7 @@ def write_checkpoint(args, source: Path, cfg: Path | None, out: Path) -> str:
     model, state = model_from_file(source, cfg)
     names = (class_names(args.class_path, None, model.num_classes) if args.class_path
              else (state or {}).get("names"))
-    save_model(model, out, names, trained_size(state))
+    save_model(model, out, names, state)
     return f"wrote {out}"
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from utils.cli import ArgumentParser, add_run_size_flag, integer, number, output_folder, run_main
-from utils.darknet.checkpoint import model_from_file, run_size, save_model, save_weights, trained_size
+from utils.darknet.checkpoint import (model_from_file, run_size, save_model, save_weights, trained_single_class,
+                                      trained_size)
 from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.darknet.model import Darknet
 from utils.data.check import check_evaluation_labels
-from utils.data.config import DataError, parse_data_config
+from utils.data.config import parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
 from utils.fileio import atomic_write
@@ -71,14 +72,13 @@ def check_request(args: argparse.Namespace) -> Path:
     return output_folder(args.output, RUNS, args.exist_ok)
 
 
-def validation_set(data_config: str | None, model: Darknet) -> ValidationSet | None:
-    """--data_config's valid images, checked against the model's class count (None without it)."""
+def validation_set(data_config: str | None, model: Darknet, single_class: bool) -> ValidationSet | None:
+    """--data_config's valid images, as the model scores them (``single_class``: a --single_cls model; the class
+    counts checked), or None without it."""
     if not data_config:
         return None
-    data = parse_data_config(data_config)
-    if data.classes != model.num_classes:
-        raise DataError(f"{data_config}: {data.classes} classes, but the model predicts {model.num_classes}")
-    images = DetectionDataset(data.valid, data.classes, None)
+    data = parse_data_config(data_config).scored_by(model.num_classes, single_class)
+    images = DetectionDataset(data.valid, data.classes, None, merged_from=data.merged_from)
     check_evaluation_labels(images, data.names)  # before any file is written
     return ValidationSet(images, data.names)
 
@@ -102,12 +102,13 @@ def write_channel_plots(graph, selection, out: Path) -> None:
         plot_channels(before, after, out / "channels.png")
 
 
-def write_model_files(compact: Darknet, out: Path, names: list[str] | None, size: int | None) -> None:
-    """pruned.cfg, pruned.weights and pruned.pth (``size``: the input size the weights were trained at)."""
+def write_model_files(compact: Darknet, out: Path, names: list[str] | None, trained: dict | None) -> None:
+    """pruned.cfg, pruned.weights and pruned.pth (``trained``: the original's checkpoint, whose training
+    options it carries)."""
     with named_write_errors(out / "pruned.cfg", "pruned cfg"), atomic_write(out / "pruned.cfg") as f:
         f.write(compact.cfg_text.encode())
     save_weights(compact, out / "pruned.weights")
-    save_model(compact, out / "pruned.pth", names, size)
+    save_model(compact, out / "pruned.pth", names, trained)
 
 
 def prune(args: argparse.Namespace) -> int:
@@ -121,7 +122,7 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
                            args.shortcut_mode)
     model, state = model_from_file(args.weights_path, args.model_def)
     model.eval()
-    validation = validation_set(args.data_config, model)
+    validation = validation_set(args.data_config, model, trained_single_class(state))
     work = without_units(model, args.layers)
     compact, graph, selection = work, None, None
     if args.percent > 0:  # refuses a percent that would empty a layer, before anything is written
@@ -131,7 +132,7 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
               f"channels are at or under it; the largest percent that empties no layer is {selection.safe_percent:.1%}")
         compact = compact_model(masked, graph, selection)
     write_model_files(compact, out, (state or {}).get("names") or (validation.names if validation else None),
-                      trained_size(state))
+                      state)
     comparison = compare(model, compact, out / "pruned.weights", run_size(args.img_size, trained_size(state)),
                          validation)
     print(comparison.table())
@@ -140,15 +141,18 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
         write_channel_plots(graph, selection, out)
     print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md"
           f"{', gammas.png, channels.png' if selection is not None else ''}\n"
-          f"fine-tune: {fine_tune_command(out, args.data_config, trained_size(state))}")
+          f"fine-tune: {fine_tune_command(out, args.data_config, state)}")
     return 0
 
 
-def fine_tune_command(out: Path, data_config: str | None, size: int | None) -> str:
-    """train.py on the pruned model, at the size the original was trained at (``size``; None: train's default)."""
+def fine_tune_command(out: Path, data_config: str | None, trained: dict | None) -> str:
+    """train.py on the pruned model as the original was trained (``trained``: its checkpoint): at its size, and
+    with --single_cls if it had it (else the pruned one-class heads would be re-made for the data's classes)."""
+    size = trained_size(trained)
     at_size = f" --img_size {size}" if size and size != DEFAULT_IMG_SIZE else ""
+    merged = " --single_cls" if trained_single_class(trained) else ""
     return (f"python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "
-            f"--data_config {data_config or 'DATA'}{at_size}")
+            f"--data_config {data_config or 'DATA'}{at_size}{merged}")
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights_path", required=True, help=".weights or .pth")
     p.add_argument("--data_config", default=DEFAULT_DATA, help=".data file; its 'valid' list is evaluated")
     p.add_argument("--single_cls", action="store_true",
-                   help="score every box as one class, as a model trained with train.py --single_cls predicts")
+                   help="score every box as one class, as a model trained with train.py --single_cls predicts "
+                        "(default: on for a .pth of such a run)")
     add_run_size_flag(p, "input size")
     p.add_argument("--batch_size", type=integer(1), default=8, help="images per batch")
     p.add_argument("--conf_thres", type=number(0, 1), default=EVAL_CONF_THRES,
@@ -120,18 +121,13 @@ def evaluation_data(data_config: str) -> DataConfig:
 
 def evaluate(args: argparse.Namespace) -> int:
     data = evaluation_data(args.data_config)
-    data = data.single_class() if args.single_cls else data
+    device = select_device(args.device)
+    loaded = load_model(args.weights_path, args.model_def, device=device, half=args.half)
+    data = data.scored_by(loaded.model.num_classes, args.single_cls or loaded.single_class)
     dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox,
                                merged_from=data.merged_from)
     check_outputs(args, [*data.files(), *dataset.images, *map(label_path, dataset.images)])
     check_evaluation_labels(dataset, data.names)
-    device = select_device(args.device)
-    loaded = load_model(args.weights_path, args.model_def, device=device, half=args.half)
-    if loaded.model.num_classes != data.classes:
-        hint = "; a model trained with --single_cls is scored with --single_cls" if loaded.model.num_classes == 1 \
-            else ""
-        raise DataError(f"{args.data_config}: {data.classes} classes, but the model predicts "
-                        f"{loaded.model.num_classes}{hint}")
     size = loaded.input_size(args.img_size)
     loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)
     collected = collect_detections(network(loaded.model, args.augment), loader, device, args.conf_thres,

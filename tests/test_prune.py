@@ -178,7 +178,7 @@ def test_prune_command_writes_everything_or_nothing(tmp_path):
     state = torch.load(tmp_path / "out" / "pruned.pth", weights_only=True)
     assert state["names"] == ["circle", "rectangle", "triangle", "cross"]
     assert f"--data_config {data}\n" in done.stdout  # a .weights file: train.py's default size, no --img_size
-    save_model(model, tmp_path / "trained.pth", trained_size=96)
+    save_model(model, tmp_path / "trained.pth", trained={"options": {"img_size": 96}})
     both = subprocess.run(command + ["--weights_path", str(tmp_path / "trained.pth"), "--layers", "2", "--percent",
                                      "0.3", "--layer_keep", "0.1", "--output", str(tmp_path / "both")],
                           cwd=REPO, capture_output=True, text=True)
@@ -225,3 +225,14 @@ def test_prune_report_times_a_model_of_the_cfgs_input_channels(write_cfg):
     model = Darknet(gray)
     latencies = latencies_ms([model, model], 64)
     assert len(latencies) == 2 and all(ms > 0 for ms in latencies)
+
+
+def test_a_pruned_model_keeps_how_its_original_was_trained(tmp_path):
+    import prune
+    trained = {"options": {"img_size": 96, "single_cls": True, "lr": 0.01, "epochs": 30}}
+    save_model(Darknet(REPO / "cfg" / "yolov3-tiny.cfg"), tmp_path / "slim.pth", ["object"], trained)
+    assert torch.load(tmp_path / "slim.pth", weights_only=True)["options"] == {"img_size": 96, "single_cls": True}
+    assert prune.fine_tune_command(tmp_path, "d.data", trained) == (
+        f"python train.py --model_def {tmp_path}/pruned.cfg --pretrained_weights {tmp_path}/pruned.weights "
+        f"--data_config d.data --img_size 96 --single_cls")
+    assert prune.fine_tune_command(tmp_path, None, None).endswith("--data_config DATA")

@@ -442,7 +442,7 @@ def test_help_shows_every_default(parse, monkeypatch):
         assert f"(default: {action.default})" in text, action.dest
 
 
-def test_a_single_class_run_trains_and_scores_every_box_as_one_object(dataset, tmp_path, capsys):
+def test_a_single_class_run_trains_and_scores_every_box_as_one_object(dataset, finished_run, tmp_path, capsys):
     data, _ = dataset
     run = tmp_path / "single"
     assert train.main(argv(dataset, run, "--epochs", "1", "--single_cls")) == 0
@@ -450,14 +450,21 @@ def test_a_single_class_run_trains_and_scores_every_box_as_one_object(dataset, t
     assert state["names"] == ["object"] and state["options"]["single_cls"] is True
     assert Darknet(run / "model.cfg").num_classes == 1
     capsys.readouterr()
-    scored = ["--weights_path", str(run / "best.pth"), "--data_config", str(data), "--n_cpu", "0", "--device", "cpu"]
-    assert test_py.main(scored + ["--single_cls"]) == 0
-    out = capsys.readouterr().out
-    assert "object" in out and "circle" not in out
-    assert test_py.main(scored) == 1
+    common = ["--data_config", str(data), "--n_cpu", "0", "--device", "cpu"]
+    for scored in (["--weights_path", str(run / "best.pth")],  # the checkpoint says --single_cls
+                   ["--model_def", str(run / "model.cfg"), "--weights_path", str(run / "best.weights"),
+                    "--single_cls"]):
+        assert test_py.main(scored + common) == 0
+        out = capsys.readouterr().out
+        assert "| object" in out and "circle" not in out
+    assert test_py.main(["--model_def", str(run / "model.cfg"), "--weights_path", str(run / "best.weights")]
+                        + common) == 1
     (line,) = error_lines(capsys)
     assert line.endswith("4 classes, but the model predicts 1; a model trained with --single_cls is scored with "
                          "--single_cls")
+    assert test_py.main(["--weights_path", str(finished_run / "best.pth"), "--single_cls", *common]) == 1
+    (line,) = error_lines(capsys)
+    assert line.endswith("1 classes (its 4 merged into one: --single_cls), but the model predicts 4")
 
 
 def test_single_class_data_still_checks_the_label_files_class_ids(tmp_path):

@@ -41,21 +41,36 @@ def save_weights(model: Darknet, path: str | Path, cutoff: int | None = None) ->
         model.save_darknet_weights(path, cutoff)
 
 
+# what a slim .pth keeps of its training run's options: the input size test.py and detect.py run it at, and
+# whether its one class stands for all of the data's (--single_cls)
+CARRIED_OPTIONS = ("img_size", "single_cls")
+
+
 def save_model(model: Darknet, out: str | Path, names: list[str] | None = None,
-               trained_size: int | None = None) -> None:
+               trained: dict | None = None) -> None:
     """A .pth of the weights alone, which train.py (--pretrained_weights), test.py and detect.py take;
-    ``trained_size``, the input size the weights were trained at, is what test.py and detect.py run at."""
-    options = {"img_size": trained_size} if trained_size else {}
+    ``trained``: the state of the checkpoint the weights come from, whose CARRIED_OPTIONS it keeps."""
+    options = {name: value for name, value in trained_options(trained).items() if name in CARRIED_OPTIONS}
     save_checkpoint(out, {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": names, "epoch": -1,
                           "options": options})
+
+
+def trained_options(state: dict | None) -> dict:
+    """The options of the training run a checkpoint records ({} for any other file)."""
+    options = state.get("options") if state else None
+    return options if isinstance(options, dict) else {}
 
 
 def trained_size(state: dict | None) -> int | None:
     """The --img_size a checkpoint's weights were trained at, where it records one (train.py's checkpoints
     and the files made from them); None for any other file."""
-    options = state.get("options") if state else None
-    size = options.get("img_size") if isinstance(options, dict) else None
+    size = trained_options(state).get("img_size")
     return size if isinstance(size, int) and size >= SIZE_MULTIPLE and size % SIZE_MULTIPLE == 0 else None
+
+
+def trained_single_class(state: dict | None) -> bool:
+    """Whether a checkpoint's run trained every box as one class (--single_cls)."""
+    return trained_options(state).get("single_cls") is True
 
 
 def run_size(requested: int | None, trained: int | None) -> int:

@@ -65,6 +65,18 @@ class DataConfig:
         name = self.names[0] if self.classes == 1 else SINGLE_CLASS_NAME
         return replace(self, classes=1, names=[name], merged_from=self.merged_from or self.classes)
 
+    def scored_by(self, model_classes: int, single_class: bool) -> DataConfig:
+        """This data as a model of ``model_classes`` classes is scored on it: merged into one class when
+        ``single_class`` (--single_cls, or a model trained so), and refused when the class counts differ."""
+        data = self.single_class() if single_class else self
+        if data.classes != model_classes:
+            merged = f" (its {self.classes} merged into one: --single_cls)" if single_class else ""
+            hint = ("; a model trained with --single_cls is scored with --single_cls"
+                    if model_classes == 1 and not single_class else "")
+            raise DataError(f"{self.path}: {data.classes} classes{merged}, but the model predicts {model_classes}"
+                            f"{hint}")
+        return data
+
     def files(self) -> list[Path]:
         """The files this config reads (itself, its names, its list files): what no output may replace."""
         sources = [s for part in (self.train, self.valid, self.test) if part is not None

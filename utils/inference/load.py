@@ -10,7 +10,7 @@ import torch
 from utils.boxes import Letterbox
 from utils.data.names import read_class_names
 from utils.darknet.cfg import Cfg
-from utils.darknet.checkpoint import model_from_file, run_size, trained_size
+from utils.darknet.checkpoint import model_from_file, run_size, trained_single_class, trained_size
 from utils.darknet.model import Darknet
 from utils.data.augment import letterbox_image
 from utils.errors import UserError
@@ -22,6 +22,7 @@ class LoadedModel:
     model: Darknet
     names: list[str]
     trained_size: int | None = None  # the --img_size a checkpoint's training run used, when it records one
+    single_class: bool = False  # its run trained every box as one class (--single_cls)
 
     def input_size(self, requested: int | None) -> int:
         """The network input size to run at (checkpoint.run_size)."""
@@ -48,7 +49,7 @@ def load_model(weights: str | Path, cfg: str | Path | Cfg | None = None, names: 
     model, state = model_from_file(weights, cfg)
     listed = class_names(names, state.get("names") if state else None, model.num_classes)
     model.to(device).prepare_inference(half)
-    return LoadedModel(model, listed, trained_size(state))
+    return LoadedModel(model, listed, trained_size(state), trained_single_class(state))
 
 
 def preprocess(images: list[np.ndarray], size: int, keep_ratio: bool = True):
