@@ -108,6 +108,21 @@ def test_a_run_folder_among_the_dataset_is_refused_even_with_exist_ok(dataset, c
     assert error_lines(capsys)[0].startswith(f"error: {labels}, part of the dataset of {data}, is at or inside")
 
 
+def test_a_run_folder_inside_a_folder_the_images_are_read_from_is_refused(dataset, tmp_path, capsys):
+    data, cfg = dataset
+    folder_data = tmp_path / "folder.data"  # train= a folder: its images at any depth, so a run's pictures too
+    folder_data.write_text(data.read_text().replace("train=train.txt", f"train={data.parent / 'images' / 'train'}")
+                           .replace("valid=valid.txt", f"valid={data.parent / 'valid.txt'}")
+                           .replace("names=shapes.names", f"names={data.parent / 'shapes.names'}"))
+    run = data.parent / "images" / "train" / "run1"
+    assert train.main(argv((folder_data, cfg), run)) == 1
+    (line,) = error_lines(capsys)
+    assert line == (f"error: the run folder {run} is inside {data.parent / 'images' / 'train'}, which the dataset of "
+                    f"{folder_data} reads its images from (at any depth): its plots would be read as training "
+                    f"images; choose another --output")
+    assert not run.exists()
+
+
 def test_a_run_folder_another_live_process_trains_in_is_refused_and_a_dead_ones_mark_taken_over(
         finished_run, tmp_path, capsys):
     run = copy_of(finished_run, tmp_path / "run")

@@ -77,11 +77,18 @@ class DataConfig:
                             f"{hint}")
         return data
 
+    def sources(self) -> list[Path]:
+        """Every list file and folder the images come from (train, valid and a YAML config's test)."""
+        return [s for part in (self.train, self.valid, self.test) if part is not None
+                for s in (part if isinstance(part, tuple) else (part,))]
+
+    def listed_files(self) -> list[Path]:
+        """The files the config names: its .names file and its list files."""
+        return [*([self.names_file] if self.names_file else []), *(s for s in self.sources() if s.is_file())]
+
     def files(self) -> list[Path]:
         """The files this config reads (itself, its names, its list files): what no output may replace."""
-        sources = [s for part in (self.train, self.valid, self.test) if part is not None
-                   for s in (part if isinstance(part, tuple) else (part,))]
-        return [self.path, *([self.names_file] if self.names_file else []), *(s for s in sources if s.is_file())]
+        return [self.path, *self.listed_files()]
 
 
 def _warn_unknown_keys(path: Path, values: dict[str, tuple[str, int]]) -> None:

@@ -10,7 +10,7 @@ from typing import Callable
 from utils.darknet.cfg import Cfg
 from utils.data.anchors import AnchorError, check_anchor_fit
 from utils.data.check import CheckOptions, check_dataset, format_dataset_summary
-from utils.data.config import DataConfig, read_image_list
+from utils.data.config import DataConfig
 from utils.data.labels import label_path
 from utils.errors import UserError
 from utils.output_files import named_write_errors
@@ -21,17 +21,22 @@ from utils.training.setup import Loaders
 Log = Callable[[str], None]
 
 
-def refuse_dataset_inside(run_dir: Path, data: DataConfig) -> None:
-    """Stop when the run folder holds the dataset's list files, images or labels (--exist_ok or not): its
-    checkpoints, plots and train_batch*.jpg would mix with the data, and a folder dataset would read the pictures
-    as images."""
+def refuse_dataset_inside(run_dir: Path, data: DataConfig, loaders: Loaders) -> None:
+    """Stop when the run folder holds the dataset's list files, images or labels, or lies in a folder the
+    images are read from at any depth (--exist_ok or not): its checkpoints, plots and train_batch*.jpg would mix
+    with the data, and a folder dataset would read the pictures as training images."""
     target = run_dir.resolve()
-    images = [image for source in (data.train, data.valid) for image in read_image_list(source)]
-    folders = {image.parent for image in images} | {label_path(image).parent for image in images}
-    for path in (*data.files()[1:], *sorted(folders)):  # its .data file is --data_config, checked with the flags
+    folders = {image.parent for dataset in (loaders.train.dataset, loaders.valid_set) for image in dataset.images}
+    folders |= {label_path(folder / "image.jpg").parent for folder in folders}  # where their labels are
+    for path in (*data.listed_files(), *sorted(folders)):
         if path.resolve().is_relative_to(target):
             raise UserError(f"{path}, part of the dataset of {data.path}, is at or inside the run folder {run_dir}: "
                             f"the run's checkpoints and plots would mix with the data; choose another --output")
+    for source in data.sources():
+        if source.is_dir() and target.is_relative_to(source.resolve()):
+            raise UserError(f"the run folder {run_dir} is inside {source}, which the dataset of {data.path} reads "
+                            f"its images from (at any depth): its plots would be read as training images; choose "
+                            f"another --output")
 
 
 def check_data(loaders: Loaders, data: DataConfig, opt: TrainOptions, log: Log) -> None:

@@ -84,9 +84,10 @@ class Trainer:
         with self.dist.warnings_once():
             data = parse_data_config(self.opt.data_config)
         data = data.single_class() if self.opt.single_cls else data
-        refuse_dataset_inside(run_dir, data)
         model = self._build_model(run_dir, data, checkpoint)
         loaders = build_loaders(data, self.opt, model.hyperparams, self.dist)
+        refuse_dataset_inside(run_dir, data, loaders)
+        self._write_run_cfg(model.cfg, run_dir / RUN_CFG)  # after every check: a reused folder keeps its own
         self._check_data(loaders, data, model, run_dir)
         if self.opt.cache_images:
             self._cache_images(loaders)
@@ -246,8 +247,7 @@ class Trainer:
         cfg = self._run_cfg(cfg_path, data.classes, checkpoint)
         with self.dist.warnings_once():
             model = Darknet(cfg)
-        self._check_trainable(model)  # before model.cfg is written: a reused folder keeps the one it had
-        self._write_run_cfg(cfg, cfg_path)
+        self._check_trainable(model)
         self.log(f"run directory: {run_dir}   model: {self.opt.model_def} -> {cfg_path} "
                  f"({data.classes} classes: {', '.join(data.names)})")
         if checkpoint is None:
