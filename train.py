@@ -41,8 +41,8 @@ def _add_data_and_model_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--data_config", default=d.data_config, help=".data or .yaml dataset config (the default is the "
                                                                 "demo set, generated on first use)")
     p.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_all_negative", action="store_true",
-                   help="train even when most images have no label file (they are negatives); without it the "
-                        "dataset check stops, naming the label paths it looked for")
+                   help="train even when most images have no label file, or no image has a box (they are "
+                        "negatives); without it the dataset check stops, naming the label paths it looked for")
     p.add_argument("--single_cls", action="store_true",
                    help="train every box as one class (the data's only class, else 'object'), as a detector of "
                         "objects of any kind; test.py --single_cls scores such a model")

@@ -62,18 +62,22 @@ def test_labels_never_found_stop_with_the_paths_looked_for(shapes):
     assert summary.negatives == 10
 
 
-def test_label_files_that_are_all_empty_stop_training_and_are_a_warning_for_evaluation(shapes):
+def test_label_files_without_a_single_box_stop_training_and_are_a_warning_for_evaluation(shapes):
     root, config = shapes
     for label in (root / "labels" / "train").iterdir():
         label.write_text("")
     dataset = DetectionDataset(config.train, 4)
-    with pytest.raises(DataError, match=rf"{root / 'train.txt'}: every one of its 10 label files is empty: not one "
-                                        r"box, so they would train as negatives .* Write the boxes into them, or pass "
-                                        r"--allow_all_negative if these images really hold no objects\.$"):
+    with pytest.raises(DataError, match=rf"{root / 'train.txt'}: not one box in its 10 images \(10 empty label "
+                                        r"files\), so they would train as negatives .* Write the boxes into the label "
+                                        r"files, or pass --allow_all_negative if these images really hold no "
+                                        r"objects\.$"):
         check_dataset(dataset, NAMES)
     assert check_dataset(dataset, NAMES, CheckOptions(allow_negatives=True)).negatives == 10
-    with pytest.warns(UserWarning, match="every one of its 10 label files is empty"):
+    with pytest.warns(UserWarning, match=r"not one box in its 10 images \(10 empty label files\)"):
         check_evaluation_labels(dataset, NAMES)
+    (root / "labels" / "train" / "00009.txt").unlink()  # one missing among the empty ones: still no box
+    with pytest.raises(DataError, match=r"not one box in its 10 images \(9 empty label files, 1 without one\)"):
+        check_dataset(DetectionDataset(config.train, 4), NAMES)
     (root / "labels" / "train" / "00000.txt").write_text("1 0.5 0.5 0.2 0.2\n")  # one box: negatives are allowed
     check_dataset(DetectionDataset(config.train, 4), NAMES)
 

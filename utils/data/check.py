@@ -5,7 +5,7 @@ an image's labels at its path with the last ``images/`` (or ``JPEGImages/``) fol
 and the extension by ``.txt``, and an image without a label file is silently a negative. So when *no*
 listed image has a label file, or more than half of them (``MAX_UNLABELLED``) have none, the check stops
 with the label paths it looked for, unless negatives are allowed (training's ``--allow_all_negative``).
-An *empty* label file is an explicit negative and never counts against the data.
+An *empty* label file is an explicit negative, but a list without a single box stops the check too.
 ``python -m utils.data.check --data_config D`` prints the check of both lists.
 
 Box sizes in pixels are the labels' ``w`` and ``h`` times the training size (Darknet's convention, as for
@@ -121,12 +121,8 @@ def labels_problem(summary: DatasetSummary, max_unlabelled: float = MAX_UNLABELL
         shown = ", ".join(map(str, summary.missing_images[:SHOWN]))
         return f"{summary.source}: none of its {len(summary.images)} listed images exists (first: {shown})"
     unlabelled = len(summary.without_label_file)
-    if unlabelled == 0 and summary.empty_label_files == summary.present:
-        return (f"{summary.source}: every one of its {summary.present} label files is empty: not one box, "
-                f"{use.consequence}. An importer's class list that matched no object (a typo, another case) "
-                f"writes such files. Write the boxes into them{use.way_past}.")
-    if unlabelled == 0 or unlabelled <= max_unlabelled * summary.present:
-        return None
+    if unlabelled <= max_unlabelled * summary.present:
+        return _no_box_problem(summary, use)
     what = (f"no label file was found for any of its {summary.present} images" if unlabelled == summary.present
             else f"{unlabelled} of its {summary.present} images ({100 * unlabelled / summary.present:.0f} %) have "
                  f"no label file")
@@ -134,6 +130,16 @@ def labels_problem(summary: DatasetSummary, max_unlabelled: float = MAX_UNLABELL
             f"finds an image's labels by replacing the last 'images' (or 'JPEGImages') folder of its path with "
             f"'labels' and the extension with '.txt' (data/set/images/a.jpg -> data/set/labels/a.txt); an image path "
             f"without such a folder has its label file beside the image. Put the label files there{use.way_past}.")
+
+
+def _no_box_problem(summary: DatasetSummary, use: LabelUse) -> str | None:
+    """Label files found, but not one box in any of them (as a converter whose class list matched nothing
+    writes them), or None."""
+    if summary.boxes_per_class.sum():
+        return None
+    without = f", {len(summary.without_label_file)} without one" if summary.without_label_file else ""
+    return (f"{summary.source}: not one box in its {summary.present} images ({summary.empty_label_files} empty "
+            f"label files{without}), {use.consequence}. Write the boxes into the label files{use.way_past}.")
 
 
 def require_labels(summary: DatasetSummary, options: CheckOptions = CheckOptions()) -> None:
@@ -201,7 +207,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--img_size", type=IMAGE_SIZE, default=DEFAULT_IMG_SIZE,
                         help="training size the box sizes are counted at")
     parser.add_argument(ALLOW_NEGATIVES_FLAG, dest="allow_negatives", action="store_true",
-                        help="do not stop when most images have no label file")
+                        help="do not stop when most images have no label file, or none has a box")
     parser.add_argument("--labels_png", type=png_file,
                         help="also draw the train labels (boxes per class, centres, sizes) here")
     parser.add_argument("--exist_ok", action="store_true", help="replace an existing --labels_png")

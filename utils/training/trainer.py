@@ -286,14 +286,16 @@ class Trainer:
 
     def _check_data(self, loaders: Loaders, data: DataConfig, model: Darknet, run_dir: Path) -> None:
         """The dataset check of both lists (every process stops alike), then on the main process labels.png
-        and the anchors' fit to the training boxes."""
+        (kept as it is by a resumed run) and the anchors' fit to the training boxes."""
         if loaders.valid is not None:
             self.log(f"train: {len(loaders.train.dataset)} images ({describe_source(data.train)}); "
                      f"valid: {len(loaders.valid_set)} images ({describe_source(data.valid)})")
         check_data(loaders, data, self.opt, self.log)
-        if self.dist.is_main and not (self.resumed_from is not None and (run_dir / LABELS_PLOT).is_file()):
-            plot_training_labels(loaders, data.names, run_dir)  # a resumed run's data has not changed
-            report_anchor_fit(model.cfg, loaders, self.opt, self.log)
+        if not self.dist.is_main:
+            return
+        if self.resumed_from is None or not (run_dir / LABELS_PLOT).is_file():  # a resumed run keeps its picture
+            plot_training_labels(loaders, data.names, run_dir)
+        report_anchor_fit(model.cfg, loaders, self.opt, self.log)
 
     def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs, steps_per_epoch: int) -> None:
         state.load_state_dict(checkpoint, self.resumed_from)
