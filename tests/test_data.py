@@ -144,12 +144,28 @@ def test_cached_images_give_the_same_samples_and_stay_unchanged(tmp_path, augmen
     assert all((copy == image).all() for copy, image in zip(copies, [i for i in cached.cached if i is not None]))
 
 
+def test_the_memory_available_is_the_machines_or_a_containers_limit_if_lower(tmp_path, monkeypatch):
+    from utils.data import cache
+    (tmp_path / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 4000000 kB\n")
+    (tmp_path / "max").write_text("max\n")  # cgroup v2 without a limit
+    (tmp_path / "current").write_text("1000\n")
+    monkeypatch.setattr(cache, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(cache, "CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "current")),))
+    assert cache.memory_available() == 4000000 * 1024
+    (tmp_path / "max").write_text("2000000000\n")
+    assert cache.memory_available() == 2000000000 - 1000
+    monkeypatch.setattr(cache, "MEMINFO", tmp_path / "absent")
+    monkeypatch.setattr(cache, "CGROUP_FILES", ())
+    assert cache.memory_available() is None
+
+
 def test_a_cache_past_its_memory_budget_is_refused_and_not_kept(tmp_path):
     root = tmp_path / "set"
     write_dataset(root, train=3, valid=1, size=64)
     dataset = DetectionDataset(root / "train.txt", 4)
     with pytest.raises(UserError, match=r"--cache_images: the first 2 of 3 train images already take 0\.00 GB "
-                                        r"decoded, more than the 0\.00 GB it may use \(70% of the memory available\)"):
+                                        r"decoded, more than the 0\.00 GB left to the cache \(70% of the memory "
+                                        r"available at start, shared among this machine's training processes"):
         dataset.cache_images("train", budget=64 * 64 * 3 + 1)
     assert dataset.cached is None
 

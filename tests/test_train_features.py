@@ -485,7 +485,7 @@ def test_single_class_data_still_checks_the_label_files_class_ids(tmp_path):
 
 
 def test_a_run_with_cached_images_trains_exactly_as_one_without(dataset, finished_run, tmp_path, capsys):
-    Trainer(options(dataset, tmp_path / "cached", cache_images=True)).run()
+    Trainer(options(dataset, tmp_path / "cached", cache_images=True, n_cpu=1)).run()  # a worker inherits it
     assert f"--cache_images: {TRAIN_IMAGES} train images held in memory, decoded:" in capsys.readouterr().out
     cached, plain = (torch.load(run / "last.pth", weights_only=True)["model"] for run in (tmp_path / "cached",
                                                                                          finished_run))

@@ -25,12 +25,13 @@ class Distributed:
     world_size: int = 1
     rank: int = 0
     local_rank: int = 0
+    local_world_size: int = 1  # the processes on this machine
 
     @classmethod
     def from_environment(cls) -> Distributed:
         """The variables torchrun sets; a plain ``python train.py`` is the only process."""
         return cls(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")),
-                   int(os.environ.get("LOCAL_RANK", "0")))
+                   int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
     @property
     def is_main(self) -> bool:

@@ -17,7 +17,7 @@ from utils.darknet.cfg import Cfg, parse_cfg, read_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.checkpoint import load_checkpoint, load_pretrained
 from utils.darknet.model import Darknet
-from utils.data.cache import memory_budget
+from utils.data.cache import MEMORY_SHARE, memory_available
 from utils.data.config import DataConfig, DataError, describe_source, parse_data_config
 from utils.data.dataset import IMAGE_CHANNELS
 from utils.errors import UserError
@@ -274,15 +274,20 @@ class Trainer:
             model.freeze_batchnorm()
 
     def _cache_images(self, loaders: Loaders) -> None:
-        """--cache_images: the training images in every process, the validation images where they are scored;
-        the memory budget is shared among the processes (DDP: each holds its own copy)."""
-        budget = memory_budget()
-        budget = None if budget is None else budget // self.dist.world_size
-        lists = [("train", loaders.train.dataset)] + ([("valid", loaders.valid_set)] if self.dist.is_main else [])
-        for name, dataset in lists:
-            held = dataset.cache_images(name, budget)
-            budget = None if budget is None else budget - held
-            self.log(f"--cache_images: {len(dataset)} {name} images held in memory, decoded: {held / 1e6:,.0f} MB")
+        """--cache_images: the training images in every process, the validation images where they are scored.
+        The budget is the main process's reading, shared among this machine's processes, so every process
+        caches alike or stops alike."""
+        available = self.dist.from_main(memory_available)
+        budget = None if available is None else int(MEMORY_SHARE * available) // self.dist.local_world_size
+        held = loaders.train.dataset.cache_images("train", budget)
+        self._log_cached("train", len(loaders.train.dataset), held)
+        left = None if budget is None else budget - held
+        held = self.dist.from_main(lambda: loaders.valid_set.cache_images("valid", left))
+        if self.dist.is_main:
+            self._log_cached("valid", len(loaders.valid_set), held)
+
+    def _log_cached(self, name: str, count: int, held: int) -> None:
+        self.log(f"--cache_images: {count} {name} images held in memory, decoded: {held / 1e6:,.0f} MB")
 
     def _check_data(self, loaders: Loaders, data: DataConfig, model: Darknet, run_dir: Path) -> None:
         """The dataset check of both lists (every process stops alike), then on the main process labels.png
