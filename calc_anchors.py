@@ -5,8 +5,8 @@
 
 Prints the anchors sorted by area (whole pixels at --img_size, as a cfg's anchors line), their average IoU
 with the boxes and the best possible recall at IoU 0.25 (and at the cfg's iou_thresh); with --model_def
-(a .cfg or a .pth) also the fit of the cfg's own anchors, and its anchor count and square [net] size are
-the defaults; with --out writes a copy of the cfg with the new anchors, num and masks in every [yolo] (the
+(a .cfg or a .pth) also the fit of the cfg's own anchors, whose count is the default (as a .pth's training
+size is); with --out writes a copy of the cfg with the new anchors, num and masks in every [yolo] (the
 largest anchors to the coarsest stride) and the head filters to match, every other line kept. An existing
 --out is only replaced with --force, and never when it is one of the command's inputs (the cfg, the data
 config, its lists and names, an image or a label file). The data config may be a Darknet .data or a
@@ -22,8 +22,7 @@ import numpy as np
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, integer, run_main
 from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE, Cfg, read_cfg
-from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint
-from utils.darknet.model import net_options
+from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, run_size, trained_size
 from utils.darknet.weights import cutoff_from_name
 from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
@@ -44,8 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_anchors", type=integer(1),
                    help=f"anchors to compute (default: as many as --model_def uses, else {DEFAULT_ANCHORS})")
     p.add_argument("--img_size", type=IMAGE_SIZE,
-                   help=f"network input size the anchors are for, a multiple of {SIZE_MULTIPLE} (default: "
-                        f"--model_def's square [net] size, else {DEFAULT_IMG_SIZE})")
+                   help=f"network input size the anchors are for, a multiple of {SIZE_MULTIPLE} (default: the size "
+                        f"a --model_def .pth was trained at, else train.py's default, {DEFAULT_IMG_SIZE})")
     p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the random initial centres")
     p.add_argument("--restarts", type=integer(1), default=10, help="k-means runs; the best average IoU is kept")
     p.add_argument("--model_def", help="a .cfg, or a .pth (its cfg): report its anchors' fit too (and its "
@@ -55,44 +54,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _check_out(args: argparse.Namespace, inputs: list) -> None:
-    """--out: a .cfg name that is no input of the command (any of the dataset's files included), and new
-    unless --force."""
+def _check_flags(args: argparse.Namespace) -> None:
+    """--out: a .cfg name, of a copy of --model_def, new unless --force (checked before the data is read)."""
     if not args.out:
         return
     if not args.model_def:
         raise AnchorError("--out writes a copy of a cfg: name it with --model_def")
     if Path(args.out).suffix != ".cfg":
         raise AnchorError(f"--out {args.out}: expected a .cfg name, as the output is a cfg's text")
-    refuse_replacing_inputs([args.out], [args.model_def, *inputs], "--out")
+    refuse_replacing_inputs([args.out], [args.model_def, args.data_config], "--out")
     refuse_existing([args.out], "--out", args.force, "--force")
 
 
-def model_cfg(path: str | None) -> Cfg | None:
-    """--model_def: a .cfg, or the cfg a .pth carries (None without the flag)."""
+def model_cfg(path: str | None) -> tuple[Cfg | None, int | None]:
+    """--model_def: a .cfg, or the cfg a .pth carries, with the input size it was trained at (None, None
+    without the flag)."""
     if not path:
-        return None
+        return None, None
     if path.endswith(CHECKPOINT_SUFFIXES):
-        return checkpoint_cfg(load_checkpoint(path), Path(path))
+        state = load_checkpoint(path)
+        return checkpoint_cfg(state, Path(path)), trained_size(state)
     if path.endswith(".weights") or cutoff_from_name(path) is not None:
         raise AnchorError(f"--model_def {path}: expected a .cfg, or a .pth that carries one; a .weights file holds "
                           f"no anchors")
-    return read_cfg(path)
+    return read_cfg(path), None
 
 
-def _defaults(args: argparse.Namespace, cfg: Cfg | None) -> tuple[int, int, str]:
-    """(anchors to compute, input size, the note saying where they came from): the flags, else the cfg's."""
+def _defaults(args: argparse.Namespace, cfg: Cfg | None, trained: int | None) -> tuple[int, int, str]:
+    """(anchors to compute, input size, the note saying where they came from): the flags, else the cfg's anchor
+    count and a .pth's training size, else 9 anchors at train.py's default size."""
     notes = []
-    count, size = args.num_anchors, args.img_size
+    count = args.num_anchors
     if cfg is not None and count is None:
         count = len(anchors_in_use(cfg))
         notes.append(f"{count} anchors, as the cfg uses")
-    if cfg is not None and size is None:
-        net = net_options(cfg)
-        if net["width"] == net["height"] and net["width"] % SIZE_MULTIPLE == 0:
-            size = net["width"]
-            notes.append(f"for its [net] size {size}")
-    return count or DEFAULT_ANCHORS, size or DEFAULT_IMG_SIZE, f" ({', '.join(notes)})" if notes else ""
+    size = run_size(args.img_size, trained)
+    if args.img_size is None:
+        notes.append(f"at the size {'it was trained at' if trained else 'train.py trains at by default'}")
+    return count or DEFAULT_ANCHORS, size, f" ({', '.join(notes)})" if notes else ""
 
 
 def training_boxes(data: DataConfig, dataset: DetectionDataset) -> tuple[list[np.ndarray], str, list[str]]:
@@ -124,12 +123,15 @@ def _write_out(args: argparse.Namespace, cfg: Cfg, anchors: np.ndarray) -> str:
 
 def run(args: argparse.Namespace) -> list[str]:
     """Everything the command prints, line by line (warnings first)."""
-    cfg = model_cfg(args.model_def)
+    _check_flags(args)
+    cfg, trained = model_cfg(args.model_def)
     data = parse_data_config(args.data_config)
     dataset = DetectionDataset(data.train, data.classes)
-    _check_out(args, [*data.files(), *dataset.images, *map(label_path, dataset.images)])
+    if args.out:  # nor any file of the dataset, which only now is known
+        refuse_replacing_inputs([args.out], [*data.files(), *dataset.images, *map(label_path, dataset.images)],
+                                "--out")
     labels, source, notes = training_boxes(data, dataset)
-    count, size, chosen = _defaults(args, cfg)
+    count, size, chosen = _defaults(args, cfg, trained)
     boxes = label_sizes(labels, size)
     iou_thresh = assignment_threshold(cfg) if cfg is not None else None
     thresholds = [FIT_THRESHOLD] + ([iou_thresh] if iou_thresh is not None and iou_thresh != FIT_THRESHOLD else [])

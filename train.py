@@ -83,11 +83,12 @@ def _add_run_flags(p: ArgumentParser, d: TrainOptions) -> None:
                                                           "them")
     p.add_argument("--resume", nargs="?", const="", metavar="RUN",
                    help="last.pth, or a run directory, to continue that run exactly where it stopped (with its own "
-                        "options; only --device, --n_cpu, --output and a larger --epochs or other --patience may "
-                        "change); without a value, the newest runs/train/*/last.pth")
+                        "options; only --device, --n_cpu, --cache_images, --output and a larger --epochs or other "
+                        "--patience may change); without a value, the newest runs/train/*/last.pth")
     p.add_argument("--evolve", type=integer(1), metavar="N",
                    help="evolve the hyperparameters: N seeded trainings of --epochs each, each mutating the best so "
-                        "far, into runs/evolve/expN (evolve.csv, evolve.png, hyp_evolved.txt for --hyp); default: train once")
+                        "far, into runs/evolve/expN (evolve.csv, evolve.png, hyp_evolved.txt for --hyp); default: "
+                        "train once")
     p.add_argument("--device", type=device_flag, default=d.device,
                    help="cpu, cuda, cuda:N or GPU indices such as 0 or 0,1 (under torchrun each process takes its "
                         "LOCAL_RANK-th; default: cuda if available)")
@@ -106,8 +107,9 @@ def _add_optimisation_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--freeze_bn", action="store_true", help="freeze every BN (detectron2's FrozenBatchNorm): "
                    "running statistics normalise in training too, gamma and beta are not trained")
     p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
-    p.add_argument("--amp", action="store_true", help="mixed precision: float16 with loss scaling on CUDA, bfloat16 "
-                                                   "on CPU (with --channels_last a step 1.5-2.8x faster where the CPU has AMX)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPU (with --channels_last a "
+                        "step 1.5-2.8x faster where the CPU has AMX)")
     p.add_argument("--channels_last", action="store_true",
                    help="channels-last memory: the same arithmetic, rounded differently, and a CPU step 6-19%% shorter")
     p.add_argument("--sync_bn", action="store_true", help="synchronised BatchNorm under DDP")

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 import detect
 from models import Darknet, DetectSettings, Detector
-from utils.cli import ArgumentParser, integer
+from utils.cli import IMAGE_SIZE, ArgumentParser, integer
 from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript
 from utils.darknet.checkpoint import model_from_file
 from utils.inference.load import preprocess
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--weights", type=Path, required=True, help="a .pth for the agreement check (e.g. the demo's)")
     p.add_argument("--images", type=Path, default=Path("/tmp/demo/images/valid"), help="images to compare on")
-    p.add_argument("--img_size", type=integer(32, multiple=32), default=256, help="input size of the agreement run")
+    p.add_argument("--img_size", type=IMAGE_SIZE, default=256, help="input size of the agreement run")
     p.add_argument("--rounds", type=integer(1), default=15, help="interleaved latency rounds")
     p.add_argument("--threads", type=integer(1), nargs="+", default=[1, 2],
                    help="thread counts to time at, the same for PyTorch and onnxruntime")

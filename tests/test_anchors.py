@@ -181,15 +181,14 @@ def test_calc_anchors_command_line(tmp_path):
 @pytest.mark.e2e
 def test_calc_anchors_takes_its_defaults_from_the_cfg_and_never_writes_over_an_input(tmp_path):
     data = write_dataset(tmp_path / "set", train=12, valid=2, size=96, seed=2)
-    cfg = tmp_path / "tiny.cfg"
-    cfg.write_text(read_cfg(REPO / "cfg" / "yolov3-tiny.cfg").text.replace("width=416", "width=320")
-                   .replace("height=416", "height=320"))
-    save_model(Darknet(cfg), tmp_path / "trained.pth")
-    for model_def in (cfg, tmp_path / "trained.pth"):  # a .pth gives the cfg it carries
+    cfg = REPO / "cfg" / "yolov3-tiny.cfg"
+    save_model(Darknet(cfg), tmp_path / "trained.pth", trained={"options": {"img_size": 320}})
+    for model_def, size, why in [(cfg, 416, "train.py trains at by default"),
+                                 (tmp_path / "trained.pth", 320, "it was trained at")]:  # a .pth: its own cfg
         result = calc_anchors("--data_config", data, "--model_def", model_def, "--out", tmp_path / "new.cfg",
                               "--force")
         assert result.returncode == 0, result.stderr
-        assert "sizes at 320x320 (6 anchors, as the cfg uses, for its [net] size 320)" in result.stdout
+        assert f"sizes at {size}x{size} (6 anchors, as the cfg uses, at the size {why})" in result.stdout
         assert len(result.stdout.split("anchors = ")[1].splitlines()[0].split(", ")) == 6
     flagged = calc_anchors("--data_config", data, "--model_def", cfg, "--num_anchors", 4, "--img_size", 256)
     assert "sizes at 256x256\n" in flagged.stdout

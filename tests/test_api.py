@@ -133,6 +133,7 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
     (dict(classes=(-1,)), r"classes: expected class indices"),
     (dict(augment="no"), "augment: expected True or False, got 'no'"),
     (dict(letterbox=0), "letterbox: expected True or False, got 0"),
+    (dict(letterbox=np.array([True])), "letterbox: expected True or False, got array"),
     (dict(agnostic=None), "agnostic: expected True or False, got None"),
     (dict(multi_label=1.0), "multi_label: expected True or False, got 1.0"),
 ])

@@ -166,7 +166,8 @@ def test_errors(tiny_weights, tmp_path):
     assert torch.load(existing, weights_only=True)["model"]
     before, own_cfg = existing.read_bytes(), tmp_path / "own.cfg"
     own_cfg.write_text(cfg.read_text())
-    for into_input in ([existing, existing, "--force"], ["--model_def", own_cfg, "--darknet_native", own_cfg, "--force"]):
+    for into_input in ([existing, existing, "--force"],
+                       ["--model_def", own_cfg, "--darknet_native", own_cfg, "--force"]):
         refused = convert(*into_input, check=False)
         assert refused.returncode == 1 and "is the input" in refused.stderr and "never an input" in refused.stderr
     assert existing.read_bytes() == before and own_cfg.read_text() == cfg.read_text()

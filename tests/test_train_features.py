@@ -361,7 +361,8 @@ def test_the_distillation_gradient_moves_the_student_toward_the_teacher():
 
     def gaps():
         heads = student.forward_heads(images)
-        return sum(float((yolo.activate(h) - t).abs().mean()) for yolo, h, t in zip(student.yolo_layers, heads, targets))
+        return sum(float((yolo.activate(h) - t).abs().mean())
+                   for yolo, h, t in zip(student.yolo_layers, heads, targets))
 
     before_term, before_gap = distiller(student.forward_heads(images), images).item(), gaps()
     optimizer = torch.optim.SGD(student.parameters(), lr=1e-3)

@@ -54,7 +54,8 @@ def test_a_shrunk_batch_keeps_the_image_top_left_and_pads_to_the_stride():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("tta")
-    save_model(random_tiny_model(4, seed=0), root / "model.pth", ["a", "b", "c", "d"], trained={"options": {"img_size": 96}})
+    save_model(random_tiny_model(4, seed=0), root / "model.pth", ["a", "b", "c", "d"],
+               trained={"options": {"img_size": 96}})
     rng = np.random.default_rng(1)
     (root / "images").mkdir()
     for name in ("wide.jpg", "tall.jpg"):

@@ -191,6 +191,11 @@ def test_a_backbone_file_holds_exactly_the_layers_its_name_says(mixed_cfg, tmp_p
     with pytest.raises(WeightsFileError, match=r"other\.conv\.3: 5 floats are left over after layers 0\.\.2, as its "
                                                r"name says, .*: the file belongs to another cfg$"):
         model.load_darknet_weights(longer)
+    nothing = tmp_path / "nothing.conv.0"
+    nothing.write_bytes(struct.pack("<3iq", 0, 2, 0, 0))
+    with pytest.raises(WeightsFileError, match=r"nothing\.conv\.0: a backbone of 0 layers \(<net>\.conv\.0\) holds "
+                                               r"no weights"):
+        model.load_darknet_weights(nothing)
 
 
 def test_truncated_float_and_truncated_header(mixed_cfg, tmp_path):

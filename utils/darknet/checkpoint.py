@@ -292,8 +292,8 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
         index = min((set(fit.unfit) - heads) | fit.absent)
         why = fit.unfit.get(index, "the file has no tensor of it")
         raise CheckpointError(f"{path} does not fit {model.blocks[index].where()}: {why}; --pretrained_weights "
-                              f"takes a checkpoint of this cfg's network (another class or anchor count re-initialises the "
-                              f"head convs) or of its leading layers (with --cutoff N, layers 0..N-1 of a related "
+                              f"takes a checkpoint of this cfg's network (another class or anchor count re-initialises "
+                              f"the head convs) or of its leading layers (with --cutoff N, layers 0..N-1 of a related "
                               f"network's)")
     load_state_dict_matching(model, state)
     not_in_file = sorted(i for i in fit.absent if cutoff is None or i < cutoff)

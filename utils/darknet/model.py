@@ -30,6 +30,11 @@ class ForwardError(UserError, RuntimeError):
     a cfg that builds but does not fit the input, named by the layer's file, line and index."""
 
 
+def _size_mismatch(err: ForwardError) -> bool:
+    """Two maps of different spatial sizes met (torch's words for it in cat and in elementwise ops)."""
+    return any(words in str(err) for words in ("Sizes of tensors must match", "must match the size"))
+
+
 @dataclass
 class Network:
     """What a cfg builds: the typed [net], one typed block and one module per layer section."""
@@ -144,11 +149,11 @@ class Darknet(nn.Module):
                 x = self._run_steps(x, range(frozen), kept, heads)
             x = self._run_steps(x, range(frozen, len(self._plan)), kept, heads)
         except ForwardError as err:
-            if height % SIZE_MULTIPLE == 0 and width % SIZE_MULTIPLE == 0:
+            if (height % SIZE_MULTIPLE == 0 and width % SIZE_MULTIPLE == 0) or not _size_mismatch(err):
                 raise
-            raise ForwardError(f"{str(err).rstrip('.')}; the input is {height}x{width}, which the network's halvings cannot keep "
-                               f"aligned: use multiples of {SIZE_MULTIPLE} ([net] width and height, or --img_size)"
-                               ) from err.__cause__
+            raise ForwardError(f"{str(err).rstrip('.')}; the input is {height}x{width}, which the network's "
+                               f"halvings cannot keep aligned: use multiples of {SIZE_MULTIPLE} ([net] width and "
+                               f"height, or --img_size)") from err.__cause__
         return heads, x
 
     def _run_steps(self, x: torch.Tensor, indices: range, kept: dict[int, torch.Tensor],

@@ -93,9 +93,12 @@ def _check_cutoff(cutoff: int | None, layers: Sequence, named: Path | None) -> N
     """``named``: the file whose ``<net>.conv.N`` name gave the cutoff, when no cutoff was given."""
     if cutoff is None or 1 <= cutoff <= len(layers):  # 0 layers: a file of nothing but a header
         return
-    if named is not None:
+    if named is not None and cutoff > 0:
         raise WeightsFileError(f"{named}: its name says a backbone of {cutoff} layers (<net>.conv.{cutoff}), but the "
                                f"cfg has {len(layers)}: the file belongs to a longer network")
+    if named is not None:
+        raise WeightsFileError(f"{named}: a backbone of 0 layers (<net>.conv.0) holds no weights; rename it "
+                               f"<net>.conv.N for the N layers it holds")
     raise WeightsFileError(f"--cutoff {cutoff}: expected 1 .. {len(layers)}, the model's layer count")
 
 

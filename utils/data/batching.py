@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from utils.darknet.cfg import SIZE_MULTIPLE
 from utils.data.dataset import DetectionDataset, collate
 
 
@@ -58,7 +59,7 @@ class BatchPlan(Sampler):
             yield [(int(i), size, int(s)) for i, s in zip(batch, seeds)]
 
 
-def multiscale_sizes(img_size: int, low: float = 0.67, high: float = 1.5, stride: int = 32) -> list[int]:
+def multiscale_sizes(img_size: int, low: float = 0.67, high: float = 1.5, stride: int = SIZE_MULTIPLE) -> list[int]:
     lo = max(stride, int(math.ceil(img_size * low / stride)) * stride)
     hi = int(img_size * high // stride) * stride
     return list(range(lo, hi + 1, stride))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from utils.boxes import xywh_to_xyxy
@@ -90,7 +91,7 @@ class SettingsError(UserError, ValueError):
 def require_flags(**switches: object) -> None:
     """Refuse a switch given as anything but True or False: 'no' or 0.5 would read as on, or as off, by luck."""
     for name, value in switches.items():
-        if not isinstance(value, bool):
+        if not isinstance(value, (bool, np.bool_)):
             raise SettingsError(f"{name}: expected True or False, got {value!r}")
 
 

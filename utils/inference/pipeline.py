@@ -27,16 +27,18 @@ from utils.inference.writer import DetectionWriter
 class DetectSettings(NmsFilter):
     """Which boxes are kept (the :class:`NmsFilter` fields) and how images reach the network."""
 
-    img_size: int | None = None  # network input (multiple of 32); None: the model's (LoadedModel.input_size)
+    img_size: int | None = None  # network input (a SIZE_MULTIPLE); None: the model's (LoadedModel.input_size)
     letterbox: bool = True  # keep the aspect ratio and pad, else stretch
     batch_size: int = 1
     augment: bool = False  # test-time augmentation (utils/inference/tta.py)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.img_size is not None and not (isinstance(self.img_size, numbers.Integral) and self.img_size >= SIZE_MULTIPLE
-                                              and self.img_size % SIZE_MULTIPLE == 0):
-            raise SettingsError(f"img_size: expected a multiple of {SIZE_MULTIPLE} of at least {SIZE_MULTIPLE}, got {self.img_size!r}")
+        size = self.img_size
+        if size is not None and not (isinstance(size, numbers.Integral) and size >= SIZE_MULTIPLE
+                                     and size % SIZE_MULTIPLE == 0):
+            raise SettingsError(f"img_size: expected a multiple of {SIZE_MULTIPLE} of at least {SIZE_MULTIPLE}, "
+                                f"got {size!r}")
         if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
         require_flags(letterbox=self.letterbox, augment=self.augment)

@@ -11,7 +11,8 @@ from utils.evaluation.metrics import DEFAULT_METHOD
 
 DEFAULT_DATA = "data/demo/shapes.data"
 DEFAULT_EPOCHS = 100
-RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "cache_images", "output", "exist_ok")  # where a run goes on, not what it computes
+# where a run goes on, not what it computes
+RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "cache_images", "output", "exist_ok")
 # How long a run goes on: a resumed run keeps its own unless these are given (None: not given); --epochs may only
 # grow, and --patience may be changed to go on after an early stop.
 EXTENDABLE_OPTIONS = ("epochs", "patience")
