@@ -77,3 +77,14 @@ def test_pictures_are_written(tmp_path):
                                                 "R_curve.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pictures.files)
     assert pictures.best == pytest.approx((0.6, 0.9)) and pictures.matrix[0, 0] == 1
+
+
+def test_pictures_of_a_set_without_ground_truth_are_drawn_without_warnings(tmp_path):
+    import warnings
+    from utils.plots import plot_pr_curves
+    result = score([record([[0, 0, 10, 10, 0.9, 0]], [])], ["a"])  # a detection, and no box to find
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend" included
+        pictures = write_evaluation_pictures([record([[0, 0, 10, 10, 0.9, 0]], [])], result, tmp_path / "eval")
+        plot_pr_curves(result, tmp_path / "pr.png")
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in [*pictures.files, tmp_path / "pr.png"])

@@ -17,6 +17,13 @@ from utils.fileio import atomic_write  # noqa: E402
 from utils.inference.visualize import class_colour  # noqa: E402
 
 
+
+def _legend(ax, **options) -> None:
+    """A legend where something is labelled (matplotlib warns of an empty one: an evaluation without ground
+    truth has no curve to name)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
+
 def _save(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -38,7 +45,7 @@ def plot_results(rows: list[dict], path: Path) -> None:
         e, m50, m = zip(*evaluated)
         axes[4].plot(e, m50, marker=".", label="mAP@0.5")
         axes[4].plot(e, m, marker=".", label="mAP@0.5:0.95")
-        axes[4].legend()
+        _legend(axes[4])
     axes[4].set_title("validation mAP")
     axes[4].set_xlabel("epoch")
     fig.tight_layout()
@@ -57,7 +64,7 @@ def plot_bn_gammas(history: list[tuple[int, np.ndarray]], path: Path) -> None:
     ax.set_xlabel("|gamma|")
     ax.set_ylabel("channels")
     ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     fig.tight_layout()
     _save(fig, path)
 
@@ -73,7 +80,7 @@ def plot_pr_curves(result, path: Path) -> None:
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title(f"precision-recall at IoU 0.5 (mAP@0.5 {result.map50:.3f})")
-    ax.legend(fontsize=7, loc="lower left")
+    _legend(ax, fontsize=7, loc="lower left")
     fig.tight_layout()
     _save(fig, path)
 
@@ -86,7 +93,7 @@ def plot_gamma_threshold(gammas: list[float], threshold: float, path: Path) -> N
     ax.set_xlabel("|gamma|")
     ax.set_ylabel("channels")
     ax.set_yscale("log")
-    ax.legend()
+    _legend(ax)
     fig.tight_layout()
     _save(fig, path)
 
@@ -99,7 +106,7 @@ def plot_channels(before: list[int], after: list[int], path: Path) -> None:
     ax.bar(positions, after, color="tab:green", label="after")
     ax.set_xlabel("conv (network order, block convs included)")
     ax.set_ylabel("output channels")
-    ax.legend()
+    _legend(ax)
     fig.tight_layout()
     _save(fig, path)
 
@@ -223,7 +230,7 @@ def plot_confidence_curves(curves, best: tuple[float, float] | None, out_dir: Pa
         ax.set_xlabel("confidence threshold")
         ax.set_ylabel(label)
         ax.set_title(f"{label} against the confidence threshold")
-        ax.legend(fontsize=7, loc="lower left" if key != "recall" else "upper right")
+        _legend(ax, fontsize=7, loc="lower left" if key != "recall" else "upper right")
         fig.tight_layout()
         paths.append(out_dir / f"{'F1' if key == 'f1' else label[0].upper()}_curve.png")
         _save(fig, paths[-1])
