@@ -67,7 +67,7 @@ class DetectionDataset(Dataset):
         path = self.images[index]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            warnings.warn(f"skipping unreadable image {path}", InputWarning, stacklevel=2)
+            warnings.warn(f"skipping unreadable image {path}", InputWarning, stacklevel=3)  # read()'s caller
         return image
 
     def _fit(self, index: int, image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Letterbox]:
