@@ -30,7 +30,6 @@ from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, ancho
 from utils.data.check import ANCHORS, labels_problem, summarize_dataset
 from utils.data.config import DataConfig, DataError, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
-from utils.data.labels import label_path
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
 
@@ -128,8 +127,7 @@ def run(args: argparse.Namespace) -> list[str]:
     data = parse_data_config(args.data_config)
     dataset = DetectionDataset(data.train, data.classes)
     if args.out:  # nor any file of the dataset, which only now is known
-        refuse_replacing_inputs([args.out], [*data.files(), *dataset.images, *map(label_path, dataset.images)],
-                                "--out")
+        refuse_replacing_inputs([args.out], [*data.files(), *dataset.files()], "--out")
     labels, source, notes = training_boxes(data, dataset)
     count, size, chosen = _defaults(args, cfg, trained)
     boxes = label_sizes(labels, size)

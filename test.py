@@ -15,7 +15,6 @@ from utils.data.batching import evaluation_loader
 from utils.data.check import check_evaluation_labels
 from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
-from utils.data.labels import label_path
 from utils.errors import UserError
 from utils.evaluation.confusion import best_f1_confidence, write_evaluation_pictures
 from utils.evaluation.evaluate import (EVAL_CONF_THRES, EVAL_NMS_THRES, collect_detections, format_best_f1,
@@ -126,7 +125,7 @@ def evaluate(args: argparse.Namespace) -> int:
     data = data.scored_by(loaded.model.num_classes, args.single_cls or loaded.single_class)
     dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox,
                                merged_from=data.merged_from)
-    check_outputs(args, [*data.files(), *dataset.images, *map(label_path, dataset.images)])
+    check_outputs(args, [*data.files(), *dataset.files()])
     check_evaluation_labels(dataset, data.names)
     size = loaded.input_size(args.img_size)
     loader = evaluation_loader(dataset, args.batch_size, size, args.n_cpu)

@@ -54,6 +54,10 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def files(self) -> list[Path]:
+        """Every image and label file it reads: what no output may replace."""
+        return [*self.images, *map(label_path, self.images)]
+
     def cache_images(self, name: str, budget: int | None) -> int:
         """Decode every image now and read them from memory from here on (utils/data/cache.py); the bytes held.
         ``name`` (train, valid) is for the progress bar and errors; ``budget``: the most bytes it may take."""
