@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> list[str]:
     _check_flags(args)
     cfg, trained = model_cfg(args.model_def)
     data = parse_data_config(args.data_config)
-    dataset = DetectionDataset(data.train, data.classes)
+    dataset = DetectionDataset.from_config(data, "train")
     if args.out:  # nor any file of the dataset, which only now is known
         refuse_replacing_inputs([args.out], [*data.files(), *dataset.files()], "--out")
     labels, source, notes = training_boxes(data, dataset)

@@ -78,7 +78,7 @@ def validation_set(data_config: str | None, model: Darknet, single_class: bool) 
     if not data_config:
         return None
     data = parse_data_config(data_config).scored_by(model.num_classes, single_class)
-    images = DetectionDataset(data.valid, data.classes, None, merged_from=data.merged_from)
+    images = DetectionDataset.from_config(data, "valid")
     check_evaluation_labels(images, data.names)  # before any file is written
     return ValidationSet(images, data.names)
 

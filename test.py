@@ -123,8 +123,7 @@ def evaluate(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     loaded = load_model(args.weights_path, args.model_def, device=device, half=args.half)
     data = data.scored_by(loaded.model.num_classes, args.single_cls or loaded.single_class)
-    dataset = DetectionDataset(data.valid, data.classes, None, keep_ratio=args.letterbox,
-                               merged_from=data.merged_from)
+    dataset = DetectionDataset.from_config(data, "valid", keep_ratio=args.letterbox)
     check_outputs(args, [*data.files(), *dataset.files()])
     check_evaluation_labels(dataset, data.names)
     size = loaded.input_size(args.img_size)

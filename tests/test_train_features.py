@@ -475,14 +475,14 @@ def test_single_class_data_still_checks_the_label_files_class_ids(tmp_path):
     data = parse_data_config(write_dataset(tmp_path / "set", train=3, valid=1, size=64, seed=1)).single_class()
     assert (data.classes, data.names, data.merged_from) == (1, ["object"], 4)
     assert data.single_class() == data  # merging again changes nothing
-    merged = DetectionDataset(data.train, data.classes, merged_from=data.merged_from)
+    merged = DetectionDataset.from_config(data, "train")
     original = DetectionDataset(data.train, 4)
     assert all((m[:, 0] == 0).all() and (m[:, 1:] == o[:, 1:]).all() for m, o in zip(merged.labels, original.labels))
     assert any((o[:, 0] > 0).any() for o in original.labels)
     label = tmp_path / "set" / "labels" / "train" / "00000.txt"
     label.write_text("7 0.5 0.5 0.2 0.2\n")
     with pytest.raises(UserError, match=r"00000\.txt:1: class 7 is not an integer in 0 \.\. 3"):
-        DetectionDataset(data.train, data.classes, merged_from=data.merged_from)
+        DetectionDataset.from_config(data, "train")
 
 
 def test_a_run_with_cached_images_trains_exactly_as_one_without(dataset, finished_run, tmp_path, capsys):

@@ -223,7 +223,7 @@ def check(args: argparse.Namespace) -> int:
         print(format_dataset_summary(check_dataset(DetectionDataset(source, config.classes), config.names, options)))
     if args.labels_png:
         with named_write_errors(args.labels_png, "labels plot"):
-            plot_labels(DetectionDataset(config.train, config.classes).labels, config.names, Path(args.labels_png))
+            plot_labels(DetectionDataset.from_config(config, "train").labels, config.names, Path(args.labels_png))
         print(f"wrote {args.labels_png}")
     return 0
 

@@ -18,7 +18,7 @@ from utils.boxes import Letterbox
 from utils.data.augment import (PAD_VALUE, Augment, clip_and_filter, flip_horizontal, hsv_jitter, letterbox_image,
                                 warp)
 from utils.data.cache import decode_all
-from utils.data.config import ImageSource, read_image_list
+from utils.data.config import DataConfig, ImageSource, read_image_list
 from utils.data.labels import label_path, normalised_to_pixels, pixels_to_normalised, read_labels
 from utils.errors import InputWarning
 
@@ -50,6 +50,12 @@ class DetectionDataset(Dataset):
         self.augment = augment
         self.keep_ratio = keep_ratio
         self.cached: list[np.ndarray | None] | None = None
+
+    @classmethod
+    def from_config(cls, data: DataConfig, split: str, augment: Augment | None = None,
+                    keep_ratio: bool = True) -> DetectionDataset:
+        """``data``'s ``split`` (train, valid, test), its classes merged where ``data`` says so (--single_cls)."""
+        return cls(getattr(data, split), data.classes, augment, keep_ratio, data.merged_from)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -44,10 +44,10 @@ def build_augment(opt: TrainOptions, net: dict) -> Augment | None:
 
 
 def build_loaders(data: DataConfig, opt: TrainOptions, net: dict, dist: Distributed) -> Loaders:
-    train_set = DetectionDataset(data.train, data.classes, build_augment(opt, net), merged_from=data.merged_from)
+    train_set = DetectionDataset.from_config(data, "train", build_augment(opt, net))
     sizes = multiscale_sizes(opt.img_size) if opt.multiscale_training else [opt.img_size]
     plan = BatchPlan(len(train_set), opt.batch_size, sizes, seed=opt.seed, rank=dist.rank, world_size=dist.world_size)
-    valid_set = DetectionDataset(data.valid, data.classes, None, merged_from=data.merged_from)
+    valid_set = DetectionDataset.from_config(data, "valid")
     valid = evaluation_loader(valid_set, opt.batch_size, opt.img_size, opt.n_cpu) if dist.is_main else None
     return Loaders(create_dataloader(train_set, plan, opt.n_cpu), plan, valid, valid_set)
 
