@@ -213,8 +213,10 @@ def test_missing_file_and_bad_cutoff(mixed_cfg, tmp_path):
     model = Darknet(mixed_cfg)
     with pytest.raises(WeightsFileError, match="cannot open weights file"):
         model.load_darknet_weights(tmp_path / "absent.weights")
-    with pytest.raises(ValueError, match="--cutoff 99: expected 1 .. 7, the model's layer count"):
+    with pytest.raises(ValueError, match=r"cutoff 99 \(--cutoff\): expected 1 .. 7, the model's layer count"):
         model.save_darknet_weights(tmp_path / "x.weights", cutoff=99)
+    with pytest.raises(ValueError, match=r"cutoff 0 \(--cutoff\): expected 1 .. 7"):
+        model.save_darknet_weights(tmp_path / "x.weights", cutoff=0)
     longer = tmp_path / "longer.conv.9"
     longer.write_bytes(struct.pack("<3iq", 0, 2, 0, 0) + b"\x00" * (4 * float_count(model)))
     with pytest.raises(WeightsFileError, match=r"longer\.conv\.9: its name says a backbone of 9 layers "

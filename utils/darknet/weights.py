@@ -99,7 +99,7 @@ def _check_cutoff(cutoff: int | None, layers: Sequence, named: Path | None) -> N
     if named is not None:
         raise WeightsFileError(f"{named}: a backbone of 0 layers (<net>.conv.0) holds no weights; rename it "
                                f"<net>.conv.N for the N layers it holds")
-    raise WeightsFileError(f"--cutoff {cutoff}: expected 1 .. {len(layers)}, the model's layer count")
+    raise WeightsFileError(f"cutoff {cutoff} (--cutoff): expected 1 .. {len(layers)}, the model's layer count")
 
 
 def cutoff_from_name(path: str | Path) -> int | None:
