@@ -118,6 +118,17 @@ def test_labels_png_is_written(shapes, tmp_path):
     assert not list(out.parent.glob(".*tmp"))
 
 
+def test_labels_png_is_rewritten_only_when_the_labels_change(shapes, tmp_path):
+    _, config = shapes
+    labels, out = DetectionDataset(config.train, 4).labels, tmp_path / "labels.png"
+    plot_labels(labels, NAMES, out)
+    written = out.stat().st_mtime_ns, out.read_bytes()
+    plot_labels(labels, NAMES, out)  # what a resumed run does
+    assert (out.stat().st_mtime_ns, out.read_bytes()) == written
+    plot_labels(labels[:len(labels) // 2], NAMES, out)  # label files edited between the runs
+    assert out.read_bytes() != written[1]
+
+
 def test_batch_grid_shows_each_image_with_its_boxes(tmp_path):
     images = torch.full((3, 3, 64, 64), 255, dtype=torch.uint8)
     targets = torch.tensor([[1, 2, 0.5, 0.5, 0.5, 0.5]])  # image 1, class 2: the box 16..48

@@ -25,9 +25,13 @@ def _legend(ax, **options) -> None:
         ax.legend(**options)
 
 def _save(fig, path: Path) -> None:
+    """Write the figure, unless ``path`` already holds this very picture (Agg's PNG bytes are reproducible), so
+    that a resumed run leaves what it would only redraw untouched."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    if path.is_file() and path.read_bytes() == buffer.getvalue():
+        return
     with atomic_write(path) as f:
         f.write(buffer.getvalue())
 

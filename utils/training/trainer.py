@@ -34,7 +34,7 @@ from utils.training.loss import YOLOLoss
 from utils.training.optim import Sparsity, init_head_biases, replan_schedule
 from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, TrainOptions
 from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
-from utils.training.run_files import LABELS_PLOT, LAST_CHECKPOINT, RESULTS, RUN_CFG
+from utils.training.run_files import LAST_CHECKPOINT, RESULTS, RUN_CFG
 from utils.training.runlog import RunLog, open_tensorboard
 from utils.training.setup import Loaders, build_loaders, build_state
 from utils.training.startup import check_data, plot_training_labels, refuse_dataset_inside, report_anchor_fit
@@ -291,15 +291,14 @@ class Trainer:
 
     def _check_data(self, loaders: Loaders, data: DataConfig, model: Darknet, run_dir: Path) -> None:
         """The dataset check of both lists (every process stops alike), then on the main process labels.png
-        (kept as it is by a resumed run) and the anchors' fit to the training boxes."""
+        (a resumed run's is rewritten only when the labels changed) and the anchors' fit to the training boxes."""
         if loaders.valid is not None:
             self.log(f"train: {len(loaders.train.dataset)} images ({describe_source(data.train)}); "
                      f"valid: {len(loaders.valid_set)} images ({describe_source(data.valid)})")
         check_data(loaders, data, self.opt, self.log)
         if not self.dist.is_main:
             return
-        if self.resumed_from is None or not (run_dir / LABELS_PLOT).is_file():  # a resumed run keeps its picture
-            plot_training_labels(loaders, data.names, run_dir)
+        plot_training_labels(loaders, data.names, run_dir)
         report_anchor_fit(model.cfg, loaders, self.opt, self.log)
 
     def _resume(self, state: TrainState, checkpoint: dict, outputs: RunOutputs, steps_per_epoch: int) -> None:
