@@ -144,6 +144,15 @@ def test_cached_images_give_the_same_samples_and_stay_unchanged(tmp_path, augmen
     assert all((copy == image).all() for copy, image in zip(copies, [i for i in cached.cached if i is not None]))
 
 
+def test_caching_shows_its_progress_only_where_asked(tmp_path, capsys):
+    root = tmp_path / "set"
+    write_dataset(root, train=2, valid=1, size=64)
+    DetectionDataset(root / "train.txt", 4).cache_images("train", budget=None)
+    assert "caching train images" in capsys.readouterr().err
+    DetectionDataset(root / "train.txt", 4).cache_images("train", budget=None, show_progress=False)  # DDP rank > 0
+    assert capsys.readouterr().err == ""
+
+
 def test_the_memory_available_is_the_machines_or_a_containers_limit_if_lower(tmp_path, monkeypatch):
     from utils.data import cache
     (tmp_path / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 4000000 kB\n")

@@ -47,12 +47,12 @@ def memory_available() -> int | None:
     return room if available is None else available if room is None else min(available, room)
 
 
-def decode_all(read: Callable[[int], np.ndarray | None], count: int, name: str,
-               budget: int | None) -> list[np.ndarray | None]:
+def decode_all(read: Callable[[int], np.ndarray | None], count: int, name: str, budget: int | None,
+               show_progress: bool = True) -> list[np.ndarray | None]:
     """``read(i)`` for every index, in threads; stops, naming the sizes, once the images pass ``budget`` bytes."""
     images, held = [], 0
-    with ThreadPoolExecutor(DECODE_THREADS) as pool, tqdm(total=count, desc=f"caching {name} images",
-                                                          leave=False) as progress:
+    with ThreadPoolExecutor(DECODE_THREADS) as pool, tqdm(total=count, desc=f"caching {name} images", leave=False,
+                                                          disable=not show_progress) as progress:
         for start in range(0, count, DECODE_WINDOW):
             for image in pool.map(read, range(start, min(start + DECODE_WINDOW, count))):
                 if image is not None:

@@ -64,10 +64,10 @@ class DetectionDataset(Dataset):
         """Every image and label file it reads: what no output may replace."""
         return [*self.images, *map(label_path, self.images)]
 
-    def cache_images(self, name: str, budget: int | None) -> int:
+    def cache_images(self, name: str, budget: int | None, show_progress: bool = True) -> int:
         """Decode every image now and read them from memory from here on (utils/data/cache.py); the bytes held.
         ``name`` (train, valid) is for the progress bar and errors; ``budget``: the most bytes it may take."""
-        self.cached = decode_all(self._decode, len(self), name, budget)
+        self.cached = decode_all(self._decode, len(self), name, budget, show_progress)
         return sum(image.nbytes for image in self.cached if image is not None)
 
     def read(self, index: int) -> np.ndarray | None:

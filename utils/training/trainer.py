@@ -279,7 +279,7 @@ class Trainer:
         caches alike or stops alike."""
         available = self.dist.from_main(memory_available)
         budget = None if available is None else int(MEMORY_SHARE * available) // self.dist.local_world_size
-        held = loaders.train.dataset.cache_images("train", budget)
+        held = loaders.train.dataset.cache_images("train", budget, show_progress=self.dist.is_main)  # one bar
         self._log_cached("train", len(loaders.train.dataset), held)
         left = None if budget is None else budget - held
         held = self.dist.from_main(lambda: loaders.valid_set.cache_images("valid", left))
