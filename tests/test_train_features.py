@@ -15,15 +15,17 @@ import torch
 
 import train
 from models import Darknet
+from tests.cfgs import HEAD, NET, conv
 from tests.conftest import REPO, random_tiny_model
 from tests.test_train import TINY, tiny_training_set
 from tests.test_train_safety import copy_of, error_lines, options
 from utils.cli import ArgumentParser
+from utils.darknet.cfg import parse_cfg
 from utils.errors import UserError
 from utils.evaluation.metrics import EvalResult
 from utils.training import trainer
 from utils.training.distill import DistillationError, Distiller, check_same_heads, layer_distillation
-from utils.training.hyp import read_hyp_file
+from utils.training.hyp import cfg_hyperparameters, format_hyp, parse_hyp_text, read_hyp_file
 from utils.training.trainer import Trainer
 
 TRAIN_IMAGES = 8  # two batches of 4 per epoch
@@ -276,6 +278,13 @@ def test_a_bad_hyp_file_is_one_line_naming_file_and_line(dataset, tmp_path, caps
     with pytest.raises(SystemExit):
         train.main(argv(dataset, tmp_path / "run", "--hyp", str(hyp)))
     assert f"{hyp}:1: momentum = 1.5 is outside its range" in error_lines(capsys)[0]
+
+
+def test_a_hyp_file_takes_whatever_the_cfg_holds(tmp_path):
+    """--evolve's first trial writes the cfg's own values: the file must read back, whatever they are."""
+    cfg = parse_cfg(NET + "saturation=0.5\nhue=0.7\nmomentum=0.9999\n" + conv(8) + HEAD)
+    values = cfg_hyperparameters(cfg)
+    assert parse_hyp_text(format_hyp(values), "hyp_evolved.txt") == pytest.approx(values)
 
 
 def test_evolve_two_trials_write_a_table_a_plot_and_a_hyp_file_train_py_takes(dataset, tmp_path, capsys):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from utils.darknet.cfg import NET_SCHEMA, Cfg, type_section
+from utils.darknet.cfg import NET_SCHEMA, Cfg, Key, type_section
 from utils.darknet.cfg_edit import edited, typed_sections
 from utils.darknet.layers import YOLOLayer
 from utils.darknet.layers.yolo import YoloLossOptions
@@ -40,19 +40,18 @@ class HypKey:
     high: float
 
 
+def _cfg_keys(section: str, schema: Mapping[str, Key], names: tuple[str, ...]) -> dict[str, HypKey]:
+    """Keys written into the cfg take the cfg's own bounds, so whatever a cfg holds (what --evolve starts from)
+    a hyperparameter file may hold too."""
+    return {name: HypKey(section, schema[name].low, schema[name].high) for name in names}
+
+
 HYP_KEYS: dict[str, HypKey] = {
-    "learning_rate": HypKey("net", 1e-7, 10.0),
-    "momentum": HypKey("net", 0.0, 0.999),
-    "decay": HypKey("net", 0.0, 1.0),
-    "hue": HypKey("net", 0.0, 0.5),
-    "saturation": HypKey("net", 1.0, 10.0),
-    "exposure": HypKey("net", 1.0, 10.0),
+    **_cfg_keys("net", NET_SCHEMA, ("learning_rate", "momentum", "decay", "hue", "saturation", "exposure")),
     "scale": HypKey("augment", 0.0, 0.9),
     "translate": HypKey("augment", 0.0, 0.9),
     "mosaic": HypKey("augment", 0.0, 1.0),
-    "obj_normalizer": HypKey("yolo", 0.0, 1000.0),
-    "cls_normalizer": HypKey("yolo", 0.0, 1000.0),
-    "iou_normalizer": HypKey("yolo", 0.0, 1000.0),
+    **_cfg_keys("yolo", YOLOLayer.cfg_keys, ("obj_normalizer", "cls_normalizer", "iou_normalizer")),
 }
 
 
