@@ -16,7 +16,8 @@ from utils.data.check import check_evaluation_labels
 from utils.data.config import DataConfig, DataError, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.errors import UserError
-from utils.evaluation.confusion import best_f1_confidence, write_evaluation_pictures
+from utils.evaluation.confusion import (EVALUATION_PICTURES, ConfusionOptions, best_f1_confidence,
+                                       write_evaluation_pictures)
 from utils.evaluation.evaluate import (EVAL_CONF_THRES, EVAL_NMS_THRES, collect_detections, format_best_f1,
                                        format_results, score, write_coco_json)
 from utils.evaluation.metrics import DEFAULT_METHOD, METHODS
@@ -25,9 +26,6 @@ from utils.inference.tta import AUGMENT_HELP, network
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs, refuse_shared_outputs
 from utils.plots import plot_pr_curves
 from utils.training.options import DEFAULT_DATA
-
-PICTURES = ("confusion_matrix.png", "F1_curve.png", "P_curve.png", "R_curve.png")  # what --plots writes
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
@@ -51,8 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "ground truth to OUT's name + _gt.json")
     p.add_argument("--pr_curves", metavar="PNG", type=png_file,
                    help="write per-class precision-recall curves to this PNG")
-    p.add_argument("--plots", metavar="DIR", help="write confusion_matrix.png (conf >= 0.25, IoU >= 0.5) and "
-                                                 "F1_curve.png, P_curve.png, R_curve.png into this folder")
+    pictures = (f"{EVALUATION_PICTURES[0]} (conf >= {ConfusionOptions.conf:g}, IoU >= {ConfusionOptions.iou:g}) and "
+                f"{', '.join(EVALUATION_PICTURES[1:])}")
+    p.add_argument("--plots", metavar="DIR", help=f"write {pictures} into this folder")
     p.add_argument("--exist_ok", action="store_true", help="replace existing --save_json / --pr_curves / --plots "
                                                           "files")
     p.add_argument("--n_cpu", type=integer(0), default=2, help="data loading worker processes")
@@ -70,7 +69,7 @@ def written_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
         files += [("--save_json", detections), ("--save_json", detections.with_name(detections.stem + "_gt.json"))]
     if args.pr_curves:
         files.append(("--pr_curves", Path(args.pr_curves)))
-    return files + [("--plots", Path(args.plots) / name) for name in PICTURES if args.plots]
+    return files + [("--plots", Path(args.plots) / name) for name in EVALUATION_PICTURES if args.plots]
 
 
 def check_outputs(args: argparse.Namespace, data_files: list[Path]) -> None:
@@ -104,7 +103,7 @@ def write_outputs(args: argparse.Namespace, records: list, result, names: list[s
             plot_pr_curves(result, Path(args.pr_curves))
         print(f"precision-recall curves: {args.pr_curves}")
     if args.plots:
-        with named_write_errors(Path(args.plots) / PICTURES[0], "evaluation pictures"):
+        with named_write_errors(Path(args.plots) / EVALUATION_PICTURES[0], "evaluation pictures"):
             pictures = write_evaluation_pictures(records, result, args.plots)
         print(f"confusion matrix and F1, P, R curves: {', '.join(str(path) for path in pictures.files)}")
 

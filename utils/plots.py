@@ -16,6 +16,9 @@ import numpy as np  # noqa: E402
 from utils.fileio import atomic_write  # noqa: E402
 from utils.inference.visualize import class_colour  # noqa: E402
 
+CONFUSION_PICTURE = "confusion_matrix.png"
+CURVE_PICTURES = {"f1": "F1_curve.png", "precision": "P_curve.png", "recall": "R_curve.png"}
+
 
 
 def _legend(ax, **options) -> None:
@@ -236,6 +239,6 @@ def plot_confidence_curves(curves, best: tuple[float, float] | None, out_dir: Pa
         ax.set_title(f"{label} against the confidence threshold")
         _legend(ax, fontsize=7, loc="lower left" if key != "recall" else "upper right")
         fig.tight_layout()
-        paths.append(out_dir / f"{'F1' if key == 'f1' else label[0].upper()}_curve.png")
+        paths.append(out_dir / CURVE_PICTURES[key])
         _save(fig, paths[-1])
     return paths

@@ -24,7 +24,9 @@ from typing import Sequence
 import numpy as np
 
 from utils.evaluation.metrics import ClassResult, EvalResult, iou_matrix
-from utils.plots import plot_confidence_curves, plot_confusion_matrix
+from utils.plots import CONFUSION_PICTURE, CURVE_PICTURES, plot_confidence_curves, plot_confusion_matrix
+
+EVALUATION_PICTURES = (CONFUSION_PICTURE, *CURVE_PICTURES.values())  # what write_evaluation_pictures writes
 
 CURVE_POINTS = 1001  # confidences 0, 0.001, ..., 1 for the plotted curves
 
@@ -137,7 +139,7 @@ def write_evaluation_pictures(records: Sequence, result: EvalResult, out_dir: st
     names = [c.name for c in result.classes]
     matrix = confusion_matrix(records, len(names), options)
     best = best_f1_confidence(result)
-    files = [out_dir / "confusion_matrix.png"]
+    files = [out_dir / CONFUSION_PICTURE]
     plot_confusion_matrix(matrix, names, files[0], f"detections with conf >= {options.conf:g}, matched at IoU >= "
                                                    f"{options.iou:g}")
     files += plot_confidence_curves(confidence_curves(result), best, out_dir)
