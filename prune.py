@@ -15,8 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from utils.cli import ArgumentParser, add_run_size_flag, integer, number, output_folder, run_main
 from utils.darknet.checkpoint import (model_from_file, run_size, save_model, save_weights, trained_single_class,
                                       trained_size)
@@ -33,7 +31,9 @@ from utils.pruning import compact_model, masked_model, remove_units
 from utils.pruning.report import PruneRequest, ValidationSet, compare, write_report
 
 RUNS = Path("runs/prune")  # where results go without --output, as runs/prune/expN
-OUTPUT_FILES = ("pruned.cfg", "pruned.weights", "pruned.pth", "report.md", "gammas.png", "channels.png")
+PRUNED_CFG, PRUNED_WEIGHTS, PRUNED_CHECKPOINT, REPORT = "pruned.cfg", "pruned.weights", "pruned.pth", "report.md"
+GAMMA_PLOT, CHANNEL_PLOT = "gammas.png", "channels.png"  # written when channels were pruned (--percent)
+OUTPUT_FILES = (PRUNED_CFG, PRUNED_WEIGHTS, PRUNED_CHECKPOINT, REPORT, GAMMA_PLOT, CHANNEL_PLOT)
 FRACTION = number(0, 1)
 PERCENT = number(0, 1, below=True)  # all channels (1) would empty every layer
 
@@ -94,21 +94,21 @@ def without_units(model: Darknet, count: int) -> Darknet:
 
 
 def write_channel_plots(graph, selection, out: Path) -> None:
-    with named_write_errors(out / "gammas.png", "gamma histogram"):
-        plot_gamma_threshold(selection.gammas, selection.threshold, out / "gammas.png")
+    with named_write_errors(out / GAMMA_PLOT, "gamma histogram"):
+        plot_gamma_threshold(selection.gammas, selection.threshold, out / GAMMA_PLOT)
     before = [r.conv.conv.out_channels for r in graph.convs]
     after = [int(selection.keep_mask(graph, r.outputs).sum()) for r in graph.convs]
-    with named_write_errors(out / "channels.png", "channel plot"):
-        plot_channels(before, after, out / "channels.png")
+    with named_write_errors(out / CHANNEL_PLOT, "channel plot"):
+        plot_channels(before, after, out / CHANNEL_PLOT)
 
 
 def write_model_files(compact: Darknet, out: Path, names: list[str] | None, trained: dict | None) -> None:
-    """pruned.cfg, pruned.weights and pruned.pth (``trained``: the original's checkpoint, whose training
-    options it carries)."""
-    with named_write_errors(out / "pruned.cfg", "pruned cfg"), atomic_write(out / "pruned.cfg") as f:
+    """The pruned cfg, .weights and .pth (``trained``: the original's checkpoint, whose training options the .pth
+    carries)."""
+    with named_write_errors(out / PRUNED_CFG, "pruned cfg"), atomic_write(out / PRUNED_CFG) as f:
         f.write(compact.cfg_text.encode())
-    save_weights(compact, out / "pruned.weights")
-    save_model(compact, out / "pruned.pth", names, trained)
+    save_weights(compact, out / PRUNED_WEIGHTS)
+    save_model(compact, out / PRUNED_CHECKPOINT, names, trained)
 
 
 def prune(args: argparse.Namespace) -> int:
@@ -133,15 +133,14 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
         compact = compact_model(masked, graph, selection)
     write_model_files(compact, out, (state or {}).get("names") or (validation.names if validation else None),
                       state)
-    comparison = compare(model, compact, out / "pruned.weights", run_size(args.img_size, trained_size(state)),
+    comparison = compare(model, compact, out / PRUNED_WEIGHTS, run_size(args.img_size, trained_size(state)),
                          validation)
     print(comparison.table())
-    write_report(out / "report.md", request, selection, comparison)
+    write_report(out / REPORT, request, selection, comparison)
     if selection is not None:
         write_channel_plots(graph, selection, out)
-    print(f"wrote {out}/: pruned.cfg, pruned.weights, pruned.pth, report.md"
-          f"{', gammas.png, channels.png' if selection is not None else ''}\n"
-          f"fine-tune: {fine_tune_command(out, args.data_config, state)}")
+    written = OUTPUT_FILES if selection is not None else OUTPUT_FILES[:-2]
+    print(f"wrote {out}/: {', '.join(written)}\nfine-tune: {fine_tune_command(out, args.data_config, state)}")
     return 0
 
 
@@ -151,13 +150,12 @@ def fine_tune_command(out: Path, data_config: str | None, trained: dict | None) 
     size = trained_size(trained)
     at_size = f" --img_size {size}" if size and size != DEFAULT_IMG_SIZE else ""
     merged = " --single_cls" if trained_single_class(trained) else ""
-    return (f"python train.py --model_def {out}/pruned.cfg --pretrained_weights {out}/pruned.weights "
+    return (f"python train.py --model_def {out / PRUNED_CFG} --pretrained_weights {out / PRUNED_WEIGHTS} "
             f"--data_config {data_config or 'DATA'}{at_size}{merged}")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(2)
     return run_main(lambda: prune(args))
 
 

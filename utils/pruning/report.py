@@ -102,7 +102,8 @@ def compare(original: Darknet, pruned: Darknet, pruned_weights: Path, img_size: 
     comparison.add(".weights size (MB)", darknet_weights_size(original.layers, original.weights_header) / 1e6,
                    pruned_weights.stat().st_size / 1e6, lambda v: f"{v:.2f}")
     before_ms, after_ms = latencies_ms([original, pruned], img_size)
-    comparison.add(f"CPU latency at {img_size} (ms, 2 threads)", before_ms, after_ms, lambda v: f"{v:.1f}")
+    threads = torch.get_num_threads()
+    comparison.add(f"CPU latency at {img_size} (ms, {threads} thread{'s' if threads > 1 else ''})", before_ms, after_ms, lambda v: f"{v:.1f}")
     speedup = before_ms / after_ms
     comparison.rows[-1][-1] += f" ({speedup:.2f}x faster)" if speedup >= 1 else f" ({1 / speedup:.2f}x slower)"
     if validation is not None:
