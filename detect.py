@@ -23,6 +23,7 @@ from pathlib import Path
 
 from utils.cli import (ArgumentParser, add_half_flag, add_run_size_flag, device_flag, integer, number, output_folder,
                        run_main, select_device)
+from utils.data.synthetic import DEMO_DIR
 from utils.errors import UserError
 from utils.inference.load import LoadedModel, load_model
 from utils.inference.pipeline import DetectionRun, DetectSettings, detect_inputs
@@ -30,13 +31,14 @@ from utils.inference.tta import AUGMENT_HELP
 from utils.inference.sources import SourceError, SourceSet, newest_checkpoint, resolve_sources
 from utils.inference.viewer import FrameViewer
 from utils.inference.visualize import DrawStyle
-from utils.inference.writer import DetectionWriter, OutputOptions, check_default_output, check_output_folder
+from utils.inference.writer import (CROPS_DIR, LABELS_DIR, RECORD_FILE, DetectionWriter, OutputOptions,
+                                    check_default_output, check_output_folder)
 from utils.output_files import removed_on_failure
 
-DEMO_IMAGES = "data/demo/images/valid"
+DEMO_IMAGES = str(DEMO_DIR / "images" / "valid")
 DETECT_RUNS = Path("runs/detect")
-DETECT_RESULTS = ("labels",)  # a failed run is kept once it holds a frame's labels
-SHOWN_SKIPPED = 5  # unreadable inputs named in the summary; detections.json lists them all
+DETECT_RESULTS = (LABELS_DIR,)  # a failed run is kept once it holds a frame's labels
+SHOWN_SKIPPED = 5  # unreadable inputs named in the summary; the record file lists them all
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -105,7 +107,7 @@ def sources_to_read(spec: str, recursive: bool) -> SourceSet:
         return resolve_sources(spec, recursive)
     except SourceError as err:
         if spec == DEMO_IMAGES and not Path(spec).exists():
-            raise SourceError(f"{err}; generate the demo data with: python -m utils.data.synthetic --out data/demo")
+            raise SourceError(f"{err}; generate the demo data with: python -m utils.data.synthetic --out {DEMO_DIR}")
         raise
 
 
@@ -119,9 +121,9 @@ def settings_from(args: argparse.Namespace, loaded: LoadedModel) -> DetectSettin
 def print_summary(writer: DetectionWriter, run: DetectionRun, settings: DetectSettings, device) -> None:
     done = len(writer.records)
     saved = "" if not writer.options.save_annotated else "annotated .jpg/.mp4, "
-    crops = "crops/<class>/, " if writer.options.save_crops else ""
-    print(f"{done} images/frames -> {writer.output} ({saved}labels/*.txt as 'class cx cy w h score', {crops}"
-          f"detections.json)")
+    crops = f"{CROPS_DIR}/<class>/, " if writer.options.save_crops else ""
+    print(f"{done} images/frames -> {writer.output} ({saved}{LABELS_DIR}/*.txt as 'class cx cy w h score', {crops}"
+          f"{RECORD_FILE})")
     if run.stopped:
         print(f"stopped by {run.stopped}; the outputs hold every frame detected until then")
     if run.dropped:

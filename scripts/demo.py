@@ -20,14 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 import detect
 from models import Darknet
-from utils.data.synthetic import write_dataset
+from utils.data.synthetic import DEMO_DIR, write_dataset
 from utils.cli import ArgumentParser, claim_run_dir, run_main
 from utils.errors import UserError
 from utils.output_files import removed_on_failure
+from utils.training.options import DEFAULT_DATA
 from utils.training.run_files import BEST_CHECKPOINT, RESULTS
 from utils.training.trainer import Trainer, TrainOptions
 
-DATA = Path("data/demo")
 VECTORS = REPO.parent / "shared" / "darknet-vectors"
 
 
@@ -57,17 +57,17 @@ def main() -> int:
 def run_demo() -> int:
     start = time.perf_counter()
     torch.set_num_threads(2)
-    if not (DATA / "shapes.data").exists():
-        print(f"generating the synthetic shapes dataset in {DATA} (400 train + 100 held-out images, seed 0)")
-        write_dataset(DATA)
+    if not Path(DEFAULT_DATA).exists():
+        print(f"generating the synthetic shapes dataset in {DEMO_DIR} (400 train + 100 held-out images, seed 0)")
+        write_dataset(DEMO_DIR)
     run = claim_run_dir(Path("runs/demo"))
-    options = TrainOptions(model_def="cfg/res2net-yolov3-tiny.cfg", data_config=str(DATA / "shapes.data"),
+    options = TrainOptions(model_def="cfg/res2net-yolov3-tiny.cfg", data_config=DEFAULT_DATA,
                            epochs=10, img_size=256, batch_size=16, optimizer="adam", lr=0.002, lr_policy="cosine",
                            evaluation_interval=5, output=str(run), n_cpu=2, seed=0)
     with removed_on_failure(run, RESULTS, claimed=True):
         summary = Trainer(options).run()
     trained = time.perf_counter() - start
-    if detect.main(["--image_folder", str(DATA / "images" / "valid"), "--weights_path", str(run / BEST_CHECKPOINT),
+    if detect.main(["--image_folder", detect.DEMO_IMAGES, "--weights_path", str(run / BEST_CHECKPOINT),
                     "--img_size", "256", "--output", str(run / "detections")]) != 0:
         raise UserError(f"detection with {run / BEST_CHECKPOINT} failed (its error is above)")
     print(f"\nmain job done in {time.perf_counter() - start:.0f} s (training and evaluation {trained:.0f} s): "

@@ -18,10 +18,13 @@ import cv2
 import numpy as np
 
 from utils.cli import ArgumentParser, integer, run_main
+from utils.data.layout import write_dataset_files, write_label_file
 from utils.fileio import atomic_write
 from utils.output_files import refuse_filled_folder
 
 CLASS_NAMES = ("circle", "rectangle", "triangle", "cross")
+DEMO_DIR = Path("data/demo")  # where train.py generates it on first use, and the demo reads it
+DEMO_NAME = "shapes"  # of its .data and .names files
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -100,19 +103,15 @@ def make_image(rng: np.random.Generator, size: int, max_objects: int = 6) -> tup
     return image, np.array(labels, dtype=np.float64).reshape(-1, 5)
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_write(path) as f:
-        f.write(text.encode())
-
-
 def write_dataset(root: str | Path, train: int = 400, valid: int = 100, size: int = 256, seed: int = 0) -> Path:
     """Write the dataset under ``root`` and return the path of its ``.data`` file."""
     root = Path(root)
     rng = np.random.default_rng(seed)
+    splits = {}
     for split, count in (("train", train), ("valid", valid)):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        names = []
+        splits[split] = []
         for i in range(count):
             image, labels = make_image(rng, size)
             name = f"{i:05d}"
@@ -120,21 +119,15 @@ def write_dataset(root: str | Path, train: int = 400, valid: int = 100, size: in
             assert ok, "JPEG encoding failed"
             with atomic_write(root / "images" / split / f"{name}.jpg") as f:
                 f.write(encoded.tobytes())
-            _write_text(root / "labels" / split / f"{name}.txt",
-                        "".join(f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels))
-            names.append(f"images/{split}/{name}.jpg")
-        _write_text(root / f"{split}.txt", "\n".join(names) + "\n")
-    _write_text(root / "shapes.names", "\n".join(CLASS_NAMES) + "\n")
-    data = root / "shapes.data"
-    _write_text(data, f"classes={len(CLASS_NAMES)}\ntrain=train.txt\nvalid=valid.txt\nnames=shapes.names\n"
-                      f"backup=backup/\n")
-    return data
+            write_label_file(root / "labels" / split / f"{name}.txt", ((int(c), *box) for c, *box in labels))
+            splits[split].append(f"images/{split}/{name}.jpg")
+    return write_dataset_files(root, DEMO_NAME, CLASS_NAMES, splits)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m utils.data.synthetic [--out DIR]``: the set into a new or empty folder (or --exist_ok)."""
     parser = ArgumentParser(description="Write the synthetic shapes dataset in Darknet format.")
-    parser.add_argument("--out", default="data/demo", help="output folder, new or empty")
+    parser.add_argument("--out", default=str(DEMO_DIR), help="output folder, new or empty")
     parser.add_argument("--exist_ok", action="store_true", help="write into an --out that holds files, replacing "
                                                                  "those of the same names")
     parser.add_argument("--train", type=integer(1), default=400, help="training images")

@@ -22,6 +22,10 @@ from utils.fileio import atomic_write, temporary_path
 from utils.inference.sources import Frame, Input
 from utils.inference.visualize import DrawStyle, draw_detections
 
+LABELS_DIR = "labels"  # one Darknet-style label file per image or video frame
+CROPS_DIR = "crops"  # with save_crops: one image per detection, a folder per class
+RECORD_FILE = "detections.json"  # every image's or frame's detections, and the run's settings
+
 
 class OutputFolderError(UserError, ValueError):
     """An output folder that would write over, or among, the inputs."""
@@ -166,7 +170,7 @@ class DetectionWriter:
         height, width = frame.pixels.shape[:2]
         xywh = xyxy_to_xywh(detections[:, :4]) / torch.tensor([width, height, width, height])
         scores, classes = detections[:, 4].tolist(), [int(c) for c in detections[:, 5].tolist()]
-        name = f"labels/{_frame_stem(frame)}.txt"
+        name = f"{LABELS_DIR}/{_frame_stem(frame)}.txt"
         with atomic_write(self.output / name) as f:
             f.write("".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f} {s:.4f}\n"
                             for (x, y, w, h), s, c in zip(xywh.tolist(), scores, classes)).encode())
@@ -176,7 +180,7 @@ class DetectionWriter:
         pixels = _crop(frame.pixels, box)
         if pixels.size == 0:
             return None  # a box with no whole pixel inside the image
-        name = f"crops/{folder}/{_frame_stem(frame)}_{k}.jpg"
+        name = f"{CROPS_DIR}/{folder}/{_frame_stem(frame)}_{k}.jpg"
         _write_jpeg(self.output / name, pixels)
         return name
 
@@ -196,7 +200,7 @@ class DetectionWriter:
     def finish(self, run_info: dict) -> None:
         """Close the open video and write ``detections.json`` (``run_info`` plus one record per image/frame)."""
         self._close_video(keep=True)
-        with atomic_write(self.output / "detections.json") as f:
+        with atomic_write(self.output / RECORD_FILE) as f:
             f.write(json.dumps({**run_info, "images": self.records}, indent=1).encode())
 
     def abort(self) -> None:

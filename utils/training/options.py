@@ -5,11 +5,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from utils.darknet.cfg import DEFAULT_IMG_SIZE
+from utils.data.synthetic import DEMO_DIR, DEMO_NAME
 from utils.errors import UserError
 from utils.evaluation.evaluate import EVAL_CONF_THRES, EVAL_NMS_THRES
 from utils.evaluation.metrics import DEFAULT_METHOD
 
-DEFAULT_DATA = "data/demo/shapes.data"
+DEFAULT_DATA = str(DEMO_DIR / f"{DEMO_NAME}.data")
 DEFAULT_EPOCHS = 100
 # where a run goes on, not what it computes
 RUNTIME_OPTIONS = ("resume", "device", "n_cpu", "cache_images", "output", "exist_ok")
