@@ -103,7 +103,8 @@ def compare(original: Darknet, pruned: Darknet, pruned_weights: Path, img_size: 
                    pruned_weights.stat().st_size / 1e6, lambda v: f"{v:.2f}")
     before_ms, after_ms = latencies_ms([original, pruned], img_size)
     threads = torch.get_num_threads()
-    comparison.add(f"CPU latency at {img_size} (ms, {threads} thread{'s' if threads > 1 else ''})", before_ms, after_ms, lambda v: f"{v:.1f}")
+    comparison.add(f"CPU latency at {img_size} (ms, {threads} thread{'s' if threads > 1 else ''})", before_ms,
+                   after_ms, lambda v: f"{v:.1f}")
     speedup = before_ms / after_ms
     comparison.rows[-1][-1] += f" ({speedup:.2f}x faster)" if speedup >= 1 else f" ({1 / speedup:.2f}x slower)"
     if validation is not None:

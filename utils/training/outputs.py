@@ -1,7 +1,8 @@
-"""What a run writes into its folder: ``results.csv`` and ``results.png`` (a row per epoch), ``bn_gammas.png``
-and ``bn_gammas.npz`` (the |gamma| values it plots, for --resume) with --sr, and the checkpoints ``last.pth``/``last.weights`` and ``best.pth``/``best.weights``. Every file
-is written under a temporary name and renamed, so a crash never leaves half a file; a file that cannot be
-written (a full disk) stops the run with one line naming it."""
+"""What a run writes into its folder (names in utils/training/run_files.py): ``results.csv`` and ``results.png``
+(a row per epoch), ``bn_gammas.png`` and ``bn_gammas.npz`` (the |gamma| values it plots, for --resume) with --sr,
+and the checkpoints ``last.pth``/``last.weights`` and ``best.pth``/``best.weights``. Every file is written under
+a temporary name and renamed, so a crash never leaves half a file; a file that cannot be written (a full disk)
+stops the run with one line naming it."""
 from __future__ import annotations
 
 import csv
@@ -21,11 +22,10 @@ from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors
 from utils.training.epoch import EpochStats
-from utils.training.run_files import BEST_CHECKPOINT, LAST_CHECKPOINT, RESULTS_TABLE
+from utils.training.run_files import (BEST_CHECKPOINT, BEST_WEIGHTS, CHECKPOINT_PAIRS, GAMMAS_FILE, GAMMAS_PLOT,
+                                      LAST_CHECKPOINT, LAST_WEIGHTS, RESULTS_PLOT, RESULTS_TABLE)
 from utils.training.state import TrainState
 
-GAMMAS_FILE = "bn_gammas.npz"
-CHECKPOINT_PAIRS = ("last", "best")  # <stem>.pth and the <stem>.weights exported from it
 
 CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "total", "mAP50", "mAP", "img_per_s", "data_wait", "seconds"]
 OPTIONAL_FIELDS = ["distill"]  # columns of runs that have them (a teacher), after the others
@@ -78,7 +78,7 @@ class RunOutputs:
         if source.resolve() == self.run_dir.resolve():
             return []
         copied = []
-        for name in (BEST_CHECKPOINT, BEST_CHECKPOINT.replace(".pth", ".weights")):
+        for name in (BEST_CHECKPOINT, BEST_WEIGHTS):
             if (source / name).is_file():
                 with named_write_errors(self.run_dir / name, "best model"), atomic_write(self.run_dir / name) as f, \
                         open(source / name, "rb") as original:
@@ -106,11 +106,11 @@ class RunOutputs:
         with named_write_errors(csv_path, "results table"), atomic_write(csv_path) as f:
             f.write(text.getvalue().encode())
         from utils.plots import plot_bn_gammas, plot_results  # matplotlib only where a run writes plots
-        with named_write_errors(self.run_dir / "results.png", "results plot"):
-            plot_results(self.rows, self.run_dir / "results.png")
+        with named_write_errors(self.run_dir / RESULTS_PLOT, "results plot"):
+            plot_results(self.rows, self.run_dir / RESULTS_PLOT)
         if self.gamma_history:
-            with named_write_errors(self.run_dir / "bn_gammas.png", "BN gamma plot"):
-                plot_bn_gammas(self.gamma_history, self.run_dir / "bn_gammas.png")
+            with named_write_errors(self.run_dir / GAMMAS_PLOT, "BN gamma plot"):
+                plot_bn_gammas(self.gamma_history, self.run_dir / GAMMAS_PLOT)
 
     def save_checkpoints(self, state: TrainState, best: bool) -> None:
         """With ``best`` best.pth and best.weights, then last.weights and last.pth. last.pth, which --resume
@@ -120,8 +120,8 @@ class RunOutputs:
         exported = state.final_model
         if best:
             state.save(self.run_dir / BEST_CHECKPOINT)
-            save_weights(exported, self.run_dir / "best.weights")
-        save_weights(exported, self.run_dir / "last.weights")
+            save_weights(exported, self.run_dir / BEST_WEIGHTS)
+        save_weights(exported, self.run_dir / LAST_WEIGHTS)
         state.save(self.run_dir / LAST_CHECKPOINT)
 
     def reexport_stale_weights(self) -> list[Path]:
@@ -131,8 +131,7 @@ class RunOutputs:
         rewritten), and runs of older versions, which wrote last.pth first, were left so. Epochs are told
         apart by ``seen``, the images trained on, which both files record. Returns the files rewritten."""
         rewritten = []
-        for stem in CHECKPOINT_PAIRS:
-            checkpoint, weights = self.run_dir / f"{stem}.pth", self.run_dir / f"{stem}.weights"
+        for checkpoint, weights in ((self.run_dir / pth, self.run_dir / export) for pth, export in CHECKPOINT_PAIRS):
             if not checkpoint.is_file():
                 continue
             seen = exported_state(load_checkpoint(checkpoint, mmap=True)).get("seen")

@@ -34,7 +34,7 @@ from utils.training.loss import YOLOLoss
 from utils.training.optim import Sparsity, init_head_biases, replan_schedule
 from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, TrainOptions
 from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
-from utils.training.run_files import LAST_CHECKPOINT, RESULTS, RUN_CFG
+from utils.training.run_files import BEST_CHECKPOINT, LAST_CHECKPOINT, RESULTS, RUN_CFG
 from utils.training.runlog import RunLog, open_tensorboard
 from utils.training.setup import Loaders, build_loaders, build_state
 from utils.training.startup import check_data, plot_training_labels, refuse_dataset_inside, report_anchor_fit
@@ -407,7 +407,7 @@ class Trainer:
             best = evaluations_since_best(outputs.rows)[1]
             self.log(f"stopping early after epoch {epoch + 1}: mAP@0.5 has not improved for {opt.patience} "
                      f"evaluations (--patience); the best, {best['mAP50']:.4f} after epoch {int(best['epoch']) + 1}, "
-                     f"is in {outputs.run_dir / 'best.pth'}")
+                     f"is in {outputs.run_dir / BEST_CHECKPOINT}")
         self._record(row, evaluation, last_epoch or stopping, outputs.run_dir)
         return evaluation[1] if evaluation is not None else None
 
@@ -433,7 +433,7 @@ class Trainer:
         except (Exception, KeyboardInterrupt) as err:
             outputs.add_row(row)
             outputs.save_checkpoints(state, best=False)
-            saved = (f"epoch {state.epoch + 1} is saved, unevaluated, in {outputs.run_dir / 'last.pth'}; "
+            saved = (f"epoch {state.epoch + 1} is saved, unevaluated, in {outputs.run_dir / LAST_CHECKPOINT}; "
                      f"--resume {outputs.run_dir} goes on from it")
             if isinstance(err, UserError):
                 raise TrainingError(f"evaluation after epoch {state.epoch + 1} failed: {err}; {saved}") from err
