@@ -18,7 +18,7 @@ from utils.evaluation.metrics import DEFAULT_METHOD, EvalResult, evaluate_detect
 from utils.inference.nms import non_max_suppression
 
 
-MAX_DETECTIONS = 300  # per image, as COCO's evaluation counts them
+MAX_DETECTIONS = 300  # kept per image after NMS, as Ultralytics' val keeps; the COCO method scores the top 100
 EVAL_CONF_THRES = 0.001  # low, as mAP needs the whole precision-recall curve
 EVAL_NMS_THRES = 0.5
 

@@ -33,7 +33,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def match_image(dets: np.ndarray, scores: np.ndarray, gts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def match_image(dets: np.ndarray, gts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """True positives ``(D, T)`` for detections already sorted by score, against one image's boxes."""
     tp = np.zeros((len(dets), len(thresholds)), bool)
     if not len(dets) or not len(gts):
@@ -131,7 +131,7 @@ def evaluate_detections(images: list[tuple[np.ndarray, np.ndarray]], class_names
             truth = gts[gts[:, 0] == c][:, 1:]
             entry = per_class[c]
             entry[0].append(mine[:, 4])
-            entry[1].append(match_image(mine[:, :4], mine[:, 4], truth, thresholds))
+            entry[1].append(match_image(mine[:, :4], truth, thresholds))
             entry[2] += len(truth)
             entry[3] += int(len(truth) > 0)
     results = []
