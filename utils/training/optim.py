@@ -38,11 +38,11 @@ class Schedule:
 
     total_steps: int
     burn_in: int
-    policy: str = "steps"
-    step_fractions: tuple[float, ...] = ()
-    scales: tuple[float, ...] = ()
-    power: float = 4.0
-    min_ratio: float = 0.01
+    policy: str
+    step_fractions: tuple[float, ...]
+    scales: tuple[float, ...]
+    power: float
+    min_ratio: float = 0.01  # cosine's floor: no cfg key sets it
 
     def __post_init__(self):
         if self.policy not in POLICIES:

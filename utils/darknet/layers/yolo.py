@@ -20,22 +20,24 @@ MAX_LOG_WH = 10.0
 
 @dataclass(frozen=True)
 class YoloLossOptions:
-    """The [yolo] keys the loss uses (utils/training/loss.py), typed once when the layer is built."""
+    """The [yolo] keys the loss uses (utils/training/loss.py), typed once when the layer is built; their
+    defaults are YOLOLayer.cfg_keys'."""
 
-    ignore_thresh: float = 0.5
-    truth_thresh: float = 1.0
-    iou_thresh: float = 1.0
-    iou_thresh_kind: str = "iou"
-    iou_loss: str = "mse"
-    iou_normalizer: float = 0.75
-    obj_normalizer: float = 1.0
-    cls_normalizer: float = 1.0
-    label_smooth_eps: float = 0.0
-    focal_loss: bool = False
+    ignore_thresh: float
+    truth_thresh: float
+    iou_thresh: float
+    iou_thresh_kind: str
+    iou_loss: str
+    iou_normalizer: float
+    obj_normalizer: float
+    cls_normalizer: float
+    label_smooth_eps: float
+    focal_loss: bool
 
     @classmethod
     def from_block(cls, block) -> YoloLossOptions:
-        return cls(**{key: block[key] for key in cls.__dataclass_fields__})
+        values = {key: block[key] for key in cls.__dataclass_fields__}
+        return cls(**values | {"focal_loss": bool(values["focal_loss"])})
 
 
 def _unused(convert, default, choices=None) -> Key:
@@ -90,8 +92,8 @@ class YOLOLayer(DarknetLayer):
     }
     is_head = True
 
-    def __init__(self, anchors: torch.Tensor, mask: Sequence[int], num_classes: int, scale_x_y: float = 1.0,
-                 new_coords: bool = False, loss: YoloLossOptions = YoloLossOptions()):
+    def __init__(self, anchors: torch.Tensor, mask: Sequence[int], num_classes: int, loss: YoloLossOptions,
+                 scale_x_y: float = 1.0, new_coords: bool = False):
         super().__init__()
         self.mask = tuple(mask)
         self.num_classes = num_classes
@@ -135,7 +137,7 @@ class YOLOLayer(DarknetLayer):
             raise block.error(f"the layer before has {ctx.previous_channels} filters; a [yolo] with {len(mask)} "
                               f"anchors and {classes} classes needs {len(mask)}*({classes}+5) = {expected}")
         loss = YoloLossOptions.from_block(block)
-        return cls(torch.tensor(anchors), mask, classes, block["scale_x_y"], block["new_coords"], loss)
+        return cls(torch.tensor(anchors), mask, classes, loss, block["scale_x_y"], block["new_coords"])
 
     @classmethod
     def class_edits(cls, cfg: Cfg, index: int, num_classes: int) -> dict[tuple[int, str], object]:
