@@ -27,7 +27,7 @@ from typing import Sequence
 
 import torch
 
-from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, save_checkpoint
+from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, save_model
 from utils.darknet.layers import Convolutional, convolutions
 from utils.darknet.model import Darknet
 from utils.darknet.weights import cutoff_from_name
@@ -268,10 +268,7 @@ def write_backbone(imported: Imported, out: Path) -> str:
     right N) or as a ``.pth`` of those layers' tensors; returns how to train from it."""
     model, cutoff = imported.model, imported.cutoff
     if out.suffix in CHECKPOINT_SUFFIXES:
-        state = {k: v for k, v in model.state_dict().items() if k.startswith("layers.")
-                 and int(k.split(".")[1]) < cutoff}
-        save_checkpoint(out, {"model": state, "cfg_text": model.cfg_text, "names": None, "epoch": -1,
-                              "backbone_layers": cutoff})
+        save_model(model, out, cutoff=cutoff)
         return f"--pretrained_weights {out}"
     named = cutoff_from_name(out)
     if named is not None and named != cutoff:

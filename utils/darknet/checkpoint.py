@@ -16,7 +16,7 @@ import torch
 
 from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE, Cfg, CfgWarning, parse_cfg
 from utils.darknet.cfg_edit import with_classes
-from utils.darknet.model import Darknet
+from utils.darknet.model import Darknet, layer_of
 from utils.darknet.weights import WeightsFileError, WeightsHeader, cutoff_from_name, darknet_weights_size
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
@@ -46,12 +46,14 @@ def save_weights(model: Darknet, path: str | Path, cutoff: int | None = None) ->
 CARRIED_OPTIONS = ("img_size", "single_cls")
 
 
-def save_model(model: Darknet, out: str | Path, names: list[str] | None = None,
-               trained: dict | None = None) -> None:
+def save_model(model: Darknet, out: str | Path, names: list[str] | None = None, trained: dict | None = None,
+               cutoff: int | None = None) -> None:
     """A .pth of the weights alone, which train.py (--pretrained_weights), test.py and detect.py take;
-    ``trained``: the state of the checkpoint the weights come from, whose CARRIED_OPTIONS it keeps."""
+    ``trained``: the state of the checkpoint the weights come from, whose CARRIED_OPTIONS it keeps; ``cutoff``:
+    only layers 0 .. cutoff-1 (a backbone)."""
     options = {name: value for name, value in trained_options(trained).items() if name in CARRIED_OPTIONS}
-    save_checkpoint(out, {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": names, "epoch": -1,
+    state = model.state_dict() if cutoff is None else leading_layers(model.state_dict(), cutoff)
+    save_checkpoint(out, {"model": state, "cfg_text": model.cfg_text, "names": names, "epoch": -1,
                           "options": options})
 
 
@@ -135,8 +137,8 @@ def load_model_state(model: Darknet, state_dict: dict, source: Path) -> None:
     for name, tensor in own.items():
         theirs = state_dict.get(name)
         if theirs is None or theirs.shape != tensor.shape:
-            parts = name.split(".")
-            where = model.blocks[int(parts[1])].where() if parts[0] == "layers" else "the model"
+            layer = layer_of(name)
+            where = model.blocks[layer].where() if layer is not None else "the model"
             got = "is missing" if theirs is None else f"has shape {tuple(theirs.shape)}"
             raise CheckpointError(f"{source}: tensor {name!r} {got}, but {where} needs {tuple(tensor.shape)}: the "
                                   f"checkpoint does not fit this cfg")
@@ -248,8 +250,9 @@ class LayerFit:
         """``num_batches_tracked`` is left out: a count, not a weight, and many exports lack it."""
         own: dict[int, dict[str, torch.Tensor]] = {}
         for name, tensor in model.state_dict().items():
-            if name.startswith("layers.") and not name.endswith("num_batches_tracked"):
-                own.setdefault(int(name.split(".")[1]), {})[name] = tensor
+            layer = layer_of(name)
+            if layer is not None and not name.endswith("num_batches_tracked"):
+                own.setdefault(layer, {})[name] = tensor
         fit = cls(set(), {}, set())
         for layer, tensors in own.items():
             missing = [name for name in tensors if name not in state]
@@ -270,9 +273,9 @@ class LayerFit:
         return not self.unfit and min(self.absent, default=math.inf) > max(self.present, default=-1)
 
 
-def _leading_layers(state: dict, cutoff: int) -> dict:
-    return {name: tensor for name, tensor in state.items()
-            if not name.startswith("layers.") or int(name.split(".")[1]) < cutoff}
+def leading_layers(state: dict, cutoff: int) -> dict:
+    """``state`` less the tensors of layers ``cutoff`` and after."""
+    return {name: tensor for name, tensor in state.items() if (layer_of(name) or 0) < cutoff}
 
 
 def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) -> str:
@@ -282,7 +285,7 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
     fit, rather than loading the few tensors that happen to."""
     state = exported_state(load_checkpoint(path))
     if cutoff is not None:
-        state = _leading_layers(state, cutoff)
+        state = leading_layers(state, cutoff)
     fit = LayerFit.of(model, state)
     if not fit.present and not fit.unfit:
         below = f" below --cutoff {cutoff}" if cutoff else ""

@@ -80,6 +80,13 @@ class PlanStep:
     is_head: bool
 
 
+def layer_of(state_key: str) -> int | None:
+    """The index of the layer a state-dict key belongs to (``layers.<i>.<tensor>``); None for the network's own
+    buffers (its weights-file header fields)."""
+    parts = state_key.split(".", 2)
+    return int(parts[1]) if parts[0] == "layers" and len(parts) > 1 else None
+
+
 class Darknet(nn.Module):
     """A Darknet network. Train mode returns the raw [yolo] inputs; eval mode returns decoded detections
     (a cfg without [yolo] layers returns its last layer's output, as a backbone would)."""
