@@ -17,6 +17,8 @@ from utils.data.cache import MEMORY_SHARE
 from utils.data.check import ALLOW_NEGATIVES_FLAG
 from utils.errors import UserError
 from utils.evaluation.metrics import METHODS
+from utils.training.evolve import EVOLVE_PLOT, EVOLVE_RUNS, EVOLVE_TABLE, EVOLVED_HYP
+from utils.training.evolve import evolve as evolve_hyperparameters
 from utils.training.hyp import read_hyp_file
 from utils.training.options import DEFAULT_EPOCHS, EXTENDABLE_OPTIONS
 from utils.training.trainer import TrainOptions, Trainer
@@ -87,8 +89,8 @@ def _add_run_flags(p: ArgumentParser, d: TrainOptions) -> None:
                         "--patience may change); without a value, the newest runs/train/*/last.pth")
     p.add_argument("--evolve", type=integer(1), metavar="N",
                    help="evolve the hyperparameters: N seeded trainings of --epochs each, each mutating the best so "
-                        "far, into runs/evolve/expN (evolve.csv, evolve.png, hyp_evolved.txt for --hyp); default: "
-                        "train once")
+                        f"far, into {EVOLVE_RUNS}/expN ({EVOLVE_TABLE}, {EVOLVE_PLOT}, {EVOLVED_HYP} for --hyp); "
+                        f"default: train once")
     p.add_argument("--device", type=device_flag, default=d.device,
                    help="cpu, cuda, cuda:N or GPU indices such as 0 or 0,1 (under torchrun each process takes its "
                         "LOCAL_RANK-th; default: cuda if available)")
@@ -162,7 +164,6 @@ def train(options: TrainOptions) -> int:
 
 
 def evolve(options: TrainOptions, trials: int) -> int:
-    from utils.training.evolve import evolve as evolve_hyperparameters
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--evolve runs its trials one after another in one process; start it without torchrun")
     evolve_hyperparameters(options, trials)

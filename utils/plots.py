@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import matplotlib
@@ -114,6 +115,22 @@ def plot_channels(before: list[int], after: list[int], path: Path) -> None:
     ax.set_xlabel("conv (network order, block convs included)")
     ax.set_ylabel("output channels")
     _legend(ax)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_evolution(trials: Sequence, best, keys: Sequence[str], path: Path) -> None:
+    """--evolve's picture: fitness against each of ``keys``' values (the trials' ``values`` and ``fitness``), one
+    panel per key; the ``best`` trial is the star."""
+    columns = 4
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows))
+    fitness = [trial.fitness for trial in trials]
+    for ax, key in zip(axes.ravel(), keys):
+        ax.scatter([trial.values[key] for trial in trials], fitness, c=range(len(trials)), cmap="viridis", s=20)
+        ax.plot(best.values[key], best.fitness, "r*", markersize=14)
+        ax.set_title(f"{key} = {best.values[key]:.4g}", fontsize=9)
+        ax.set_ylabel("fitness (best mAP@0.5)", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
 

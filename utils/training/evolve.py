@@ -34,8 +34,10 @@ from utils.training.options import TrainingError, TrainOptions
 from utils.training.run_files import LAST_CHECKPOINT, RESULTS_TABLE
 
 EVOLVE_RUNS = Path("runs/evolve")
+EVOLVE_TABLE, EVOLVE_PLOT = "evolve.csv", "evolve.png"  # every trial's fitness and values, and their plot
+EVOLVED_HYP = "hyp_evolved.txt"  # the best trial's values, a --hyp file
 # a stopped search is kept once it has these
-EVOLVE_RESULTS = ("evolve.csv", f"trial*/{RESULTS_TABLE}", f"trial*/{LAST_CHECKPOINT}")
+EVOLVE_RESULTS = (EVOLVE_TABLE, f"trial*/{RESULTS_TABLE}", f"trial*/{LAST_CHECKPOINT}")
 MUTATION_PROBABILITY = 0.8
 MUTATION_SIGMA = 0.2
 FACTOR_LIMITS = (0.3, 3.0)
@@ -121,7 +123,7 @@ def evolve(opt: TrainOptions, count: int, log=print) -> Trial:
             log(f"evolve: trial {number} fitness {trials[-1].fitness:.4f}{note}; the best so far is trial "
                 f"{best.number} ({best.fitness:.4f})")
     log(f"evolve: the best of {count} trials is trial {best.number} (best mAP@0.5 {best.fitness:.4f}); its "
-        f"hyperparameters are in {folder / 'hyp_evolved.txt'}: train with --hyp {folder / 'hyp_evolved.txt'}")
+        f"hyperparameters are in {folder / EVOLVED_HYP}: train with --hyp {folder / EVOLVED_HYP}")
     return best
 
 
@@ -130,7 +132,7 @@ def format_values(values: dict[str, float]) -> str:
 
 
 def write_evolution(trials: list[Trial], folder: Path) -> None:
-    """evolve.csv, evolve.png and hyp_evolved.txt for the trials so far."""
+    """The table, its plot and the best values' --hyp file for the trials so far."""
     table = io.StringIO()
     writer = csv.writer(table)
     writer.writerow(["trial", "fitness", *HYP_KEYS, "note"])
@@ -139,30 +141,11 @@ def write_evolution(trials: list[Trial], folder: Path) -> None:
                          trial.note])
     best = best_trial(trials)
     header = (f"the best of {len(trials)} evolve trials in {folder}: trial {best.number}, fitness (best mAP@0.5) "
-              f"{best.fitness:.4f}\ntrain with: python train.py --hyp {folder / 'hyp_evolved.txt'} ...")
-    for name, text in (("evolve.csv", table.getvalue()), ("hyp_evolved.txt", format_hyp(best.values, header))):
+              f"{best.fitness:.4f}\ntrain with: python train.py --hyp {folder / EVOLVED_HYP} ...")
+    for name, text in ((EVOLVE_TABLE, table.getvalue()), (EVOLVED_HYP, format_hyp(best.values, header))):
         with named_write_errors(folder / name, "evolution results"), atomic_write(folder / name) as f:
             f.write(text.encode())
-    with named_write_errors(folder / "evolve.png", "evolution plot"):
-        plot_evolution(trials, folder / "evolve.png")
+    from utils.plots import plot_evolution  # loads matplotlib
+    with named_write_errors(folder / EVOLVE_PLOT, "evolution plot"):
+        plot_evolution(trials, best, HYP_KEYS, folder / EVOLVE_PLOT)
 
-
-def plot_evolution(trials: list[Trial], path: Path) -> None:
-    """Fitness against each hyperparameter's value, one panel per key; the best trial is the star."""
-    from utils.plots import plt  # with the display-free backend that module selects
-    columns = 4
-    rows = -(-len(HYP_KEYS) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows))
-    fitness = [trial.fitness for trial in trials]
-    best = best_trial(trials)
-    for ax, key in zip(axes.ravel(), HYP_KEYS):
-        ax.scatter([trial.values[key] for trial in trials], fitness, c=range(len(trials)), cmap="viridis", s=20)
-        ax.plot(best.values[key], best.fitness, "r*", markersize=14)
-        ax.set_title(f"{key} = {best.values[key]:.4g}", fontsize=9)
-        ax.set_ylabel("fitness (best mAP@0.5)", fontsize=8)
-    fig.tight_layout()
-    picture = io.BytesIO()
-    fig.savefig(picture, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(picture.getvalue())
