@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 
 from utils.fileio import atomic_write  # noqa: E402
 from utils.inference.visualize import class_colour  # noqa: E402
+from utils.training.run_files import NOT_EVALUATED  # noqa: E402
 
 CONFUSION_PICTURE = "confusion_matrix.png"
 CURVE_PICTURES = {"f1": "F1_curve.png", "precision": "P_curve.png", "recall": "R_curve.png"}
@@ -40,22 +41,22 @@ def _save(fig, path: Path) -> None:
         f.write(buffer.getvalue())
 
 
-def plot_results(rows: list[dict], path: Path) -> None:
-    """Loss components and mAP per epoch."""
+def plot_results(rows: list[dict], terms: Sequence[str], path: Path) -> None:
+    """results.png: the loss ``terms`` and mAP per epoch (results.csv's rows)."""
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
-    for ax, key in zip(axes, ("box", "obj", "cls", "total")):
+    fig, axes = plt.subplots(1, len(terms) + 1, figsize=(4 * len(terms) + 4, 3.6))
+    for ax, key in zip(axes, terms):
         ax.plot(epochs, [r[key] for r in rows], marker=".")
         ax.set_title(f"{key} loss")
         ax.set_xlabel("epoch")
-    evaluated = [(e, r["mAP50"], r["mAP"]) for e, r in zip(epochs, rows) if r["mAP50"] != ""]
+    evaluated = [(e, r["mAP50"], r["mAP"]) for e, r in zip(epochs, rows) if r["mAP50"] != NOT_EVALUATED]
     if evaluated:
         e, m50, m = zip(*evaluated)
-        axes[4].plot(e, m50, marker=".", label="mAP@0.5")
-        axes[4].plot(e, m, marker=".", label="mAP@0.5:0.95")
-        _legend(axes[4])
-    axes[4].set_title("validation mAP")
-    axes[4].set_xlabel("epoch")
+        axes[-1].plot(e, m50, marker=".", label="mAP@0.5")
+        axes[-1].plot(e, m, marker=".", label="mAP@0.5:0.95")
+        _legend(axes[-1])
+    axes[-1].set_title("validation mAP")
+    axes[-1].set_xlabel("epoch")
     fig.tight_layout()
     _save(fig, path)
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from utils.data.dataset import Batch
 from utils.training.distill import Distiller
-from utils.training.loss import YOLOLoss
+from utils.training.loss import DISTILL_TERM, LOSS_TERMS, YOLOLoss
 from utils.training.optim import Sparsity
 from utils.training.options import TrainingError
 from utils.training.run_files import LAST_CHECKPOINT
@@ -40,7 +40,7 @@ class StepContext:
 
 @dataclass
 class EpochStats:
-    sums: dict[str, float] = field(default_factory=lambda: {"box": 0.0, "obj": 0.0, "cls": 0.0, "total": 0.0})
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSS_TERMS, 0.0))
     batches: int = 0
     images: int = 0
     wait: float = 0.0
@@ -48,7 +48,7 @@ class EpochStats:
     skipped: list[str] = field(default_factory=list)
 
     def add(self, components: dict[str, float], images: int, wait: float) -> None:
-        for key, value in components.items():  # "distill" joins the sums when a run has a teacher
+        for key, value in components.items():  # DISTILL_TERM joins the sums when a run has a teacher
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.batches += 1
         self.images += images
@@ -73,8 +73,8 @@ def _backward(state: TrainState, ctx: StepContext, batch: Batch, where: tuple[in
     if ctx.distiller is not None:
         distill = ctx.distiller(heads, images)
         total = total + distill
-        values["distill"] = float(distill.detach())
-        values["total"] += values["distill"]
+        values[DISTILL_TERM] = float(distill.detach())
+        values["total"] += values[DISTILL_TERM]
     if not math.isfinite(values["total"]):
         last = ctx.run_dir / LAST_CHECKPOINT
         kept = f"the last good checkpoint, {last}, is kept" if last.exists() else "no epoch had been saved yet"

@@ -32,6 +32,9 @@ import torch.nn.functional as F
 from utils.boxes import bbox_iou_aligned, box_iou, xywh_to_xyxy
 from utils.darknet.layers import YOLOLayer
 
+LOSS_TERMS = ("box", "obj", "cls", "total")  # what a step reports, results.csv's columns, results.png's panels
+DISTILL_TERM = "distill"  # a term of runs with a teacher, counted into their total
+
 FOCAL_ALPHA = 0.5  # Darknet's delta_yolo_class
 
 
@@ -46,8 +49,8 @@ class LossComponents:
         return self.box + self.obj + self.cls
 
     def as_dict(self) -> dict[str, float]:
-        return {name: float(value.detach()) for name, value in
-                (("box", self.box), ("obj", self.obj), ("cls", self.cls), ("total", self.total))}
+        values = (self.box, self.obj, self.cls, self.total)
+        return {name: float(value.detach()) for name, value in zip(LOSS_TERMS, values)}
 
 
 def shape_iou(wh_a: torch.Tensor, wh_b: torch.Tensor, kind: str = "iou") -> torch.Tensor:

@@ -22,14 +22,14 @@ from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors
 from utils.training.epoch import EpochStats
+from utils.training.loss import DISTILL_TERM, LOSS_TERMS
 from utils.training.run_files import (BEST_CHECKPOINT, BEST_WEIGHTS, CHECKPOINT_PAIRS, GAMMAS_FILE, GAMMAS_PLOT,
-                                      LAST_CHECKPOINT, LAST_WEIGHTS, RESULTS_PLOT, RESULTS_TABLE)
+                                      LAST_CHECKPOINT, LAST_WEIGHTS, NOT_EVALUATED, RESULTS_PLOT, RESULTS_TABLE)
 from utils.training.state import TrainState
 
 
-CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "total", "mAP50", "mAP", "img_per_s", "data_wait", "seconds"]
-OPTIONAL_FIELDS = ["distill"]  # columns of runs that have them (a teacher), after the others
-NOT_EVALUATED = ""  # the mAP cells of an epoch without evaluation
+CSV_FIELDS = ["epoch", "lr", *LOSS_TERMS, "mAP50", "mAP", "img_per_s", "data_wait", "seconds"]
+OPTIONAL_FIELDS = [DISTILL_TERM]  # columns of runs that have them (a teacher), after the others
 
 
 def results_row(epoch: int, lr: float, stats: EpochStats, world_size: int) -> dict:
@@ -107,7 +107,7 @@ class RunOutputs:
             f.write(text.getvalue().encode())
         from utils.plots import plot_bn_gammas, plot_results  # matplotlib only where a run writes plots
         with named_write_errors(self.run_dir / RESULTS_PLOT, "results plot"):
-            plot_results(self.rows, self.run_dir / RESULTS_PLOT)
+            plot_results(self.rows, LOSS_TERMS, self.run_dir / RESULTS_PLOT)
         if self.gamma_history:
             with named_write_errors(self.run_dir / GAMMAS_PLOT, "BN gamma plot"):
                 plot_bn_gammas(self.gamma_history, self.run_dir / GAMMAS_PLOT)

@@ -6,6 +6,7 @@ BEST_CHECKPOINT = "best.pth"  # the best mAP@0.5 so far, what detect.py finds by
 LAST_WEIGHTS, BEST_WEIGHTS = "last.weights", "best.weights"  # Darknet exports of the two checkpoints
 CHECKPOINT_PAIRS = ((LAST_CHECKPOINT, LAST_WEIGHTS), (BEST_CHECKPOINT, BEST_WEIGHTS))  # a .pth, its export
 RESULTS_TABLE = "results.csv"  # a row per epoch
+NOT_EVALUATED = ""  # its mAP cells for an epoch without evaluation
 RESULTS_PLOT = "results.png"  # the table's losses and mAP
 GAMMAS_PLOT = "bn_gammas.png"  # with --sr: the BN |gamma| distribution per evaluation
 GAMMAS_FILE = "bn_gammas.npz"  # the values it plots, which a resumed run reads back

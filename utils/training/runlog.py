@@ -21,11 +21,12 @@ from utils.data.dataset import Batch
 from utils.evaluation.evaluate import ImageRecord
 from utils.inference.visualize import draw_detections
 from utils.output_files import named_write_errors
+from utils.training.loss import DISTILL_TERM, LOSS_TERMS
 
 PLOTTED_BATCHES = 3  # train_batch0.jpg .. train_batch2.jpg
 SHOWN_VALID_IMAGES = 4
 SHOWN_CONF = 0.25
-STEP_TERMS = ("box", "obj", "cls", "total", "distill")
+STEP_TERMS = (*LOSS_TERMS, DISTILL_TERM)
 
 
 def open_tensorboard(run_dir: Path, purge_step: int | None = None):
