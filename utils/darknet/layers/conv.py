@@ -15,7 +15,7 @@ from torch import nn
 from utils.darknet.cfg import Block, Key, integer, word
 from utils.darknet.layers.base import (ActivationFactory, DarknetLayer, NormLayer, NotPlainDarknet, Shape,
                                        activation_from, activation_key, batch_norm, keeps_zero)
-from utils.darknet.layers.deform import DeformConv2d
+from utils.darknet.layers.deform import Deform, DeformConv2d
 from utils.darknet.layers.norm import (BN_TENSORS, NORMALIZERS, absorb_input_shift, has_constant_statistics,
                                        is_trainable_batch_norm, norm_tag, norm_tensors)
 from utils.darknet.layers.packed import PackedWeight, can_run_packed, packed_conv
@@ -35,6 +35,7 @@ class ConvShape:
     padding: int = 0
     groups: int = 1
     dilation: int = 1
+    deform: Deform | None = None  # a deformable conv (its taps move), else a plain one
 
 
 @register("convolutional", "conv")
@@ -62,8 +63,9 @@ class Convolutional(DarknetLayer):
                  norm_layer: NormLayer | None = batch_norm, activation: ActivationFactory = nn.Identity):
         super().__init__()
         self.out_channels = out_channels
-        self.conv = nn.Conv2d(in_channels, out_channels, shape.kernel_size, shape.stride, shape.padding,
-                              shape.dilation, shape.groups, bias=norm_layer is None)
+        conv = nn.Conv2d(in_channels, out_channels, shape.kernel_size, shape.stride, shape.padding, shape.dilation,
+                         shape.groups, bias=norm_layer is None)
+        self.conv = DeformConv2d(conv, shape.deform.modulated, shape.deform.groups) if shape.deform else conv
         self.bn = norm_layer(out_channels) if norm_layer is not None else None
         self.act = activation()
         self.fused = False
@@ -80,14 +82,9 @@ class Convolutional(DarknetLayer):
         stride_x = block["stride_x"] or block["stride"]
         # Darknet's im2col pads by pad * dilation, and pad=1 means size/2: "same" output for odd sizes.
         padding = (size // 2 if block["pad"] else block["padding"]) * block["dilation"]
-        shape = ConvShape(size, (stride_y, stride_x), padding, groups, block["dilation"])
-        layer = cls(in_channels, filters, shape, cls._norm_of(block), activation_from(block))
-        if block["deform"]:
-            cls._check_deform(block, in_channels)
-            layer.make_deformable(block["deform"] == 2, block["deform_groups"])
-        elif block["deform_groups"] != 1:
-            raise block.error("deform_groups= needs deform=1 or 2", "deform_groups")
-        return layer
+        deform = cls._deform_of(block, in_channels)
+        shape = ConvShape(size, (stride_y, stride_x), padding, groups, block["dilation"], deform)
+        return cls(in_channels, filters, shape, cls._norm_of(block), activation_from(block))
 
     @staticmethod
     def _norm_of(block: Block) -> NormLayer | None:
@@ -99,14 +96,15 @@ class Convolutional(DarknetLayer):
         return None
 
     @staticmethod
-    def _check_deform(block: Block, in_channels: int) -> None:
-        if in_channels % block["deform_groups"]:
-            raise block.error(f"deform_groups={block['deform_groups']} must divide the {in_channels} input "
-                              f"channels", "deform_groups")
-
-    def make_deformable(self, modulated: bool, deform_groups: int) -> None:
-        """Turn the conv into a deformable one (v1, or modulated v2) with the same weights and zero offsets."""
-        self.conv = DeformConv2d(self.conv, modulated, deform_groups)
+    def _deform_of(block: Block, in_channels: int) -> Deform | None:
+        groups = block["deform_groups"]
+        if not block["deform"]:
+            if groups != 1:
+                raise block.error("deform_groups= needs deform=1 or 2", "deform_groups")
+            return None
+        if in_channels % groups:
+            raise block.error(f"deform_groups={groups} must divide the {in_channels} input channels", "deform_groups")
+        return Deform(modulated=block["deform"] == 2, groups=groups)
 
     @property
     def deformable(self) -> bool:

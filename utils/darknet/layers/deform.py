@@ -15,6 +15,8 @@ and the offsets.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,6 +49,15 @@ def deformable_columns(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor
     if mask is not None:
         sampled = sampled * mask.reshape(n, deform_groups, 1, taps, ho, wo)
     return sampled.reshape(n, c * taps, ho * wo)
+
+
+@dataclass(frozen=True)
+class Deform:
+    """A deformable conv's kind: v1 (offsets) or ``modulated`` v2 (offsets and masks), in ``groups`` offset
+    groups over the input channels."""
+
+    modulated: bool = False
+    groups: int = 1
 
 
 class DeformConv2d(nn.Conv2d):

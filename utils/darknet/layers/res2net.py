@@ -195,6 +195,15 @@ def split_options(block: Block, ctx: BuildContext) -> dict:
                 activation=activation_from(block))
 
 
+@dataclass(frozen=True)
+class Residual:
+    """How a [res2net] block's input joins its output: through a 1x1 conv or not (``downsample``; None: where
+    the shapes differ), then ``activation`` on the sum (linear in the spec)."""
+
+    downsample: bool | None = None
+    activation: ActivationFactory = nn.Identity
+
+
 class HierarchicalBlock(DarknetLayer):
     """What [res2net] and [triangle] share around their split."""
 
@@ -218,17 +227,18 @@ class Res2Net(HierarchicalBlock):
                 "residual_activation": activation_key("linear")}
     expansion = 2
 
-    def __init__(self, inplanes: int, out_channels: int, shape: SplitShape, downsample: bool | None = None,
+    def __init__(self, inplanes: int, out_channels: int, shape: SplitShape, residual: Residual = Residual(),
                  norm_layer: NormLayer = batch_norm, activation: ActivationFactory = ACTIVATIONS["leaky"]):
         super().__init__()
         self.out_channels = out_channels
         self.split = HierarchicalSplit(inplanes, shape, norm_layer, activation)
         self.conv3 = Convolutional(self.split.out_channels, out_channels, ConvShape(1), norm_layer)
+        downsample = residual.downsample
         if downsample is None:
             downsample = shape.stride != 1 or inplanes != out_channels
         self.downsample = Convolutional(inplanes, out_channels, ConvShape(1, shape.stride), norm_layer) \
             if downsample else None
-        self.residual_act: nn.Module = nn.Identity()
+        self.residual_act = residual.activation()
 
     @classmethod
     def from_cfg(cls, block, ctx):
@@ -238,9 +248,8 @@ class Res2Net(HierarchicalBlock):
         if downsample is False and (block["stride"] != 1 or options["inplanes"] != out_channels):
             raise block.error(f"downsample=0 needs stride 1 and inplanes ({options['inplanes']}) == filters "
                               f"({out_channels}) for the residual add", "downsample")
-        layer = cls(out_channels=out_channels, downsample=downsample, **options)
-        layer.residual_act = ACTIVATIONS[block["residual_activation"]]()
-        return layer
+        residual = Residual(downsample, ACTIVATIONS[block["residual_activation"]])
+        return cls(out_channels=out_channels, residual=residual, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)

@@ -184,7 +184,8 @@ class YOLOLayer(DarknetLayer):
     def boxes(self, p: torch.Tensor, stride: tuple[float, float]) -> torch.Tensor:
         """Darknet's box decoding: ``p`` = split() output, ``stride`` = (y, x) input pixels per cell ->
         (cx, cy, w, h) in input pixels, ``(B, A, H, W, 4)``. ``x = (col + s*sigmoid(tx) - (s-1)/2) * stride``,
-        ``w = exp(tw) * anchor_w`` (``new_coords``: the conv already applied the logistic, ``w = (2 tw)^2 * anchor``)."""
+        ``w = exp(tw) * anchor_w`` (``new_coords``: the conv already applied the logistic,
+        ``w = (2 tw)^2 * anchor``)."""
         height, width = p.shape[2:4]
         anchors = self.anchors.to(p.dtype).view(1, -1, 1, 1, 2)
         if self.new_coords:
