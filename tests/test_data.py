@@ -98,7 +98,7 @@ def test_data_config_warns_of_keys_it_does_not_know_and_not_of_darknets_own(tmp_
         assert parse_data_config(data).classes == 4
     assert [str(w.message) for w in caught] == [
         f"{data}:7: unknown key nmaes= is ignored; did you mean names=?",
-        f"{data}:8: unknown key colour= is ignored; the keys read are classes, train, valid, names, backup"]
+        f"{data}:8: unknown key colour= is ignored; the keys read are classes, train, valid, names"]
     data.write_text(data.read_text().replace("names=shapes.names\n", "", 1))
     with pytest.warns(DataWarning), pytest.raises(DataError, match=r"missing 'names='.*; nmaes= on line 6 looks "
                                                                    r"like a typo of it"):

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from models import Darknet
 from tests.test_train import TINY
+from utils.darknet.checkpoint import load_checkpoint
 from utils.data.dataset import Batch
 from utils.training.epoch import StepContext, train_epoch
 from utils.training.loss import YOLOLoss
@@ -67,7 +68,7 @@ def test_save_then_load_restores_every_part(tmp_path):
 
     loaded = fresh_state(cfg, seed=1)  # other initial weights, optimiser and schedule untouched
     assert not torch.equal(loaded.model.layers[0].conv.weight, saved.model.layers[0].conv.weight)
-    loaded.load(tmp_path / "last.pth")
+    loaded.load_state_dict(load_checkpoint(tmp_path / "last.pth"))
     assert (loaded.epoch, loaded.best_fitness) == (1, 0.25)
     assert torch.equal(torch.rand(4), draws_after_save)  # the random stream goes on where it was saved
     assert_same(loaded.model.state_dict(), saved.model.state_dict(), "model")
@@ -89,7 +90,8 @@ def test_a_state_without_ema_saves_none_and_loads_without_one(tmp_path):
     state.ema = None
     state.save(tmp_path / "last.pth")
     assert torch.load(tmp_path / "last.pth", weights_only=True)["ema"] is None
-    fresh_state(cfg, seed=1).load(tmp_path / "last.pth")  # an EMA with nothing saved keeps its own weights
+    # an EMA with nothing saved keeps its own weights
+    fresh_state(cfg, seed=1).load_state_dict(load_checkpoint(tmp_path / "last.pth"))
 
 
 

@@ -24,9 +24,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 INTEGER = re.compile(r"[0-9]+", re.ASCII)
-DATA_KEYS = ("classes", "train", "valid", "names", "backup")  # what this repo reads from a .data file
+DATA_KEYS = ("classes", "train", "valid", "names")  # what this repo reads from a .data file
 # what Darknet's detector and classifier read besides, accepted without a word
-DARKNET_ONLY_KEYS = ("eval", "results", "map", "difficult", "labels", "top", "tree", "leaves", "test")
+DARKNET_ONLY_KEYS = ("backup", "eval", "results", "map", "difficult", "labels", "top", "tree", "leaves", "test")
 
 
 class DataWarning(InputWarning):
@@ -54,7 +54,6 @@ class DataConfig:
     train: ImageSource
     valid: ImageSource
     names: list[str]
-    backup: Path | None = None
     test: ImageSource | None = None  # only YOLOv5-style YAML configs name one
     names_file: Path | None = None  # the .names file (YAML configs list their names inline)
     merged_from: int | None = None  # the label files' class count, when single_class() made them one class
@@ -149,9 +148,8 @@ def parse_data_config(path: str | Path) -> DataConfig:
         raise DataError(f"{path}:{values['names'][1]}: names={values['names'][0]}: {err}") from None
     if len(names) != int(text):
         raise DataError(f"{path}: classes={text} but {names_path} lists {len(names)} names")
-    backup = resolve_path(values["backup"][0], path.parent) if "backup" in values else None  # read by no command
     return DataConfig(path, int(text), _entry_path(path, values, "train"), _entry_path(path, values, "valid"), names,
-                      backup, names_file=names_path)
+                      names_file=names_path)
 
 
 def describe_source(source: ImageSource) -> str:

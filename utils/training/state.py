@@ -75,9 +75,6 @@ class TrainState:
         """Write the checkpoint atomically: a crash leaves the previous file, never half of one."""
         save_checkpoint(path, self.state_dict())
 
-    def load(self, path: Path) -> None:
-        self.load_state_dict(load_checkpoint(path), path)
-
 
 def check_training_checkpoint(checkpoint: dict, source: str | Path) -> None:
     """Stop unless ``checkpoint`` holds a training run's whole state, which --resume continues."""
