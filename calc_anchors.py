@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.cli import IMAGE_SIZE, ArgumentParser, integer, run_main
+from utils.cli import IMAGE_SIZE, SEED, ArgumentParser, integer, run_main
 from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE, Cfg, read_cfg
 from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, run_size, trained_size
 from utils.darknet.weights import cutoff_from_name
@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--img_size", type=IMAGE_SIZE,
                    help=f"network input size the anchors are for, a multiple of {SIZE_MULTIPLE} (default: the size "
                         f"a --model_def .pth was trained at, else train.py's default, {DEFAULT_IMG_SIZE})")
-    p.add_argument("--seed", type=integer(0, 2 ** 32 - 1), default=0, help="seed of the random initial centres")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the random initial centres")
     p.add_argument("--restarts", type=integer(1), default=10, help="k-means runs; the best average IoU is kept")
     p.add_argument("--model_def", help="a .cfg, or a .pth (its cfg): report its anchors' fit too (and its "
                                        "iou_thresh)")

@@ -14,6 +14,7 @@ import sys
 import warnings
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, run_main
+from utils.darknet.cfg import SIZE_MULTIPLE
 from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, exported_state, load_checkpoint, load_model_state,
                                       model_from_file)
 from utils.darknet.model import Darknet
@@ -30,8 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summary", metavar="CFG", required=True,
                         help="Darknet .cfg to build, or a .pth (its own cfg and weights)")
     parser.add_argument("--img_size", type=IMAGE_SIZE, nargs="+", metavar="N",
-                        help="input size, multiples of 32: one value (square) or height width; default: the cfg's "
-                             "[net]")
+                        help=f"input size, multiples of {SIZE_MULTIPLE}: one value (square) or height width; default: the cfg's "
+                             f"[net]")
     parser.add_argument("--weights", metavar="W", help="also load this .weights or .pth file (checks that it fits)")
     args = parser.parse_args(argv)
     if args.img_size and len(args.img_size) > 2:

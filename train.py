@@ -11,8 +11,9 @@ import os
 import sys
 from dataclasses import fields, replace
 
-from utils.cli import IMAGE_SIZE, ArgumentParser, device_flag, integer, number, run_main
-from utils.darknet.cfg import POLICIES
+from utils.cli import IMAGE_SIZE, SEED, ArgumentParser, device_flag, integer, number, run_main
+from utils.darknet.cfg import POLICIES, SIZE_MULTIPLE
+from utils.data.batching import BatchPlan
 from utils.data.cache import MEMORY_SHARE
 from utils.data.check import ALLOW_NEGATIVES_FLAG
 from utils.errors import UserError
@@ -27,7 +28,6 @@ POSITIVE = integer(1)
 FRACTION = number(0, 1)
 # a flag that acts only with another: named alone it is a mistake to report, not a value to ignore in silence
 ACTS_WITH = {"s": "sr", "cutoff": "pretrained_weights", "distill_weight": "teacher_weights"}
-SEED = integer(0, 2 ** 32 - 1)  # numpy's seed sequences take no negative seeds
 
 
 def hyp_file(text: str) -> dict:
@@ -51,8 +51,8 @@ def _add_data_and_model_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--pretrained_weights", help=".weights (whole, or a backbone with --cutoff) or a .pth checkpoint")
     p.add_argument("--cutoff", type=POSITIVE, help="load only layers 0..N-1 of --pretrained_weights, .weights or "
                                                    ".pth (default: N from a '<name>.conv.N' file name)")
-    p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size, help="input size (multiple of 32)")
-    p.add_argument("--multiscale_training", action="store_true", help="a new input size every 10 batches")
+    p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size, help=f"input size (multiple of {SIZE_MULTIPLE})")
+    p.add_argument("--multiscale_training", action="store_true", help=f"a new input size every {BatchPlan.size_every} batches")
     p.add_argument("--freeze", type=integer(0), default=d.freeze, help="freeze layers 0..N-1")
     p.add_argument("--teacher_weights", help="distil from this teacher (.pth, or .weights with --teacher_cfg), e.g. "
                                              "the model a pruned one came from; it needs the student's heads")

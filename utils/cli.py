@@ -72,6 +72,7 @@ def png_file(text: str) -> str:
 
 
 IMAGE_SIZE = integer(SIZE_MULTIPLE, multiple=SIZE_MULTIPLE)
+SEED = integer(0, 2 ** 32 - 1)  # numpy's seed sequences take no negative seeds
 
 
 def number(low: float | None = None, high: float | None = None, above: bool = False,

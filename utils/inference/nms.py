@@ -159,7 +159,8 @@ def filter_detections(prediction: torch.Tensor, rule: NmsFilter) -> list[torch.T
     return results
 
 
-def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
-                        multi_label: bool = False, agnostic: bool = False, max_det: int = 300) -> list[torch.Tensor]:
+def non_max_suppression(prediction: torch.Tensor, conf_thres: float = NmsFilter.conf_thres,
+                        iou_thres: float = NmsFilter.iou_thres, multi_label: bool = False, agnostic: bool = False,
+                        max_det: int = NmsFilter.max_det) -> list[torch.Tensor]:
     """:func:`filter_detections` for every class, with the filter's fields as parameters (evaluation's form)."""
     return filter_detections(prediction, NmsFilter(conf_thres, iou_thres, max_det, None, agnostic, multi_label))

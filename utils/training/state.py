@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from utils.darknet.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from utils.darknet.checkpoint import CheckpointError, load_model_state, save_checkpoint
 from utils.darknet.model import Darknet
 from utils.training.optim import ModelEMA
 
