@@ -29,7 +29,7 @@ from utils.darknet.cfg import Cfg, read_cfg
 from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, model_from_file,
                                       save_model, save_weights)
 from utils.darknet.model import Darknet
-from utils.darknet.weights import WeightsFileError, cutoff_from_name
+from utils.darknet.weights import WeightsFileError, cutoff_from_name, output_cutoff
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
 from utils.inference.load import class_names
@@ -197,13 +197,7 @@ def write_checkpoint(args, source: Path, cfg: Path | None, out: Path) -> str:
 
 def weights_cutoff(args, out: Path) -> int | None:
     """The layers a .weights output holds: --cutoff, else N of a '<net>.conv.N' name (None: all)."""
-    named = cutoff_from_name(out)
-    if named is not None and args.cutoff is not None and named != args.cutoff:
-        raise UserError(f"{out}: the name says {named} layers (<net>.conv.N is read as layers 0..N-1, as train.py "
-                        f"reads it), --cutoff {args.cutoff}; name it {out.name[:-len(str(named))]}{args.cutoff}")
-    if named == 0:
-        raise UserError(f"{out}: a backbone of 0 layers holds no weights; name it <net>.conv.N with N >= 1")
-    cutoff = args.cutoff if args.cutoff is not None else named
+    cutoff = output_cutoff(out, args.cutoff, f"--cutoff {args.cutoff}")
     if out.suffix != ".weights" and cutoff is None:
         raise UserError(f"{out}: unknown output extension {out.suffix!r}; expected .pth or .weights "
                         f"(or a backbone name like darknet53.conv.74, or --cutoff)")

@@ -265,7 +265,8 @@ def test_weights_backbone_names_its_cutoff_and_trains_from_it(tmp_path):
     torch.save(net.state_dict(), tmp_path / "se.pth")
     cfg = REPO / "cfg" / "se-resnet50-yolov3-tiny.cfg"
     result = convert_cli("--import_imagenet", tmp_path / "se.pth", "--model_def", cfg, tmp_path / "se.conv.9")
-    assert result.returncode == 1 and "the name says 9 layers, the backbone has 57: name it se.conv.57" in result.stderr
+    assert result.returncode == 1 and ("the name says 9 layers (<net>.conv.N is read as layers 0..N-1, as train.py "
+                                      "reads it), the backbone has 57; name it se.conv.57") in result.stderr
     result = convert_cli("--import_imagenet", tmp_path / "se.pth", "--model_def", cfg, tmp_path / "se.conv.57")
     assert result.returncode == 0, result.stderr
     assert "left out: fc.weight, fc.bias" in result.stdout and "--pretrained_weights" in result.stdout

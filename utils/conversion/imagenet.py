@@ -30,7 +30,7 @@ import torch
 from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, save_model
 from utils.darknet.layers import Convolutional, convolutions
 from utils.darknet.model import Darknet
-from utils.darknet.weights import cutoff_from_name
+from utils.darknet.weights import cutoff_from_name, output_cutoff
 from utils.errors import UserError
 from utils.fileio import regular_file
 
@@ -271,9 +271,7 @@ def write_backbone(imported: Imported, out: Path) -> str:
         save_model(model, out, cutoff=cutoff)
         return f"--pretrained_weights {out}"
     named = cutoff_from_name(out)
-    if named is not None and named != cutoff:
-        raise ImagenetImportError(f"{out}: the name says {named} layers, the backbone has {cutoff}: name it "
-                                  f"{out.name[:-len(str(named))]}{cutoff}")
+    output_cutoff(out, cutoff, f"the backbone has {cutoff}")
     if named is None and out.suffix != ".weights":
         raise ImagenetImportError(f"{out}: unknown output extension {out.suffix!r}; expected .weights, a "
                                   f"backbone name like resnet50.conv.{cutoff}, or .pth")

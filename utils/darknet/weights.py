@@ -108,6 +108,19 @@ def cutoff_from_name(path: str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def output_cutoff(out: Path, cutoff: int | None, given_as: str) -> int | None:
+    """The layers a .weights output ``out`` is to hold: ``cutoff``, else N of a ``<net>.conv.N`` name, else None
+    (all). A name saying another N than ``cutoff`` (``given_as`` says where that came from) is refused, as is
+    ``<net>.conv.0``."""
+    named = cutoff_from_name(out)
+    if named is not None and cutoff is not None and named != cutoff:
+        raise WeightsFileError(f"{out}: the name says {named} layers (<net>.conv.N is read as layers 0..N-1, as "
+                               f"train.py reads it), {given_as}; name it {out.name[:-len(str(named))]}{cutoff}")
+    if named == 0:
+        raise WeightsFileError(f"{out}: a backbone of 0 layers holds no weights; name it <net>.conv.N with N >= 1")
+    return cutoff if cutoff is not None else named
+
+
 def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None = None,
                          locations: Sequence[str] | None = None) -> WeightsHeader:
     """Read ``path`` into the tensors of ``layers[:cutoff]`` (``cutoff`` None: N of a ``<net>.conv.N`` name,
