@@ -352,3 +352,15 @@ def test_resume_names_the_part_of_a_checkpoint_that_does_not_fit(tmp_path):
     saved["optimizer"]["param_groups"] = saved["optimizer"]["param_groups"][:1]
     with pytest.raises(CheckpointError, match=r"r\.pth: its optimizer does not fit this run \(ValueError: "):
         sgd.load_state_dict(saved, tmp_path / "r.pth")
+
+
+def test_the_demo_data_is_never_generated_over_files_in_its_folder(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    edited = tmp_path / "data" / "demo" / "labels" / "train" / "00000.txt"
+    edited.parent.mkdir(parents=True)
+    edited.write_text("0 0.5 0.5 0.2 0.2\n")  # a user's own label; the demo's .data file is gone
+    _, cfg = dataset
+    assert train.main(["--model_def", str(cfg), "--img_size", "64", "--epochs", "1", "--n_cpu", "0"]) == 1
+    (line,) = error_lines(capsys)
+    assert "data/demo holds files but no shapes.data, so train.py will not generate the demo's data there" in line
+    assert edited.read_text() == "0 0.5 0.5 0.2 0.2\n" and [*tmp_path.rglob("*.*")] == [edited]

@@ -206,12 +206,21 @@ class Trainer:
         return [(flag, Path(path)) for flag, path in named if path]
 
     def _ensure_demo_data(self) -> None:
-        if self.opt.data_config == DEFAULT_DATA and not Path(DEFAULT_DATA).exists():
-            if self.dist.is_main:
-                from utils.data.synthetic import write_dataset
-                self.log(f"{DEFAULT_DATA} is missing: generating the synthetic shapes dataset (seed 0) ...")
-                write_dataset(Path(DEFAULT_DATA).parent)
-            self.dist.barrier()
+        """Without --data_config, the demo's data, generated on first use (by the main process, which every other
+        one waits for) into a new or empty folder only: files a user put there are never written over."""
+        if self.opt.data_config == DEFAULT_DATA:
+            self.dist.from_main(self._generate_demo_data)
+
+    def _generate_demo_data(self) -> None:
+        from utils.data.synthetic import DEMO_DIR, write_dataset
+        if Path(DEFAULT_DATA).exists():
+            return
+        if DEMO_DIR.is_dir() and any(DEMO_DIR.iterdir()):
+            raise UserError(f"{DEMO_DIR} holds files but no {Path(DEFAULT_DATA).name}, so train.py will not generate "
+                            f"the demo's data there; name your dataset with --data_config, or empty {DEMO_DIR}, or "
+                            f"generate into it anyway: python -m utils.data.synthetic --out {DEMO_DIR} --exist_ok")
+        self.log(f"{DEFAULT_DATA} is missing: generating the synthetic shapes dataset (seed 0) ...")
+        write_dataset(DEMO_DIR)
 
     def _run_cfg(self, cfg_path: Path, classes: int, checkpoint: dict | None) -> Cfg:
         """The resumed run's cfg (named as ``cfg_path``, where it was written), or --model_def adapted to the
