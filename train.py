@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from dataclasses import fields, replace
+from pathlib import Path
 
 from utils.cli import IMAGE_SIZE, SEED, ArgumentParser, device_flag, integer, number, run_main
 from utils.darknet.cfg import POLICIES, SIZE_MULTIPLE
@@ -18,9 +19,9 @@ from utils.data.cache import MEMORY_SHARE
 from utils.data.check import ALLOW_NEGATIVES_FLAG
 from utils.errors import UserError
 from utils.evaluation.metrics import METHODS
-from utils.training.evolve import EVOLVE_PLOT, EVOLVE_RUNS, EVOLVE_TABLE, EVOLVED_HYP
+from utils.training.evolve import EVOLVE_PLOT, EVOLVE_RUNS, EVOLVE_TABLE, EVOLVED_HYP, EvolveRequest
 from utils.training.evolve import evolve as evolve_hyperparameters
-from utils.training.hyp import read_hyp_file
+from utils.training.hyp import HypFile, read_hyp_file
 from utils.training.options import DEFAULT_EPOCHS, EXTENDABLE_OPTIONS
 from utils.training.trainer import TrainOptions, Trainer
 
@@ -30,10 +31,10 @@ FRACTION = number(0, 1)
 ACTS_WITH = {"s": "sr", "cutoff": "pretrained_weights", "distill_weight": "teacher_weights"}
 
 
-def hyp_file(text: str) -> dict:
+def hyp_file(text: str) -> HypFile:
     """A flag type for --hyp: the file read and checked at parse time (utils/training/hyp.py)."""
     try:
-        return read_hyp_file(text)
+        return HypFile(Path(text), read_hyp_file(text))
     except UserError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -129,8 +130,8 @@ def _add_optimisation_flags(p: ArgumentParser, d: TrainOptions) -> None:
                    help="evaluation AP: COCO 101-point, VOC 11-point or all-point area (as test.py)")
 
 
-def parse_args(argv=None) -> tuple[TrainOptions, int | None]:
-    """The run's options and --evolve's trial count (None: one training)."""
+def parse_args(argv=None) -> tuple[TrainOptions, EvolveRequest | None]:
+    """The run's options and what --evolve asks for (None: one training)."""
     d = TrainOptions()
     p = ArgumentParser(description=__doc__)
     _add_data_and_model_flags(p, d)
@@ -145,8 +146,10 @@ def parse_args(argv=None) -> tuple[TrainOptions, int | None]:
     unset = ACTS_WITH if args.resume is not None else (*EXTENDABLE_OPTIONS, *ACTS_WITH)
     for name in unset:
         setattr(args, name, getattr(args, name) if getattr(args, name) is not None else p.get_default(name))
+    hyp, args.hyp = args.hyp, args.hyp.values if args.hyp else None
     options = TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions) if f.name != "flags_given"})
-    return replace(options, flags_given=flags_given(p, argv)), args.evolve
+    evolution = EvolveRequest(args.evolve, hyp.path if hyp else None) if args.evolve else None
+    return replace(options, flags_given=flags_given(p, argv)), evolution
 
 
 def flags_given(parser: ArgumentParser, argv: list[str] | None) -> frozenset[str]:
@@ -163,16 +166,16 @@ def train(options: TrainOptions) -> int:
     return 0
 
 
-def evolve(options: TrainOptions, trials: int) -> int:
+def evolve(options: TrainOptions, request: EvolveRequest) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--evolve runs its trials one after another in one process; start it without torchrun")
-    evolve_hyperparameters(options, trials)
+    evolve_hyperparameters(options, request)
     return 0
 
 
 def main(argv=None) -> int:
-    options, trials = parse_args(argv)
-    return run_main(lambda: train(options) if trials is None else evolve(options, trials))
+    options, evolution = parse_args(argv)
+    return run_main(lambda: train(options) if evolution is None else evolve(options, evolution))
 
 
 if __name__ == "__main__":

@@ -306,8 +306,14 @@ def test_evolve_two_trials_write_a_table_a_plot_and_a_hyp_file_train_py_takes(da
     assert train.main(argv(dataset, run, "--epochs", "1", "--hyp", str(folder / "hyp_evolved.txt"))) == 0
     assert Darknet(run / "model.cfg").hyperparams["learning_rate"] == pytest.approx(evolved["learning_rate"])
     first = (folder / "trial1" / "last.pth").read_bytes()
+    hyp_before = (folder / "hyp_evolved.txt").read_bytes()
+    capsys.readouterr()
+    assert train.main(argv(dataset, folder, "--epochs", "1", "--evolve", "1", "--exist_ok", "--hyp",
+                           str(folder / "hyp_evolved.txt"))) == 1  # the search would write over its own --hyp
+    assert "--hyp" in error_lines(capsys)[0] and (folder / "hyp_evolved.txt").read_bytes() == hyp_before
     assert train.main(argv(dataset, folder, "--epochs", "1", "--evolve", "1", "--seed", "3", "--exist_ok")) == 0
     assert (folder / "trial1" / "last.pth").read_bytes() != first  # --exist_ok: the search is done again there
+    assert f"evolve: {folder} keeps trial2 of an earlier search" in capsys.readouterr().out
 
 
 def test_an_evolve_stopped_during_its_first_trial_keeps_what_that_trial_wrote(dataset, tmp_path, monkeypatch,

@@ -28,7 +28,7 @@ from utils.cli import output_folder
 from utils.darknet.cfg import read_cfg
 from utils.errors import UserError
 from utils.fileio import atomic_write
-from utils.output_files import named_write_errors, removed_on_failure
+from utils.output_files import named_write_errors, refuse_inputs_inside, removed_on_failure
 from utils.training.hyp import HYP_KEYS, augment_values, cfg_hyperparameters, format_hyp, with_hyp
 from utils.training.options import TrainingError, TrainOptions
 from utils.training.run_files import LAST_CHECKPOINT, RESULTS_TABLE
@@ -105,11 +105,30 @@ def best_trial(trials: list[Trial]) -> Trial:
     return max(trials, key=lambda trial: (trial.fitness, -trial.number))
 
 
-def evolve(opt: TrainOptions, count: int, log=print) -> Trial:
-    """Run ``count`` trials into --output (or the next runs/evolve/expN); the best trial."""
+def _trial_number(folder: Path) -> float:
+    """N of a ``trialN`` folder (infinite for any other name)."""
+    digits = folder.name[len("trial"):]
+    return int(digits) if digits.isdigit() else float("inf")
+
+
+@dataclass(frozen=True)
+class EvolveRequest:
+    trials: int
+    hyp_file: Path | None = None  # --hyp: trial 1's values, a file the search must not write over
+
+
+def evolve(opt: TrainOptions, request: EvolveRequest, log=print) -> Trial:
+    """Run the trials into --output (or the next runs/evolve/expN); the best trial."""
     if opt.resume is not None:
         raise UserError("--evolve runs new trainings; it does not combine with --resume")
+    count = request.trials
+    if opt.output and request.hyp_file:
+        refuse_inputs_inside(Path(opt.output), [("--hyp", request.hyp_file)], "--output")
     folder = output_folder(opt.output, EVOLVE_RUNS, opt.exist_ok)
+    earlier = sorted(path.name for path in folder.glob("trial*") if _trial_number(path) > count)
+    if earlier:
+        log(f"evolve: {folder} keeps {', '.join(earlier)} of an earlier search, which this one of {count} trials "
+            f"does not replace; {EVOLVE_TABLE} will list this search's trials only")
     rng = np.random.default_rng(opt.seed)
     trials: list[Trial] = []
     with removed_on_failure(folder, EVOLVE_RESULTS, claimed=opt.output is None):

@@ -55,6 +55,14 @@ HYP_KEYS: dict[str, HypKey] = {
 }
 
 
+@dataclass(frozen=True)
+class HypFile:
+    """A --hyp file as read: where it is (what no output may replace) and its values."""
+
+    path: Path
+    values: dict[str, float]
+
+
 def parse_hyp_text(text: str, source: str) -> dict[str, float]:
     """The ``key = value`` lines of a hyperparameter file; an unknown key, a repeated one, a value that is not
     a finite number or lies outside its range is a :class:`HypError` naming ``source:line``."""
