@@ -142,7 +142,8 @@ def detect(args: argparse.Namespace) -> int:
     weights = weights_to_use(args.weights_path)
     sources = sources_to_read(args.source, args.recursive)
     if args.output:  # first: an output among the inputs is a graver mistake than one holding results
-        check_output_folder(Path(args.output), sources.locations)
+        model_files = [Path(path) for path in (weights, args.model_def, args.class_path) if path]
+        check_output_folder(Path(args.output), [*sources.locations, *model_files])
     else:
         check_default_output(DETECT_RUNS, sources.locations)
     folder = output_folder(args.output, DETECT_RUNS, args.exist_ok)

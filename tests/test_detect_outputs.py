@@ -68,6 +68,16 @@ def test_an_output_on_in_or_around_an_input_is_refused(weights, photos, capsys, 
     assert snapshot(photos) == before
 
 
+def test_an_output_holding_the_model_files_is_refused(weights, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    names = out / "labels" / "a.txt"  # where a.jpg's labels would go
+    names.parent.mkdir(parents=True)
+    names.write_text("circle\nrectangle\ntriangle\ncross\n")
+    assert run(weights, photos / "a.jpg", out, "--class_path", str(names), "--exist_ok") == 1
+    assert f"contains the input {names}" in capsys.readouterr().err
+    assert names.read_text() == "circle\nrectangle\ntriangle\ncross\n"
+
+
 def test_without_output_each_run_claims_the_next_folder_and_a_failed_one_gives_it_back(weights, photos, tmp_path,
                                                                                        monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
