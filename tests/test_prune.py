@@ -148,6 +148,13 @@ def test_a_percent_that_would_empty_a_layer_is_refused_with_the_safe_maximum(wri
     assert int(selection.keep_mask(graph, graph.layer_outputs[1]).sum()) == 1
 
 
+def test_gammas_that_were_never_trained_are_refused(write_cfg):
+    model = Darknet(write_cfg(conv(8, 3, 2) + conv(4, 1, 1) + HEAD))  # every BN gamma at its initial 1.0
+    with pytest.raises(PruneError, match=r"every prunable BN \|gamma\| is 1: the scales rank no channel above another "
+                                         r"\(BNs kept frozen in training, --freeze_bn, or never trained\)"):
+        masked_model(model, 0.3, layer_keep=0.1)
+
+
 @pytest.mark.e2e
 def test_prune_command_writes_everything_or_nothing(tmp_path):
     import subprocess

@@ -103,6 +103,10 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
     _check(percent, shortcut_mode, channel_multiple)
     candidates = Candidates.of(graph, shortcut_mode)
     values = candidates.values
+    if percent > 0 and values and values[0] == values[-1]:
+        raise PruneError(f"every prunable BN |gamma| is {values[0]:g}: the scales rank no channel above another "
+                         f"(BNs kept frozen in training, --freeze_bn, or never trained); prune a model trained with "
+                         f"its BNs free, ideally with --sr")
     # the int(percent * n) smallest go, and any tied with the largest of them: after --sr many gammas are
     # exactly 0, and a threshold that kept its ties would then keep them all
     count = int(percent * len(values))
