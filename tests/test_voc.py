@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_path
-from utils.data.config import DataError, parse_data_config
+from utils.data.config import DataError, DataWarning, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.voc import VocOptions, convert_voc
 
@@ -52,6 +52,19 @@ def test_boxes_are_clipped_to_their_image_and_those_outside_it_dropped(tmp_path)
     assert (counts.boxes, counts.clipped, counts.degenerate, counts.unlisted, counts.negatives) == (1, 1, 1, 2, 1)
     row = [float(v) for v in (tmp_path / "out" / "labels" / "a.txt").read_text().split()]
     assert row == pytest.approx([0, 175 / 200, 30 / 100, 50 / 200, 40 / 100])  # one line, the clipped box
+
+
+def test_boxes_are_read_against_the_image_when_its_annotation_states_another_size(tmp_path):
+    objects = [dict(cls="dog", difficult=0, x1=11, y1=21, x2=51, y2=81)]
+    ann, img = voc_folder(tmp_path, [("good", (100, 200), objects), ("stale", (100, 200), objects)])
+    xml = ann / "stale.xml"
+    xml.write_text(xml.read_text().replace("<width>100</width>", "<width>5000</width>"))
+    with pytest.warns(DataWarning, match=r"1 annotations state another size than their image; each image's own is "
+                                         r"used \(first: stale.xml says 5000x200, stale.jpg is 100x200\)"):
+        _, counts = convert_voc(ann, img, tmp_path / "out", "pets")
+    assert counts.resized == 1
+    labels = [(tmp_path / "out" / "labels" / f"{name}.txt").read_text() for name in ("good", "stale")]
+    assert labels[0] == labels[1]
 
 
 def test_classes_the_annotations_do_not_hold_are_named_with_those_they_do(tmp_path):

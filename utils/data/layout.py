@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import cv2
 import numpy as np
 
 from utils.cli import number
+from utils.data.cache import DECODE_THREADS
 from utils.data.config import DataError
 from utils.data.labels import label_path
 from utils.errors import UserError
@@ -86,6 +89,16 @@ def place_image(source: Path, target: Path, copy: bool) -> None:
         except OSError:
             pass  # file systems without symlinks get a copy
     shutil.copyfile(source, target)
+
+
+def image_sizes(images: Sequence[Path]) -> list[tuple[int, int] | None]:
+    """Each image's (width, height) as the loader will read it (EXIF orientation applied); None where it cannot
+    be read. Decoded in threads (OpenCV's decoders release the GIL), one at a time each."""
+    def size(path: Path) -> tuple[int, int] | None:
+        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        return None if pixels is None else (pixels.shape[1], pixels.shape[0])
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        return list(pool.map(size, images))
 
 
 def write_text(path: Path, text: str) -> None:

@@ -12,10 +12,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 
 from utils.data.config import IMAGE_SUFFIXES, DataError, DataWarning
-from utils.data.layout import (BoxCounts, check_distinct_labels, darknet_row, place_image, seeded_split,
+from utils.data.layout import (BoxCounts, check_distinct_labels, darknet_row, image_sizes, place_image, seeded_split,
                                write_dataset_files, write_label_file)
 
 
@@ -97,6 +96,7 @@ class VocCounts(BoxCounts):
     negatives: int = 0  # images left without a box
     difficult: int = 0  # objects marked difficult, left out
     unlisted: int = 0  # objects of classes not in --classes, left out
+    resized: int = 0  # annotations whose stated image size was not their image's
 
 
 @dataclass
@@ -123,13 +123,27 @@ def _read_annotations(annotations_dir: Path, images_dir: Path) -> list[VocRecord
             raise DataError(f"{xml_path}: describes {image}, as {described[image]} does; keep one annotation "
                             f"per image")
         described[image] = xml_path
-        if not width or not height:
-            pixels = cv2.imread(str(image))
-            if pixels is None:
-                raise DataError(f"{xml_path}: size missing and {image} is unreadable")
-            height, width = pixels.shape[:2]
         records.append(VocRecord(xml_path, image, width, height, objects))
     return records
+
+
+def _measure_images(records: list[VocRecord], counts: VocCounts) -> None:
+    """Each record's width and height as its image has them: the annotation's may be missing, or stale (an
+    image resized or rotated after it was annotated), and its boxes are read against the pixels themselves."""
+    stale = []
+    for record, size in zip(records, image_sizes([record.image for record in records])):
+        if size is None and not (record.width and record.height):
+            raise DataError(f"{record.xml}: size missing and {record.image} is unreadable")
+        if size is None:
+            continue  # left for the dataset check, which names unreadable images
+        if record.width and record.height and (record.width, record.height) != size:
+            stale.append(f"{record.xml.name} says {record.width}x{record.height}, {record.image.name} is "
+                         f"{size[0]}x{size[1]}")
+        record.width, record.height = size
+    counts.resized = len(stale)
+    if stale:
+        warnings.warn(f"{len(stale)} annotations state another size than their image; each image's own is used "
+                      f"(first: {stale[0]})", DataWarning, stacklevel=3)
 
 
 def _label_rows(record: VocRecord, index: dict[str, int], include_difficult: bool, counts: VocCounts) -> list:
@@ -183,6 +197,7 @@ def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | 
     names = _class_names(records, options, annotations_dir)
     check_distinct_labels((out / "images" / record.image.name, str(record.xml)) for record in records)
     index, counts, listed = {n: i for i, n in enumerate(names)}, VocCounts(images=len(records)), []
+    _measure_images(records, counts)
     for record in records:
         rows = _label_rows(record, index, options.include_difficult, counts)
         counts.negatives += not rows
@@ -196,4 +211,5 @@ def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | 
 def describe(data: Path, counts: VocCounts) -> str:
     return (f"wrote {data}: {counts.images} images ({counts.negatives} without boxes), {counts.boxes} boxes; "
             f"left out {counts.difficult} difficult, {counts.unlisted} of classes not in --classes and "
-            f"{counts.degenerate} outside their image; {counts.clipped} boxes clipped to their image")
+            f"{counts.degenerate} outside their image; {counts.clipped} boxes clipped to their image"
+            + (f"; {counts.resized} annotations' image sizes taken from the images" if counts.resized else ""))
