@@ -163,9 +163,9 @@ def detect_into(folder: Path, weights: Path, sources: SourceSet, args: argparse.
                    "max_det": settings.max_det, "classes": settings.classes, "agnostic_nms": settings.agnostic,
                    "img_size": settings.img_size, "augment": settings.augment, "skipped": run.skipped,
                    "dropped_live_frames": run.dropped, "stopped": run.stopped})
-    print_summary(writer, run, settings, device)
-    if not writer.records and run.skipped:
+    if not writer.records and run.skipped:  # before the summary, which would name a folder that goes away
         raise UserError(f"nothing could be read: {', '.join(run.skipped[:SHOWN_SKIPPED])}")
+    print_summary(writer, run, settings, device)
     if run.stopped == "Ctrl-C":
         raise KeyboardInterrupt  # outputs are complete; the exit code still says the run was cut short
     return 0
