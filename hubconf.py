@@ -41,6 +41,8 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, classes, detector
     if classes is not None and (isinstance(classes, bool) or not isinstance(classes, numbers.Integral)
                                 or classes < 1):
         raise UserError(f"{entry}: classes={classes!r}: expected a class count, an integer of at least 1")
+    if weights is not None and not isinstance(weights, (str, _Path)):
+        raise UserError(f"{entry}: weights={weights!r}: expected the path of a .pth or .weights file")
     if weights is not None and _Path(weights).suffix in CHECKPOINT_SUFFIXES:
         detector = Detector(weights, None, names, **detector_options)
         if classes is not None and classes != detector.model.num_classes:
@@ -53,7 +55,9 @@ def _detector(cfg_name: str, pretrained: bool, weights, names, classes, detector
     if classes is not None:
         cfg = with_classes(cfg, classes)
     try:
-        return Detector(weights if weights is not None else Darknet(cfg), cfg, names, **detector_options)
+        if weights is None:
+            return Detector(Darknet(cfg), None, names, **detector_options)
+        return Detector(weights, cfg, names, **detector_options)
     except ClassCountError as err:
         raise UserError(f"{err}: pass classes={err.classes} (or names= its {err.classes} class names)") from None
 

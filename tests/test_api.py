@@ -122,6 +122,10 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
     for neither in (None, 5, object()):
         with pytest.raises(UserError, match="expected an image .* or a list of them, got "):
             detector(neither)
+    with pytest.raises(UserError, match=r"got encoded bytes: decode them with cv2\.imdecode"):
+        detector((files / "images" / "wide.jpg").read_bytes())
+    with pytest.raises(UserError, match=r"images: is a folder, expected an image$"):
+        detector(files / "images")
 
 
 @pytest.mark.parametrize("changes,problem", [
@@ -156,6 +160,10 @@ def test_detector_options_are_checked_and_named_as_keywords(files, monkeypatch):
         Detector(files / "model.pth", device="cpu", half="yes")
     with pytest.raises(UserError, match="device='tpu': expected cpu, cuda, cuda:N or GPU indices"):
         Detector(files / "model.pth", device="tpu")
+    with pytest.raises(UserError, match="weights: expected a .pth or .weights path, or a Darknet, got int"):
+        Detector(123)
+    with pytest.raises(UserError, match="cfg: a built Darknet has its own cfg; cfg goes with a .weights path"):
+        Detector(random_tiny_model(4), cfg="cfg/yolov3-tiny.cfg")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match=r"device='cuda:0': CUDA is not available .*; use device='cpu'"):
         Detector(files / "model.pth", device="cuda:0")
@@ -196,6 +204,8 @@ def test_torch_hub_load_on_the_local_clone(files):
         torch.hub.load(str(REPO), "yolov3_tiny", source="local", classes="4")
     positional = hub_module().yolov3_tiny(False, str(files / "model.pth"), None, "cpu")  # the order of old
     assert positional.model.num_classes == 4
+    with pytest.raises(UserError, match=r"yolov3_tiny: weights=123: expected the path of a \.pth or \.weights file"):
+        torch.hub.load(str(REPO), "yolov3_tiny", source="local", weights=123)
     with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
         hub_module().yolov3_tiny(colour="red")
     with pytest.raises(UserError, match="res2net_yolov3: pretrained=True needs weights=.* downloads nothing"):

@@ -31,10 +31,11 @@ def regular_file(path: str | Path, what: str, error: type[UserError] = UserError
         mode = path.stat().st_mode
     except OSError as err:
         raise error(f"{path}: cannot {action} {what}: {err.strerror}") from None
+    article = "an" if what[:1].lower() in tuple("aeiou") else "a"
     if stat.S_ISDIR(mode):
-        raise error(f"{path}: is a folder, expected a {what}")
+        raise error(f"{path}: is a folder, expected {article} {what}")
     if not stat.S_ISREG(mode):
-        raise error(f"{path}: is not a regular file (a pipe, socket or device), expected a {what}")
+        raise error(f"{path}: is not a regular file (a pipe, socket or device), expected {article} {what}")
     return path
 
 

@@ -90,6 +90,13 @@ def read_image(image: ImageLike, position: int = 0) -> tuple[np.ndarray, str | N
     raise ImageInputError(f"image {position}: expected a file path or a numpy BGR array, got {type(image).__name__}")
 
 
+def _check_model_arguments(weights, cfg) -> None:
+    if not isinstance(weights, (str, Path, Darknet)):
+        raise SettingsError(f"weights: expected a .pth or .weights path, or a Darknet, got {type(weights).__name__}")
+    if isinstance(weights, Darknet) and cfg is not None:
+        raise SettingsError("cfg: a built Darknet has its own cfg; cfg goes with a .weights path")
+
+
 class Detector(nn.Module):
     """A trained model ready to detect: ``detector(images)`` takes one image (a path or a BGR array) and returns
     its :class:`Detections`, or a list (or an NxHxWx3 array) and returns a list, read and run in batches of
@@ -109,6 +116,7 @@ class Detector(nn.Module):
         super().__init__()
         require_flags(half=half)
         target = select_device(str(device) if device is not None else "", setting="device")
+        _check_model_arguments(weights, cfg)
         if isinstance(weights, Darknet):
             prepared = weights.to(target).prepare_inference(half)
             loaded = LoadedModel(prepared, class_names(names, None, prepared.num_classes))
@@ -130,6 +138,9 @@ class Detector(nn.Module):
         self._settings = settings if settings.img_size else replace(settings, img_size=self.default_size)
 
     def forward(self, images: ImageLike | Iterable[ImageLike]) -> Detections | list[Detections]:
+        if isinstance(images, (bytes, bytearray)):
+            raise ImageInputError("expected an image (a file path or a numpy BGR array), got encoded bytes: decode "
+                                  "them with cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)")
         single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim < 4)
         if not single and not isinstance(images, Iterable):
             raise ImageInputError(f"expected an image (a file path or a numpy BGR array) or a list of them, got "
