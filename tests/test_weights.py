@@ -174,6 +174,14 @@ def test_file_ending_on_a_layer_boundary_suggests_the_cutoff(mixed_cfg, tmp_path
         model.load_darknet_weights(path)
 
 
+def test_the_suggested_cutoff_ends_on_the_last_layer_with_weights(write_cfg, tmp_path):
+    model = Darknet(write_cfg(conv(8) + "[maxpool]\nsize=2\nstride=2\n\n" + conv(8) + head()))
+    path = write_file(tmp_path / "backbone.weights", (0, 2, 0), 0, np.ones(float_count(model, 1), np.float32))
+    with pytest.raises(WeightsFileError, match=r"holds exactly layers 0\.\.0: a backbone of 1 layers .* named "
+                                               r"<net>\.conv\.1 or given cutoff 1$"):  # not 2: the maxpool has none
+        model.load_darknet_weights(path)
+
+
 def test_leftover_floats_are_refused_without_cutoff(mixed_cfg, tmp_path):
     model = Darknet(mixed_cfg)
     n = float_count(model)

@@ -152,8 +152,11 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
                 total += count
             hint = ""
             if total == available:
-                hint = (f"; the file holds exactly layers 0..{index - 1}: a backbone of {index} layers (Darknet's "
-                        f"partial), which loads as such when named <net>.conv.{index} or given cutoff {index}")
+                held = index
+                while held > 1 and counts[held - 1] == 0:  # layers without weights (route, shortcut) end no backbone
+                    held -= 1
+                hint = (f"; the file holds exactly layers 0..{held - 1}: a backbone of {held} layers (Darknet's "
+                        f"partial), which loads as such when named <net>.conv.{held} or given cutoff {held}")
             raise WeightsFileError(
                 f"{path}: the file ends inside {_describe(layers, index, locations)}: the cfg needs {total + count:,} "
                 f"floats up to and including this layer, the file has {available:,} (after the {header.size}-byte "
