@@ -189,7 +189,7 @@ def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):
     assert torch.equal(model.layers[2]([a, b]), torch.cat([a[:, 4:], b[:, 2:]], 1))
 
 
-def test_a_size_mismatch_from_an_input_off_the_size_multiple_names_the_input(write_cfg):
+def test_a_size_mismatch_says_why_at_this_input_size(write_cfg):
     model = Darknet(write_cfg(conv(filters=4, size=1) + """
         [maxpool]
         size=2
@@ -207,6 +207,11 @@ def test_a_size_mismatch_from_an_input_off_the_size_multiple_names_the_input(wri
             model(torch.zeros(shape))
         assert "channels" in str(other.value) and "the input is" not in str(other.value)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 8, 32, 32)
+    thirds = Darknet(write_cfg(conv(filters=4, size=1) + "[maxpool]\nsize=3\nstride=3\n\n[upsample]\nstride=3\n\n"
+                                                         "[route]\nlayers=-1,-3\n"))
+    with pytest.raises(ForwardError, match=r"layer 3 \[route\]: Sizes of tensors must match .*; at the input 64x64 the "
+                                           r"maps it joins differ in size: a stride or pool of the cfg does not divide"):
+        thirds(torch.zeros(1, 3, 64, 64))  # a multiple of 32, not of 3
 
 
 def test_shortcut_with_fewer_channels_adds_to_the_leading_ones(write_cfg):

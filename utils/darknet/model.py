@@ -35,6 +35,15 @@ def _size_mismatch(err: ForwardError) -> bool:
     return any(words in str(err) for words in ("Sizes of tensors must match", "must match the size"))
 
 
+def _why_sizes_differ(height: int, width: int) -> str:
+    """What to do when two maps a layer joins differ in size at this input."""
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        return (f"the input is {height}x{width}, which the network's halvings cannot keep aligned: use multiples "
+                f"of {SIZE_MULTIPLE} ([net] width and height, or --img_size)")
+    return (f"at the input {height}x{width} the maps it joins differ in size: a stride or pool of the cfg does not "
+            f"divide this size evenly; try another input size, or make the cfg's strides divide it")
+
+
 @dataclass
 class Network:
     """What a cfg builds: the typed [net], one typed block and one module per layer section."""
@@ -156,11 +165,9 @@ class Darknet(nn.Module):
                 x = self._run_steps(x, range(frozen), kept, heads)
             x = self._run_steps(x, range(frozen, len(self._plan)), kept, heads)
         except ForwardError as err:
-            if (height % SIZE_MULTIPLE == 0 and width % SIZE_MULTIPLE == 0) or not _size_mismatch(err):
+            if not _size_mismatch(err):
                 raise
-            raise ForwardError(f"{str(err).rstrip('.')}; the input is {height}x{width}, which the network's "
-                               f"halvings cannot keep aligned: use multiples of {SIZE_MULTIPLE} ([net] width and "
-                               f"height, or --img_size)") from err.__cause__
+            raise ForwardError(f"{str(err).rstrip('.')}; {_why_sizes_differ(height, width)}") from err.__cause__
         return heads, x
 
     def _run_steps(self, x: torch.Tensor, indices: range, kept: dict[int, torch.Tensor],
