@@ -84,6 +84,14 @@ def starting_values(opt: TrainOptions) -> dict[str, float]:
     return values
 
 
+def starting_flags(opt: TrainOptions) -> list[str]:
+    """The flags given that set only trial 1's values: the search mutates them like any other."""
+    flags = [f"--{flag} {getattr(opt, flag):g}" for flag in FLAG_KEYS if getattr(opt, flag) is not None]
+    if opt.mosaic is not None:
+        flags.append("--mosaic" if opt.mosaic else "--no-mosaic")
+    return flags
+
+
 def trial_options(opt: TrainOptions, folder: Path, number: int, values: dict[str, float]) -> TrainOptions:
     """A trial's run: the command's options with ``values`` as its --hyp and no flag overriding them."""
     return replace(opt, output=str(folder / f"trial{number}"), hyp=dict(values), lr=None, momentum=None,
@@ -125,6 +133,8 @@ def evolve(opt: TrainOptions, request: EvolveRequest, log=print) -> Trial:
     if opt.output and request.hyp_file:
         refuse_inputs_inside(Path(opt.output), [("--hyp", request.hyp_file)], "--output")
     folder = output_folder(opt.output, EVOLVE_RUNS, opt.exist_ok)
+    if starting_flags(opt):
+        log(f"evolve: {', '.join(starting_flags(opt))} set trial 1's values; later trials mutate them")
     earlier = sorted(path.name for path in folder.glob("trial*") if _trial_number(path) > count)
     if earlier:
         log(f"evolve: {folder} keeps {', '.join(earlier)} of an earlier search, which this one of {count} trials "
