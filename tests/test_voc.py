@@ -54,17 +54,21 @@ def test_boxes_are_clipped_to_their_image_and_those_outside_it_dropped(tmp_path)
     assert row == pytest.approx([0, 175 / 200, 30 / 100, 50 / 200, 40 / 100])  # one line, the clipped box
 
 
-def test_boxes_are_read_against_the_image_when_its_annotation_states_another_size(tmp_path):
+def test_an_image_resized_since_its_annotation_keeps_its_boxes_and_one_turned_is_refused(tmp_path):
     objects = [dict(cls="dog", difficult=0, x1=11, y1=21, x2=51, y2=81)]
-    ann, img = voc_folder(tmp_path, [("good", (100, 200), objects), ("stale", (100, 200), objects)])
-    xml = ann / "stale.xml"
-    xml.write_text(xml.read_text().replace("<width>100</width>", "<width>5000</width>"))
-    with pytest.warns(DataWarning, match=r"1 annotations state another size than their image; each image's own is "
-                                         r"used \(first: stale.xml says 5000x200, stale.jpg is 100x200\)"):
+    ann, img = voc_folder(tmp_path, [("good", (100, 200), objects), ("resized", (100, 200), objects)])
+    cv2.imwrite(str(img / "resized.jpg"), np.zeros((100, 50, 3), np.uint8))  # half the size, boxes in the XML's
+    with pytest.warns(DataWarning, match=r"1 image\(s\) were resized after annotation, in proportion: their boxes "
+                                         r"are scaled with them \(first: resized.xml says 100x200, resized.jpg is "
+                                         r"50x100\)"):
         _, counts = convert_voc(ann, img, tmp_path / "out", "pets")
-    assert counts.resized == 1
-    labels = [(tmp_path / "out" / "labels" / f"{name}.txt").read_text() for name in ("good", "stale")]
+    assert counts.scaled == 1
+    labels = [(tmp_path / "out" / "labels" / f"{name}.txt").read_text() for name in ("good", "resized")]
     assert labels[0] == labels[1]
+    cv2.imwrite(str(img / "resized.jpg"), np.zeros((100, 200, 3), np.uint8))  # 200x100: turned a quarter
+    with pytest.raises(DataError, match=r"resized.xml: says the image is 100x200, but .*resized.jpg is 200x100 as "
+                                        r"read \(turned by a quarter: an EXIF orientation\?\); its boxes cannot be"):
+        convert_voc(ann, img, tmp_path / "out2", "pets")
 
 
 def test_classes_the_annotations_do_not_hold_are_named_with_those_they_do(tmp_path):

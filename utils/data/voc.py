@@ -12,7 +12,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from utils.data.config import IMAGE_SUFFIXES, DataError, DataWarning
 from utils.data.layout import (BoxCounts, check_distinct_labels, darknet_row, image_sizes, place_image, seeded_split,
                                write_dataset_files, write_label_file)
@@ -96,7 +95,7 @@ class VocCounts(BoxCounts):
     negatives: int = 0  # images left without a box
     difficult: int = 0  # objects marked difficult, left out
     unlisted: int = 0  # objects of classes not in --classes, left out
-    resized: int = 0  # annotations whose stated image size was not their image's
+    scaled: int = 0  # images resized since they were annotated, in proportion
 
 
 @dataclass
@@ -127,23 +126,37 @@ def _read_annotations(annotations_dir: Path, images_dir: Path) -> list[VocRecord
     return records
 
 
-def _measure_images(records: list[VocRecord], counts: VocCounts) -> None:
-    """Each record's width and height as its image has them: the annotation's may be missing, or stale (an
-    image resized or rotated after it was annotated), and its boxes are read against the pixels themselves."""
-    stale = []
+def _same_proportions(stated: tuple[int, int], actual: tuple[int, int]) -> bool:
+    """Whether ``actual`` is ``stated`` scaled alike in both directions, to within a pixel of rounding."""
+    (stated_w, stated_h), (actual_w, actual_h) = stated, actual
+    return abs(stated_w * actual_h / stated_h - actual_w) <= 1 and abs(stated_h * actual_w / stated_w - actual_h) <= 1
+
+
+def _check_sizes(records: list[VocRecord], counts: VocCounts) -> None:
+    """Each annotation's size against its image's, as the loader will decode it. Boxes are in the annotation's
+    pixels, so its size is what they are normalised by: an image resized since, in the same proportions, keeps
+    them right; one of other proportions (an EXIF-rotated photo) would not, and is refused. An annotation
+    without a size takes its image's."""
+    scaled = []
     for record, size in zip(records, image_sizes([record.image for record in records])):
-        if size is None and not (record.width and record.height):
+        stated = (record.width, record.height) if record.width and record.height else None
+        if size is None and stated is None:
             raise DataError(f"{record.xml}: size missing and {record.image} is unreadable")
-        if size is None:
-            continue  # left for the dataset check, which names unreadable images
-        if record.width and record.height and (record.width, record.height) != size:
-            stale.append(f"{record.xml.name} says {record.width}x{record.height}, {record.image.name} is "
-                         f"{size[0]}x{size[1]}")
-        record.width, record.height = size
-    counts.resized = len(stale)
-    if stale:
-        warnings.warn(f"{len(stale)} annotations state another size than their image; each image's own is used "
-                      f"(first: {stale[0]})", DataWarning, stacklevel=3)
+        if size is None or stated == size:
+            continue  # an unreadable image is left for the dataset check, which names it
+        if stated is None:
+            record.width, record.height = size
+        elif _same_proportions(stated, size):
+            scaled.append(f"{record.xml.name} says {stated[0]}x{stated[1]}, {record.image.name} is {size[0]}x{size[1]}")
+        else:
+            turned = " (turned by a quarter: an EXIF orientation?)" if stated == size[::-1] else ""
+            raise DataError(f"{record.xml}: says the image is {stated[0]}x{stated[1]}, but {record.image} is "
+                            f"{size[0]}x{size[1]} as read{turned}; its boxes cannot be placed: fix <size> and the "
+                            f"boxes, or the image")
+    counts.scaled = len(scaled)
+    if scaled:
+        warnings.warn(f"{len(scaled)} image(s) were resized after annotation, in proportion: their boxes are scaled "
+                      f"with them (first: {scaled[0]})", DataWarning, stacklevel=3)
 
 
 def _label_rows(record: VocRecord, index: dict[str, int], include_difficult: bool, counts: VocCounts) -> list:
@@ -197,7 +210,7 @@ def convert_voc(annotations_dir: str | Path, images_dir: str | Path, out: str | 
     names = _class_names(records, options, annotations_dir)
     check_distinct_labels((out / "images" / record.image.name, str(record.xml)) for record in records)
     index, counts, listed = {n: i for i, n in enumerate(names)}, VocCounts(images=len(records)), []
-    _measure_images(records, counts)
+    _check_sizes(records, counts)
     for record in records:
         rows = _label_rows(record, index, options.include_difficult, counts)
         counts.negatives += not rows
@@ -212,4 +225,4 @@ def describe(data: Path, counts: VocCounts) -> str:
     return (f"wrote {data}: {counts.images} images ({counts.negatives} without boxes), {counts.boxes} boxes; "
             f"left out {counts.difficult} difficult, {counts.unlisted} of classes not in --classes and "
             f"{counts.degenerate} outside their image; {counts.clipped} boxes clipped to their image"
-            + (f"; {counts.resized} annotations' image sizes taken from the images" if counts.resized else ""))
+            + (f"; {counts.scaled} images resized since their annotation" if counts.scaled else ""))
