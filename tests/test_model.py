@@ -207,11 +207,15 @@ def test_a_size_mismatch_says_why_at_this_input_size(write_cfg):
             model(torch.zeros(shape))
         assert "channels" in str(other.value) and "the input is" not in str(other.value)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 8, 32, 32)
-    thirds = Darknet(write_cfg(conv(filters=4, size=1) + "[maxpool]\nsize=3\nstride=3\n\n[upsample]\nstride=3\n\n"
-                                                         "[route]\nlayers=-1,-3\n"))
-    with pytest.raises(ForwardError, match=r"layer 3 \[route\]: Sizes of tensors must match .*; at the input 64x64 the "
-                                           r"maps it joins differ in size: a stride or pool of the cfg does not divide"):
-        thirds(torch.zeros(1, 3, 64, 64))  # a multiple of 32, not of 3
+    thirds = Darknet(write_cfg(conv(filters=4, size=1) + "[maxpool]\nsize=3\nstride=3\n\n[upsample]\n"
+                                                         "stride=3\n\n[route]\nlayers=-1,-3\n"))
+    with pytest.raises(ForwardError, match=r"layer 3 \[route\]: Sizes of tensors must match .*; at the input 64x64 a "
+                                           r"stride or pool of the cfg does not divide the map evenly"):
+        thirds(torch.zeros(1, 3, 64, 64))  # a multiple of 32, not of 3: 66 against 64
+    scales = Darknet(write_cfg(conv(filters=4, size=1) + "[maxpool]\nsize=2\nstride=2\n\n[route]\nlayers=-1,-2\n"))
+    with pytest.raises(ForwardError) as every_size:  # a cfg mistake at any input: no advice about the input
+        scales(torch.zeros(1, 3, 64, 64))
+    assert "Sizes of tensors must match" in str(every_size.value) and "input" not in str(every_size.value)
 
 
 def test_shortcut_with_fewer_channels_adds_to_the_leading_ones(write_cfg):

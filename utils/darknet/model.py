@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,18 +31,27 @@ class ForwardError(UserError, RuntimeError):
     a cfg that builds but does not fit the input, named by the layer's file, line and index."""
 
 
-def _size_mismatch(err: ForwardError) -> bool:
-    """Two maps of different spatial sizes met (torch's words for it in cat and in elementwise ops)."""
-    return any(words in str(err) for words in ("Sizes of tensors must match", "must match the size"))
+def _mismatched_sizes(err: ForwardError) -> tuple[int, int] | None:
+    """The two sizes, when maps of different spatial sizes met (torch's words for it in cat and in elementwise
+    ops)."""
+    found = re.search(r"Expected size (\d+) but got size (\d+)|tensor a \((\d+)\) must match the size of tensor "
+                      r"b \((\d+)\)", str(err))
+    return None if found is None else tuple(int(size) for size in found.groups() if size is not None)
 
 
-def _why_sizes_differ(height: int, width: int) -> str:
-    """What to do when two maps a layer joins differ in size at this input."""
+def _why_sizes_differ(sizes: tuple[int, int] | None, height: int, width: int) -> str | None:
+    """Why two maps a layer joins differ in size at this input, where the input is to blame: off the size
+    multiple, or a stride that does not divide it (sizes a rounding apart, an upsampling's worth at most). None
+    for a cfg that joins maps of different scales at any input."""
+    if sizes is None:
+        return None
     if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
         return (f"the input is {height}x{width}, which the network's halvings cannot keep aligned: use multiples "
                 f"of {SIZE_MULTIPLE} ([net] width and height, or --img_size)")
-    return (f"at the input {height}x{width} the maps it joins differ in size: a stride or pool of the cfg does not "
-            f"divide this size evenly; try another input size, or make the cfg's strides divide it")
+    if 4 * abs(sizes[0] - sizes[1]) < min(sizes):
+        return (f"at the input {height}x{width} a stride or pool of the cfg does not divide the map evenly; try "
+                f"another input size, or make the cfg's strides divide it")
+    return None
 
 
 @dataclass
@@ -165,9 +175,10 @@ class Darknet(nn.Module):
                 x = self._run_steps(x, range(frozen), kept, heads)
             x = self._run_steps(x, range(frozen, len(self._plan)), kept, heads)
         except ForwardError as err:
-            if not _size_mismatch(err):
+            why = _why_sizes_differ(_mismatched_sizes(err), height, width)
+            if why is None:
                 raise
-            raise ForwardError(f"{str(err).rstrip('.')}; {_why_sizes_differ(height, width)}") from err.__cause__
+            raise ForwardError(f"{str(err).rstrip('.')}; {why}") from err.__cause__
         return heads, x
 
     def _run_steps(self, x: torch.Tensor, indices: range, kept: dict[int, torch.Tensor],
