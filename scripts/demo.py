@@ -20,12 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 import detect
 from models import Darknet
-from utils.data.synthetic import DEMO_DIR, write_dataset
 from utils.cli import ArgumentParser, claim_run_dir, run_main
 from utils.errors import UserError
 from utils.output_files import removed_on_failure
 from utils.training.options import DEFAULT_DATA
-from utils.training.run_files import BEST_CHECKPOINT, RESULTS
+from utils.training.run_files import BEST_CHECKPOINT, BEST_WEIGHTS, RESULTS, RESULTS_PLOT, RESULTS_TABLE
 from utils.training.trainer import Trainer, TrainOptions
 
 VECTORS = REPO.parent / "shared" / "darknet-vectors"
@@ -57,10 +56,8 @@ def main() -> int:
 def run_demo() -> int:
     start = time.perf_counter()
     torch.set_num_threads(2)
-    if not Path(DEFAULT_DATA).exists():
-        print(f"generating the synthetic shapes dataset in {DEMO_DIR} (400 train + 100 held-out images, seed 0)")
-        write_dataset(DEMO_DIR)
     run = claim_run_dir(Path("runs/demo"))
+    # the default data: the trainer generates it on first use (400 train + 100 held-out images, seed 0)
     options = TrainOptions(model_def="cfg/res2net-yolov3-tiny.cfg", data_config=DEFAULT_DATA,
                            epochs=10, img_size=256, batch_size=16, optimizer="adam", lr=0.002, lr_policy="cosine",
                            evaluation_interval=5, output=str(run), n_cpu=2, seed=0)
@@ -72,7 +69,7 @@ def run_demo() -> int:
         raise UserError(f"detection with {run / BEST_CHECKPOINT} failed (its error is above)")
     print(f"\nmain job done in {time.perf_counter() - start:.0f} s (training and evaluation {trained:.0f} s): "
           f"res2net-yolov3-tiny reached mAP@0.5 {summary['best_map50']:.3f} on the held-out images")
-    print(f"outputs: {run}/ (best.pth, best.weights, results.csv, results.png, detections/)")
+    print(f"outputs: {run}/ ({', '.join((BEST_CHECKPOINT, BEST_WEIGHTS, RESULTS_TABLE, RESULTS_PLOT))}, detections/)")
     if VECTORS.is_dir():
         print("Darknet compatibility:")
         compare_with_darknet()

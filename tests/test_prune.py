@@ -153,6 +153,12 @@ def test_gammas_that_were_never_trained_are_refused(write_cfg):
     with pytest.raises(PruneError, match=r"every prunable BN \|gamma\| is 1: the scales rank no channel above another "
                                          r"\(BNs kept frozen in training, --freeze_bn, or never trained\)"):
         masked_model(model, 0.3, layer_keep=0.1)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight.zero_()
+    with pytest.raises(PruneError, match=r"is 0: .* \(sparsity training \(--sr\) with an --s so strong it zeroed "
+                                         r"them all\)"):
+        masked_model(model, 0.3, layer_keep=0.1)
 
 
 @pytest.mark.e2e

@@ -180,6 +180,10 @@ def test_the_suggested_cutoff_ends_on_the_last_layer_with_weights(write_cfg, tmp
     with pytest.raises(WeightsFileError, match=r"holds exactly layers 0\.\.0: a backbone of 1 layers .* named "
                                                r"<net>\.conv\.1 or given cutoff 1$"):  # not 2: the maxpool has none
         model.load_darknet_weights(path)
+    empty = write_file(tmp_path / "empty.weights", (0, 2, 0), 0, np.ones(0, np.float32))
+    with pytest.raises(WeightsFileError) as nothing:
+        model.load_darknet_weights(empty)
+    assert "the file has 0" in str(nothing.value) and "backbone" not in str(nothing.value)
 
 
 def test_leftover_floats_are_refused_without_cutoff(mixed_cfg, tmp_path):

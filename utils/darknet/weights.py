@@ -151,9 +151,9 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
                     break
                 total += count
             hint = ""
-            if total == available:
+            if total == available and total > 0:
                 held = index
-                while held > 1 and counts[held - 1] == 0:  # layers without weights (route, shortcut) end no backbone
+                while held > 0 and counts[held - 1] == 0:  # layers without weights (route, shortcut) end no backbone
                     held -= 1
                 hint = (f"; the file holds exactly layers 0..{held - 1}: a backbone of {held} layers (Darknet's "
                         f"partial), which loads as such when named <net>.conv.{held} or given cutoff {held}")

@@ -104,9 +104,10 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
     candidates = Candidates.of(graph, shortcut_mode)
     values = candidates.values
     if percent > 0 and values and values[0] == values[-1]:
+        why = ("sparsity training (--sr) with an --s so strong it zeroed them all" if values[0] == 0 else
+               "BNs kept frozen in training, --freeze_bn, or never trained")
         raise PruneError(f"every prunable BN |gamma| is {values[0]:g}: the scales rank no channel above another "
-                         f"(BNs kept frozen in training, --freeze_bn, or never trained); prune a model trained with "
-                         f"its BNs free, ideally with --sr")
+                         f"({why}); prune a model trained with its BNs free, with --sr at a smaller --s if any")
     # the int(percent * n) smallest go, and any tied with the largest of them: after --sr many gammas are
     # exactly 0, and a threshold that kept its ties would then keep them all
     count = int(percent * len(values))
