@@ -88,7 +88,9 @@ def test_without_output_each_run_claims_the_next_folder_and_a_failed_one_gives_i
     assert detect.main([*flags, "--classes", "7"]) == 1  # refused after the folder was claimed
     (tmp_path / "unreadable").mkdir()
     (tmp_path / "unreadable" / "a.jpg").write_text("not an image")
+    capsys.readouterr()
     assert detect.main(["--source", str(tmp_path / "unreadable"), *flags[2:]]) == 1  # nothing could be read
+    assert "images/frames ->" not in capsys.readouterr().out  # no summary naming the folder that goes
     assert list((tmp_path / "runs" / "detect").iterdir()) == []
     for number in (1, 2):
         assert detect.main(flags) == 0

@@ -95,6 +95,14 @@ def test_resume_of_a_finished_run_uses_its_options_and_has_nothing_left(dataset,
     assert sorted((tmp_path / "run").glob("events.*")) == events  # no TensorBoard file for a run with nothing left
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "run").iterdir()} == files  # nothing rewritten
     assert "nothing left to train: the run's 1 epochs are done" in result.stderr + result.stdout
+    label = data.parent / "labels" / "train" / "00000.txt"
+    kept, picture = label.read_text(), (tmp_path / "run" / "labels.png").read_bytes()
+    try:
+        label.write_text("")  # the labels edited between the runs: the picture follows them
+        train(data, cfg, tmp_path / "run", "--resume", str(tmp_path / "run"))
+    finally:
+        label.write_text(kept)
+    assert (tmp_path / "run" / "labels.png").read_bytes() != picture
     assert "goes on with its own options, so these are not applied: --batch_size 2 (the run's: 4);" in result.stdout
     elsewhere = train(data, cfg, tmp_path / "copy", "--resume", str(tmp_path / "run"), check=False)
     assert elsewhere.returncode == 1 and elsewhere.stderr.splitlines()[-1] == (
