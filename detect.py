@@ -34,6 +34,7 @@ from utils.inference.visualize import DrawStyle
 from utils.inference.writer import (CROPS_DIR, LABELS_DIR, RECORD_FILE, DetectionWriter, OutputOptions,
                                     check_default_output, check_output_folder)
 from utils.output_files import removed_on_failure
+from utils.training.run_files import BEST_CHECKPOINT
 
 DEMO_IMAGES = str(DEMO_DIR / "images" / "valid")
 DETECT_RUNS = Path("runs/detect")
@@ -44,7 +45,7 @@ SHOWN_SKIPPED = 5  # unreadable inputs named in the summary; the record file lis
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     d = DetectSettings()
     p.add_argument("--model_def", help="Darknet .cfg (needed for .weights; a .pth carries its own)")
-    p.add_argument("--weights_path", help=".weights or .pth (default: the newest runs/*/*/best.pth)")
+    p.add_argument("--weights_path", help=f".weights or .pth (default: the newest runs/*/*/{BEST_CHECKPOINT})")
     p.add_argument("--class_path", help="class names, one per line (default: from the .pth, else numbers)")
     add_run_size_flag(p)
     p.add_argument("--batch_size", type=integer(1), default=d.batch_size, help="frames per forward pass")
@@ -94,10 +95,10 @@ def weights_to_use(weights_path: str | None) -> Path:
         return Path(weights_path)
     weights = newest_checkpoint()
     if weights is None:
-        raise UserError("no trained model found (runs/*/*/best.pth or runs/*/best.pth): train the demo model "
-                        "first (bash scripts/demo.sh), or pass one: python detect.py --weights_path W "
-                        "[--model_def CFG] [--class_path NAMES]")
-    print(f"model: {weights}, the newest runs/*/*/best.pth (--weights_path names another)")
+        raise UserError(f"no trained model found (runs/*/*/{BEST_CHECKPOINT} or runs/*/{BEST_CHECKPOINT}): train the "
+                        f"demo model first (bash scripts/demo.sh), or pass one: python detect.py --weights_path W "
+                        f"[--model_def CFG] [--class_path NAMES]")
+    print(f"model: {weights}, the newest runs/*/*/{BEST_CHECKPOINT} (--weights_path names another)")
     return weights
 
 

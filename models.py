@@ -31,8 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summary", metavar="CFG", required=True,
                         help="Darknet .cfg to build, or a .pth (its own cfg and weights)")
     parser.add_argument("--img_size", type=IMAGE_SIZE, nargs="+", metavar="N",
-                        help=f"input size, multiples of {SIZE_MULTIPLE}: one value (square) or height width; default: the cfg's "
-                             f"[net]")
+                        help=f"input size, multiples of {SIZE_MULTIPLE}: one value (square) or height width; "
+                             "default: the cfg's [net]")
     parser.add_argument("--weights", metavar="W", help="also load this .weights or .pth file (checks that it fits)")
     args = parser.parse_args(argv)
     if args.img_size and len(args.img_size) > 2:

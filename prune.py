@@ -32,8 +32,10 @@ from utils.pruning.report import PruneRequest, ValidationSet, compare, write_rep
 
 RUNS = Path("runs/prune")  # where results go without --output, as runs/prune/expN
 PRUNED_CFG, PRUNED_WEIGHTS, PRUNED_CHECKPOINT, REPORT = "pruned.cfg", "pruned.weights", "pruned.pth", "report.md"
-GAMMA_PLOT, CHANNEL_PLOT = "gammas.png", "channels.png"  # written when channels were pruned (--percent)
-OUTPUT_FILES = (PRUNED_CFG, PRUNED_WEIGHTS, PRUNED_CHECKPOINT, REPORT, GAMMA_PLOT, CHANNEL_PLOT)
+GAMMA_PLOT, CHANNEL_PLOT = "gammas.png", "channels.png"
+ALWAYS_WRITTEN = (PRUNED_CFG, PRUNED_WEIGHTS, PRUNED_CHECKPOINT, REPORT)
+CHANNEL_PLOTS = (GAMMA_PLOT, CHANNEL_PLOT)  # when channels were pruned (--percent)
+OUTPUT_FILES = ALWAYS_WRITTEN + CHANNEL_PLOTS
 FRACTION = number(0, 1)
 PERCENT = number(0, 1, below=True)  # all channels (1) would empty every layer
 
@@ -139,7 +141,7 @@ def prune_into(out: Path, args: argparse.Namespace) -> int:
     write_report(out / REPORT, request, selection, comparison)
     if selection is not None:
         write_channel_plots(graph, selection, out)
-    written = OUTPUT_FILES if selection is not None else OUTPUT_FILES[:-2]
+    written = OUTPUT_FILES if selection is not None else ALWAYS_WRITTEN
     print(f"wrote {out}/: {', '.join(written)}\nfine-tune: {fine_tune_command(out, args.data_config, state)}")
     return 0
 

@@ -24,8 +24,9 @@ from utils.evaluation.metrics import DEFAULT_METHOD, METHODS
 from utils.inference.load import load_model
 from utils.inference.tta import AUGMENT_HELP, network
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs, refuse_shared_outputs
-from utils.plots import plot_pr_curves
+from utils.plots import CONFUSION_PICTURE, CURVE_PICTURES, plot_pr_curves
 from utils.training.options import DEFAULT_DATA
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
@@ -49,8 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "ground truth to OUT's name + _gt.json")
     p.add_argument("--pr_curves", metavar="PNG", type=png_file,
                    help="write per-class precision-recall curves to this PNG")
-    pictures = (f"{EVALUATION_PICTURES[0]} (conf >= {ConfusionOptions.conf:g}, IoU >= {ConfusionOptions.iou:g}) and "
-                f"{', '.join(EVALUATION_PICTURES[1:])}")
+    pictures = (f"{CONFUSION_PICTURE} (conf >= {ConfusionOptions.conf:g}, IoU >= {ConfusionOptions.iou:g}) and "
+                f"{', '.join(CURVE_PICTURES.values())}")
     p.add_argument("--plots", metavar="DIR", help=f"write {pictures} into this folder")
     p.add_argument("--exist_ok", action="store_true", help="replace existing --save_json / --pr_curves / --plots "
                                                           "files")
@@ -103,7 +104,7 @@ def write_outputs(args: argparse.Namespace, records: list, result, names: list[s
             plot_pr_curves(result, Path(args.pr_curves))
         print(f"precision-recall curves: {args.pr_curves}")
     if args.plots:
-        with named_write_errors(Path(args.plots) / EVALUATION_PICTURES[0], "evaluation pictures"):
+        with named_write_errors(Path(args.plots) / CONFUSION_PICTURE, "evaluation pictures"):
             pictures = write_evaluation_pictures(records, result, args.plots)
         print(f"confusion matrix and F1, P, R curves: {', '.join(str(path) for path in pictures.files)}")
 

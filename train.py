@@ -53,7 +53,8 @@ def _add_data_and_model_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--cutoff", type=POSITIVE, help="load only layers 0..N-1 of --pretrained_weights, .weights or "
                                                    ".pth (default: N from a '<name>.conv.N' file name)")
     p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size, help=f"input size (multiple of {SIZE_MULTIPLE})")
-    p.add_argument("--multiscale_training", action="store_true", help=f"a new input size every {BatchPlan.size_every} batches")
+    p.add_argument("--multiscale_training", action="store_true",
+                   help=f"a new input size every {BatchPlan.size_every} batches")
     p.add_argument("--freeze", type=integer(0), default=d.freeze, help="freeze layers 0..N-1")
     p.add_argument("--teacher_weights", help="distil from this teacher (.pth, or .weights with --teacher_cfg), e.g. "
                                              "the model a pruned one came from; it needs the student's heads")

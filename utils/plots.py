@@ -22,7 +22,6 @@ CONFUSION_PICTURE = "confusion_matrix.png"
 CURVE_PICTURES = {"f1": "F1_curve.png", "precision": "P_curve.png", "recall": "R_curve.png"}
 
 
-
 def _legend(ax, **options) -> None:
     """A legend where something is labelled (matplotlib warns of an empty one: an evaluation without ground
     truth has no curve to name)."""

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from utils.data.dataset import Batch
 from utils.training.distill import Distiller
-from utils.training.loss import DISTILL_TERM, LOSS_TERMS, YOLOLoss
+from utils.training.loss import DISTILL_TERM, LOSS_TERMS, TOTAL_TERM, YOLOLoss
 from utils.training.optim import Sparsity
 from utils.training.options import TrainingError
 from utils.training.run_files import LAST_CHECKPOINT
@@ -74,11 +74,11 @@ def _backward(state: TrainState, ctx: StepContext, batch: Batch, where: tuple[in
         distill = ctx.distiller(heads, images)
         total = total + distill
         values[DISTILL_TERM] = float(distill.detach())
-        values["total"] += values[DISTILL_TERM]
-    if not math.isfinite(values["total"]):
+        values[TOTAL_TERM] += values[DISTILL_TERM]
+    if not math.isfinite(values[TOTAL_TERM]):
         last = ctx.run_dir / LAST_CHECKPOINT
         kept = f"the last good checkpoint, {last}, is kept" if last.exists() else "no epoch had been saved yet"
-        terms = ", ".join(f"{key} {value}" for key, value in values.items() if key != "total")
+        terms = ", ".join(f"{key} {value}" for key, value in values.items() if key != TOTAL_TERM)
         raise TrainingError(
             f"non-finite loss at epoch {where[0]}, batch {where[1]} ({terms}); {kept}. Lower the learning rate "
             f"(--lr) or lengthen the burn-in (--burn_in).")
@@ -116,7 +116,7 @@ def train_epoch(state: TrainState, loader: DataLoader, ctx: StepContext, bar: tq
         if ctx.observer is not None:
             ctx.observer(StepRecord(epoch, i, batch, losses, state.scheduler.last_epoch,
                                     state.optimizer.param_groups[0]["lr"]))
-        terms = {key: f"{stats.mean(key):.3f}" for key in stats.sums if key != "total"}  # distill too, if any
+        terms = {key: f"{stats.mean(key):.3f}" for key in stats.sums if key != TOTAL_TERM}  # distill too, if any
         bar.set_postfix(**terms, size=batch.images.shape[-1],
                         img_s=f"{stats.images * ctx.world_size / stats.seconds:.1f}")
         bar.update()

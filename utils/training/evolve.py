@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -113,10 +114,11 @@ def best_trial(trials: list[Trial]) -> Trial:
     return max(trials, key=lambda trial: (trial.fitness, -trial.number))
 
 
-def _trial_number(folder: Path) -> float:
-    """N of a ``trialN`` folder (infinite for any other name)."""
-    digits = folder.name[len("trial"):]
-    return int(digits) if digits.isdigit() else float("inf")
+def earlier_trials(folder: Path, count: int) -> list[str]:
+    """The ``trialN`` folders past ``count`` in ``folder``, in trial order: an earlier, longer search's."""
+    numbers = [int(found.group(1)) for path in folder.glob("trial*")
+               if path.is_dir() and (found := re.fullmatch(r"trial(\d+)", path.name))]
+    return [f"trial{number}" for number in sorted(numbers) if number > count]
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def evolve(opt: TrainOptions, request: EvolveRequest, log=print) -> Trial:
     folder = output_folder(opt.output, EVOLVE_RUNS, opt.exist_ok)
     if starting_flags(opt):
         log(f"evolve: {', '.join(starting_flags(opt))} set trial 1's values; later trials mutate them")
-    earlier = sorted(path.name for path in folder.glob("trial*") if _trial_number(path) > count)
+    earlier = earlier_trials(folder, count)
     if earlier:
         log(f"evolve: {folder} keeps {', '.join(earlier)} of an earlier search, which this one of {count} trials "
             f"does not replace; {EVOLVE_TABLE} will list this search's trials only")
@@ -177,4 +179,3 @@ def write_evolution(trials: list[Trial], folder: Path) -> None:
     from utils.plots import plot_evolution  # loads matplotlib
     with named_write_errors(folder / EVOLVE_PLOT, "evolution plot"):
         plot_evolution(trials, best, HYP_KEYS, folder / EVOLVE_PLOT)
-

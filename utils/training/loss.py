@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from utils.boxes import bbox_iou_aligned, box_iou, xywh_to_xyxy
 from utils.darknet.layers import YOLOLayer
 
-LOSS_TERMS = ("box", "obj", "cls", "total")  # what a step reports, results.csv's columns, results.png's panels
+TOTAL_TERM = "total"  # the sum of the others, what is minimised
+LOSS_TERMS = ("box", "obj", "cls", TOTAL_TERM)  # what a step reports, results.csv's columns, results.png's panels
 DISTILL_TERM = "distill"  # a term of runs with a teacher, counted into their total
 
 FOCAL_ALPHA = 0.5  # Darknet's delta_yolo_class

@@ -427,10 +427,11 @@ class Trainer:
             return
         self.runlog.evaluation(evaluation[0], int(row["epoch"]))
         if final:
-            from utils.evaluation.confusion import EVALUATION_PICTURES, write_evaluation_pictures  # loads matplotlib
-            with named_write_errors(run_dir / EVALUATION_PICTURES[0], "evaluation pictures"):
+            from utils.evaluation.confusion import write_evaluation_pictures  # these load matplotlib
+            from utils.plots import CONFUSION_PICTURE
+            with named_write_errors(run_dir / CONFUSION_PICTURE, "evaluation pictures"):
                 pictures = write_evaluation_pictures(evaluation[0], evaluation[1], run_dir)
-            self.log(f"{format_best_f1(pictures.best)}; confusion_matrix.png and the F1, P and R curves of this "
+            self.log(f"{format_best_f1(pictures.best)}; {CONFUSION_PICTURE} and the F1, P and R curves of this "
                      f"last evaluation are in {run_dir}")
 
     def _evaluate_after_saving_on_failure(self, state: TrainState, valid: DataLoader, row: dict,
