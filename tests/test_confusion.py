@@ -5,7 +5,7 @@ import pytest
 
 from utils.evaluation.confusion import (ConfusionOptions, best_f1_confidence, confidence_curves, confusion_matrix,
                                         greedy_pairs, write_evaluation_pictures)
-from utils.evaluation.evaluate import ImageRecord, score
+from utils.evaluation.evaluate import ImageRecord, format_results, score
 
 
 def record(detections, truth):
@@ -65,8 +65,16 @@ def test_the_f1_maximising_confidence_of_a_hand_made_case():
     np.testing.assert_allclose([curves.precision[:, top], curves.recall[:, top]], [[1, 1], [0, 0]])
 
 
+def test_the_summary_states_the_threshold_its_precision_and_recall_are_at():
+    result = score([record([[0, 0, 5, 5, 0.95, 0]], [[0, 0, 0, 5, 5]])], ["a"])
+    assert "P/R/F1 at IoU 0.5 for conf >= 0.25;" in format_results(result, 0.001, 0.5, "letterboxed")
+    assert "P/R/F1 at IoU 0.5 for conf >= 0.9;" in format_results(result, 0.9, 0.5, "letterboxed")  # none under
+
+
 def test_no_detections_has_no_best_confidence():
     assert best_f1_confidence(score([record([], [[0, 0, 0, 5, 5]])], ["a"])) is None
+    missed = record([[50, 50, 60, 60, 0.8, 0]], [[0, 0, 0, 5, 5]])  # a detection, but nowhere near the target
+    assert best_f1_confidence(score([missed], ["a"])) is None  # not 0.8: that would advise detecting nothing
 
 
 def test_pictures_are_written(tmp_path):

@@ -114,14 +114,15 @@ def confidence_curves(result: EvalResult, points: int = CURVE_POINTS) -> Confide
 def best_f1_confidence(result: EvalResult) -> tuple[float, float] | None:
     """(threshold, mean F1): the confidence threshold that maximises F1 averaged over the classes with ground
     truth, exactly (F1 only changes at a detection's score, so those are the candidates; on a tie the
-    higher threshold). None when no detection of such a class was made."""
+    higher threshold). None when no detection of such a class matched a target: every threshold scores 0, and
+    the highest would be advice to detect nothing."""
     scored = [c for c in result.classes if c.targets]
     candidates = np.unique(np.concatenate([c.score_curve for c in scored] or [np.zeros(0)]))
     if not len(candidates):
         return None
     mean_f1 = np.mean([_f1(*_at_thresholds(c, candidates)) for c in scored], axis=0)
     best = len(mean_f1) - 1 - int(np.argmax(mean_f1[::-1]))  # candidates ascend: the last maximum is the highest
-    return float(candidates[best]), float(mean_f1[best])
+    return (float(candidates[best]), float(mean_f1[best])) if mean_f1[best] > 0 else None
 
 
 @dataclass(frozen=True)

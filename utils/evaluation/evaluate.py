@@ -110,13 +110,13 @@ def format_results(result: EvalResult, conf_thres: float, nms_thres: float, resi
     return (AsciiTable(rows).table
             + f"\nmAP@0.5 = {result.map50:.4f}   mAP@0.5:0.95 = {result.map:.4f}"
             + f"\n({method} AP; detections with conf >= {conf_thres} after NMS at IoU {nms_thres}; "
-              f"P/R/F1 at IoU 0.5 for conf >= {result.report_conf}; images {resize})")
+              f"P/R/F1 at IoU 0.5 for conf >= {max(result.report_conf, conf_thres)}; images {resize})")
 
 
 def format_best_f1(best: tuple[float, float] | None) -> str:
     """The line that reports :func:`utils.evaluation.confusion.best_f1_confidence`."""
     if best is None:
-        return "best F1: no detection of a class with ground truth, so no confidence threshold to suggest"
+        return "best F1: no detection matched a target, so no confidence threshold to suggest"
     return (f"best F1 {best[1]:.3f} (mean over classes) at confidence {best[0]:.3f}: the detection threshold "
             f"(detect.py --conf_thres) that balances precision and recall")
 
