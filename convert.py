@@ -110,6 +110,7 @@ def refuse_other_format(out: Path, flag: str) -> None:
 
 
 EXPORT_FLAGS = ("nms", "conf_thres", "iou_thres", "max_det", "fuse", "img_size")  # only an export reads these
+ONNX_ONLY_FLAGS = ("nms", "conf_thres", "iou_thres", "max_det")  # the NMS step ends an ONNX graph only
 
 
 def refuse_unused_flags(args) -> None:
@@ -117,7 +118,9 @@ def refuse_unused_flags(args) -> None:
     if not (args.onnx or args.torchscript):
         given = [name for name in EXPORT_FLAGS if getattr(args, name) not in (None, False)]
         if given:
-            raise UserError(f"--{given[0]} sets an export; add --onnx OUT.onnx or --torchscript OUT.pt")
+            onnx_only = given[0] in ONNX_ONLY_FLAGS
+            raise UserError(f"--{given[0]} sets an export; add --onnx OUT.onnx"
+                            + ("" if onnx_only else " or --torchscript OUT.pt"))
     normalisation = [name for name in ("input_mean", "input_std") if getattr(args, name) is not None]
     if normalisation and not args.import_imagenet:
         raise UserError(f"--{normalisation[0]} describes a classifier's inputs; it applies with --import_imagenet only")
@@ -153,8 +156,9 @@ def native_source(args, cfg: Path | None) -> tuple[Cfg, str]:
 def write_darknet_native(args, cfg: Path | None) -> str:
     source, name = native_source(args, cfg)
     out = Path(args.darknet_native)
-    if out.suffix in (*CHECKPOINT_SUFFIXES, ".weights"):
-        raise UserError(f"--darknet_native {out}: writes a cfg; name it .cfg, not {out.suffix}")
+    if out.suffix != ".cfg":
+        raise UserError(f"--darknet_native {out}: writes a cfg; name it .cfg, not "
+                        f"{out.suffix or 'without an extension'}")
     check_output(out, "--darknet_native", args.force, (cfg, args.input))
     native = darknet_native_cfg(source)
     with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:

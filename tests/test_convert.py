@@ -118,8 +118,11 @@ def test_darknet_native_takes_a_pths_own_cfg_and_refuses_a_conversion_it_would_n
                           (("--model_def", cfg, "--cutoff", "3"), "--cutoff belongs to another conversion")]:
         refused = convert(*args, "--darknet_native", tmp_path / "n.cfg", check=False)
         assert refused.returncode == 1 and message in refused.stderr and not (tmp_path / "n.cfg").exists()
-    named = convert(tmp_path / "m.pth", "--darknet_native", tmp_path / "n.pth", check=False)
-    assert named.returncode == 1 and "writes a cfg; name it .cfg, not .pth" in named.stderr
+    nms = convert(tmp_path / "m.pth", "--nms", check=False)  # the NMS step ends an ONNX graph, not TorchScript
+    assert nms.returncode == 1 and "add --onnx OUT.onnx" in nms.stderr and "torchscript" not in nms.stderr
+    for name, suffix in (("n.pth", ".pth"), ("n.txt", ".txt")):
+        named = convert(tmp_path / "m.pth", "--darknet_native", tmp_path / name, check=False)
+        assert named.returncode == 1 and f"writes a cfg; name it .cfg, not {suffix}" in named.stderr
 
 
 def test_darknet_native_refuses_what_darknet_cannot_express(write_cfg):
