@@ -28,7 +28,8 @@ from utils.training.trainer import TrainOptions, Trainer
 POSITIVE = integer(1)
 FRACTION = number(0, 1)
 # a flag that acts only with another: named alone it is a mistake to report, not a value to ignore in silence
-ACTS_WITH = {"s": "sr", "cutoff": "pretrained_weights", "distill_weight": "teacher_weights"}
+ACTS_WITH = {"s": "sr", "cutoff": "pretrained_weights", "distill_weight": "teacher_weights",
+             "teacher_cfg": "teacher_weights"}
 
 
 def hyp_file(text: str) -> HypFile:
@@ -144,6 +145,8 @@ def parse_args(argv=None) -> tuple[TrainOptions, EvolveRequest | None]:
     for name, partner in ACTS_WITH.items():
         if getattr(args, name) is not None and not getattr(args, partner) and args.resume is None:
             p.error(f"--{name} acts only with --{partner}; add it, or leave --{name} out")
+    if args.sr and args.freeze_bn:
+        p.error("--sr makes the BN scales sparse and --freeze_bn keeps them fixed; use one of them")
     unset = ACTS_WITH if args.resume is not None else (*EXTENDABLE_OPTIONS, *ACTS_WITH)
     for name in unset:
         setattr(args, name, getattr(args, name) if getattr(args, name) is not None else p.get_default(name))

@@ -246,6 +246,11 @@ def test_without_tensorboard_a_run_writes_no_events(dataset, tmp_path, monkeypat
     assert not list(run.glob("events.out.tfevents*")) and (run / "results.csv").is_file()
 
 
+def test_sync_bn_in_one_process_says_it_does_nothing(dataset, tmp_path, capsys):
+    Trainer(options(dataset, tmp_path / "run", sync_bn=True)).run()
+    assert "--sync_bn: one process, whose BNs have nothing to synchronise with" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------------------------
 # hyperparameters
 

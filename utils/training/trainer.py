@@ -354,6 +354,8 @@ class Trainer:
     def _step_context(self, state: TrainState, run_dir: Path) -> StepContext:
         opt = self.opt
         network = self.dist.wrap(state.model, opt.sync_bn, self.device)
+        if opt.sync_bn and self.dist.world_size == 1:
+            self.log("--sync_bn: one process, whose BNs have nothing to synchronise with (it acts under torchrun)")
         sparsity = Sparsity.of(state.model, opt.s) if opt.sr else None  # after wrap: finds SyncBatchNorm
         if sparsity is not None:
             self.log(f"sparsity training: L1 {opt.s} on {len(sparsity.bns)} BN scale vectors: |gamma| shrinks by "
