@@ -16,7 +16,7 @@ import warnings
 from utils.cli import IMAGE_SIZE, ArgumentParser, run_main
 from utils.darknet.cfg import SIZE_MULTIPLE
 from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, exported_state, load_checkpoint, load_model_state,
-                                      model_from_file)
+                                      model_from_file, trained_size)
 from utils.darknet.model import Darknet
 from utils.darknet.weights import cutoff_from_name
 from utils.errors import UserError
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Darknet .cfg to build, or a .pth (its own cfg and weights)")
     parser.add_argument("--img_size", type=IMAGE_SIZE, nargs="+", metavar="N",
                         help=f"input size, multiples of {SIZE_MULTIPLE}: one value (square) or height width; "
-                             "default: the cfg's [net]")
+                             "default: the size a .pth was trained at, else the cfg's [net]")
     parser.add_argument("--weights", metavar="W", help="also load this .weights or .pth file (checks that it fits)")
     args = parser.parse_args(argv)
     if args.img_size and len(args.img_size) > 2:
@@ -50,8 +50,9 @@ def load_weights(model: Darknet, path: str) -> str:
     return f"loaded {path}: version {header.major}.{header.minor}.{header.revision}, seen {header.seen}"
 
 
-def built_model(args: argparse.Namespace) -> Darknet:
-    """--summary's model: a .cfg built (its warnings shown), or a .pth with its own cfg and weights."""
+def built_model(args: argparse.Namespace) -> tuple[Darknet, int | None]:
+    """--summary's model: a .cfg built (its warnings shown), or a .pth with its own cfg and weights; and the
+    size a training checkpoint was trained at (None for anything else)."""
     if args.summary.endswith((".weights", ".onnx")) or cutoff_from_name(args.summary) is not None:
         raise UserError(f"--summary {args.summary}: expected a Darknet .cfg or a .pth; a Darknet weights file "
                         f"goes with its cfg: --summary CFG --weights {args.summary}")
@@ -59,17 +60,18 @@ def built_model(args: argparse.Namespace) -> Darknet:
         if args.weights:
             raise UserError(f"--weights {args.weights}: --summary {args.summary} carries its own weights; drop one")
         print(f"loaded {args.summary} (its own cfg)")
-        return model_from_file(args.summary)[0]
+        model, state = model_from_file(args.summary)
+        return model, trained_size(state)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        return Darknet(args.summary)
+        return Darknet(args.summary), None
 
 
 def print_summary(args: argparse.Namespace) -> int:
-    model = built_model(args)
+    model, trained = built_model(args)
     if args.weights:
         print(load_weights(model, args.weights))
-    size = (args.img_size[0], args.img_size[-1]) if args.img_size else None
+    size = (args.img_size[0], args.img_size[-1]) if args.img_size else (trained, trained) if trained else None
     print(model.eval().summary(size))
     return 0
 

@@ -440,6 +440,8 @@ def test_summary_of_a_pth_and_with_a_backbone_file(tmp_path):
     own = summary(tmp_path / "m.pth")
     assert own.returncode == 0 and f"loaded {tmp_path / 'm.pth'} (its own cfg)" in own.stdout
     assert f"Total: 24 layers, {sum(p.numel() for p in model.parameters()):,} parameters" in own.stdout
+    save_model(model, tmp_path / "trained.pth", trained={"options": {"img_size": 128}})
+    assert "at 128x128 (width x height)" in summary(tmp_path / "trained.pth").stdout  # the size it runs at
     backbone = summary(REPO / "cfg" / "yolov3-tiny.cfg", "--weights", tmp_path / "tiny.conv.8")
     assert backbone.returncode == 0 and f"loaded {tmp_path / 'tiny.conv.8'}: version" in backbone.stdout
     both = summary(tmp_path / "m.pth", "--weights", tmp_path / "tiny.conv.8")
