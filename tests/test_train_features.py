@@ -200,10 +200,13 @@ def test_a_run_resumed_with_other_steps_per_epoch_goes_on_from_its_epoch_not_its
     assert [row["lr"] for row in results_rows(halved)][1:] == [row["lr"] for row in results_rows(same)][1:]
 
 def test_sparsity_training_without_a_trained_bn_is_refused(dataset, tmp_path, capsys):
-    assert train.main(argv(dataset, tmp_path / "run", "--sr", "--freeze_bn")) == 1
+    with pytest.raises(SystemExit) as stop:  # the flags alone say it: refused as they are parsed
+        train.main(argv(dataset, tmp_path / "run", "--sr", "--freeze_bn"))
+    assert stop.value.code == 2 and not (tmp_path / "run").exists()
     (line,) = error_lines(capsys)
-    assert "--sr: the model has no trained BN scale (gamma) to make sparse" in line
-    assert not (tmp_path / "run").exists()
+    assert "--sr makes the BN scales sparse and --freeze_bn keeps them fixed" in line
+    with pytest.raises(UserError, match=r"--sr: the model has no trained BN scale \(gamma\) to make sparse"):
+        Trainer(options(dataset, tmp_path / "api", sr=True, freeze_bn=True)).run()  # options the API built
 
 
 def test_raising_epochs_on_resume_trains_the_extra_epochs_over_a_longer_schedule(finished_run, tmp_path, capsys):
