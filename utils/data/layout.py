@@ -93,7 +93,7 @@ def place_image(source: Path, target: Path, copy: bool) -> None:
 
 def image_sizes(images: Sequence[Path]) -> list[tuple[int, int] | None]:
     """Each image's (width, height) as the loader will read it (EXIF orientation applied); None where it cannot
-    be read. Decoded in threads (OpenCV's decoders release the GIL), one at a time each."""
+    be read. Decoded in threads (OpenCV's decoders release the GIL), each holding one decoded image at a time."""
     def size(path: Path) -> tuple[int, int] | None:
         pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
         return None if pixels is None else (pixels.shape[1], pixels.shape[0])

@@ -123,6 +123,8 @@ def earlier_trials(folder: Path, count: int) -> list[str]:
 
 @dataclass(frozen=True)
 class EvolveRequest:
+    """What --evolve asks for: how many trials, and the --hyp file trial 1 starts from."""
+
     trials: int
     hyp_file: Path | None = None  # --hyp: trial 1's values, a file the search must not write over
 
@@ -135,8 +137,9 @@ def evolve(opt: TrainOptions, request: EvolveRequest, log=print) -> Trial:
     if opt.output and request.hyp_file:
         refuse_inputs_inside(Path(opt.output), [("--hyp", request.hyp_file)], "--output")
     folder = output_folder(opt.output, EVOLVE_RUNS, opt.exist_ok)
-    if starting_flags(opt):
-        log(f"evolve: {', '.join(starting_flags(opt))} set trial 1's values; later trials mutate them")
+    flags = starting_flags(opt)
+    if flags:
+        log(f"evolve: {', '.join(flags)} set trial 1's values; later trials mutate them")
     earlier = earlier_trials(folder, count)
     if earlier:
         log(f"evolve: {folder} keeps {', '.join(earlier)} of an earlier search, which this one of {count} trials "
