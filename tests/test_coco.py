@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO, evaluate_on, random_tiny_model
 from utils.data.coco import CocoOptions, CocoSource, convert_coco
-from utils.data.config import DataError, parse_data_config
+from utils.data.config import DataError, DataWarning, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.synthetic import write_dataset
 
@@ -86,6 +86,29 @@ def test_images_that_would_share_a_label_file_are_refused(small, tmp_path):
     small.annotations.write_text(json.dumps(document))
     with pytest.raises(DataError, match=r"a\.png and a\.jpg would share the label file a\.txt"):
         convert_coco(small, tmp_path / "out")
+
+
+def test_sizes_are_checked_against_the_images_as_the_voc_importer_checks_them(small, tmp_path):
+    document = json.loads(small.annotations.read_text())
+    del document["images"][1]["width"]  # b.jpg: its size is read from the image
+    small.annotations.write_text(json.dumps(document))
+    cv2.imwrite(str(small.images / "a.jpg"), np.zeros((100, 200, 3), np.uint8))  # twice the JSON's 100x50
+    with pytest.warns(DataWarning, match=r"1 image\(s\) were resized after annotation, in proportion: their boxes "
+                                         r"are scaled with them \(first: .*instances.json: images\[0\] says 100x50, "
+                                         r"a.jpg is 200x100\)"):
+        _, counts = convert_coco(small, tmp_path / "out")
+    assert counts.scaled == 1
+    rows = np.loadtxt(tmp_path / "out" / "labels" / "a.txt", ndmin=2)
+    np.testing.assert_allclose(rows, [[2, 0.2, 0.2, 0.2, 0.2], [0, 0.95, 0.9, 0.1, 0.2]])  # as at the JSON's size
+    cv2.imwrite(str(small.images / "a.jpg"), np.zeros((100, 50, 3), np.uint8))  # 50x100: turned a quarter
+    with pytest.raises(DataError, match=r"instances.json: images\[0\]: says the image is 100x50, but .*a.jpg is 50x100 "
+                                        r"as read \(turned by a quarter: an EXIF orientation\?\); its boxes cannot "
+                                        r"be placed: fix width/height and the boxes, or the image"):
+        convert_coco(small, tmp_path / "out2")
+    cv2.imwrite(str(small.images / "a.jpg"), np.zeros((50, 100, 3), np.uint8))
+    (small.images / "b.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"images\[1\]: no width/height, and .*b.jpg cannot be read to find it"):
+        convert_coco(small, tmp_path / "out3")
 
 
 def test_invalid_json_names_its_line(small, tmp_path):

@@ -10,6 +10,9 @@
 - Every image of the JSON is kept; one without annotations is a negative (an empty label file).
 - A second JSON (``valid``) gives the validation list; without one, the train JSON is split, seeded.
   With two, images go under ``images/train/`` and ``images/valid/`` so that equal file names cannot meet.
+- Each image's ``width``/``height`` is checked against the image as the loader decodes it (EXIF orientation
+  applied), as the VOC importer checks ``<size>``: boxes are in the JSON's pixels, so an image resized since, in
+  proportion, keeps them (a warning), one of other proportions is refused, and a missing size is the image's.
 """
 from __future__ import annotations
 
@@ -18,12 +21,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import cv2
-
 from utils.data.config import DataError
 from utils.data.labels import label_path
-from utils.data.layout import (BoxCounts, check_distinct_labels, darknet_row, place_image, seeded_split,
-                               write_dataset_files, write_label_file)
+from utils.data.layout import (AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels, darknet_row,
+                               place_image, seeded_split, write_dataset_files, write_label_file)
 from utils.fileio import read_text
 
 
@@ -46,6 +47,7 @@ class CocoCounts(BoxCounts):
     images: int = 0
     negatives: int = 0
     crowd: int = 0
+    scaled: int = 0  # images resized since they were annotated, in proportion
 
 
 @dataclass
@@ -96,19 +98,16 @@ def categories(path: Path, document: dict) -> list[tuple[int, str]]:
     return sorted(found.items())
 
 
-def _image_size(path: Path, where: str, entry: dict, source: Path) -> tuple[int, int]:
+def _stated_size(entry: dict) -> tuple[int, int] | None:
     width, height = entry.get("width"), entry.get("height")
-    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
-        return width, height
-    pixels = cv2.imread(str(source), cv2.IMREAD_COLOR)  # as the loader reads it: EXIF orientation applied
-    if pixels is None:
-        raise DataError(f"{path}: {where}: no width/height, and {source} cannot be read to find them")
-    return pixels.shape[1], pixels.shape[0]
+    stated = all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in (width, height))
+    return (width, height) if stated else None
 
 
-def read_images(path: Path, document: dict, images_dir: Path) -> dict[int, CocoImage]:
-    """Every image entry by id, with its file found under ``images_dir`` (all missing files named at once)."""
-    images, missing, ids, names = {}, [], set(), set()
+def read_images(path: Path, document: dict, images_dir: Path) -> tuple[dict[int, CocoImage], int]:
+    """Every image entry by id, with its file found under ``images_dir`` (all missing files named at once) and
+    the size its boxes are normalised by; and how many images were resized since they were annotated."""
+    found, missing, ids, names = [], [], set(), set()
     for i, entry in enumerate(document["images"]):
         where = f"images[{i}]"
         image_id = _field(path, where, entry, "id", int)
@@ -124,12 +123,14 @@ def read_images(path: Path, document: dict, images_dir: Path) -> dict[int, CocoI
         if not source.is_file():
             missing.append(str(source))
             continue
-        width, height = _image_size(path, where, entry, source)
-        images[image_id] = CocoImage(source, str(relative), width, height)
+        found.append((image_id, str(relative), AnnotatedImage(f"{path}: {where}", source, _stated_size(entry),
+                                                               "width/height")))
     if missing:
         raise DataError(f"{path}: {len(missing)} of its images are not in {images_dir}: {', '.join(missing[:3])}"
                         + (" ..." if len(missing) > 3 else ""))
-    return images
+    sizes, scaled = annotated_sizes([annotated for _, _, annotated in found])
+    return {image_id: CocoImage(annotated.image, file_name, *size)
+            for (image_id, file_name, annotated), size in zip(found, sizes)}, scaled
 
 
 def _bbox(path: Path, where: str, entry: dict) -> list[float]:
@@ -169,7 +170,8 @@ def read_source(source: CocoSource, counts: CocoCounts) -> tuple[list[tuple[int,
     """(categories, images with their label rows) of one COCO JSON."""
     document = read_json(source.annotations)
     found = categories(source.annotations, document)
-    images = read_images(source.annotations, document, source.images)
+    images, scaled = read_images(source.annotations, document, source.images)
+    counts.scaled += scaled
     add_annotations(source.annotations, document, images, {cat_id: i for i, (cat_id, _) in enumerate(found)},
                     counts)
     counts.images += len(images)
@@ -210,4 +212,5 @@ def convert_coco(train: CocoSource, out: str | Path, valid: CocoSource | None = 
 def describe(data: Path, counts: CocoCounts) -> str:
     return (f"wrote {data}: {counts.images} images ({counts.negatives} without boxes), {counts.boxes} boxes; "
             f"left out {counts.crowd} crowd and {counts.degenerate} degenerate boxes; {counts.clipped} boxes "
-            f"clipped to their image")
+            f"clipped to their image" + (f"; {counts.scaled} images resized since their annotation"
+                                         if counts.scaled else ""))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from utils.cli import number
 from utils.data.cache import DECODE_THREADS
-from utils.data.config import DataError
+from utils.data.config import DataError, DataWarning
 from utils.data.labels import label_path
 from utils.errors import UserError
 from utils.fileio import atomic_write
@@ -93,12 +95,55 @@ def place_image(source: Path, target: Path, copy: bool) -> None:
 
 def image_sizes(images: Sequence[Path]) -> list[tuple[int, int] | None]:
     """Each image's (width, height) as the loader will read it (EXIF orientation applied); None where it cannot
-    be read. Decoded in threads (OpenCV's decoders release the GIL), each holding one decoded image at a time."""
+    be read. Decoded in threads (OpenCV's decoders release the GIL), each holding one decoded image at a time;
+    a terminal shows the progress, as a large dataset takes minutes."""
     def size(path: Path) -> tuple[int, int] | None:
         pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
         return None if pixels is None else (pixels.shape[1], pixels.shape[0])
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        return list(pool.map(size, images))
+        return list(tqdm(pool.map(size, images), total=len(images), desc="reading image sizes", leave=False,
+                         disable=None, dynamic_ncols=True))
+
+
+@dataclass(frozen=True)
+class AnnotatedImage:
+    """An image as an annotation file describes it."""
+
+    where: str  # the annotation, for messages: "a.xml", "instances.json: images[3]"
+    image: Path
+    stated: tuple[int, int] | None  # (width, height) the annotation gives; None where it gives none
+    size_field: str  # the annotation's entry holding that size: "<size>", "width/height"
+
+
+def _same_proportions(stated: tuple[int, int], actual: tuple[int, int]) -> bool:
+    """Whether ``actual`` is ``stated`` scaled alike in both directions, to within a pixel of rounding."""
+    (stated_w, stated_h), (actual_w, actual_h) = stated, actual
+    return abs(stated_w * actual_h / stated_h - actual_w) <= 1 and abs(stated_h * actual_w / stated_w - actual_h) <= 1
+
+
+def annotated_sizes(entries: Sequence[AnnotatedImage]) -> tuple[list[tuple[int, int]], int]:
+    """The size each entry's pixel boxes are normalised by, and how many images were resized since they were
+    annotated. Boxes are in the annotation's pixels, so its size is the one: an image resized since, in the same
+    proportions, keeps them right (a warning); one of other proportions (an EXIF-rotated photo) would not, and is
+    refused. An annotation without a size takes its image's; an unreadable image is left to the dataset check."""
+    sizes, scaled = [], []
+    for entry, actual in zip(entries, image_sizes([entry.image for entry in entries])):
+        stated = entry.stated
+        if actual is None and stated is None:
+            raise DataError(f"{entry.where}: no {entry.size_field}, and {entry.image} cannot be read to find it")
+        if actual is not None and stated is not None and stated != actual:
+            if not _same_proportions(stated, actual):
+                turned = " (turned by a quarter: an EXIF orientation?)" if stated == actual[::-1] else ""
+                raise DataError(f"{entry.where}: says the image is {stated[0]}x{stated[1]}, but {entry.image} is "
+                                f"{actual[0]}x{actual[1]} as read{turned}; its boxes cannot be placed: fix "
+                                f"{entry.size_field} and the boxes, or the image")
+            scaled.append(f"{entry.where} says {stated[0]}x{stated[1]}, {entry.image.name} is "
+                          f"{actual[0]}x{actual[1]}")
+        sizes.append(stated or actual)
+    if scaled:
+        warnings.warn(f"{len(scaled)} image(s) were resized after annotation, in proportion: their boxes are scaled "
+                      f"with them (first: {scaled[0]})", DataWarning, stacklevel=3)
+    return sizes, len(scaled)
 
 
 def write_text(path: Path, text: str) -> None:

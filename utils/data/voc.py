@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.data.config import IMAGE_SUFFIXES, DataError, DataWarning
-from utils.data.layout import (BoxCounts, check_distinct_labels, darknet_row, image_sizes, place_image, seeded_split,
-                               write_dataset_files, write_label_file)
+from utils.data.layout import (AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels, darknet_row,
+                               place_image, seeded_split, write_dataset_files, write_label_file)
 
 
 @dataclass
@@ -126,37 +126,14 @@ def _read_annotations(annotations_dir: Path, images_dir: Path) -> list[VocRecord
     return records
 
 
-def _same_proportions(stated: tuple[int, int], actual: tuple[int, int]) -> bool:
-    """Whether ``actual`` is ``stated`` scaled alike in both directions, to within a pixel of rounding."""
-    (stated_w, stated_h), (actual_w, actual_h) = stated, actual
-    return abs(stated_w * actual_h / stated_h - actual_w) <= 1 and abs(stated_h * actual_w / stated_w - actual_h) <= 1
-
-
 def _check_sizes(records: list[VocRecord], counts: VocCounts) -> None:
-    """Each annotation's size against its image's, as the loader will decode it. Boxes are in the annotation's
-    pixels, so its size is what they are normalised by: an image resized since, in the same proportions, keeps
-    them right; one of other proportions (an EXIF-rotated photo) would not, and is refused. An annotation
-    without a size takes its image's."""
-    scaled = []
-    for record, size in zip(records, image_sizes([record.image for record in records])):
-        stated = (record.width, record.height) if record.width and record.height else None
-        if size is None and stated is None:
-            raise DataError(f"{record.xml}: size missing and {record.image} is unreadable")
-        if size is None or stated == size:
-            continue  # an unreadable image is left for the dataset check, which names it
-        if stated is None:
-            record.width, record.height = size
-        elif _same_proportions(stated, size):
-            scaled.append(f"{record.xml.name} says {stated[0]}x{stated[1]}, {record.image.name} is {size[0]}x{size[1]}")
-        else:
-            turned = " (turned by a quarter: an EXIF orientation?)" if stated == size[::-1] else ""
-            raise DataError(f"{record.xml}: says the image is {stated[0]}x{stated[1]}, but {record.image} is "
-                            f"{size[0]}x{size[1]} as read{turned}; its boxes cannot be placed: fix <size> and the "
-                            f"boxes, or the image")
-    counts.scaled = len(scaled)
-    if scaled:
-        warnings.warn(f"{len(scaled)} image(s) were resized after annotation, in proportion: their boxes are scaled "
-                      f"with them (first: {scaled[0]})", DataWarning, stacklevel=3)
+    """Each record's width and height set to those its boxes are normalised by (:func:`annotated_sizes`)."""
+    entries = [AnnotatedImage(str(record.xml), record.image,
+                              (record.width, record.height) if record.width and record.height else None, "<size>")
+               for record in records]
+    sizes, counts.scaled = annotated_sizes(entries)
+    for record, (width, height) in zip(records, sizes):
+        record.width, record.height = width, height
 
 
 def _label_rows(record: VocRecord, index: dict[str, int], include_difficult: bool, counts: VocCounts) -> list:
