@@ -9,7 +9,8 @@
     python convert.py [--model_def CFG] IN --onnx OUT.onnx --nms [--conf_thres --iou_thres --max_det]
     python convert.py [--model_def CFG] IN --torchscript OUT.pt                        # traced TorchScript
 
-Exports take any batch and input size (--img_size, default the cfg's [net] size, is only the traced example).
+Exports take any batch and input size (--img_size, default the size a .pth was trained at, else the cfg's [net]
+size, is only the traced example).
 With --nms the ONNX graph ends in ONNX NonMaxSuppression: rows of batch, x1, y1, x2, y2, score, class.
     python convert.py --import_imagenet resnet50.pth --model_def cfg/resnet50-yolov3.cfg resnet50.conv.73
                                                                    # ImageNet classifier -> backbone file
@@ -27,7 +28,7 @@ from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagen
 from utils.conversion.native import darknet_native_cfg
 from utils.darknet.cfg import Cfg, read_cfg
 from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, model_from_file,
-                                      save_model, save_weights)
+                                      save_model, save_weights, trained_size)
 from utils.darknet.model import Darknet
 from utils.darknet.weights import WeightsFileError, cutoff_from_name, output_cutoff
 from utils.errors import UserError
@@ -59,7 +60,8 @@ def add_export_flags(p: ArgumentParser) -> None:
     p.add_argument("--max_det", type=integer(1), help=f"with --nms: boxes per image at most ({defaults.max_det})")
     p.add_argument("--torchscript", metavar="OUT_PT", help="export traced TorchScript (fused, channels-last)")
     p.add_argument("--img_size", type=IMAGE_SIZE,
-                   help="size of the traced example input (default: the cfg's [net] size; exports take any size)")
+                   help="size of the traced example input (default: the size a .pth was trained at, else the "
+                        "cfg's [net]; exports take any size)")
     p.add_argument("--fuse", action="store_true", help="fold BN into convs before the ONNX export")
 
 
@@ -270,16 +272,17 @@ def export(args, source: Path, cfg: Path | None) -> str:
     for flag, out in targets.items():
         refuse_other_format(out, flag)
         check_output(out, flag, args.force, (source, cfg))
-    model = model_from_file(source, cfg)[0]
-    size = (args.img_size, args.img_size) if args.img_size else model.img_size
+    model, state = model_from_file(source, cfg)
+    square = args.img_size or trained_size(state)
+    size = (square, square) if square else model.img_size
     lines = []
     if args.onnx:
         with named_write_errors(Path(args.onnx), "ONNX model"):
-            export_onnx(model, Path(args.onnx), args.img_size, args.fuse, nms)
+            export_onnx(model, Path(args.onnx), square, args.fuse, nms)
         lines.append(describe_onnx(Path(args.onnx), model, size, nms))
     if args.torchscript:
         with named_write_errors(Path(args.torchscript), "TorchScript module"):
-            export_torchscript(model, Path(args.torchscript), args.img_size)
+            export_torchscript(model, Path(args.torchscript), square)
         lines.append(f"wrote {args.torchscript}: TorchScript (torch.jit.load), input (batch, {model.input_channels}, "
                      f"height, width; traced at {size[0]}x{size[1]}), output as the eval forward, "
                      f"(batch, N, {5 + model.num_classes})")

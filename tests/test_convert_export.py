@@ -1,5 +1,5 @@
 """convert.py's export flags: --onnx [--nms --conf_thres --iou_thres --max_det], --torchscript, the traced size
-from the cfg's [net], and the errors of flags that need another."""
+(the cfg's [net], or the size a checkpoint was trained at), and the errors of flags that need another."""
 import subprocess
 import sys
 
@@ -66,6 +66,17 @@ def test_onnx_and_torchscript_in_one_call(checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match=r"m\.pt: a TorchScript export \(convert\.py --torchscript\), which "
                                               r"runs with torch\.jit\.load; .* the \.pth or \.weights it was"):
         model_from_file(tmp_path / "m.pt")
+
+
+def test_the_traced_example_of_a_trained_checkpoint_is_at_its_trained_size(checkpoint, tmp_path):
+    _, model = checkpoint
+    trained = tmp_path / "trained.pth"
+    save_model(model, trained, trained={"options": {"img_size": 64}})
+    result = convert(trained, "--torchscript", tmp_path / "m.pt")
+    assert result.returncode == 0, result.stderr
+    assert "traced at 64x64" in result.stdout
+    result = convert(trained, "--torchscript", tmp_path / "n.pt", "--img_size", "128")
+    assert "traced at 128x128" in result.stdout
 
 
 @pytest.mark.parametrize("flags,message", [
