@@ -101,7 +101,8 @@ ROWS = [
                                                                      "32 .. inf, a multiple of 32, got 33"),
     ("convert.py /dev/null {root}/out.pth", "/dev/null: is not a regular file"),
     ("convert.py {weights_only} {root}/out.pth --nms", "--nms sets an export; add --onnx OUT.onnx"),
-    ("convert.py {weights_only} {root}/out.pth --fuse", "--fuse sets an export; add --onnx OUT.onnx or --torchscript OUT.pt"),
+    ("convert.py {weights_only} {root}/out.pth --fuse", "--fuse sets an export; add --onnx OUT.onnx or --torchscript "
+                                                        "OUT.pt"),
     ("convert.py {weights_only} {root}/out.weights --input_mean 1 1 1", "--input_mean describes a classifier's "
                                                                        "inputs; it applies with --import_imagenet"),
     ("convert.py --import_imagenet {junk} --model_def {cfg} {root}/b.conv.3 --cutoff 2",

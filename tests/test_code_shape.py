@@ -1,4 +1,5 @@
-"""No function in the repo is longer than about a screen or takes more than a handful of parameters.
+"""No function in the repo is longer than about a screen or takes more than a handful of parameters, and no line
+is wider than the project's 120 columns.
 
 Every tracked .py file is parsed; a function's (or method's) body runs from its first statement after the
 docstring to its last line, and its parameters are all of them (``*args`` and ``**kwargs`` one each) but a
@@ -13,6 +14,8 @@ from tests.conftest import REPO
 
 MAX_BODY_LINES = 60
 MAX_PARAMETERS = 6
+MAX_LINE_CHARS = 120
+
 
 def tracked_python_files() -> list[str]:
     try:
@@ -52,6 +55,12 @@ def test_no_function_is_too_long_or_takes_too_many_parameters():
     found = [offence for name in tracked_python_files() for offence in offences(name)]
     assert not found, (f"over {MAX_BODY_LINES} body lines or {MAX_PARAMETERS} parameters:\n  "
                        + "\n  ".join(found))
+
+
+def test_no_line_is_too_wide():
+    found = [f"{name}:{number} ({len(line)} characters)" for name in tracked_python_files()
+             for number, line in enumerate((REPO / name).read_text().splitlines(), 1) if len(line) > MAX_LINE_CHARS]
+    assert not found, f"over {MAX_LINE_CHARS} characters:\n  " + "\n  ".join(found)
 
 
 def test_the_rules_count_what_they_say():

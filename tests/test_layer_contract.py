@@ -18,7 +18,8 @@ from utils.darknet.summary import summarize
 from utils.training.loss import YOLOLoss, shape_iou
 
 CONV = "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
-HEAD = "\n[convolutional]\nfilters=14\nsize=1\nactivation=linear\n\n[yolo]\nmask=0,1\nanchors=4,4,8,8\nclasses=2\nnum=2\n"
+HEAD = ("\n[convolutional]\nfilters=14\nsize=1\nactivation=linear\n"
+        "\n[yolo]\nmask=0,1\nanchors=4,4,8,8\nclasses=2\nnum=2\n")
 
 
 def error_of(text: str) -> str:
