@@ -14,7 +14,6 @@ SHARED = REPO.parent / "shared"
 torch.set_num_threads(2)
 
 
-
 def shared_path(*parts: str) -> Path:
     """A path under ../shared, or a clean skip when it is absent."""
     path = SHARED.joinpath(*parts)
@@ -68,6 +67,18 @@ def random_tiny_model(num_classes: int, seed: int = 0) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the cfg's Darknet-only training keys
         return randomize(Darknet(with_classes(read_cfg(REPO / "cfg" / "yolov3-tiny.cfg"), num_classes)), seed, 0.9)
+
+
+def stretched_dataset(root: Path, sizes: list[tuple[int, int]]):
+    """A synthetic dataset whose valid images are stretched to ``sizes`` (width, height), a DataConfig: their
+    labels, normalised, stay right."""
+    import cv2
+    from utils.data.config import parse_data_config, read_image_list
+    from utils.data.synthetic import write_dataset
+    config = parse_data_config(write_dataset(root, train=1, valid=len(sizes), size=96, seed=2))
+    for path, size in zip(read_image_list(config.valid), sizes):
+        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(path)), size))
+    return config
 
 
 def evaluate_on(model: torch.nn.Module, data_config: Path, img_size: int = 96):

@@ -77,6 +77,8 @@ ROWS = [
     (TEST + " --save_json {existing}", "--save_json {existing}: the file exists; choose another name or pass "
                                        "--exist_ok"),
     (TEST + " --save_json {existing}/x.json", "--save_json {existing}/x.json: {existing} is a file, not a folder"),
+    (TEST + " --rect --no-letterbox", "--rect keeps each image's aspect ratio and --no-letterbox stretches it; use one "
+                                      "of them"),
     (TEST + " --plots {existing}/pics", "--plots {existing}/pics/confusion_matrix.png: {existing} is a file, not a "
                                         "folder"),
     (PRUNE + " --output {cfg}/pruned", "--output {cfg}/pruned: {cfg} is a file, not a folder"),

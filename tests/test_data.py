@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, stretched_dataset
 from utils.boxes import Letterbox
 from utils.data.augment import Augment, letterbox_image
-from utils.data.batching import BatchPlan, multiscale_sizes
+from utils.data.batching import BatchPlan, RectPlan, evaluation_loader, multiscale_sizes, rect_size
 from utils.data.config import DataError, DataWarning, parse_data_config
 from utils.data.dataset import DetectionDataset, collate
 from utils.data.labels import label_path, read_labels
@@ -119,7 +119,7 @@ def test_unreadable_image_is_skipped_with_a_warning(tmp_path, mosaic):
     augment = Augment(mosaic=mosaic) if mosaic else None
     dataset = DetectionDataset(root / "train.txt", 4, augment)
     with pytest.warns(UserWarning, match="skipping unreadable image .*00001.jpg"):
-        batch = collate([dataset[(0, 64, 0)], dataset[(1, 64, 0)]])
+        batch = collate([dataset[(0, (64, 64), 0)], dataset[(1, (64, 64), 0)]])
     assert len(batch) == 1 and batch.skipped == [str(root / "images" / "train" / "00001.jpg")]
 
 
@@ -134,7 +134,7 @@ def test_cached_images_give_the_same_samples_and_stay_unchanged(tmp_path, augmen
     assert held == sum(cv2.imread(str(path)).nbytes for path in cached.images if path.name != "00002.jpg")
     assert all(not image.flags.writeable for image in cached.cached if image is not None)
     copies = [image.copy() for image in cached.cached if image is not None]
-    items = [(index, side, seed) for index in range(4) for side, seed in ((64, 1), (96, 2))]
+    items = [(index, (side, side), seed) for index in range(4) for side, seed in ((64, 1), (96, 2))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the unreadable image, read again by the plain dataset
         for item in items:
@@ -232,7 +232,7 @@ def test_augmented_boxes_stay_on_their_objects(white_boxes, mosaic):
     dataset = DetectionDataset(white_boxes, 1, augment)
     checked = 0
     for seed in range(12):
-        sample = dataset[(seed % 6, 96, seed)]
+        sample = dataset[(seed % 6, (96, 96), seed)]
         assert sample.image.shape == (3, 96, 96)
         for target in sample.targets:
             assert 0 <= target[1] - target[3] / 2 + 1e-6 and target[1] + target[3] / 2 <= 1 + 1e-6
@@ -245,8 +245,9 @@ def test_augmented_boxes_stay_on_their_objects(white_boxes, mosaic):
 
 def test_colour_jitter_keeps_the_geometry(white_boxes):
     geometry = dict(flip=False, scale=0.3, translate=0.2)
-    plain = DetectionDataset(white_boxes, 1, Augment(hue=0, saturation=1, exposure=1, **geometry))[(0, 96, 3)]
-    jittered = DetectionDataset(white_boxes, 1, Augment(hue=0.1, saturation=1.5, exposure=1.5, **geometry))[(0, 96, 3)]
+    plain = DetectionDataset(white_boxes, 1, Augment(hue=0, saturation=1, exposure=1, **geometry))[(0, (96, 96), 3)]
+    jittered = DetectionDataset(white_boxes, 1, Augment(hue=0.1, saturation=1.5, exposure=1.5,
+                                                        **geometry))[(0, (96, 96), 3)]
     np.testing.assert_array_equal(jittered.targets, plain.targets)
     assert not np.array_equal(jittered.image, plain.image)
 
@@ -256,7 +257,8 @@ def test_batches_share_one_size_and_multiscale_changes_it():
     batches = list(plan)
     assert len(batches) == 25
     assert all(len({size for _, size, _ in batch}) == 1 for batch in batches)
-    sizes = [batch[0][1] for batch in batches]
+    sizes = [batch[0][1][0] for batch in batches]
+    assert all(batch[0][1] == (s, s) for batch, s in zip(batches, sizes))
     assert all(s % 32 == 0 and 224 <= s <= 480 for s in sizes) and len(set(sizes)) > 1
     assert sizes[0] == sizes[1] and sizes[2] == sizes[3]
     again = list(BatchPlan(100, 4, multiscale_sizes(320), seed=1, size_every=2))
@@ -273,10 +275,32 @@ def test_ranks_split_each_epoch_and_agree_on_sizes():
     assert [b[0][1] for b in plans[0]] == [b[0][1] for b in plans[1]]
 
 
+def test_rect_batches_hold_images_of_like_shape_at_the_square_letterbox_scale(tmp_path):
+    assert rect_size(0.5, 0.75, 416) == (320, 416)  # landscape: 416 * 0.75 = 312, up to a multiple of 32
+    assert rect_size(2.0, 4.0, 416) == (416, 224)  # portrait: 416 / 2 = 208
+    assert rect_size(0.5, 2.0, 416) == (416, 416) == rect_size(1.0, 1.0, 416)  # a mix, or squares
+    sizes = [(96, 96), (96, 48), (48, 96), (96, 72), (64, 96)]  # width, height
+    config = stretched_dataset(tmp_path / "set", sizes)
+    dataset = DetectionDataset(config.valid, config.classes)
+    assert dataset.shapes() == [(h, w) for w, h in sizes]
+    batches = list(RectPlan(dataset.shapes(), 2, 192))
+    assert [[i for i, _, _ in batch] for batch in batches] == [[1, 3], [0, 4], [2]]  # by height / width
+    assert [batch[0][1] for batch in batches] == [(160, 192), (192, 192), (192, 96)]
+    for batch in batches:
+        for index, size, seed in batch:
+            square, rect = dataset[(index, (192, 192), seed)], dataset[(index, size, seed)]
+            assert rect.image.shape[1:] == size
+            assert (rect.letterbox.scale_x, rect.letterbox.scale_y) == (square.letterbox.scale_x,
+                                                                        square.letterbox.scale_y)
+    loaded = list(evaluation_loader(dataset, 2, 192, workers=0, rect=True))
+    assert [batch.indices for batch in loaded] == [[1, 3], [0, 4], [2]]
+    assert [tuple(batch.images.shape[-2:]) for batch in loaded] == [(160, 192), (192, 192), (192, 96)]
+
+
 def test_collate_builds_targets_with_image_indices(tmp_path):
     write_dataset(tmp_path / "set", train=3, valid=1, size=64, seed=4)
     dataset = DetectionDataset(tmp_path / "set" / "train.txt", 4)
-    samples = [dataset[(i, 64, 0)] for i in range(3)]
+    samples = [dataset[(i, (64, 64), 0)] for i in range(3)]
     batch = collate(samples)
     assert batch.images.shape == (3, 3, 64, 64) and batch.images.dtype == torch.uint8
     counts = [len(s.targets) for s in samples]

@@ -132,7 +132,7 @@ def test_labels_png_is_rewritten_only_when_the_labels_change(shapes, tmp_path):
 def test_batch_grid_shows_each_image_with_its_boxes(tmp_path):
     images = torch.full((3, 3, 64, 64), 255, dtype=torch.uint8)
     targets = torch.tensor([[1, 2, 0.5, 0.5, 0.5, 0.5]])  # image 1, class 2: the box 16..48
-    batch = Batch(images, targets, ["a.jpg", "b.jpg", "c.jpg"], [(64, 64)] * 3, [None] * 3)
+    batch = Batch(images, targets, ["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [(64, 64)] * 3, [None] * 3)
     plot_batch(batch, NAMES, tmp_path / "train_batch0.jpg")
     grid = cv2.imread(str(tmp_path / "train_batch0.jpg"))
     assert grid.shape == (128, 128, 3)  # 2 x 2 tiles of 64

@@ -105,7 +105,7 @@ def _one_step(amp: bool, tmp_path) -> tuple[list[torch.dtype], TrainState]:
     dtypes = []
     model.layers[0].register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     images = (torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
-    batch = Batch(images, torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.4]]), ["x", "y"], [(64, 64)] * 2, [None, None])
+    batch = Batch(images, torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.4]]), ["x", "y"], [0, 1], [(64, 64)] * 2, [None, None])
     ctx = StepContext(model, YOLOLoss(model.yolo_layers), torch.device("cpu"), tmp_path, amp=amp)
     with tqdm(disable=True) as bar:
         stats = train_epoch(state, [batch], ctx, bar)

@@ -1,5 +1,6 @@
 """Batches: one input size per batch (multi-scale training), a seed per sample so augmentation does not
-depend on the workers, and the same sizes and order on every DDP rank."""
+depend on the workers, and the same sizes and order on every DDP rank; for evaluation, list order at one size,
+or rectangular batches of images of like shape."""
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ from utils.data.dataset import DetectionDataset, collate
 
 @dataclass(eq=False)
 class BatchPlan(Sampler):
-    """Batches of ``(index, size, seed)``: one input size per batch (a new one every ``size_every``
+    """Batches of ``(index, (size, size), seed)``: one input size per batch (a new one every ``size_every``
     batches when several are given), and a seed per sample so augmentation does not depend on workers.
     With ``world_size > 1`` each rank takes every world_size-th sample of the same shuffled order, and
     all ranks use the same sizes."""
@@ -56,7 +57,7 @@ class BatchPlan(Sampler):
                 size = int(size_rng.choice(self.sizes))
             batch = mine[b * self.batch_size:(b + 1) * self.batch_size]
             seeds = seed_rng.integers(0, 2 ** 63, len(batch))
-            yield [(int(i), size, int(s)) for i, s in zip(batch, seeds)]
+            yield [(int(i), (size, size), int(s)) for i, s in zip(batch, seeds)]
 
 
 def multiscale_sizes(img_size: int, low: float = 0.67, high: float = 1.5, stride: int = SIZE_MULTIPLE) -> list[int]:
@@ -65,12 +66,51 @@ def multiscale_sizes(img_size: int, low: float = 0.67, high: float = 1.5, stride
     return list(range(lo, hi + 1, stride))
 
 
-def create_dataloader(dataset: DetectionDataset, plan: BatchPlan, workers: int = 2) -> DataLoader:
+def create_dataloader(dataset: DetectionDataset, plan: Sampler, workers: int = 2) -> DataLoader:
     """``dataset`` in ``plan``'s batches, read by ``workers`` processes (0: by this one)."""
     return DataLoader(dataset, batch_sampler=plan, num_workers=workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
 
-def evaluation_loader(dataset: DetectionDataset, batch_size: int, img_size: int, workers: int = 2) -> DataLoader:
-    """``dataset`` in list order at one input size, as evaluation reads it."""
-    return create_dataloader(dataset, BatchPlan(len(dataset), batch_size, [img_size], shuffle=False), workers)
+@dataclass(eq=False)
+class RectPlan(Sampler):
+    """Evaluation batches of ``(index, (height, width), 0)``, the images sorted by aspect ratio, each batch at
+    the smallest multiple of SIZE_MULTIPLE that holds all of its images at the scale a square ``img_size`` gives
+    them (the long side at ``img_size``): the network sees the objects at the same size as at ``img_size`` square,
+    with less padding (the classic Ultralytics test.py's rectangular inference)."""
+
+    shapes: list[tuple[int, int] | None]  # (height, width) of each image; None for one that cannot be read
+    batch_size: int
+    img_size: int
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.shapes) / self.batch_size)
+
+    def __iter__(self):
+        ratios = [shape[0] / shape[1] if shape else 1.0 for shape in self.shapes]
+        order = sorted(range(len(self.shapes)), key=ratios.__getitem__)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            size = rect_size(min(ratios[i] for i in batch), max(ratios[i] for i in batch), self.img_size)
+            yield [(i, size, 0) for i in batch]
+
+
+def rect_size(lowest: float, highest: float, img_size: int) -> tuple[int, int]:
+    """(height, width) holding images of height/width ratios ``lowest`` .. ``highest`` with the long side at
+    ``img_size``: landscape ones fill the width, portrait ones the height, a mix both."""
+    if highest < 1:
+        height, width = highest, 1.0
+    elif lowest > 1:
+        height, width = 1.0, 1 / lowest
+    else:
+        height, width = 1.0, 1.0
+    return tuple(math.ceil(img_size * side / SIZE_MULTIPLE - 1e-9) * SIZE_MULTIPLE for side in (height, width))
+
+
+def evaluation_loader(dataset: DetectionDataset, batch_size: int, img_size: int, workers: int = 2,
+                      rect: bool = False) -> DataLoader:
+    """``dataset`` as evaluation reads it: in list order at ``img_size`` square, or with ``rect`` in rectangular
+    batches (RectPlan; the image sizes are read first, each image decoded once)."""
+    plan = RectPlan(dataset.shapes(), batch_size, img_size) if rect \
+        else BatchPlan(len(dataset), batch_size, [img_size], shuffle=False)
+    return create_dataloader(dataset, plan, workers)

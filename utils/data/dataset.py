@@ -20,6 +20,7 @@ from utils.data.augment import (PAD_VALUE, Augment, clip_and_filter, flip_horizo
 from utils.data.cache import decode_all
 from utils.data.config import DataConfig, ImageSource, read_image_list
 from utils.data.labels import label_path, normalised_to_pixels, pixels_to_normalised, read_labels
+from utils.data.layout import image_sizes
 from utils.errors import InputWarning
 
 IMAGE_CHANNELS = 3  # every image is read as 8-bit BGR (cv2.IMREAD_COLOR): grey and RGBA ones too
@@ -30,14 +31,15 @@ class Sample:
     image: np.ndarray | None  # (3, H, W) uint8 RGB, or None when the file could not be read
     targets: np.ndarray  # (n, 5): class, cx, cy, w, h normalised to the network input
     path: str
+    index: int  # in the dataset's list
     original_hw: tuple[int, int] = (0, 0)
     letterbox: Letterbox | None = None
 
 
 class DetectionDataset(Dataset):
-    """Images of one list file, folder or tuple of them (an ImageSource). Items are ``(index, input size,
-    augmentation seed)`` from a BatchPlan. ``merged_from``: the label files hold that many classes, read as
-    one (``num_classes`` 1; a DataConfig's ``merged_from``, --single_cls)."""
+    """Images of one list file, folder or tuple of them (an ImageSource). Items are ``(index, (height, width)
+    of the input, augmentation seed)`` from a BatchPlan or RectPlan. ``merged_from``: the label files hold that
+    many classes, read as one (``num_classes`` 1; a DataConfig's ``merged_from``, --single_cls)."""
 
     def __init__(self, list_path: str | ImageSource, num_classes: int, augment: Augment | None = None,
                  keep_ratio: bool = True, merged_from: int | None = None):
@@ -69,6 +71,12 @@ class DetectionDataset(Dataset):
         ``name`` (train, valid) is for the progress bar and errors; ``budget``: the most bytes it may take."""
         self.cached = decode_all(self._decode, len(self), name, budget, show_progress)
         return sum(image.nbytes for image in self.cached if image is not None)
+
+    def shapes(self) -> list[tuple[int, int] | None]:
+        """Each image's (height, width) as it is read; None for one that cannot be read."""
+        if self.cached is not None:
+            return [None if image is None else image.shape[:2] for image in self.cached]
+        return [None if size is None else size[::-1] for size in image_sizes(self.images)]
 
     def read(self, index: int) -> np.ndarray | None:
         return self.cached[index] if self.cached is not None else self._decode(index)
@@ -133,12 +141,11 @@ class DetectionDataset(Dataset):
         return warp(canvas, boxes, np.array([[zoom, 0, tx], [0, zoom, ty]]), size)
 
     def __getitem__(self, item) -> Sample:
-        index, side, seed = item if isinstance(item, tuple) else (item, 416, 0)
-        size = (side, side)
+        index, size, seed = item if isinstance(item, tuple) else (item, (416, 416), 0)
         path = str(self.images[index])
         rng = np.random.default_rng(seed)
         aug = self.augment
-        unreadable = Sample(None, np.zeros((0, 5), np.float32), path)
+        unreadable = Sample(None, np.zeros((0, 5), np.float32), path, index)
         if aug is not None and aug.mosaic and rng.random() < aug.mosaic:
             mosaic = self._mosaic(rng, index, size)
             if mosaic is None:
@@ -160,7 +167,7 @@ class DetectionDataset(Dataset):
                 image, boxes = flip_horizontal(image, boxes)
         targets = pixels_to_normalised(boxes, size[1], size[0]).astype(np.float32)
         chw = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))
-        return Sample(chw, targets, path, tuple(original_hw), box)
+        return Sample(chw, targets, path, index, tuple(original_hw), box)
 
 
 @dataclass
@@ -168,6 +175,7 @@ class Batch:
     images: torch.Tensor  # (B, 3, H, W) uint8 RGB: convert with .float() / 255 on the device
     targets: torch.Tensor  # (n, 6): image index in the batch, class, cx, cy, w, h normalised
     paths: list[str]
+    indices: list[int]  # in the dataset's list
     original_hw: list[tuple[int, int]]
     letterboxes: list[Letterbox | None]
     skipped: list[str] = field(default_factory=list)
@@ -180,9 +188,9 @@ def collate(samples: list[Sample]) -> Batch:
     skipped = [s.path for s in samples if s.image is None]
     samples = [s for s in samples if s.image is not None]
     if not samples:
-        return Batch(torch.zeros(0, 3, 1, 1, dtype=torch.uint8), torch.zeros(0, 6), [], [], [], skipped)
+        return Batch(torch.zeros(0, 3, 1, 1, dtype=torch.uint8), torch.zeros(0, 6), [], [], [], [], skipped)
     images = torch.from_numpy(np.stack([s.image for s in samples]))
     targets = [np.concatenate([np.full((len(s.targets), 1), i, np.float32), s.targets], 1)
                for i, s in enumerate(samples)]
     return Batch(images, torch.from_numpy(np.concatenate(targets)), [s.path for s in samples],
-                 [s.original_hw for s in samples], [s.letterbox for s in samples], skipped)
+                 [s.index for s in samples], [s.original_hw for s in samples], [s.letterbox for s in samples], skipped)

@@ -62,12 +62,12 @@ def score(records: list[ImageRecord], names: list[str], method: str = DEFAULT_ME
 @torch.no_grad()
 def collect_detections(model, loader, device: torch.device, conf_thres: float = EVAL_CONF_THRES,
                        nms_thres: float = EVAL_NMS_THRES, progress: bool = False) -> DetectionPass:
-    """Every image's detections (at most MAX_DETECTIONS each) and ground truth, in original-image pixels, with a
-    progress bar when ``progress``. Unreadable images are left out (counted in a line); a set of which none
-    could be read is a :class:`DataError`, not a score of 0."""
+    """Every image's detections (at most MAX_DETECTIONS each) and ground truth, in original-image pixels and the
+    list's order whatever order the batches come in, with a progress bar when ``progress``. Unreadable images are
+    left out (counted in a line); a set of which none could be read is a :class:`DataError`, not a score of 0."""
     was_training = model.training
     model.eval()
-    collected, skipped = DetectionPass(), []
+    collected, skipped, positions = DetectionPass(), [], []
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
         skipped += batch.skipped
         if not len(batch):
@@ -91,7 +91,9 @@ def collect_detections(model, loader, device: torch.device, conf_thres: float = 
             height, width = batch.original_hw[i]
             collected.records.append(ImageRecord(batch.paths[i], height, width, dets.numpy(),
                                                  torch.cat([truth[:, 1:2], gt_xyxy], 1).numpy()))
+            positions.append(batch.indices[i])
     model.train(was_training)
+    collected.records = [collected.records[k] for k in sorted(range(len(positions)), key=positions.__getitem__)]
     if skipped and not collected.records:
         raise DataError(f"{describe_source(loader.dataset.list_path)}: not one of its {len(skipped)} images could be "
                         f"read (e.g. {skipped[0]}), so there is nothing to evaluate")
