@@ -13,7 +13,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from utils.cli import IMAGE_SIZE, SEED, ArgumentParser, device_flag, integer, number, run_main
-from utils.darknet.cfg import POLICIES, SIZE_MULTIPLE
+from utils.darknet.cfg import NET_SCHEMA, POLICIES, SIZE_MULTIPLE
 from utils.data.batching import BatchPlan
 from utils.data.cache import MEMORY_SHARE
 from utils.data.check import ALLOW_NEGATIVES_FLAG
@@ -119,7 +119,8 @@ def _add_optimisation_flags(p: ArgumentParser, d: TrainOptions) -> None:
                    help="channels-last memory: the same arithmetic, rounded differently, and a CPU step 6-19%% shorter")
     p.add_argument("--sync_bn", action="store_true", help="synchronised BatchNorm under DDP")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: [net] adam=1 -> adam, else sgd")
-    p.add_argument("--lr", type=number(0, above=True), help="learning rate (default: [net] learning_rate)")
+    p.add_argument("--lr", type=number(0, NET_SCHEMA["learning_rate"].high, above=True),
+                   help="learning rate (default: [net] learning_rate)")
     p.add_argument("--lr_policy", choices=POLICIES, help="default: [net] policy")
     p.add_argument("--burn_in", type=integer(0), help="warm-up steps (default: [net] burn_in, at most 5%% of the run)")
     p.add_argument("--momentum", type=FRACTION, help="default: [net] momentum (Adam's beta1: below 1)")

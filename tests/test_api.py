@@ -129,12 +129,14 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
 
 
 @pytest.mark.parametrize("changes,problem", [
-    (dict(img_size=100), "img_size: expected a multiple of 32 of at least 32, got 100"),
+    (dict(img_size=100), "img_size: expected a multiple of 32 in 32 .. 8192, got 100"),
+    (dict(img_size=99999968), "img_size: expected a multiple of 32 in 32 .. 8192, got 99999968"),
     (dict(batch_size=0), "batch_size: expected an integer of at least 1, got 0"),
     (dict(conf_thres=2), r"conf_thres: expected a number in \[0, 1\], got 2"),
     (dict(iou_thres=-1), r"iou_thres: expected a number in \[0, 1\], got -1"),
     (dict(max_det=0), "max_det: expected an integer of at least 1, got 0"),
-    (dict(classes=(-1,)), r"classes: expected class indices"),
+    (dict(classes=(-1,)), r"classes: expected a tuple of class indices"),
+    (dict(classes=0), r"classes: expected a tuple of class indices \(integers from 0\), got 0"),
     (dict(augment="no"), "augment: expected True or False, got 'no'"),
     (dict(letterbox=0), "letterbox: expected True or False, got 0"),
     (dict(letterbox=np.array([True])), "letterbox: expected True or False, got array"),

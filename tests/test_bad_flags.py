@@ -52,10 +52,13 @@ ROWS = [
     (TRAIN + " --batch_size 0", "argument --batch_size: expected an integer in 1 .. inf, got 0"),
     (TRAIN + " --batch_size -1", "argument --batch_size: expected an integer in 1 .. inf, got -1"),
     (TRAIN + " --gradient_accumulations 0", "argument --gradient_accumulations: expected an integer in 1 .. inf"),
-    (TRAIN + " --img_size 33", "argument --img_size: expected an integer in 32 .. inf, a multiple of 32, got 33"),
-    (TRAIN + " --img_size -32", "argument --img_size: expected an integer in 32 .. inf, a multiple of 32, got -32"),
+    (TRAIN + " --img_size 33", "argument --img_size: expected an integer in 32 .. 8192, a multiple of 32, got 33"),
+    (TRAIN + " --img_size -32", "argument --img_size: expected an integer in 32 .. 8192, a multiple of 32, got -32"),
+    (TRAIN + " --img_size 99999968", "argument --img_size: expected an integer in 32 .. 8192, a multiple of 32, got "
+                                     "99999968"),
     (TRAIN + " --n_cpu -1", "argument --n_cpu: expected an integer in 0 .. inf, got -1"),
-    (TRAIN + " --lr -1", "argument --lr: expected a finite number in (0, inf), got -1"),
+    (TRAIN + " --lr -1", "argument --lr: expected a finite number in (0, 10], got -1"),
+    (TRAIN + " --lr 1e39", "argument --lr: expected a finite number in (0, 10], got 1e39"),
     (TRAIN + " --epochs 0", "argument --epochs: expected an integer in 1 .. inf, got 0"),
     (TRAIN + " --s 0.01", "--s acts only with --sr; add it, or leave --s out"),
     (TRAIN + " --cutoff 5", "--cutoff acts only with --pretrained_weights"),
@@ -100,7 +103,7 @@ ROWS = [
     (PRUNE.replace("{weights_only}", "{misfit}"), "{misfit}: tensor 'layers.4.conv.weight'"),
     ("convert.py {weights_only} {root}/out.weights --cutoff 0", "argument --cutoff: expected an integer in 1 .. inf"),
     ("convert.py {weights_only} --onnx {root}/m.onnx --img_size 33", "argument --img_size: expected an integer in "
-                                                                     "32 .. inf, a multiple of 32, got 33"),
+                                                                     "32 .. 8192, a multiple of 32, got 33"),
     ("convert.py /dev/null {root}/out.pth", "/dev/null: is not a regular file"),
     ("convert.py {weights_only} {root}/out.pth --nms", "--nms sets an export; add --onnx OUT.onnx"),
     ("convert.py {weights_only} {root}/out.pth --fuse", "--fuse sets an export; add --onnx OUT.onnx or --torchscript "

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.e2e  # every test here runs a command line as a subproc
 ROWS = [  # (flags, with {T} for the fixture's folder; what the error line says)
     (["--batch_size", "0"], "--batch_size: expected an integer in 1 .. inf, got 0"),
     (["--batch_size", "2.5"], "--batch_size: expected an integer in 1 .. inf, got '2.5'"),
-    (["--img_size", "33"], "--img_size: expected an integer in 32 .. inf, a multiple of 32, got 33"),
-    (["--img_size", "0"], "--img_size: expected an integer in 32 .. inf, a multiple of 32, got 0"),
+    (["--img_size", "33"], "--img_size: expected an integer in 32 .. 8192, a multiple of 32, got 33"),
+    (["--img_size", "0"], "--img_size: expected an integer in 32 .. 8192, a multiple of 32, got 0"),
     (["--conf_thres", "2"], "--conf_thres: expected a finite number in [0, 1], got 2"),
     (["--conf_thres", "nan"], "--conf_thres: expected a finite number in [0, 1], got nan"),
     (["--nms_thres", "-0.1"], "--nms_thres/--iou_thres: expected a finite number in [0, 1], got -0.1"),

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from utils.allocator import tune_allocator
-from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE
+from utils.darknet.cfg import DEFAULT_IMG_SIZE, MAX_IMG_SIZE, SIZE_MULTIPLE
 from utils.errors import InputWarning, UserError
 from utils.output_files import refuse_filled_folder
 
@@ -71,7 +71,7 @@ def png_file(text: str) -> str:
     return text
 
 
-IMAGE_SIZE = integer(SIZE_MULTIPLE, multiple=SIZE_MULTIPLE)
+IMAGE_SIZE = integer(SIZE_MULTIPLE, MAX_IMG_SIZE, multiple=SIZE_MULTIPLE)
 SEED = integer(0, 2 ** 32 - 1)  # numpy's seed sequences take no negative seeds
 
 

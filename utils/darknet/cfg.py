@@ -273,6 +273,7 @@ def with_default(schema: Mapping[str, Key], key: str, default: Any) -> dict[str,
 
 SIZE_MULTIPLE = 32  # the networks halve their input five times: input sizes are multiples of 32
 DEFAULT_IMG_SIZE = 416  # Darknet's yolov3 cfgs' input size: every command's default --img_size
+MAX_IMG_SIZE = 8192  # an input side past this is a typo: a colour batch of one at 8192 square is 0.8 GB
 POLICIES = ("constant", "steps", "poly", "cosine")  # what the training schedule runs (utils/training/optim.py)
 
 
@@ -281,8 +282,8 @@ def _darknet_only(convert: Callable, default: Any) -> Key:
 
 
 NET_SCHEMA: dict[str, Key] = {
-    "width": Key(integer, low=1, high=8192),
-    "height": Key(integer, low=1, high=8192),
+    "width": Key(integer, low=1, high=MAX_IMG_SIZE),
+    "height": Key(integer, low=1, high=MAX_IMG_SIZE),
     "channels": Key(integer, 3, low=1, high=64),
     "learning_rate": Key(number, 0.001, low=0, high=10),
     "momentum": Key(number, 0.9, low=0, high=0.999999),

@@ -115,8 +115,10 @@ class NmsFilter:
                 raise SettingsError(f"{name}: expected a number in [0, 1], got {value!r}")
         if not (isinstance(self.max_det, numbers.Integral) and self.max_det >= 1):
             raise SettingsError(f"max_det: expected an integer of at least 1, got {self.max_det!r}")
-        if self.classes is not None and not all(isinstance(c, numbers.Integral) and c >= 0 for c in self.classes):
-            raise SettingsError(f"classes: expected class indices (integers from 0), got {self.classes!r}")
+        if self.classes is not None and not (isinstance(self.classes, (tuple, list)) and all(
+                isinstance(c, numbers.Integral) and c >= 0 for c in self.classes)):
+            raise SettingsError(f"classes: expected a tuple of class indices (integers from 0), got "
+                                f"{self.classes!r}")
         require_flags(agnostic=self.agnostic, multi_label=self.multi_label)
 
     def check_classes(self, num_classes: int, name: str = "classes") -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from utils.darknet.cfg import SIZE_MULTIPLE
+from utils.darknet.cfg import MAX_IMG_SIZE, SIZE_MULTIPLE
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
 from utils.inference.nms import NmsFilter, SettingsError, require_flags
@@ -35,10 +35,10 @@ class DetectSettings(NmsFilter):
     def __post_init__(self):
         super().__post_init__()
         size = self.img_size
-        if size is not None and not (isinstance(size, numbers.Integral) and size >= SIZE_MULTIPLE
+        if size is not None and not (isinstance(size, numbers.Integral) and SIZE_MULTIPLE <= size <= MAX_IMG_SIZE
                                      and size % SIZE_MULTIPLE == 0):
-            raise SettingsError(f"img_size: expected a multiple of {SIZE_MULTIPLE} of at least {SIZE_MULTIPLE}, "
-                                f"got {size!r}")
+            raise SettingsError(f"img_size: expected a multiple of {SIZE_MULTIPLE} in {SIZE_MULTIPLE} .. "
+                                f"{MAX_IMG_SIZE}, got {size!r}")
         if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
         require_flags(letterbox=self.letterbox, augment=self.augment)
