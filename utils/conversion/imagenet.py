@@ -19,15 +19,13 @@ padding, which now pads with black instead of with the mean colour).
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, save_model
+from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, read_torch_file, save_model
 from utils.darknet.layers import Convolutional, convolutions
 from utils.darknet.model import Darknet
 from utils.darknet.weights import cutoff_from_name, output_cutoff
@@ -60,11 +58,7 @@ class SourceConv:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = regular_file(path, "checkpoint", ImagenetImportError)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise ImagenetImportError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-                                  f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
+    state = read_torch_file(path, ImagenetImportError)
     for key in WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

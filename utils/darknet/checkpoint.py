@@ -101,19 +101,24 @@ def _load_failure(err: Exception) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
-def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
-    """The checkpoint dict of ``path`` (``mmap``: its tensors read from disk only when used)."""
-    path = regular_file(path, "checkpoint", CheckpointError)
+def read_torch_file(path: Path, error: type[UserError], map_location="cpu", mmap: bool = False):
+    """What ``torch.load`` reads from ``path``, tensors and plain values only; a file it cannot read is an
+    ``error`` that says why, in one line (``mmap``: tensors read from disk only when used)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on the pickle protocol of a file it then refuses
-            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # any file can be named: torch.load fails on foreign bytes in a dozen ways
         if _is_torchscript(path):
-            raise CheckpointError(f"{path}: a TorchScript export (convert.py --torchscript), which runs with "
-                                  f"torch.jit.load; this repo's commands take the .pth or .weights it was exported "
-                                  f"from") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(err)})") from None
+            raise error(f"{path}: a TorchScript export (convert.py --torchscript), which runs with torch.jit.load; "
+                        f"this repo's commands take the .pth or .weights it was exported from") from None
+        raise error(f"{path}: not a readable checkpoint ({_load_failure(err)})") from None
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """The checkpoint dict of ``path`` (``mmap``: its tensors read from disk only when used)."""
+    path = regular_file(path, "checkpoint", CheckpointError)
+    state = read_torch_file(path, CheckpointError, map_location, mmap)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: not a checkpoint of this repo (no 'model' entry of tensors)")
     return state
