@@ -155,6 +155,9 @@ def test_frozen_bn_reads_the_ordinary_bn_stream_and_computes_bn_inference(write_
         torch.testing.assert_close(frozen(x), plain(x), atol=1e-5, rtol=1e-5)
     with pytest.raises(CfgError, match="normalize= chooses the norm of a batch_normalize=1 conv"):
         Darknet(write_cfg("[convolutional]\nfilters=4\nnormalize=frozen\n"))
+    with pytest.raises(CfgError, match=r"model.cfg:\d+: layer 0 \[convolutional\]: normalize=ibn splits the filters "
+                                       r"between InstanceNorm and BN, so it needs at least 2; got filters=1"):
+        Darknet(write_cfg("[convolutional]\nbatch_normalize=1\nfilters=1\nnormalize=ibn\n"))
 
 
 def test_ibn_norm_and_its_weights_order(write_cfg, tmp_path):

@@ -88,6 +88,9 @@ class Convolutional(DarknetLayer):
 
     @staticmethod
     def _norm_of(block: Block) -> NormLayer | None:
+        if block["batch_normalize"] and block["normalize"] == "ibn" and block["filters"] < 2:
+            raise block.error(f"normalize=ibn splits the filters between InstanceNorm and BN, so it needs at least "
+                              f"2; got filters={block['filters']}", "normalize")
         if block["batch_normalize"]:
             return NORMALIZERS[block["normalize"]]
         if block.given("normalize"):
