@@ -251,6 +251,10 @@ def test_pretrained_checkpoint_of_a_class_count_or_a_backbone_loads_and_of_anoth
     assert load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "backbone.pth", cutoff=4).endswith(
         "(layers 0..1); layers 2..3 (not in the file: a backbone) and layer 4 (past --cutoff) keep their initial "
         "values")
+    layers = len(Darknet(tmp_path / "tiny.cfg").layers)
+    with pytest.raises(WeightsFileError, match=rf"cutoff {layers + 1} \(--cutoff\): expected 1 \.\. {layers}, the "
+                                               rf"model's layer count"):
+        load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "tiny.pth", cutoff=layers + 1)
     torch.save({"model": {}}, tmp_path / "empty.pth")
     with pytest.raises(CheckpointError, match=r"empty\.pth holds no layer of .*tiny\.cfg; nothing would load"):
         load_pretrained(Darknet(tmp_path / "tiny.cfg"), tmp_path / "empty.pth")

@@ -17,7 +17,8 @@ import torch
 from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE, Cfg, CfgWarning, parse_cfg
 from utils.darknet.cfg_edit import with_classes
 from utils.darknet.model import Darknet, layer_of
-from utils.darknet.weights import WeightsFileError, WeightsHeader, cutoff_from_name, darknet_weights_size
+from utils.darknet.weights import (WeightsFileError, WeightsHeader, check_cutoff, cutoff_from_name,
+                                   darknet_weights_size)
 from utils.errors import UserError
 from utils.fileio import atomic_write, regular_file
 from utils.output_files import named_write_errors
@@ -328,6 +329,7 @@ def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None)
     Head convs whose class count differs from the file's are left at their initial values, and the
     returned one-line report says so."""
     path = regular_file(path, "pretrained weights", WeightsFileError)
+    check_cutoff(cutoff, model.layers, None)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return _load_pretrained_checkpoint(model, path, cutoff)
     taken = cutoff if cutoff is not None else cutoff_from_name(path)

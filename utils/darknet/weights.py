@@ -89,7 +89,7 @@ def _read_into(f, tensor: torch.Tensor, path: Path) -> None:
             tensor.copy_(target)
 
 
-def _check_cutoff(cutoff: int | None, layers: Sequence, named: Path | None) -> None:
+def check_cutoff(cutoff: int | None, layers: Sequence, named: Path | None) -> None:
     """``named``: the file whose ``<net>.conv.N`` name gave the cutoff, when no cutoff was given."""
     if cutoff is None or 1 <= cutoff <= len(layers):  # 0 layers: a file of nothing but a header
         return
@@ -128,7 +128,7 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
     path = Path(path)
     named = cutoff is None and cutoff_from_name(path) is not None  # a backbone file holds exactly its N layers
     cutoff = cutoff if cutoff is not None else cutoff_from_name(path)
-    _check_cutoff(cutoff, layers, path if named else None)
+    check_cutoff(cutoff, layers, path if named else None)
     layers = list(layers)[:cutoff]
     tensors, counts = _layer_counts(layers)
     path = regular_file(path, "weights file", WeightsFileError, "open")
@@ -191,7 +191,7 @@ def darknet_weights_size(layers: Sequence, header: WeightsHeader) -> int:
 def save_darknet_weights(layers: Sequence, path: str | Path, header: WeightsHeader,
                          cutoff: int | None = None) -> None:
     """Write ``layers[:cutoff]`` to ``path`` through a temporary file, so a failure leaves no half file."""
-    _check_cutoff(cutoff, layers, None)
+    check_cutoff(cutoff, layers, None)
     tensors, _ = _layer_counts(list(layers)[:cutoff])
     with atomic_write(path) as f:
         f.write(header.to_bytes())
