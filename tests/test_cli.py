@@ -11,7 +11,7 @@ import torch
 
 from utils.cli import claim_run_dir, run_main, select_device
 from utils.data.names import read_class_names
-from utils.errors import UserError
+from utils.errors import InputWarning, UserError
 from utils.output_files import refuse_existing, refuse_filled_folder, removed_on_failure
 
 
@@ -95,10 +95,27 @@ def test_a_failed_start_removes_its_claimed_folder_but_no_earlier_one(tmp_path):
     assert not claimed.exists() and earlier.is_dir()
 
 
-def test_class_names_skip_blank_lines_and_spaces(tmp_path):
+def test_class_names_skip_blank_lines_and_spaces_and_warn_of_a_blank_line_darknet_would_count(tmp_path):
     path = tmp_path / "coco.names"
-    path.write_text("person\n\n  bicycle \r\ntraffic light\n   \n")
+    path.write_text("\nperson\n  bicycle \r\ntraffic light\n   \n")
     assert read_class_names(path) == ["person", "bicycle", "traffic light"]
+    path.write_text("person\n\nbicycle\n")
+    with pytest.warns(InputWarning, match=r"coco\.names:2: a blank line between class names is dropped here, but "
+                                          r"Darknet reads it as a class of no name"):
+        assert read_class_names(path) == ["person", "bicycle"]
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("classes=4\ntrain=t.txt\n\nnames = x.names\n", r"x\.names: every line is a key=value setting \('classes=4' on "
+                                                   r"line 1\), as in a \.data file or a cfg; expected a \.names file"),
+    ("circle\nsquare\n circle\n", r"x\.names:3: the name 'circle' is also line 1's; two classes of one name cannot"),
+])
+def test_names_files_that_cannot_be_class_names_are_refused(tmp_path, text, problem):
+    (tmp_path / "x.names").write_text(text)
+    with pytest.raises(UserError, match=problem):
+        read_class_names(tmp_path / "x.names")
+    (tmp_path / "x.names").write_text("a=b\nsquare\n")  # a name may hold '=' where others do not look like settings
+    assert read_class_names(tmp_path / "x.names") == ["a=b", "square"]
 
 
 def test_a_missing_names_file_is_named(tmp_path):

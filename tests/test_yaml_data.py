@@ -122,6 +122,7 @@ def test_list_files_lists_of_sources_mapped_names_and_relative_roots(shapes, tmp
     ("train: t\nval: v\nnames:\n  0: a\n  2: b\n", r":4: names: the class indices must run 0 \.\. 1 without gaps"),
     ("train: t\nval: nowhere\nnames: [a]\n", r":2: val: nowhere does not exist"),
     ("train: t\nval: v\nnames: [a, '']\n", r":3: names: every class needs a non-empty name"),
+    ("train: t\nval: v\nnames: [a, b, a]\n", r":3: names: 'a' names classes 0 and 2; two classes of one name cannot"),
 ])
 def test_dataset_yaml_errors_name_the_key_and_line(tmp_path, body, problem):
     (tmp_path / "t").mkdir()

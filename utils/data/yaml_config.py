@@ -303,6 +303,11 @@ def _class_names(path: Path, mapping: dict[str, Value]) -> list[str]:
         raise YamlError(f"{path}:{names_value.line}: names: expected a list or a mapping of class names")
     if not names:
         raise YamlError(f"{path}:{names_value.line}: names: the list is empty")
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        raise YamlError(f"{path}:{names_value.line}: names: {repeated!r} names classes {names.index(repeated)} and "
+                        f"{names.index(repeated, names.index(repeated) + 1)}; two classes of one name cannot be told "
+                        f"apart")
     if count is not None and count != len(names):
         raise YamlError(f"{path}:{mapping['nc'].line}: nc={count} but names lists {len(names)} classes")
     return names
