@@ -116,6 +116,11 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
     _keep_minimum(kept, candidates, layer_keep, percent)
     if channel_multiple > 1:
         _round_up_to_multiple(kept, candidates, channel_multiple)
+        if count > 0 and all(kept.values()):
+            widest = max(size for size, _ in candidates.segments)
+            raise PruneError(f"channel_multiple {channel_multiple} rounds every layer back up to all of its channels "
+                             f"(the widest prunable one has {widest}), so nothing would be pruned; choose a smaller "
+                             f"multiple")
     return Selection(kept, threshold, percent, candidates.safe_percent(), values)
 
 
