@@ -310,6 +310,8 @@ def test_collate_builds_targets_with_image_indices(tmp_path):
 @pytest.mark.parametrize("encode,problem", [
     (lambda text: text.encode("utf-16"), r"a.txt:1: the label file is not UTF-8 text \(it looks like UTF-16\)"),
     (lambda text: ("# caf\xe9\n" + text).encode("latin-1"), r"a.txt:1: the label file is not UTF-8 text: byte 0xe9"),
+    (lambda text: b"PK\x03\x04\x80" + text.encode(),
+     r"a.txt: the label file is a zip archive, as a PyTorch \.pth is, not text"),
 ])
 def test_text_files_must_be_utf8_and_say_so(tmp_path, encode, problem):
     path = tmp_path / "a.txt"

@@ -219,6 +219,10 @@ def test_truncated_float_and_truncated_header(mixed_cfg, tmp_path):
     path.write_bytes(b"\x00" * 7)
     with pytest.raises(WeightsFileError, match="too short for a Darknet weights header"):
         model.load_darknet_weights(path)
+    torch.save({"model": model.state_dict()}, path)  # a .pth renamed
+    with pytest.raises(WeightsFileError, match=r"odd\.weights: a zip archive, as a PyTorch checkpoint is, not Darknet "
+                                               r"weights; a \.pth loads under a \.pth name"):
+        model.load_darknet_weights(path)
 
 
 def test_missing_file_and_bad_cutoff(mixed_cfg, tmp_path):

@@ -11,6 +11,7 @@ from typing import BinaryIO, Iterator
 from utils.errors import UserError
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+ZIP_MAGIC = b"PK\x03\x04"  # how a zip archive starts: PyTorch saves .pth files as zip archives
 # what a write puts beside its target until it is complete: ``.{name}.{pid}.tmp`` (and a video, whose
 # encoder picks the container by suffix, ``.{stem}.{pid}.tmp.mp4``)
 TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp(\.[A-Za-z0-9]+)?")
@@ -50,6 +51,8 @@ def read_text(path: str | Path, what: str, error: type[UserError] = UserError) -
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
+        if data.startswith(ZIP_MAGIC):
+            raise error(f"{path}: the {what} is a zip archive, as a PyTorch .pth is, not text") from None
         line = data[:err.start].count(b"\n") + 1
         hint = " (it looks like UTF-16)" if data[:2] in UTF16_BOMS else ""
         raise error(f"{path}:{line}: the {what} is not UTF-8 text{hint}: byte 0x{data[err.start]:02x} at offset "

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from utils.fileio import atomic_write, regular_file
+from utils.fileio import ZIP_MAGIC, atomic_write, regular_file
 from utils.errors import InputWarning, UserError
 
 FLOAT_BYTES = 4
@@ -138,6 +138,10 @@ def load_darknet_weights(layers: Sequence, path: str | Path, cutoff: int | None 
         raise WeightsFileError(f"{path}: cannot open weights file: {err.strerror}") from err
     with f:
         file_size = os.fstat(f.fileno()).st_size
+        if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+            raise WeightsFileError(f"{path}: a zip archive, as a PyTorch checkpoint is, not Darknet weights; a .pth "
+                                   f"loads under a .pth name, and convert.py turns one into .weights")
+        f.seek(0)
         header = WeightsHeader.read(f, path)
         payload = file_size - header.size
         if payload % FLOAT_BYTES:
