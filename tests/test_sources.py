@@ -199,3 +199,9 @@ def test_unreadable_files_are_skipped_and_named(tmp_path):
         assert list(read_frames(sources, skipped)) == []
     assert skipped == [str(tmp_path / "broken.jpg"), str(tmp_path / "broken.mp4")]
     assert os.path.exists(tmp_path / "broken.mp4")
+
+
+@pytest.mark.parametrize("spec", ["", "  "])
+def test_an_empty_source_is_refused_rather_than_read_as_the_current_folder(spec):
+    with pytest.raises(SourceError, match=r"the source is empty: name a folder, .* \('\.' for the current folder\)"):
+        resolve_sources(spec)

@@ -260,6 +260,9 @@ class OutputNames:
 
 def resolve_sources(spec: str, recursive: bool = False) -> SourceSet:
     """The inputs ``spec`` names, in order, each once, with distinct output stems, and where they lie."""
+    if not spec.strip():
+        raise SourceError("the source is empty: name a folder, image, video, glob, camera index, stream URL or list "
+                          "file ('.' for the current folder)")
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
         inputs, locations = _read_list(path, recursive)
