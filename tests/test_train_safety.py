@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -16,11 +17,11 @@ from models import Darknet
 from tests.test_train import TINY, tiny_training_set
 from utils.darknet.checkpoint import CheckpointError, load_checkpoint, model_from_file, save_checkpoint
 from utils.data.synthetic import write_dataset
-from utils.errors import UserError
+from utils.errors import InputWarning, UserError
 from utils.output_files import IN_USE_NAME, OutputError, remove_orphan_temporaries
 from utils.training import trainer
 from utils.training.options import TrainOptions
-from utils.training.outputs import weights_seen
+from utils.training.outputs import RunOutputs, weights_seen
 from utils.training.setup import build_state
 from utils.training.state import check_training_checkpoint
 from utils.training.trainer import Trainer
@@ -364,3 +365,17 @@ def test_the_demo_data_is_never_generated_over_files_in_its_folder(dataset, tmp_
     (line,) = error_lines(capsys)
     assert "data/demo holds files but no shapes.data, so train.py will not generate the demo's data there" in line
     assert edited.read_text() == "0 0.5 0.5 0.2 0.2\n" and [*tmp_path.rglob("*.*")] == [edited]
+
+
+def test_resuming_without_the_epochs_results_rows_says_so(tmp_path):
+    outputs = RunOutputs(tmp_path)
+    with pytest.warns(InputWarning, match=r"results\.csv: 3 epochs were trained, but the file is missing; the table "
+                                          r"and results\.png go on without the rest"):
+        outputs.take_back(tmp_path, 3)
+    (tmp_path / "results.csv").write_text("epoch,mAP50\n0,0.5\n")
+    with pytest.warns(InputWarning, match=r"3 epochs were trained, but the file holds 1 of them"):
+        outputs.take_back(tmp_path, 3)
+    assert outputs.rows == [{"epoch": 0, "mAP50": 0.5}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outputs.take_back(tmp_path, 1)

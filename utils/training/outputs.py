@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import warnings
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from utils.darknet.checkpoint import exported_state, load_checkpoint, model_from_file, save_weights
 from utils.darknet.weights import WeightsFileError, WeightsHeader
-from utils.errors import UserError
+from utils.errors import InputWarning, UserError
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
 from utils.output_files import named_write_errors
@@ -68,6 +69,11 @@ class RunOutputs:
         epoch that was cut short and is trained again)."""
         with _unreadable_history(source / RESULTS_TABLE, "results table"):
             self.rows = _read_rows(source / RESULTS_TABLE)[:epochs]
+        if len(self.rows) < epochs:
+            held = "is missing" if not (source / RESULTS_TABLE).exists() else f"holds {len(self.rows)} of them"
+            warnings.warn(f"{source / RESULTS_TABLE}: {epochs} epochs were trained, but the file {held}; the table "
+                          f"and {RESULTS_PLOT} go on without the rest, and --patience counts only the epochs it "
+                          f"holds", InputWarning, stacklevel=2)
         with _unreadable_history(source / GAMMAS_FILE, "BN gamma history"):
             self.gamma_history = [(epoch, gammas) for epoch, gammas in _read_gammas(source / GAMMAS_FILE)
                                   if epoch < epochs]
