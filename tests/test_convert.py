@@ -9,8 +9,9 @@ import torch
 from models import Darknet
 from tests.conftest import REPO, randomize
 from utils.conversion.native import darknet_native_cfg
-from utils.darknet.cfg import read_cfg
+from utils.darknet.cfg import parse_cfg, read_cfg
 from utils.darknet.checkpoint import model_from_file, save_checkpoint, save_model
+from utils.errors import UserError
 from utils.inference.load import load_model
 
 PLAIN_TYPES = {"convolutional", "route", "shortcut", "upsample", "maxpool", "yolo"}
@@ -202,3 +203,12 @@ def test_a_pth_converted_to_a_pth_keeps_its_class_names_and_the_size_it_was_trai
     slim = torch.load(tmp_path / "slim.pth", weights_only=True)
     assert slim["names"] == names and slim["options"] == {"img_size": 160} and "ema" not in slim
     assert load_model(tmp_path / "slim.pth").input_size(None) == 160
+
+
+def test_a_model_of_other_than_colour_inputs_is_refused_for_inference(tmp_path):
+    grey = Darknet(parse_cfg((REPO / "cfg" / "yolov3-tiny.cfg").read_text().replace("channels=3", "channels=1"),
+                             "grey.cfg"))
+    save_model(grey, tmp_path / "grey.pth")
+    with pytest.raises(UserError, match=r"grey\.pth \(its cfg\): \[net\] channels=1, but inference reads "
+                                        r"colour images \(3 channels\); set channels=3"):
+        load_model(tmp_path / "grey.pth")

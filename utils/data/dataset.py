@@ -21,9 +21,16 @@ from utils.data.cache import decode_all
 from utils.data.config import DataConfig, ImageSource, read_image_list
 from utils.data.labels import label_path, normalised_to_pixels, pixels_to_normalised, read_labels
 from utils.data.layout import image_sizes
-from utils.errors import InputWarning
+from utils.errors import InputWarning, UserError
 
 IMAGE_CHANNELS = 3  # every image is read as 8-bit BGR (cv2.IMREAD_COLOR): grey and RGBA ones too
+
+
+def check_colour_input(channels: int, cfg: str | Path, reader: str) -> None:
+    """Refuse a network of ``channels`` inputs for what ``reader`` (training, detection) feeds it: colour images."""
+    if channels != IMAGE_CHANNELS:
+        raise UserError(f"{cfg}: [net] channels={channels}, but {reader} reads colour images ({IMAGE_CHANNELS} "
+                        f"channels); set channels={IMAGE_CHANNELS}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from utils.boxes import Letterbox
+from utils.data.dataset import check_colour_input
 from utils.data.names import read_class_names
 from utils.darknet.cfg import Cfg
 from utils.darknet.checkpoint import model_from_file, run_size, trained_single_class, trained_size
@@ -47,6 +48,7 @@ def load_model(weights: str | Path, cfg: str | Path | Cfg | None = None, names: 
     ``half``), its class names (``names``: a .names file or a list, else the checkpoint's, else numbers) and
     the input size it was trained at when a training checkpoint records it."""
     model, state = model_from_file(weights, cfg)
+    check_colour_input(model.input_channels, model.cfg.source, "inference")
     listed = class_names(names, state.get("names") if state else None, model.num_classes)
     model.to(device).prepare_inference(half)
     return LoadedModel(model, listed, trained_size(state), trained_single_class(state))

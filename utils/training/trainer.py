@@ -19,7 +19,7 @@ from utils.darknet.checkpoint import load_checkpoint, load_pretrained
 from utils.darknet.model import Darknet
 from utils.data.cache import MEMORY_SHARE, memory_available
 from utils.data.config import DataConfig, DataError, describe_source, parse_data_config
-from utils.data.dataset import IMAGE_CHANNELS
+from utils.data.dataset import check_colour_input
 from utils.errors import UserError
 from utils.evaluation.evaluate import ImageRecord, collect_detections, format_best_f1, format_results, score
 from utils.evaluation.metrics import EvalResult
@@ -245,9 +245,7 @@ class Trainer:
         if not model.yolo_layers:
             raise UserError(f"{self.opt.model_def}: the cfg has no [yolo] layer, so there is no detection loss to "
                             f"train; end the network in [yolo] heads, as cfg/yolov3-tiny.cfg does")
-        if model.input_channels != IMAGE_CHANNELS:
-            raise UserError(f"{self.opt.model_def}: [net] channels={model.input_channels}, but training reads "
-                            f"colour images ({IMAGE_CHANNELS} channels); set channels={IMAGE_CHANNELS}")
+        check_colour_input(model.input_channels, self.opt.model_def, "training")
 
     def _build_model(self, run_dir: Path, data: DataConfig, checkpoint: dict | None) -> Darknet:
         """The model on its device: initialised, or loaded from --pretrained_weights, with --freeze applied
