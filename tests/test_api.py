@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from models import DetectSettings, Detections, Detector
+from models import Darknet, DetectSettings, Detections, Detector
 from tests.conftest import REPO, random_tiny_model
 from utils.darknet.checkpoint import save_checkpoint, save_model
 from utils.errors import UserError
+
+TINY_CFG = REPO / "cfg" / "yolov3-tiny.cfg"
 
 pytestmark = pytest.mark.filterwarnings("ignore::utils.darknet.cfg.CfgWarning")
 
@@ -236,3 +238,18 @@ def test_a_checkpoints_own_cfg_loads_without_repeating_its_training_warnings(tmp
     assert loaded.num_classes == 80
     with pytest.warns(CfgWarning, match="batch=64"):  # a cfg named beside it is the user's: it is checked
         model_from_file(tmp_path / "m.pth", REPO / "cfg" / "yolov3-tiny.cfg")
+
+
+@pytest.mark.parametrize("call,problem", [
+    (lambda tmp: Darknet(123), r"cfg: expected a \.cfg path or a Cfg, got int"),
+    (lambda tmp: Darknet("[net]\nwidth=32\n"), r"cfg: this is cfg text, not a path; build a Cfg of it with parse_cfg"),
+    (lambda tmp: Detector(tmp / "m.weights", 123), r"cfg: expected a \.cfg path or a Cfg, got int"),
+    (lambda tmp: Darknet(TINY_CFG).load_darknet_weights(tmp / "m.weights", cutoff=1.5),
+     r"cutoff: expected a layer count, an integer, got 1\.5"),
+    (lambda tmp: Darknet(TINY_CFG).save_darknet_weights(tmp), r": is a folder, expected a file name"),
+])
+def test_the_model_api_names_a_wrong_argument(tmp_path, call, problem):
+    random_tiny_model(80).save_darknet_weights(tmp_path / "m.weights")
+    with pytest.raises(UserError, match=problem):
+        call(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["m.weights"]

@@ -62,8 +62,10 @@ def read_text(path: str | Path, what: str, error: type[UserError] = UserError) -
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     """Write to a temporary file beside ``path`` (creating its folder) and rename it over ``path`` only once
-    the body succeeded."""
+    the body succeeded. A folder at ``path`` is a :class:`UserError`, before anything is written."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:

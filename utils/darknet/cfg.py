@@ -108,8 +108,14 @@ def read_cfg(path: str | Path) -> Cfg:
 
 
 def as_cfg(cfg: str | Path | Cfg) -> Cfg:
-    """A Cfg from a Cfg or a path."""
-    return cfg if isinstance(cfg, Cfg) else read_cfg(cfg)
+    """A Cfg from a Cfg or a path; cfg text is refused, pointing to :func:`parse_cfg`."""
+    if isinstance(cfg, Cfg):
+        return cfg
+    if isinstance(cfg, str) and "\n" in cfg:
+        raise CfgError("cfg: this is cfg text, not a path; build a Cfg of it with parse_cfg(text, name)")
+    if not isinstance(cfg, (str, Path)):
+        raise CfgError(f"cfg: expected a .cfg path or a Cfg, got {type(cfg).__name__}")
+    return read_cfg(cfg)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ straight into its parameter's memory: one pass over the file, no intermediate bu
 """
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import struct
@@ -91,6 +92,8 @@ def _read_into(f, tensor: torch.Tensor, path: Path) -> None:
 
 def check_cutoff(cutoff: int | None, layers: Sequence, named: Path | None) -> None:
     """``named``: the file whose ``<net>.conv.N`` name gave the cutoff, when no cutoff was given."""
+    if cutoff is not None and (not isinstance(cutoff, numbers.Integral) or isinstance(cutoff, bool)):
+        raise WeightsFileError(f"cutoff: expected a layer count, an integer, got {cutoff!r}")
     if cutoff is None or 1 <= cutoff <= len(layers):  # 0 layers: a file of nothing but a header
         return
     if named is not None and cutoff > 0:
