@@ -219,6 +219,9 @@ def test_truncated_float_and_truncated_header(mixed_cfg, tmp_path):
     path.write_bytes(b"\x00" * 7)
     with pytest.raises(WeightsFileError, match="too short for a Darknet weights header"):
         model.load_darknet_weights(path)
+    path.write_bytes(struct.pack("<3iq", -1, 2, 0, 0) + b"\x00" * (4 * float_count(model)))
+    with pytest.raises(WeightsFileError, match=r"odd\.weights: the header's version -1\.2\.0 has a negative part"):
+        model.load_darknet_weights(path)
     torch.save({"model": model.state_dict()}, path)  # a .pth renamed
     with pytest.raises(WeightsFileError, match=r"odd\.weights: a zip archive, as a PyTorch checkpoint is, not Darknet "
                                                r"weights; a \.pth loads under a \.pth name"):

@@ -61,6 +61,9 @@ class WeightsHeader:
         if len(head) < 12:
             raise WeightsFileError(f"{path}: {len(head)} bytes is too short for a Darknet weights header (12+ bytes)")
         major, minor, revision = struct.unpack("<3i", head)
+        if min(major, minor, revision) < 0:
+            raise WeightsFileError(f"{path}: the header's version {major}.{minor}.{revision} has a negative part: not "
+                                   f"a Darknet weights file, whose versions are 0.1.0, 0.2.0 and later")
         header = cls(major, minor, revision)
         seen_raw = f.read(header.seen_bytes)
         if len(seen_raw) < header.seen_bytes:
