@@ -59,8 +59,8 @@ def built_model(args: argparse.Namespace) -> tuple[Darknet, int | None]:
     if args.summary.endswith(CHECKPOINT_SUFFIXES):
         if args.weights:
             raise UserError(f"--weights {args.weights}: --summary {args.summary} carries its own weights; drop one")
-        print(f"loaded {args.summary} (its own cfg)")
         model, state = model_from_file(args.summary)
+        print(f"loaded {args.summary} (its own cfg)")
         return model, trained_size(state)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
