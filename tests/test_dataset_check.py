@@ -44,7 +44,7 @@ def test_counts_images_negatives_missing_files_and_tiny_boxes(shapes):
     assert "| circle" in table and "< 4 px" in table
     notes = "\n".join(dataset_notes(summary))
     assert "7 with boxes, 2 negatives (1 without a label file, 1 with an empty one)" in notes
-    assert "1 listed images are missing on disk" in notes and "1 boxes are under 4 px" in notes
+    assert "1 listed images are not files on disk (missing, or folders)" in notes and "1 boxes are under 4 px" in notes
 
 
 def test_labels_never_found_stop_with_the_paths_looked_for(shapes):

@@ -65,7 +65,7 @@ class DatasetSummary:
     source: str  # the list file, folder or sources the images came from
     names: list[str]
     images: list[Path]
-    missing_images: list[Path]  # listed but not on disk
+    missing_images: list[Path]  # listed but not a file on disk (absent, or a folder)
     without_label_file: list[Path]  # on disk, but no label file where Darknet's rule looks
     empty_label_files: int  # label file present and empty: explicit negatives
     boxes_per_class: np.ndarray  # (classes,)
@@ -187,7 +187,8 @@ def dataset_notes(summary: DatasetSummary) -> list[str]:
              f"({len(summary.without_label_file)} without a label file, {summary.empty_label_files} with an empty "
              f"one); box sizes counted at {summary.img_size} px"]
     if summary.missing_images:
-        notes.append(f"{len(summary.missing_images)} listed images are missing on disk and will be skipped: "
+        notes.append(f"{len(summary.missing_images)} listed images are not files on disk (missing, or folders) and "
+                     f"will be skipped: "
                      + ", ".join(map(str, summary.missing_images[:SHOWN])))
     if summary.without_label_file:
         notes.append(f"{len(summary.without_label_file)} images have no label file and train as negatives; "
