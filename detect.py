@@ -149,6 +149,7 @@ def detect(args: argparse.Namespace) -> int:
         check_default_output(DETECT_RUNS, sources.locations)
     folder = output_folder(args.output, DETECT_RUNS, args.exist_ok)
     with removed_on_failure(folder, DETECT_RESULTS, claimed=args.output is None):
+        folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails before the model loads
         return detect_into(folder, weights, sources, args)
 
 

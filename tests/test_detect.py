@@ -160,6 +160,16 @@ def test_detect_refuses_to_write_into_the_input_folder(model_files, tmp_path):
     assert result.returncode == 1 and "contains the input" in result.stderr
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no folder can be made")
+def test_an_output_folder_that_cannot_be_made_fails_before_the_model_is_read(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "junk.pth").write_text("not a model")
+    result = subprocess.run([sys.executable, "detect.py", "--source", str(tmp_path / "a.jpg"), "--weights_path",
+                             str(tmp_path / "junk.pth"), "--output", "/proc/no_such_run"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.strip() == "error: /proc/no_such_run: No such file or directory"
+
+
 @pytest.mark.e2e
 def test_detect_without_a_model_says_how_to_make_one(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "detect.py")], cwd=tmp_path, capture_output=True,
