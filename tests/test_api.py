@@ -137,8 +137,9 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
     (dict(conf_thres=2), r"conf_thres: expected a number in \[0, 1\], got 2"),
     (dict(iou_thres=-1), r"iou_thres: expected a number in \[0, 1\], got -1"),
     (dict(max_det=0), "max_det: expected an integer of at least 1, got 0"),
-    (dict(classes=(-1,)), r"classes: expected a tuple of class indices"),
-    (dict(classes=0), r"classes: expected a tuple of class indices \(integers from 0\), got 0"),
+    (dict(classes=(-1,)), r"classes: expected a sequence of class indices"),
+    (dict(classes=0), r"classes: expected a sequence of class indices \(integers from 0\), got 0"),
+    (dict(classes="01"), r"classes: expected a sequence of class indices \(integers from 0\), got '01'"),
     (dict(augment="no"), "augment: expected True or False, got 'no'"),
     (dict(letterbox=0), "letterbox: expected True or False, got 0"),
     (dict(letterbox=np.array([True])), "letterbox: expected True or False, got array"),
@@ -148,6 +149,11 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
 def test_settings_out_of_range_are_refused_when_made(changes, problem):
     with pytest.raises(UserError, match=problem):
         DetectSettings(**changes)
+
+
+def test_classes_take_any_sequence_of_indices():
+    assert DetectSettings(classes=np.array([0, 2])).classes == (0, 2) == DetectSettings(classes=range(0, 3, 2)).classes
+    assert DetectSettings(classes=[1]).classes == (1,)
 
 
 def test_settings_the_model_cannot_meet_are_refused_when_given(files):

@@ -75,6 +75,9 @@ def test_compact_model_equals_masked_model_and_round_trips(cfg, tmp_path):
 def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_path):
     model = randomize(Darknet(REPO / "cfg" / "res2net-yolov3-tiny.cfg"), seed=5, gain=0.9).eval()
     plain = select(ChannelGraph(model), 0.6, layer_keep=0.01)
+    with pytest.raises(PruneError, match=r"channel_multiple 8 rounds every layer back up .* choose a smaller multiple "
+                                         r"or a larger percent"):
+        select(ChannelGraph(model), 0.005, channel_multiple=8)  # the few channels chosen, each layer rounded back
     masked, graph, rounded = masked_model(model, 0.6, layer_keep=0.01, channel_multiple=8)
     assert set(rounded.kept) == set(plain.kept)
     assert all(rounded.kept[r] for r, kept in plain.kept.items() if kept)  # rounding only adds channels

@@ -140,7 +140,7 @@ def test_raccoon_dataset_converts(tmp_path):
     config = parse_data_config(data)
     train, valid = DetectionDataset(config.train, 1), DetectionDataset(config.valid, 1)
     assert config.names == ["raccoon"] and len(train) + len(valid) == 200 and len(valid) == 40
-    sample = train[(0, 416, 0)]
+    sample = train[(0, (416, 416), 0)]
     assert sample.image.shape == (3, 416, 416) and len(sample.targets) >= 1
     assert not any(p.is_file() and not p.is_symlink() for p in (tmp_path / "raccoon" / "images").iterdir())
 

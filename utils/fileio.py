@@ -11,6 +11,7 @@ from typing import BinaryIO, Iterator
 from utils.errors import UserError
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+FOLDER_NOT_FILE = "is a folder, expected a file name"  # an output path that names a folder
 ZIP_MAGIC = b"PK\x03\x04"  # how a zip archive starts: PyTorch saves .pth files as zip archives
 # what a write puts beside its target until it is complete: ``.{name}.{pid}.tmp`` (and a video, whose
 # encoder picks the container by suffix, ``.{stem}.{pid}.tmp.mp4``)
@@ -65,7 +66,7 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     the body succeeded. A folder at ``path`` is a :class:`UserError`, before anything is written."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a file name")
+        raise UserError(f"{path}: {FOLDER_NOT_FILE}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from utils.errors import UserError
-from utils.fileio import TEMPORARY_NAME
+from utils.fileio import FOLDER_NOT_FILE, TEMPORARY_NAME
 
 IN_USE_NAME = ".in_use.pid"  # the PID of the process working in a folder
 
@@ -53,7 +53,7 @@ def refuse_existing(paths: Iterable[str | Path], flag: str, exist_ok: bool, over
     result is never replaced unasked; or when it could not be written. ``flag`` names the option that chose it."""
     for path in map(Path, paths):
         if path.is_dir():
-            raise UserError(f"{flag} {path}: is a folder, expected a file name")
+            raise UserError(f"{flag} {path}: {FOLDER_NOT_FILE}")
         if path.exists() and not exist_ok:
             raise UserError(f"{flag} {path}: the file exists; choose another name or pass {override} to replace it")
         refuse_unwritable(path, flag)

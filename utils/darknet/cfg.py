@@ -13,6 +13,7 @@ after the cfg was edited (see ``cfg_edit``). Values are converted once, by the s
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field, replace
@@ -113,7 +114,7 @@ def as_cfg(cfg: str | Path | Cfg) -> Cfg:
         return cfg
     if isinstance(cfg, str) and "\n" in cfg:
         raise CfgError("cfg: this is cfg text, not a path; build a Cfg of it with parse_cfg(text, name)")
-    if not isinstance(cfg, (str, Path)):
+    if not isinstance(cfg, (str, os.PathLike)):
         raise CfgError(f"cfg: expected a .cfg path or a Cfg, got {type(cfg).__name__}")
     return read_cfg(cfg)
 

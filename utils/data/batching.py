@@ -104,13 +104,14 @@ def rect_size(lowest: float, highest: float, img_size: int) -> tuple[int, int]:
         height, width = 1.0, 1 / lowest
     else:
         height, width = 1.0, 1.0
+    # the ratios are quotients of floats: 1e-9 keeps a side that is a whole multiple from rounding a step up
     return tuple(math.ceil(img_size * side / SIZE_MULTIPLE - 1e-9) * SIZE_MULTIPLE for side in (height, width))
 
 
 def evaluation_loader(dataset: DetectionDataset, batch_size: int, img_size: int, workers: int = 2,
                       rect: bool = False) -> DataLoader:
     """``dataset`` as evaluation reads it: in list order at ``img_size`` square, or with ``rect`` in rectangular
-    batches (RectPlan; the image sizes are read first, each image decoded once)."""
+    batches (RectPlan; every image is decoded once beforehand for its size, then again as the loader reads it)."""
     plan = RectPlan(dataset.shapes(), batch_size, img_size) if rect \
         else BatchPlan(len(dataset), batch_size, [img_size], shuffle=False)
     return create_dataloader(dataset, plan, workers)

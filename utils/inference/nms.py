@@ -10,6 +10,7 @@ about one block per ``max_det`` survivors, not its square.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,15 @@ def require_flags(**switches: object) -> None:
             raise SettingsError(f"{name}: expected True or False, got {value!r}")
 
 
+def _class_indices(classes) -> tuple[int, ...]:
+    """``classes`` as a tuple of ints, from any sequence of integers from 0 (a list, a range, a numpy array)."""
+    values = tuple(classes) if isinstance(classes, Iterable) and not isinstance(classes, (str, bytes)) else None
+    if values is None or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0
+                                 for c in values):
+        raise SettingsError(f"classes: expected a sequence of class indices (integers from 0), got {classes!r}")
+    return tuple(int(c) for c in values)
+
+
 @dataclass(frozen=True)
 class NmsFilter:
     """Which boxes survive: score (objectness x class score) above ``conf_thres``, greedy NMS at ``iou_thres``
@@ -115,10 +125,8 @@ class NmsFilter:
                 raise SettingsError(f"{name}: expected a number in [0, 1], got {value!r}")
         if not (isinstance(self.max_det, numbers.Integral) and self.max_det >= 1):
             raise SettingsError(f"max_det: expected an integer of at least 1, got {self.max_det!r}")
-        if self.classes is not None and not (isinstance(self.classes, (tuple, list)) and all(
-                isinstance(c, numbers.Integral) and c >= 0 for c in self.classes)):
-            raise SettingsError(f"classes: expected a tuple of class indices (integers from 0), got "
-                                f"{self.classes!r}")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", _class_indices(self.classes))  # frozen: set once, here
         require_flags(agnostic=self.agnostic, multi_label=self.multi_label)
 
     def check_classes(self, num_classes: int, name: str = "classes") -> None:

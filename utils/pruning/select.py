@@ -120,7 +120,7 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
             widest = max(size for size, _ in candidates.segments)
             raise PruneError(f"channel_multiple {channel_multiple} rounds every layer back up to all of its channels "
                              f"(the widest prunable one has {widest}), so nothing would be pruned; choose a smaller "
-                             f"multiple")
+                             f"multiple or a larger percent")
     return Selection(kept, threshold, percent, candidates.safe_percent(), values)
 
 
