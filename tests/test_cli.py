@@ -1,6 +1,7 @@
 """utils/cli.py: --device specs, run folders, class-name files and the one error wrapper of every script."""
 import errno
 import os
+import re
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import REPO
 from utils.cli import claim_run_dir, run_main, select_device
 from utils.data.names import read_class_names
 from utils.errors import InputWarning, UserError
@@ -103,19 +105,29 @@ def test_class_names_skip_blank_lines_and_spaces_and_warn_of_a_blank_line_darkne
     with pytest.warns(InputWarning, match=r"coco\.names:2: a blank line between class names is dropped here, but "
                                           r"Darknet reads it as a class of no name"):
         assert read_class_names(path) == ["person", "bicycle"]
+    path.write_text("circle\nsquare\n circle\n")
+    with pytest.warns(InputWarning, match=r"coco\.names:3: the name 'circle' is also line 1's; two classes of one "
+                                          r"name cannot be told apart in the detections"):
+        assert read_class_names(path) == ["circle", "square", "circle"]
 
 
-@pytest.mark.parametrize("text,problem", [
-    ("classes=4\ntrain=t.txt\n\nnames = x.names\n", r"x\.names: every line is a key=value setting \('classes=4' on "
-                                                   r"line 1\), as in a \.data file or a cfg; expected a \.names file"),
-    ("circle\nsquare\n circle\n", r"x\.names:3: the name 'circle' is also line 1's; two classes of one name cannot"),
+@pytest.mark.parametrize("text,first", [
+    ("classes=4\ntrain=t.txt\n\nnames = x.names\n", "'classes=4' on line 1"),
+    ("classes= 80\ntrain  = trainvalno5k.txt\n#valid = coco_val_5k.list\nnames = coco.names\nbackup = backup\n",
+     "'classes= 80' on line 1"),  # Darknet's cfg/coco.data, a comment included
+    ((REPO / "cfg" / "yolov3-tiny.cfg").read_text(), "'[net]' on line 1"),
 ])
-def test_names_files_that_cannot_be_class_names_are_refused(tmp_path, text, problem):
+def test_a_settings_file_given_as_class_names_is_refused(tmp_path, text, first):
     (tmp_path / "x.names").write_text(text)
-    with pytest.raises(UserError, match=problem):
+    with pytest.raises(UserError, match=rf"x\.names: its lines are settings \({re.escape(first)}\), as in a \.data "
+                                        rf"file or a cfg; expected a \.names file, one class name a line"):
         read_class_names(tmp_path / "x.names")
-    (tmp_path / "x.names").write_text("a=b\nsquare\n")  # a name may hold '=' where others do not look like settings
-    assert read_class_names(tmp_path / "x.names") == ["a=b", "square"]
+
+
+@pytest.mark.parametrize("text", ["a=b\nsquare\n", "speed=50\n", "# not a comment: a name\nsquare\n"])
+def test_names_holding_an_equals_sign_or_a_hash_are_names(tmp_path, text):
+    (tmp_path / "x.names").write_text(text)
+    assert read_class_names(tmp_path / "x.names") == text.splitlines()
 
 
 def test_a_missing_names_file_is_named(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import evaluate_on, random_tiny_model
-from utils.data.config import DataError, parse_data_config
+from utils.data.config import DataError, DataWarning, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.synthetic import write_dataset
 from utils.data.yaml_config import YamlError, parse_yaml
@@ -122,7 +122,6 @@ def test_list_files_lists_of_sources_mapped_names_and_relative_roots(shapes, tmp
     ("train: t\nval: v\nnames:\n  0: a\n  2: b\n", r":4: names: the class indices must run 0 \.\. 1 without gaps"),
     ("train: t\nval: nowhere\nnames: [a]\n", r":2: val: nowhere does not exist"),
     ("train: t\nval: v\nnames: [a, '']\n", r":3: names: every class needs a non-empty name"),
-    ("train: t\nval: v\nnames: [a, b, a]\n", r":3: names: 'a' names classes 0 and 2; two classes of one name cannot"),
 ])
 def test_dataset_yaml_errors_name_the_key_and_line(tmp_path, body, problem):
     (tmp_path / "t").mkdir()
@@ -130,6 +129,13 @@ def test_dataset_yaml_errors_name_the_key_and_line(tmp_path, body, problem):
     path = write(tmp_path, body)
     with pytest.raises(YamlError, match=problem):
         parse_data_config(path)
+
+
+def test_a_name_given_twice_warns(tmp_path):
+    (tmp_path / "t").mkdir()
+    with pytest.warns(DataWarning, match=r":3: names: 'a' names classes 0 and 2; two classes of one name cannot be "
+                                         r"told apart in the detections"):
+        assert parse_data_config(write(tmp_path, "train: t\nval: t\nnames: [a, b, a]\n")).names == ["a", "b", "a"]
 
 
 def test_only_nc_gives_numbered_names_and_an_empty_folder_is_refused(tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from utils.data.config import DataError
 from utils.data.labels import label_path
+from utils.data.names import SAME_NAME
 from utils.data.layout import (AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels, darknet_row,
                                place_image, seeded_split, write_dataset_files, write_label_file)
 from utils.fileio import read_text
@@ -90,8 +91,7 @@ def categories(path: Path, document: dict) -> list[tuple[int, str]]:
             raise DataError(f"{path}: categories[{i}]: the name {name!r} cannot be a line of a .names file")
         if name in found.values():
             twin = next(other for other, known in found.items() if known == name)
-            raise DataError(f"{path}: categories[{i}]: the name {name!r} is also category id {twin}'s; two classes "
-                            f"of one name cannot be told apart in the .names file")
+            raise DataError(f"{path}: categories[{i}]: the name {name!r} is also category id {twin}'s; {SAME_NAME}")
         found[cat_id] = name
     if not found:
         raise DataError(f"{path}: the 'categories' list is empty")

@@ -22,10 +22,12 @@ Not read: anchors, aliases, tags, inline mappings ``{...}``, deeper nesting, sev
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.data.config import INTEGER, DataConfig, DataError, ImageSource, resolve_path
+from utils.data.config import INTEGER, DataConfig, DataError, DataWarning, ImageSource, resolve_path
+from utils.data.names import SAME_NAME
 from utils.fileio import read_text
 
 # a key (double-quoted, single-quoted, or plain: not starting with an indicator, without ':' or '#'), then ': '
@@ -303,11 +305,10 @@ def _class_names(path: Path, mapping: dict[str, Value]) -> list[str]:
         raise YamlError(f"{path}:{names_value.line}: names: expected a list or a mapping of class names")
     if not names:
         raise YamlError(f"{path}:{names_value.line}: names: the list is empty")
-    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    repeated = next((i for i, name in enumerate(names) if name in names[:i]), None)
     if repeated is not None:
-        raise YamlError(f"{path}:{names_value.line}: names: {repeated!r} names classes {names.index(repeated)} and "
-                        f"{names.index(repeated, names.index(repeated) + 1)}; two classes of one name cannot be told "
-                        f"apart")
+        warnings.warn(f"{path}:{names_value.line}: names: {names[repeated]!r} names classes "
+                      f"{names.index(names[repeated])} and {repeated}; {SAME_NAME}", DataWarning, stacklevel=4)
     if count is not None and count != len(names):
         raise YamlError(f"{path}:{mapping['nc'].line}: nc={count} but names lists {len(names)} classes")
     return names
