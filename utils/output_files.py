@@ -72,6 +72,14 @@ def refuse_unwritable(path: Path, flag: str, folder: bool = False) -> None:
         raise UserError(f"{flag} {path}: cannot write in {existing} (permission denied)")
 
 
+def make_folder(folder: Path, flag: str) -> None:
+    """Create ``folder`` (and its parents) now, before any work, or say in one line why it cannot be made."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{flag} {folder}: cannot make the folder: {err.strerror or err}") from None
+
+
 def refuse_replacing_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], flag: str) -> None:
     """Refuse an output that is one of the inputs (the same file by any name), with --exist_ok or --force too:
     those replace earlier results, never what the command reads."""
