@@ -111,6 +111,16 @@ def test_sizes_are_checked_against_the_images_as_the_voc_importer_checks_them(sm
         convert_coco(small, tmp_path / "out3")
 
 
+def test_both_jsons_are_checked_before_any_image_is_decoded(small, tmp_path, monkeypatch):
+    document = json.loads(small.annotations.read_text())
+    document["categories"][0]["name"] = "horse"
+    other = tmp_path / "valid.json"
+    other.write_text(json.dumps(document))
+    monkeypatch.setattr("utils.data.coco.annotated_sizes", lambda entries: pytest.fail("decoded the images first"))
+    with pytest.raises(DataError, match=r"valid\.json: its categories differ from those of .*instances\.json"):
+        convert_coco(small, tmp_path / "out", CocoSource(other, small.images))
+
+
 def test_invalid_json_names_its_line(small, tmp_path):
     small.annotations.write_text('{"images": [],\n "categories": [}\n')
     with pytest.raises(DataError, match=r"instances.json:2: not valid JSON"):

@@ -53,11 +53,10 @@ class CocoCounts(BoxCounts):
 
 @dataclass
 class CocoImage:
-    source: Path
+    annotated: AnnotatedImage  # the file and the size the JSON gives it
     file_name: str
-    width: int
-    height: int
-    rows: list = field(default_factory=list)  # (class, cx, cy, w, h) normalised
+    boxes: list = field(default_factory=list)  # (class, x, y, width, height) in the JSON's pixels, crowds left out
+    rows: list = field(default_factory=list)  # (class, cx, cy, w, h) normalised, once the image's size is settled
 
 
 def read_json(path: Path) -> dict:
@@ -104,9 +103,8 @@ def _stated_size(entry: dict) -> tuple[int, int] | None:
     return (width, height) if stated else None
 
 
-def read_images(path: Path, document: dict, images_dir: Path) -> tuple[dict[int, CocoImage], int]:
-    """Every image entry by id, with its file found under ``images_dir`` (all missing files named at once) and
-    the size its boxes are normalised by; and how many images were resized since they were annotated."""
+def read_images(path: Path, document: dict, images_dir: Path) -> dict[int, CocoImage]:
+    """Every image entry by id, with its file found under ``images_dir`` (all missing files named at once)."""
     found, missing, ids, names = [], [], set(), set()
     for i, entry in enumerate(document["images"]):
         where = f"images[{i}]"
@@ -123,14 +121,12 @@ def read_images(path: Path, document: dict, images_dir: Path) -> tuple[dict[int,
         if not source.is_file():
             missing.append(str(source))
             continue
-        found.append((image_id, str(relative), AnnotatedImage(f"{path}: {where}", source, _stated_size(entry),
-                                                               "width/height")))
+        found.append((image_id, CocoImage(AnnotatedImage(f"{path}: {where}", source, _stated_size(entry),
+                                                         "width/height"), str(relative))))
     if missing:
         raise DataError(f"{path}: {len(missing)} of its images are not in {images_dir}: {', '.join(missing[:3])}"
                         + (" ..." if len(missing) > 3 else ""))
-    sizes, scaled = annotated_sizes([annotated for _, _, annotated in found])
-    return {image_id: CocoImage(annotated.image, file_name, *size)
-            for (image_id, file_name, annotated), size in zip(found, sizes)}, scaled
+    return dict(found)
 
 
 def _bbox(path: Path, where: str, entry: dict) -> list[float]:
@@ -143,7 +139,7 @@ def _bbox(path: Path, where: str, entry: dict) -> list[float]:
 
 def add_annotations(path: Path, document: dict, images: dict[int, CocoImage], classes: dict[int, int],
                     counts: CocoCounts) -> None:
-    """Each annotation's box into its image's rows (crowds and degenerate boxes counted and left out)."""
+    """Each annotation's box into its image's boxes, checked (crowds counted and left out)."""
     annotations = document.get("annotations", [])
     if not isinstance(annotations, list):
         raise DataError(f"{path}: 'annotations' must be a list")
@@ -159,24 +155,30 @@ def add_annotations(path: Path, document: dict, images: dict[int, CocoImage], cl
         if entry.get("iscrowd", 0):
             counts.crowd += 1
             continue
-        image = images[image_id]
-        x, y, w, h = box
-        row = darknet_row((x, y, x + w, y + h), image.width, image.height, counts)
-        if row is not None:
-            image.rows.append((classes[category], *row))
+        images[image_id].boxes.append((classes[category], *box))
 
 
 def read_source(source: CocoSource, counts: CocoCounts) -> tuple[list[tuple[int, str]], list[CocoImage]]:
-    """(categories, images with their label rows) of one COCO JSON."""
+    """(categories, images with their boxes) of one COCO JSON, checked; no image is decoded yet."""
     document = read_json(source.annotations)
     found = categories(source.annotations, document)
-    images, scaled = read_images(source.annotations, document, source.images)
-    counts.scaled += scaled
+    images = read_images(source.annotations, document, source.images)
     add_annotations(source.annotations, document, images, {cat_id: i for i, (cat_id, _) in enumerate(found)},
                     counts)
     counts.images += len(images)
-    counts.negatives += sum(not image.rows for image in images.values())
     return found, sorted(images.values(), key=lambda image: image.file_name)
+
+
+def _label_rows(images: list[CocoImage], counts: CocoCounts) -> None:
+    """Each image's boxes as label rows, normalised by the size :func:`annotated_sizes` settles (every image
+    decoded once: last, after everything cheaper to check)."""
+    sizes, counts.scaled = annotated_sizes([image.annotated for image in images])
+    for image, (width, height) in zip(images, sizes):
+        for cls, x, y, w, h in image.boxes:
+            row = darknet_row((x, y, x + w, y + h), width, height, counts)
+            if row is not None:
+                image.rows.append((cls, *row))
+        counts.negatives += not image.rows
 
 
 def _write_images(images: list[CocoImage], out: Path, folder: str, copy: bool) -> list[str]:
@@ -185,7 +187,7 @@ def _write_images(images: list[CocoImage], out: Path, folder: str, copy: bool) -
     entries = []
     for image in images:
         target = out / "images" / folder / image.file_name
-        place_image(image.source, target, copy)
+        place_image(image.annotated.image, target, copy)
         write_label_file(label_path(target), image.rows)
         entries.append(target.relative_to(out).as_posix())
     return entries
@@ -196,14 +198,15 @@ def convert_coco(train: CocoSource, out: str | Path, valid: CocoSource | None = 
     """Write the Darknet dataset under ``out``; returns its ``.data`` path and what was converted."""
     out, counts = Path(out), CocoCounts()
     names, train_images = read_source(train, counts)
+    valid_names, valid_images = read_source(valid, counts) if valid is not None else (names, [])
+    if valid_names != names:
+        raise DataError(f"{valid.annotations}: its categories differ from those of {train.annotations}; both "
+                        f"files need the same ids and names")
+    _label_rows(train_images + valid_images, counts)
     if valid is None:
         entries = _write_images(train_images, out, "", options.copy)
         splits = seeded_split(entries, options.valid_fraction, options.seed)
     else:
-        valid_names, valid_images = read_source(valid, counts)
-        if valid_names != names:
-            raise DataError(f"{valid.annotations}: its categories differ from those of {train.annotations}; both "
-                            f"files need the same ids and names")
         splits = {"train": _write_images(train_images, out, "train", options.copy),
                   "valid": _write_images(valid_images, out, "valid", options.copy)}
     return write_dataset_files(out, options.name, [name for _, name in names], splits), counts
