@@ -23,9 +23,9 @@ from pathlib import Path, PurePosixPath
 
 from utils.data.config import DataError
 from utils.data.labels import label_path
-from utils.data.names import SAME_NAME
 from utils.data.layout import (AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels, darknet_row,
                                place_image, seeded_split, write_dataset_files, write_label_file)
+from utils.data.names import SAME_NAME
 from utils.fileio import read_text
 
 

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from utils.boxes import Letterbox
+from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.data.augment import (PAD_VALUE, Augment, clip_and_filter, flip_horizontal, hsv_jitter, letterbox_image,
                                 warp)
 from utils.data.cache import decode_all
@@ -148,7 +149,7 @@ class DetectionDataset(Dataset):
         return warp(canvas, boxes, np.array([[zoom, 0, tx], [0, zoom, ty]]), size)
 
     def __getitem__(self, item) -> Sample:
-        index, size, seed = item if isinstance(item, tuple) else (item, (416, 416), 0)
+        index, size, seed = item if isinstance(item, tuple) else (item, (DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE), 0)
         path = str(self.images[index])
         rng = np.random.default_rng(seed)
         aug = self.augment
