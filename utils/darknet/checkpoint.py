@@ -289,6 +289,7 @@ def _load_pretrained_checkpoint(model: Darknet, path: Path, cutoff: int | None) 
     or of its leading layers (a backbone file, or with ``cutoff`` the first layers of any checkpoint: the rest
     keep their initial values); a file of another network is refused, naming the first layer that does not
     fit, rather than loading the few tensors that happen to."""
+    check_cutoff(cutoff, model.layers, None)  # as load_darknet_weights checks a .weights file's
     state = exported_state(load_checkpoint(path))
     if cutoff is not None:
         state = leading_layers(state, cutoff)
@@ -329,7 +330,6 @@ def load_pretrained(model: Darknet, path: str | Path, cutoff: int | None = None)
     Head convs whose class count differs from the file's are left at their initial values, and the
     returned one-line report says so."""
     path = regular_file(path, "pretrained weights", WeightsFileError)
-    check_cutoff(cutoff, model.layers, None)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return _load_pretrained_checkpoint(model, path, cutoff)
     taken = cutoff if cutoff is not None else cutoff_from_name(path)
