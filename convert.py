@@ -23,17 +23,16 @@ import sys
 from pathlib import Path
 
 from utils.cli import IMAGE_SIZE, ArgumentParser, integer, number, run_main
-from utils.conversion.export import ONNX_OPSET, NmsOptions, export_onnx, export_torchscript, require_onnx
+from utils.conversion.darknet_files import to_checkpoint, to_darknet_weights
+from utils.conversion.export import ONNX_OPSET, NmsOptions, require_onnx, write_onnx, write_torchscript
 from utils.conversion.imagenet import IMAGENET_MEAN, IMAGENET_STD, import_imagenet, write_backbone
-from utils.conversion.native import darknet_native_cfg
+from utils.conversion.native import write_native_cfg
 from utils.darknet.cfg import Cfg, read_cfg
-from utils.darknet.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, model_from_file,
-                                      save_model, save_weights, trained_size)
+from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, model_from_file, trained_size
 from utils.darknet.model import Darknet
-from utils.darknet.weights import WeightsFileError, cutoff_from_name, output_cutoff
+from utils.darknet.weights import WeightsFileError
 from utils.errors import UserError
-from utils.fileio import atomic_write, regular_file
-from utils.inference.load import class_names
+from utils.fileio import regular_file
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs, refuse_shared_outputs
 
 
@@ -162,12 +161,7 @@ def write_darknet_native(args, cfg: Path | None) -> str:
         raise UserError(f"--darknet_native {out}: writes a cfg; name it .cfg, not "
                         f"{out.suffix or 'without an extension'}")
     check_output(out, "--darknet_native", args.force, (cfg, args.input))
-    native = darknet_native_cfg(source)
-    with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:
-        f.write(native.text.encode())
-    if native is source:
-        return f"wrote {out}: {name} is plain Darknet already, copied unchanged"
-    return f"wrote {out}: {name} with its blocks expanded into plain Darknet layers (same .weights)"
+    return write_native_cfg(source, name, out)
 
 
 def run(args) -> str:
@@ -186,57 +180,19 @@ def run(args) -> str:
         raise UserError("name an output file (.pth or .weights), or use --onnx / --torchscript / --darknet_native")
     out = Path(args.output)
     check_output(out, "output", args.force, (source, cfg))
+    return convert_weights(args, source, cfg, out)
+
+
+def convert_weights(args, source: Path, cfg: Path | None, out: Path) -> str:
+    """.weights <-> .pth, or a backbone cut, by the output's name."""
     if out.suffix in CHECKPOINT_SUFFIXES:
-        return write_checkpoint(args, source, cfg, out)
-    return write_darknet_weights(args, source, cfg, out)
-
-
-def write_checkpoint(args, source: Path, cfg: Path | None, out: Path) -> str:
-    if args.cutoff is not None:
-        raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
-    model, state = model_from_file(source, cfg)
-    names = (class_names(args.class_path, None, model.num_classes) if args.class_path
-             else (state or {}).get("names"))
-    save_model(model, out, names, state)
-    return f"wrote {out}"
-
-
-def weights_cutoff(args, out: Path) -> int | None:
-    """The layers a .weights output holds: --cutoff, else N of a '<net>.conv.N' name (None: all)."""
-    cutoff = output_cutoff(out, args.cutoff, f"--cutoff {args.cutoff}")
-    if out.suffix != ".weights" and cutoff is None:
-        raise UserError(f"{out}: unknown output extension {out.suffix!r}; expected .pth or .weights "
-                        f"(or a backbone name like darknet53.conv.74, or --cutoff)")
-    return cutoff
-
-
-def backbone_model(source: Path, cfg: Path | None, cutoff: int | None) -> Darknet:
-    """A ``<net>.conv.N`` input, to be cut to its first ``cutoff`` <= N layers (Darknet's partial of a
-    partial); the model's later layers keep their initial values and are not written."""
-    held = cutoff_from_name(source)
-    if cutoff is None or cutoff > held:
-        wanted = "all the cfg's layers" if cutoff is None else f"layers 0..{cutoff - 1}"
-        raise UserError(f"{source}: a backbone holds layers 0..{held - 1} (by its name), and the output asks for "
-                        f"{wanted}; a backbone is cut to fewer layers (--cutoff N or a <net>.conv.N name, N <= {held})"
-                        f", or starts a training: train.py --pretrained_weights {source}")
-    if cfg is None:
-        raise UserError(f"{source}: a .weights file needs its cfg (--model_def)")
-    model = Darknet(cfg)
-    model.load_darknet_weights(source)
-    return model
-
-
-def write_darknet_weights(args, source: Path, cfg: Path | None, out: Path) -> str:
+        if args.cutoff is not None:
+            raise UserError("--cutoff writes a Darknet .weights file; the output here is a .pth")
+        return to_checkpoint(source, cfg, out, args.class_path)
     if args.class_path:
         raise UserError(f"--class_path stores class names in a .pth output; {out} is a Darknet .weights file, "
                         f"which holds none (Darknet reads them from a .names file)")
-    cutoff = weights_cutoff(args, out)
-    model = backbone_model(source, cfg, cutoff) if cutoff_from_name(source) is not None \
-        else model_from_file(source, cfg)[0]
-    save_weights(model, out, cutoff)
-    header = model.weights_header
-    layers = f"layers 0..{cutoff - 1}" if cutoff is not None else f"all {len(model.layers)} layers"
-    return f"wrote {out}: {layers}, header {header.major}.{header.minor}.{header.revision}, seen {header.seen}"
+    return to_darknet_weights(source, cfg, out, args.cutoff)
 
 
 def nms_options(args) -> NmsOptions | None:
@@ -252,14 +208,6 @@ def nms_options(args) -> NmsOptions | None:
     return NmsOptions(**given)
 
 
-def describe_onnx(out: Path, model, size: tuple[int, int], nms: NmsOptions | None) -> str:
-    detections = f"(batch, N, {5 + model.num_classes}): cx, cy, w, h, objectness, class scores" if nms is None \
-        else (f"(K, 7): batch, x1, y1, x2, y2, score, class in input pixels, after NMS at conf {nms.conf_thres}, "
-              f"IoU {nms.iou_thres}, at most {nms.max_det} per image")
-    return (f"wrote {out}: ONNX opset {ONNX_OPSET}, input 'images' (batch, {model.input_channels}, height, width; "
-            f"traced at {size[0]}x{size[1]}), output 'detections' {detections}")
-
-
 def export(args, source: Path, cfg: Path | None) -> str:
     """--onnx and/or --torchscript from one loaded model (ONNX first: TorchScript fuses the model)."""
     nms = nms_options(args)
@@ -273,19 +221,12 @@ def export(args, source: Path, cfg: Path | None) -> str:
         refuse_other_format(out, flag)
         check_output(out, flag, args.force, (source, cfg))
     model, state = model_from_file(source, cfg)
-    square = args.img_size or trained_size(state)
-    size = (square, square) if square else model.img_size
+    size = args.img_size or trained_size(state)
     lines = []
     if args.onnx:
-        with named_write_errors(Path(args.onnx), "ONNX model"):
-            export_onnx(model, Path(args.onnx), square, args.fuse, nms)
-        lines.append(describe_onnx(Path(args.onnx), model, size, nms))
+        lines.append(write_onnx(model, Path(args.onnx), size, args.fuse, nms))
     if args.torchscript:
-        with named_write_errors(Path(args.torchscript), "TorchScript module"):
-            export_torchscript(model, Path(args.torchscript), square)
-        lines.append(f"wrote {args.torchscript}: TorchScript (torch.jit.load), input (batch, {model.input_channels}, "
-                     f"height, width; traced at {size[0]}x{size[1]}), output as the eval forward, "
-                     f"(batch, N, {5 + model.num_classes})")
+        lines.append(write_torchscript(model, Path(args.torchscript), size))
     return "\n".join(lines)
 
 

@@ -1,2 +1,3 @@
-"""Conversions: plain-Darknet cfgs (native), deployment exports (export). Checkpoint <-> .weights
-conversion is the Darknet core's own (utils/darknet/checkpoint.py)."""
+"""Conversions: .weights <-> checkpoints and backbone cuts (darknet_files), plain-Darknet cfgs (native),
+deployment exports (export), ImageNet classifiers as backbones (imagenet). The file formats themselves are the
+Darknet core's (utils/darknet/checkpoint.py, utils/darknet/weights.py)."""

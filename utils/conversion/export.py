@@ -23,6 +23,7 @@ from utils.darknet.model import Darknet
 from utils.errors import UserError
 from utils.fileio import atomic_write
 from utils.inference.nms import NmsFilter, nms
+from utils.output_files import named_write_errors
 
 ONNX_OPSET = 17
 
@@ -104,9 +105,12 @@ def require_onnx(flag: str = "--onnx") -> None:
                         f"(TorchScript, --torchscript, needs nothing more)")
 
 
+def _example_size(model: Darknet, img_size: int | None) -> tuple[int, int]:
+    return (img_size, img_size) if img_size else model.img_size
+
+
 def _example(model: Darknet, img_size: int | None) -> torch.Tensor:
-    height, width = (img_size, img_size) if img_size else model.img_size
-    return torch.zeros(1, model.input_channels, height, width)
+    return torch.zeros(1, model.input_channels, *_example_size(model, img_size))
 
 
 def export_onnx(model: Darknet, out: Path, img_size: int | None = None, fuse: bool = False,
@@ -137,3 +141,28 @@ def export_torchscript(model: Darknet, out: Path, img_size: int | None = None) -
     torch.jit.save(traced, buffer)
     with atomic_write(out) as f:
         f.write(buffer.getvalue())
+
+
+def write_onnx(model: Darknet, out: Path, img_size: int | None = None, fuse: bool = False,
+               nms_options: NmsOptions | None = None) -> str:
+    """:func:`export_onnx`, a failed write named; says what the file holds."""
+    with named_write_errors(out, "ONNX model"):
+        export_onnx(model, out, img_size, fuse, nms_options)
+    height, width = _example_size(model, img_size)
+    if nms_options is None:
+        detections = f"(batch, N, {5 + model.num_classes}): cx, cy, w, h, objectness, class scores"
+    else:
+        detections = (f"(K, 7): batch, x1, y1, x2, y2, score, class in input pixels, after NMS at conf "
+                      f"{nms_options.conf_thres}, IoU {nms_options.iou_thres}, at most {nms_options.max_det} "
+                      f"per image")
+    return (f"wrote {out}: ONNX opset {ONNX_OPSET}, input 'images' (batch, {model.input_channels}, height, width; "
+            f"traced at {height}x{width}), output 'detections' {detections}")
+
+
+def write_torchscript(model: Darknet, out: Path, img_size: int | None = None) -> str:
+    """:func:`export_torchscript`, a failed write named; says what the file holds."""
+    with named_write_errors(out, "TorchScript module"):
+        export_torchscript(model, out, img_size)
+    height, width = _example_size(model, img_size)
+    return (f"wrote {out}: TorchScript (torch.jit.load), input (batch, {model.input_channels}, height, width; "
+            f"traced at {height}x{width}), output as the eval forward, (batch, N, {5 + model.num_classes})")

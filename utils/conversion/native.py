@@ -7,12 +7,16 @@ reference. The expansions keep each block's tensors in their order, so the expan
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from utils.darknet.cfg import Block, Cfg, RawSection
 from utils.darknet.cfg_edit import format_value, rebuilt, renumbered
 from utils.darknet.layers import NotPlainDarknet, PlainLayer
 from utils.darknet.layers.base import BLOCK_INPUT
 from utils.darknet.model import build_network
 from utils.darknet.registry import layer_type
+from utils.fileio import atomic_write
+from utils.output_files import named_write_errors
 
 
 def _plain_section(item: PlainLayer, targets: list[int], index: int, line: int) -> RawSection:
@@ -56,3 +60,13 @@ def darknet_native_cfg(cfg: Cfg) -> Cfg:
     kinds = "/".join(f"[{name}]" for name in expanded)
     return rebuilt(cfg, sections, f"{cfg.name} with {kinds} expanded into plain Darknet layers by convert.py;\n"
                                   f"it reads the same .weights file as the original.")
+
+
+def write_native_cfg(source: Cfg, name: str, out: Path) -> str:
+    """Write ``source`` (described as ``name``) in plain Darknet layers to ``out``; says what was written."""
+    native = darknet_native_cfg(source)
+    with named_write_errors(out, "expanded cfg"), atomic_write(out) as f:
+        f.write(native.text.encode())
+    if native is source:
+        return f"wrote {out}: {name} is plain Darknet already, copied unchanged"
+    return f"wrote {out}: {name} with its blocks expanded into plain Darknet layers (same .weights)"
