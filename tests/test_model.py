@@ -215,7 +215,9 @@ def test_a_size_mismatch_says_why_at_this_input_size(write_cfg):
     scales = Darknet(write_cfg(conv(filters=4, size=1) + "[maxpool]\nsize=2\nstride=2\n\n[route]\nlayers=-1,-2\n"))
     with pytest.raises(ForwardError) as every_size:  # a cfg mistake at any input: no advice about the input
         scales(torch.zeros(1, 3, 64, 64))
-    assert "Sizes of tensors must match" in str(every_size.value) and "input" not in str(every_size.value)
+    message = str(every_size.value)
+    assert "Sizes of tensors must match" in message and "the input" not in message
+    assert message.endswith("; its inputs (channels x height x width): layer 1 4x32x32, layer 0 4x64x64")
 
 
 def test_shortcut_with_fewer_channels_adds_to_the_leading_ones(write_cfg):

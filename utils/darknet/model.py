@@ -54,6 +54,13 @@ def _why_sizes_differ(sizes: tuple[int, int] | None, height: int, width: int) ->
     return None
 
 
+def _inputs_described(sources: tuple[int, ...], kept: dict[int, torch.Tensor]) -> str:
+    """The maps a layer that reads other layers was given, so a cfg's wrong reference shows which one."""
+    shapes = [f"layer {j} {kept[j].shape[1]}x{kept[j].shape[2]}x{kept[j].shape[3]}" for j in sources
+              if j in kept and kept[j].dim() == 4]
+    return f"; its inputs (channels x height x width): {', '.join(shapes)}" if shapes else ""
+
+
 @dataclass
 class Network:
     """What a cfg builds: the typed [net], one typed block and one module per layer section."""
@@ -197,7 +204,9 @@ class Darknet(nn.Module):
                 if step.keep:
                     kept[index] = x
         except (RuntimeError, ValueError) as err:
-            raise ForwardError(f"{self.blocks[index].where()}: {str(err).splitlines()[0]}") from err
+            inputs = _inputs_described(self._plan[index].sources or (), kept)
+            raise ForwardError(f"{self.blocks[index].where()}: {str(err).splitlines()[0].rstrip('.')}{inputs}") \
+                from err
         return x
 
     def forward_heads(self, x: torch.Tensor) -> list[torch.Tensor]:
