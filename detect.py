@@ -109,6 +109,8 @@ def sources_to_read(spec: str, recursive: bool) -> SourceSet:
     except SourceError as err:
         if spec == DEMO_IMAGES and not Path(spec).exists():
             raise SourceError(f"{err}; generate the demo data with: python -m utils.data.synthetic --out {DEMO_DIR}")
+        if not spec.strip():
+            raise SourceError(f"--source: {err}") from None
         raise
 
 

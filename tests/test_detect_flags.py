@@ -32,6 +32,7 @@ ROWS = [  # (flags, with {T} for the fixture's folder; what the error line says)
     (["--source", "{T}/empty"], "{T}/empty: no images or videos found"),
     (["--source", "{T}/nested"], "{T}/nested: no images or videos found; it has subfolders: --recursive looks in them"),
     (["--source", "{T}/images/*.bmp"], "{T}/images/*.bmp: the pattern matches no files"),
+    (["--source", " "], "--source: the source is empty: name a folder"),
     (["--source", "{T}/sources.txt"], "{T}/sources.txt:2: nowhere/: no such file or folder"),
     (["--output", "{T}/a_file"], "--output {T}/a_file: is a file, expected a folder"),
     (["--output", "{T}/images/out"], "--output {T}/images/out is inside the input folder {T}/images"),
