@@ -21,8 +21,8 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Small inputs the rows name as {data}, {unlabelled}, {cfg}, {weights_only}, {junk}, {misfit}, {run} and
-    {existing}."""
+    """Small inputs the rows name as {data}, {unlabelled}, {cfg}, {weights_only}, {junk}, {misfit}, {diverged},
+    {run} and {existing}."""
     root = tmp_path_factory.mktemp("bad_flags")
     data = write_dataset(root / "set", train=2, valid=1, size=64, seed=3)
     unlabelled = write_dataset(root / "bare", train=1, valid=1, size=64, seed=4)
@@ -32,14 +32,18 @@ def files(tmp_path_factory):
     save_model(model, root / "weights_only.pth", ["circle", "rectangle", "triangle", "cross"])
     (root / "junk.pth").write_bytes(b"junk\n")
     save_checkpoint(root / "misfit.pth", {"model": model.state_dict(), "cfg_text": TINY})  # 80-class cfg text
+    diverged = Darknet(with_classes(read_cfg(root / "tiny.cfg"), 4))
+    with torch.no_grad():
+        diverged.layers[2].conv.weight[0, 0, 0, 0] = float("nan")
+    save_model(diverged, root / "diverged.pth")
     (root / "run").mkdir()
     (root / "run" / "last.pth").write_bytes(b"an earlier run's")
     (root / "existing.json").write_text("[]")
     (root / "pruned").mkdir()
     save_model(model, root / "pruned" / "pruned.pth", ["circle", "rectangle", "triangle", "cross"])
     return {"data": data, "unlabelled": unlabelled, "cfg": root / "tiny.cfg", "weights_only": root / "weights_only.pth",
-            "junk": root / "junk.pth", "misfit": root / "misfit.pth", "run": root / "run",
-            "existing": root / "existing.json", "root": root}
+            "junk": root / "junk.pth", "misfit": root / "misfit.pth", "diverged": root / "diverged.pth",
+            "run": root / "run", "existing": root / "existing.json", "root": root}
 
 
 TRAIN = "train.py --model_def {cfg} --data_config {data} --img_size 64 --n_cpu 0 --epochs 1 --device cpu"
@@ -71,6 +75,9 @@ ROWS = [
     (TRAIN + " --resume {weights_only}", "{weights_only}: holds a model's weights only"),
     (TRAIN + " --resume {junk}", "{junk}: not a readable checkpoint"),
     (TRAIN + " --output {root}/fresh --pretrained_weights {junk}", "{junk}: not a readable checkpoint"),
+    (TRAIN + " --output {root}/fresh --pretrained_weights {diverged}", "--pretrained_weights {diverged}: {cfg}:"),
+    (TRAIN + " --output {root}/fresh --pretrained_weights {diverged}", "layer 2 [convolutional] holds NaN or infinite "
+                                                                       "weights, so training from them cannot work"),
     (TEST + " --save_json {root}/ev.json --plots {root}/ev.json", "--plots {root}/ev.json is the file --save_json "
                                                                   "{root}/ev.json writes"),
     (TEST + " --plots {root}/ev --pr_curves {root}/ev/F1_curve.png",

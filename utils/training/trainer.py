@@ -261,6 +261,7 @@ class Trainer:
             init_head_biases(model)
             if self.opt.pretrained_weights:
                 self.log(load_pretrained(model, self.opt.pretrained_weights, self.opt.cutoff))
+                refuse_non_finite(model, f"--pretrained_weights {self.opt.pretrained_weights}")
         self._freeze(model)
         model.to(self.device)
         return model.prepare_training() if self.opt.channels_last else model
@@ -460,3 +461,11 @@ class Trainer:
         self.log(format_results(result, opt.conf_thres, opt.nms_thres,
                                 "letterboxed" if loader.dataset.keep_ratio else "stretched"))
         return records, result
+
+
+def refuse_non_finite(model: Darknet, source: str) -> None:
+    """Weights holding NaN or inf make every loss NaN, which the first step would blame on the learning rate."""
+    for layer, block in zip(model.layers, model.blocks):
+        if any(t.is_floating_point() and not torch.isfinite(t).all() for t in layer.state_dict().values()):
+            raise UserError(f"{source}: {block.where()} holds NaN or infinite weights, so training from them cannot "
+                            f"work (a run that diverged wrote them?); start from other weights")
