@@ -56,6 +56,10 @@ def _add_data_and_model_flags(p: ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--img_size", type=IMAGE_SIZE, default=d.img_size, help=f"input size (multiple of {SIZE_MULTIPLE})")
     p.add_argument("--multiscale_training", action="store_true",
                    help=f"a new input size every {BatchPlan.size_every} batches")
+    p.add_argument("--rect", action="store_true",
+                   help=f"rectangular batches: images of like aspect ratio batched together, each batch at the "
+                        f"smallest multiple of {SIZE_MULTIPLE} that holds them with their long side at --img_size "
+                        f"(less padding: a shorter epoch on non-square images); no mosaic")
     p.add_argument("--freeze", type=integer(0), default=d.freeze, help="freeze layers 0..N-1")
     p.add_argument("--teacher_weights", help="distil from this teacher (.pth, or .weights with --teacher_cfg), e.g. "
                                              "the model a pruned one came from; it needs the student's heads")
@@ -148,6 +152,8 @@ def parse_args(argv=None) -> tuple[TrainOptions, EvolveRequest | None]:
             p.error(f"--{name} acts only with --{partner}; add it, or leave --{name} out")
     if args.sr and args.freeze_bn:
         p.error("--sr makes the BN scales sparse and --freeze_bn keeps them fixed; use one of them")
+    if args.rect and args.mosaic:
+        p.error("--rect batches images of like shape, and --mosaic pastes four of any shape into one; use one of them")
     unset = ACTS_WITH if args.resume is not None else (*EXTENDABLE_OPTIONS, *ACTS_WITH)
     for name in unset:
         setattr(args, name, getattr(args, name) if getattr(args, name) is not None else p.get_default(name))

@@ -297,6 +297,38 @@ def test_rect_batches_hold_images_of_like_shape_at_the_square_letterbox_scale(tm
     assert [tuple(batch.images.shape[-2:]) for batch in loaded] == [(160, 192), (192, 192), (192, 96)]
 
 
+def test_rect_training_batches_are_fixed_shuffled_and_the_same_shape_on_every_rank():
+    shapes = [(h, w) for h, w in [(90, 160), (160, 90), (100, 100), (120, 160), (300, 100), (150, 200), (60, 160),
+                                  (200, 150), (140, 160), (80, 160)]] + [None]  # the last one unreadable
+    plan = BatchPlan(len(shapes), 2, [320], seed=4, shapes=shapes)
+    epochs = []
+    for epoch in range(3):
+        plan.set_epoch(epoch)
+        epochs.append(list(plan))
+    assert len(plan) == 6 and all(len(batches) == 6 for batches in epochs)
+    for batches in epochs:
+        assert sorted(i for batch in batches for i, _, _ in batch) == list(range(len(shapes)))
+        for batch in batches:
+            assert len({size for _, size, _ in batch}) == 1
+            height, width = batch[0][1]
+            for index, _, _ in batch:  # each image fits at its square letterbox scale, with less padding
+                h, w = shapes[index] or (1, 1)
+                assert min(height / h, width / w) * max(h, w) >= 320 - 1e-6
+            assert height * width <= 320 * 320 and height % 32 == width % 32 == 0
+    compositions = [sorted(tuple(i for i, _, _ in batch) for batch in batches) for batches in epochs]
+    assert compositions[0] == compositions[1] == compositions[2]  # fixed batches, as sorted by aspect ratio
+    assert [batch[0][0] for batch in epochs[0]] != [batch[0][0] for batch in epochs[1]]  # in another order
+    # height / width sorted: .375 .5 | .5625 .75 | .75 .875 | 1 1 (unreadable) | 1.33 1.78 | 3
+    assert sorted(batch[0][1] for batch in epochs[0]) == [(160, 320), (256, 320), (288, 320), (320, 128), (320, 256),
+                                                          (320, 320)]
+    ranks = [BatchPlan(len(shapes), 2, [320, 416], seed=4, rank=r, world_size=2, shapes=shapes) for r in range(2)]
+    per_rank = [list(p) for p in ranks]
+    assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0]) == 3
+    assert [b[0][1] for b in per_rank[0]] == [b[0][1] for b in per_rank[1]]  # one shape a step on every rank
+    assert set(i for batches in per_rank for batch in batches for i, _, _ in batch) == set(range(len(shapes)))
+    assert BatchPlan(1, 2, [320], world_size=3, rank=2, shapes=[(10, 20)]).__iter__().__next__()[0][0] == 0
+
+
 def test_collate_builds_targets_with_image_indices(tmp_path):
     write_dataset(tmp_path / "set", train=3, valid=1, size=64, seed=4)
     dataset = DetectionDataset(tmp_path / "set" / "train.txt", 4)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import importlib.util
 
+import cv2
 import pytest
 import torch
 
@@ -21,6 +22,10 @@ from tests.test_train import TINY, tiny_training_set
 from tests.test_train_safety import copy_of, error_lines, options
 from utils.cli import ArgumentParser
 from utils.darknet.cfg import parse_cfg
+from utils.data import batching
+from utils.data.config import parse_data_config, read_image_list
+from utils.data.dataset import collate
+from utils.data.synthetic import write_dataset
 from utils.errors import UserError
 from utils.evaluation.metrics import EvalResult
 from utils.training import trainer
@@ -252,6 +257,26 @@ def test_without_tensorboard_a_run_writes_no_events(dataset, tmp_path, monkeypat
 def test_sync_bn_in_one_process_says_it_does_nothing(dataset, tmp_path, capsys):
     Trainer(options(dataset, tmp_path / "run", sync_bn=True)).run()
     assert "--sync_bn: one process, whose BNs have nothing to synchronise with" in capsys.readouterr().out
+
+
+def test_rect_training_feeds_batches_of_like_shape(tmp_path, monkeypatch, capsys):
+    data = write_dataset(tmp_path / "set", train=4, valid=2, size=96, seed=1)
+    for path, size in zip(read_image_list(parse_data_config(data).train), [(96, 48), (48, 96), (96, 64), (64, 96)]):
+        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(path)), size))  # width, height
+    (tmp_path / "tiny.cfg").write_text(TINY)
+    fed = []
+
+    def recording(samples):
+        batch = collate(samples)
+        fed.append((sorted(batch.indices), tuple(batch.images.shape[-2:])))
+        return batch
+    monkeypatch.setattr(batching, "collate", recording)
+    Trainer(options((data, tmp_path / "tiny.cfg"), tmp_path / "run", img_size=96, batch_size=2, epochs=2,
+                    rect=True, mosaic=True)).run()
+    assert "--rect: 2 batches of images of like aspect ratio, height x width (batches): 64x96 (1), 96x64 (1); 33% " \
+           "fewer pixels than square batches; no mosaic" in capsys.readouterr().out
+    training = [item for item in fed if item[1] != (96, 96)]  # evaluation batches are square
+    assert sorted(training) == [([0, 2], (64, 96)), ([0, 2], (64, 96)), ([1, 3], (96, 64)), ([1, 3], (96, 64))]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -16,10 +17,14 @@ from utils.data.dataset import DetectionDataset, collate
 
 @dataclass(eq=False)
 class BatchPlan(Sampler):
-    """Batches of ``(index, (size, size), seed)``: one input size per batch (a new one every ``size_every``
+    """Batches of ``(index, (height, width), seed)``: one input size per batch (a new one every ``size_every``
     batches when several are given), and a seed per sample so augmentation does not depend on workers.
     With ``world_size > 1`` each rank takes every world_size-th sample of the same shuffled order, and
-    all ranks use the same sizes."""
+    all ranks use the same sizes.
+
+    With ``shapes`` (each image's (height, width), None where unreadable) the batches are rectangular (the classic
+    Ultralytics train.py --rect): the images sorted by aspect ratio are cut into fixed batches, each at the
+    RectPlan shape of its images, and only the order of the batches is shuffled."""
 
     num_samples: int
     batch_size: int
@@ -29,6 +34,7 @@ class BatchPlan(Sampler):
     size_every: int = 10
     rank: int = 0
     world_size: int = 1
+    shapes: list[tuple[int, int] | None] | None = None
     epoch: int = field(default=0, init=False)
 
     def __post_init__(self):
@@ -37,27 +43,43 @@ class BatchPlan(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _my_indices(self) -> np.ndarray:
+    @property
+    def _per_rank(self) -> int:
+        return math.ceil(self.num_samples / self.world_size)
+
+    def _square_batches(self) -> Iterator[tuple[np.ndarray, tuple[float, float]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
-        per_rank = math.ceil(self.num_samples / self.world_size)
-        order = np.resize(order, per_rank * self.world_size)  # repeats the start so every rank gets as many
-        return order[self.rank::self.world_size]
+        order = np.resize(order, self._per_rank * self.world_size)  # repeats the start so every rank gets as many
+        mine = order[self.rank::self.world_size]
+        for start in range(0, len(mine), self.batch_size):
+            yield mine[start:start + self.batch_size], (1.0, 1.0)
+
+    def _rect_batches(self) -> Iterator[tuple[np.ndarray, tuple[float, float]]]:
+        ratios = aspect_ratios(self.shapes)
+        order = np.argsort(ratios, kind="stable")
+        extra = self._per_rank * self.world_size - len(order)  # the last ones again, so every rank gets as many
+        order = np.concatenate([order, np.take(order, range(-extra, 0), mode="wrap")])
+        width = self.batch_size * self.world_size  # one batch on every rank, at one shape
+        groups = [order[start:start + width] for start in range(0, len(order), width)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for g in rng.permutation(len(groups)) if self.shuffle else range(len(groups)):
+            yield groups[g][self.rank::self.world_size], (ratios[groups[g]].min(), ratios[groups[g]].max())
 
     def __len__(self) -> int:
-        return math.ceil(math.ceil(self.num_samples / self.world_size) / self.batch_size)
+        return math.ceil(self._per_rank / self.batch_size)
 
     def __iter__(self):
-        mine = self._my_indices()
         size_rng = np.random.default_rng([self.seed, self.epoch, 1])
         seed_rng = np.random.default_rng([self.seed, self.epoch, 2, self.rank])
         size = self.sizes[0]
-        for b in range(len(self)):
+        batches = self._square_batches() if self.shapes is None else self._rect_batches()
+        for b, (batch, (lowest, highest)) in enumerate(batches):
             if len(self.sizes) > 1 and b % self.size_every == 0:
                 size = int(size_rng.choice(self.sizes))
-            batch = mine[b * self.batch_size:(b + 1) * self.batch_size]
+            shape = rect_size(lowest, highest, size)
             seeds = seed_rng.integers(0, 2 ** 63, len(batch))
-            yield [(int(i), (size, size), int(s)) for i, s in zip(batch, seeds)]
+            yield [(int(i), shape, int(s)) for i, s in zip(batch, seeds)]
 
 
 def multiscale_sizes(img_size: int, low: float = 0.67, high: float = 1.5, stride: int = SIZE_MULTIPLE) -> list[int]:
@@ -87,12 +109,17 @@ class RectPlan(Sampler):
         return math.ceil(len(self.shapes) / self.batch_size)
 
     def __iter__(self):
-        ratios = [shape[0] / shape[1] if shape else 1.0 for shape in self.shapes]
+        ratios = aspect_ratios(self.shapes)
         order = sorted(range(len(self.shapes)), key=ratios.__getitem__)
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             size = rect_size(min(ratios[i] for i in batch), max(ratios[i] for i in batch), self.img_size)
             yield [(i, size, 0) for i in batch]
+
+
+def aspect_ratios(shapes: list[tuple[int, int] | None]) -> np.ndarray:
+    """Height / width of each (height, width); 1 for an image that cannot be read."""
+    return np.array([shape[0] / shape[1] if shape else 1.0 for shape in shapes], np.float64)
 
 
 def rect_size(lowest: float, highest: float, img_size: int) -> tuple[int, int]:

@@ -36,6 +36,7 @@ class TrainOptions:
     gradient_accumulations: int = 1
     img_size: int = DEFAULT_IMG_SIZE
     multiscale_training: bool = False
+    rect: bool = False
     n_cpu: int = 2
     cache_images: bool = False
     checkpoint_interval: int = 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import torch
@@ -34,13 +35,13 @@ class Loaders:
 def build_augment(opt: TrainOptions, net: dict) -> Augment | None:
     """Training augmentation: [net]'s (hue, saturation, exposure, flip, mosaic) and the --hyp file's scale,
     translate and mosaic probability; --mosaic/--no-mosaic (probability 0.5 or 0) win over both, as every flag
-    wins over [net] and --hyp. None with --no_augment."""
+    wins over [net] and --hyp, and --rect turns mosaic off. None with --no_augment."""
     if not opt.augment:
         return None
     values = augment_values(opt.hyp)
-    if opt.mosaic is not None:
+    if opt.mosaic is not None or opt.rect:
         values.pop("mosaic", None)
-    return replace(Augment.from_net(net, opt.mosaic), **values)
+    return replace(Augment.from_net(net, False if opt.rect else opt.mosaic), **values)
 
 
 def build_loaders(data: DataConfig, opt: TrainOptions, net: dict, dist: Distributed) -> Loaders:
@@ -50,6 +51,18 @@ def build_loaders(data: DataConfig, opt: TrainOptions, net: dict, dist: Distribu
     valid_set = DetectionDataset.from_config(data, "valid")
     valid = evaluation_loader(valid_set, opt.batch_size, opt.img_size, opt.n_cpu) if dist.is_main else None
     return Loaders(create_dataloader(train_set, plan, opt.n_cpu), plan, valid, valid_set)
+
+
+def plan_rect_batches(loaders: Loaders, dist: Distributed) -> str:
+    """--rect: the training batches made rectangular, from the images' sizes (read by the main process, from
+    the --cache_images cache where there is one); says what the batches are."""
+    loaders.plan.shapes = dist.from_main(loaders.train.dataset.shapes)
+    counts = Counter(batch[0][1] for batch in loaders.plan)
+    pixels = sum(height * width * n for (height, width), n in counts.items())
+    square = sum(max(shape) ** 2 * n for shape, n in counts.items())
+    shown = ", ".join(f"{height}x{width} ({n})" for (height, width), n in sorted(counts.items()))
+    return (f"--rect: {len(loaders.plan)} batches of images of like aspect ratio, height x width (batches): {shown}; "
+            f"{1 - pixels / square:.0%} fewer pixels than square batches; no mosaic")
 
 
 def uses_grad_scaler(opt: TrainOptions, device: torch.device) -> bool:

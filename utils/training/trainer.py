@@ -36,7 +36,7 @@ from utils.training.options import DEFAULT_DATA, DEFAULT_EPOCHS, TrainingError, 
 from utils.training.outputs import RunOutputs, add_evaluation, evaluations_since_best, results_row
 from utils.training.run_files import BEST_CHECKPOINT, LAST_CHECKPOINT, RESULTS, RUN_CFG
 from utils.training.runlog import RunLog, open_tensorboard
-from utils.training.setup import Loaders, build_loaders, build_state
+from utils.training.setup import Loaders, build_loaders, build_state, plan_rect_batches
 from utils.training.startup import check_data, plot_training_labels, refuse_dataset_inside, report_anchor_fit
 from utils.training.state import TrainState, check_training_checkpoint
 
@@ -91,6 +91,8 @@ class Trainer:
         self._check_data(loaders, data, model, run_dir)
         if self.opt.cache_images:
             self._cache_images(loaders)
+        if self.opt.rect:
+            self.log(plan_rect_batches(loaders, self.dist))
         steps_per_epoch = loaders.steps_per_epoch(self.opt.gradient_accumulations)
         state = build_state(model, self.opt, steps_per_epoch, self.device, data.names)
         if self.opt.amp and self.device.type != "cuda":
