@@ -158,6 +158,18 @@ def test_the_command_line_prints_both_lists_and_stops_on_missing_labels(shapes, 
     with pytest.raises(SystemExit):
         check_main(["--data_config", str(root / "shapes.data"), "--img_size", "-5"])
     assert "--img_size: expected an integer in 32 .. 8192" in capsys.readouterr().err
+    image = next((root / "images" / "train").iterdir())
+    png = image.with_suffix(".png")
+    cv2.imwrite(str(png), cv2.imread(str(image)))
+    image.unlink()
+    (root / "train.txt").write_text((root / "train.txt").read_text().replace(image.name, png.name))
+    link = tmp_path / "link.png"
+    link.symlink_to(png)
+    before = png.read_bytes()
+    for target in (png, link):  # a training image, by its name or through a link: never replaced
+        assert check_main(["--data_config", str(root / "shapes.data"), "--labels_png", str(target), "--exist_ok"]) == 1
+        assert f"--labels_png {target} is the input {png}" in capsys.readouterr().err
+    assert png.read_bytes() == before and link.is_symlink()
     for label in (root / "labels" / "valid").iterdir():
         label.unlink()
     assert check_main(["--data_config", str(root / "shapes.data")]) == 1

@@ -29,7 +29,7 @@ from utils.darknet.cfg import DEFAULT_IMG_SIZE
 from utils.data.config import DataError, DataWarning, describe_source, parse_data_config
 from utils.data.dataset import DetectionDataset
 from utils.data.labels import label_path
-from utils.output_files import named_write_errors, refuse_existing
+from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs
 from utils.plots import plot_labels
 
 ALLOW_NEGATIVES_FLAG = "--allow_all_negative"
@@ -220,11 +220,15 @@ def check(args: argparse.Namespace) -> int:
         refuse_existing([args.labels_png], "--labels_png", args.exist_ok)
     options = CheckOptions(args.img_size, args.allow_negatives)
     config = parse_data_config(args.data_config)
-    for source in (config.train, config.valid):
-        print(format_dataset_summary(check_dataset(DetectionDataset(source, config.classes), config.names, options)))
+    datasets = [DetectionDataset(source, config.classes) for source in (config.train, config.valid)]
+    if args.labels_png:  # even with --exist_ok: never over the config, a list, an image or a label file
+        refuse_replacing_inputs([args.labels_png], [*config.files(), *(f for d in datasets for f in d.files())],
+                                "--labels_png")
+    for dataset in datasets:
+        print(format_dataset_summary(check_dataset(dataset, config.names, options)))
     if args.labels_png:
         with named_write_errors(args.labels_png, "labels plot"):
-            plot_labels(DetectionDataset.from_config(config, "train").labels, config.names, Path(args.labels_png))
+            plot_labels(datasets[0].labels, config.names, Path(args.labels_png))
         print(f"wrote {args.labels_png}")
     return 0
 
