@@ -379,3 +379,20 @@ def test_resuming_without_the_epochs_results_rows_says_so(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         outputs.take_back(tmp_path, 1)
+
+
+def test_resuming_after_the_data_gained_a_class_is_refused_before_training(tmp_path, capsys):
+    data = write_dataset(tmp_path / "set", train=4, valid=2, size=64, seed=2)
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY)
+    Trainer(options((data, cfg), tmp_path / "run")).run()
+    data.write_text(data.read_text().replace("classes=4", "classes=5"))
+    names = data.parent / "shapes.names"
+    names.write_text(names.read_text() + "hexagon\n")
+    before = (tmp_path / "run" / "last.pth").read_bytes()
+    assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "2", "--n_cpu", "0", "--device", "cpu"]) == 1
+    assert error_lines(capsys) == [
+        f"error: --resume {tmp_path / 'run' / 'last.pth'}: the run trains 4 classes, but {data} now has 5 (circle, "
+        f"rectangle, triangle, cross, hexagon); resume with the data it was started with, or start a new run from its "
+        f"weights: --pretrained_weights {tmp_path / 'run' / 'last.pth'} --output NEW"]
+    assert (tmp_path / "run" / "last.pth").read_bytes() == before

@@ -257,6 +257,11 @@ class Trainer:
         with self.dist.warnings_once():
             model = Darknet(cfg)
         self._check_trainable(model)
+        if checkpoint is not None and model.num_classes != data.classes:
+            raise UserError(f"--resume {self.resumed_from}: the run trains {model.num_classes} classes, but "
+                            f"{self.opt.data_config} now has {data.classes} ({', '.join(data.names)}); resume with "
+                            f"the data it was started with, or start a new run from its weights: --pretrained_weights "
+                            f"{self.resumed_from} --output NEW")
         self.log(f"run directory: {run_dir}   model: {self.opt.model_def} -> {cfg_path} "
                  f"({data.classes} classes: {', '.join(data.names)})")
         if checkpoint is None:
