@@ -65,6 +65,11 @@ def test_data_config_resolves_paths_next_to_it_and_checks_names(tmp_path):
     data.write_text("classes=4\ntrain=train.txt\n")
     with pytest.raises(DataError, match="missing 'valid='"):
         parse_data_config(data)
+    for key in ("names", "train", "valid"):  # an empty value would be the working directory
+        data.write_text(f"classes=4\ntrain=train.txt\nvalid=valid.txt\nnames=shapes.names\n{key}=\n".replace(
+            f"{key}={key}.txt\n" if key != "names" else "names=shapes.names\n", "", 1))
+        with pytest.raises(DataError, match=rf"shapes\.data:4: {key}= is empty; name a file or folder"):
+            parse_data_config(data)
 
 
 def test_a_data_entry_found_in_the_working_directory_and_beside_the_data_file_is_warned_of(tmp_path, monkeypatch):

@@ -102,6 +102,8 @@ def _entry_path(data_path: Path, values: dict[str, tuple[str, int]], key: str) -
     """The file a .data entry names, by Darknet's rule (the working directory first, then the .data file's
     folder); a warning when both hold a different file of that name, as a run from another folder may."""
     text, lineno = values[key]
+    if not text:  # Path("") is the working directory, which would be read as a folder of images
+        raise DataError(f"{data_path}:{lineno}: {key}= is empty; name a file or folder")
     chosen = resolve_path(text, data_path.parent)
     beside = data_path.parent / Path(text).expanduser()
     if chosen != beside and beside.exists() and not os.path.samefile(chosen, beside):
