@@ -114,6 +114,27 @@ def test_list_files_lists_of_sources_mapped_names_and_relative_roots(shapes, tmp
     assert parse_data_config(path).test is None  # a split an export names but left out is no error
 
 
+def test_a_relative_root_in_both_places_warns_and_a_missing_source_is_named_absolutely(shapes, tmp_path,
+                                                                                       monkeypatch):
+    (tmp_path / "export" / "images").mkdir(parents=True)
+    path = write(tmp_path / "export", """\
+        path: .
+        train: images/train
+        val: images/valid
+        names: [circle, rectangle, triangle, cross]
+        """)
+    for folder in ("images/train", "images/valid"):
+        (tmp_path / "export" / folder).symlink_to(shapes.parent / folder)
+    monkeypatch.chdir(tmp_path / "export")
+    assert len(DetectionDataset(parse_data_config(path).train, 4)) == 4  # '.' is the YAML's folder here
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(DataWarning, match=r"data\.yaml:1: path: \. is read from the working directory \(.*\), "
+                                         r"not from beside the \.yaml file"), \
+            pytest.raises(DataError, match=rf"data\.yaml:2: train: images/train does not exist \(looked for "
+                                           rf"{tmp_path}/images/train\)"):
+        parse_data_config(path)
+
+
 @pytest.mark.parametrize("body,problem", [
     ("val: v\nnames: [a]\n", r"missing 'train:'"),
     ("train: t\nval: v\n", r"missing 'names:'"),

@@ -98,19 +98,25 @@ def _warn_unknown_keys(path: Path, values: dict[str, tuple[str, int]]) -> None:
             warnings.warn(f"{path}:{lineno}: unknown key {key}= is ignored{hint}", DataWarning, stacklevel=3)
 
 
+def resolve_named_path(text: str, config: Path, entry: str) -> Path:
+    """A path that ``entry`` (as "file:line: key=value", for messages) of the ``config`` file names, by Darknet's rule
+    (the working directory first, then the config's folder); a warning when both hold a different file of that
+    name, as a run from another folder may."""
+    chosen = resolve_path(text, config.parent)
+    beside = config.parent / Path(text).expanduser()
+    if chosen != beside and beside.exists() and not os.path.samefile(chosen, beside):
+        warnings.warn(f"{entry} is read from the working directory ({chosen.absolute()}), not from beside the "
+                      f"{config.suffix or 'config'} file ({beside}): Darknet's rule tries the working directory first",
+                      DataWarning, stacklevel=4)
+    return chosen
+
+
 def _entry_path(data_path: Path, values: dict[str, tuple[str, int]], key: str) -> Path:
-    """The file a .data entry names, by Darknet's rule (the working directory first, then the .data file's
-    folder); a warning when both hold a different file of that name, as a run from another folder may."""
+    """The file a .data entry names (:func:`resolve_named_path`)."""
     text, lineno = values[key]
     if not text:  # Path("") is the working directory, which would be read as a folder of images
         raise DataError(f"{data_path}:{lineno}: {key}= is empty; name a file or folder")
-    chosen = resolve_path(text, data_path.parent)
-    beside = data_path.parent / Path(text).expanduser()
-    if chosen != beside and beside.exists() and not os.path.samefile(chosen, beside):
-        warnings.warn(f"{data_path}:{lineno}: {key}={text} is read from the working directory ({chosen.absolute()}), "
-                      f"not from beside the .data file ({beside}): Darknet's rule tries the working directory first",
-                      DataWarning, stacklevel=3)
-    return chosen
+    return resolve_named_path(text, data_path, f"{data_path}:{lineno}: {key}={text}")
 
 
 def parse_data_config(path: str | Path) -> DataConfig:

@@ -7,9 +7,10 @@
     nc: 80                       # optional when names are given
     names: ['person', 'bicycle'] # a list (inline or block), or a block mapping {index: name}
 
-Relative sources are joined to ``path``; like Ultralytics, a source written ``../x`` that does not exist
-there is also tried as ``x`` (Roboflow exports write ``../train/images`` beside their YAML). A folder's
-image files are read sorted, at any depth, and each image finds its labels by Darknet's rule (the last
+A relative ``path`` is found as a ``.data`` file's entries are: in the working directory first, then beside
+the YAML (with a warning when both hold one). Relative sources are joined to ``path``; like Ultralytics, a
+source written ``../x`` that does not exist there is also tried as ``x`` (Roboflow exports write
+``../train/images`` beside their YAML). A folder's image files are read sorted, at any depth, and each image finds its labels by Darknet's rule (the last
 ``images/`` folder becomes ``labels/``, the extension ``.txt``), which is YOLOv5's rule too. Keys this
 repo does not use (``download``, ...) are ignored.
 
@@ -26,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.data.config import INTEGER, DataConfig, DataError, DataWarning, ImageSource, resolve_path
+from utils.data.config import INTEGER, DataConfig, DataError, DataWarning, ImageSource, resolve_named_path
 from utils.data.names import SAME_NAME
 from utils.fileio import read_text
 
@@ -254,7 +255,7 @@ def _source_path(path: Path, root: Path, key: str, value: Value) -> Path:
         if candidate.exists():
             return candidate
     raise YamlError(f"{path}:{value.line}: {key}: {text} does not exist (looked for "
-                    f"{' and '.join(map(str, candidates))})")
+                    f"{' and '.join(str(c.absolute()) for c in candidates)})")
 
 
 def _source(path: Path, root: Path, key: str, value: Value) -> ImageSource:
@@ -323,7 +324,8 @@ def parse_yaml_config(path: str | Path) -> DataConfig:
             raise YamlError(f"{path}: missing '{key}:' (a dataset YAML needs train, val and names)")
     root = path.parent
     if "path" in mapping and mapping["path"].data is not None:
-        root = resolve_path(_text(path, "path", mapping["path"]), path.parent)
+        text = _text(path, "path", mapping["path"])
+        root = resolve_named_path(text, path, f"{path}:{mapping['path'].line}: path: {text}")
     names = _class_names(path, mapping)
     return DataConfig(path, len(names), _source(path, root, "train", mapping["train"]),
                       _source(path, root, "val", mapping["val"]), names, test=_test_source(path, root, mapping))
