@@ -29,6 +29,7 @@ def test_conversion_split_and_difficult(tmp_path):
                dict(cls="cat", difficult=1, x1=1, y1=1, x2=10, y2=10)]
     images = [(f"im{i}", (100, 200), objects) for i in range(10)]
     ann, img = voc_folder(tmp_path, images)
+    (ann / "im9.xml").rename(ann / "im9.XML")  # an upper-case extension is an annotation too
     data, counts = convert_voc(ann, img, tmp_path / "out", "pets", VocOptions(seed=3))
     assert (counts.images, counts.boxes, counts.difficult, counts.negatives) == (10, 10, 10, 0)
     config = parse_data_config(data)

@@ -111,7 +111,7 @@ def _read_annotations(annotations_dir: Path, images_dir: Path) -> list[VocRecord
     """One record per .xml file; two describing the same image are refused."""
     if not annotations_dir.is_dir():
         raise DataError(f"{annotations_dir}: no such folder of annotations")
-    xml_files = sorted(annotations_dir.glob("*.xml"))
+    xml_files = sorted(path for path in annotations_dir.iterdir() if path.suffix.lower() == ".xml" and path.is_file())
     if not xml_files:
         raise DataError(f"{annotations_dir}: no .xml annotations found")
     records, described = [], {}
