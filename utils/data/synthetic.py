@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from utils.cli import SEED, ArgumentParser, integer, run_main
+from utils.darknet.cfg import MAX_IMG_SIZE
 from utils.data.layout import write_dataset_files, write_label_file
 from utils.fileio import atomic_write
 from utils.output_files import refuse_filled_folder
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "those of the same names")
     parser.add_argument("--train", type=integer(1), default=400, help="training images")
     parser.add_argument("--valid", type=integer(1), default=100, help="validation images")
-    parser.add_argument("--size", type=integer(32), default=256, help="image side in pixels")
+    parser.add_argument("--size", type=integer(32, MAX_IMG_SIZE), default=256, help="image side in pixels")
     parser.add_argument("--seed", type=SEED, default=0, help="seed of every image's content")
     args = parser.parse_args(argv)
 
