@@ -77,6 +77,8 @@ def test_a_list_is_batched_and_gives_each_image_its_own_result(files):
         assert result.classes.tolist() == alone.classes.tolist()
     stacked = detector(np.stack([cv2.imread(str(files / "images" / "wide.jpg"))] * 2))  # an NxHxWx3 array
     assert len(stacked) == 2 and stacked[0].classes.tolist() == results[0].classes.tolist()
+    assert detector.train() is detector and not detector.training and not detector.model.training
+    np.testing.assert_allclose(detector(images[0]).boxes, results[0].boxes, atol=1e-3)  # train() changes nothing
 
 
 def test_grey_and_bgra_arrays_and_settings_changes(files):

@@ -137,6 +137,11 @@ class Detector(nn.Module):
         settings.check_classes(self.model.num_classes)
         self._settings = settings if settings.img_size else replace(settings, img_size=self.default_size)
 
+    def train(self, mode: bool = True) -> Detector:
+        """Kept in eval mode whatever ``mode`` (as ``model.train()`` on a parent module may ask): a Detector's
+        model is prepared for inference (fused), and in train mode it would return raw heads, not detections."""
+        return super().train(False)
+
     def forward(self, images: ImageLike | Iterable[ImageLike]) -> Detections | list[Detections]:
         if isinstance(images, (bytes, bytearray)):
             raise ImageInputError("expected an image (a file path or a numpy BGR array), got encoded bytes: decode "
