@@ -1,6 +1,7 @@
 """Model behaviour: output layout and decoding (spec §4), Darknet layer semantics, fuse, summary."""
 import copy
 import math
+import re
 import subprocess
 import sys
 
@@ -187,6 +188,18 @@ def test_route_groups_take_the_group_id_slice_of_each_input(write_cfg):
     assert model.layers[2].out_channels == 6
     a, b = torch.randn(1, 8, 4, 4), torch.randn(1, 4, 4, 4)
     assert torch.equal(model.layers[2]([a, b]), torch.cat([a[:, 4:], b[:, 2:]], 1))
+
+
+def test_an_empty_batch_gives_no_detections_and_other_inputs_than_a_4d_tensor_are_named(write_cfg):
+    model = head_model(write_cfg)
+    for prepared in (False, True):
+        if prepared:
+            model.prepare_inference()
+        assert model(torch.zeros(0, 3, 64, 64)).shape == (0, *model(torch.zeros(1, 3, 64, 64)).shape[1:])
+        for wrong, got in ((torch.zeros(3, 64, 64), "shape (3, 64, 64)"), (np.zeros((1, 3, 64, 64)), "ndarray")):
+            with pytest.raises(ForwardError, match=rf"the network takes a 4D tensor \(batch, 3, height, width\), "
+                                                   rf"got {re.escape(got)}"):
+                model(wrong)
 
 
 def test_a_size_mismatch_says_why_at_this_input_size(write_cfg):

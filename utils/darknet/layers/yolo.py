@@ -209,11 +209,11 @@ class YOLOLayer(DarknetLayer):
 
     def decode(self, raw: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """Boxes (cx, cy, w, h in input pixels), objectness and class scores: ``(B, A*H*W, 5+classes)``."""
-        batch, _, height, width = raw.shape
+        height, width = raw.shape[-2:]
         p = self.split(raw)
         scores = p[..., 4:] if self.new_coords else torch.sigmoid(p[..., 4:])
         boxes = self.boxes(p, (image_size[0] / height, image_size[1] / width))
-        return torch.cat([boxes, scores], -1).view(batch, -1, self.num_outputs)
+        return torch.cat([boxes, scores], -1).flatten(1, 3)  # (B, A, H, W, 5+C) -> (B, A*H*W, 5+C), B = 0 too
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         return self.activate(raw)
