@@ -1,14 +1,16 @@
 """The dataset check: counts, the stop when labels were never found (naming where it looked), the summary
 table, labels.png and the train_batchN.jpg grids."""
+import warnings
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from utils.data.check import (CheckOptions, check_dataset, check_evaluation_labels, dataset_notes,
-                              format_dataset_summary, labels_problem, summarize_dataset)
+                              format_dataset_summary, labels_problem, summarize_dataset, warn_shared_images)
 from utils.data.check import main as check_main
-from utils.data.config import DataError, parse_data_config
+from utils.data.config import DataError, DataWarning, parse_data_config
 from utils.data.dataset import Batch, DetectionDataset
 from utils.data.synthetic import write_dataset
 from utils.inference.visualize import class_colour
@@ -108,6 +110,20 @@ def test_every_image_missing_is_an_error_even_with_negatives_allowed(tmp_path):
     dataset = DetectionDataset(tmp_path / "list.txt", 1)
     with pytest.raises(DataError, match="none of its 1 listed images exists"):
         check_dataset(dataset, ["x"], CheckOptions(allow_negatives=True))
+
+
+def test_validation_images_that_are_training_images_are_warned_of(shapes, tmp_path):
+    root, config = shapes
+    train, valid = DetectionDataset(config.train, 4), DetectionDataset(config.valid, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_shared_images(train, valid)  # apart: nothing to say
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "again.jpg").symlink_to(train.images[1])  # the same image by another name
+    both = DetectionDataset((config.valid, tmp_path / "images"), 4)
+    with pytest.warns(DataWarning, match=rf"1 of the {len(valid) + 1} validation images are training images too "
+                                         rf"\(e\.g\. {tmp_path}/images/again\.jpg\), so the mAP overstates"):
+        warn_shared_images(train, both)
 
 
 def test_labels_png_is_written(shapes, tmp_path):

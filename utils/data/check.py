@@ -15,6 +15,7 @@ place them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -168,6 +169,16 @@ def check_evaluation_labels(dataset: DetectionDataset, names: Sequence[str]) -> 
         warnings.warn(problem, DataWarning)
 
 
+def warn_shared_images(train: DetectionDataset, valid: DetectionDataset) -> None:
+    """Validation images that are training images too (by any name or link) make the mAP measure memory."""
+    training = {os.path.realpath(path) for path in train.images}
+    shared = [path for path in valid.images if os.path.realpath(path) in training]
+    if shared:
+        warnings.warn(f"{len(shared)} of the {len(valid.images)} validation images are training images too (e.g. "
+                      f"{shared[0]}), so the mAP overstates how well the model detects in images it has not seen; "
+                      f"keep the lists apart (the importers' --valid_fraction splits one set)", DataWarning, stacklevel=2)
+
+
 def format_dataset_summary(summary: DatasetSummary) -> str:
     """A per-class table and the totals, for the log."""
     tiny = f"< {summary.tiny_pixels:g} px"
@@ -226,6 +237,7 @@ def check(args: argparse.Namespace) -> int:
                                 "--labels_png")
     for dataset in datasets:
         print(format_dataset_summary(check_dataset(dataset, config.names, options)))
+    warn_shared_images(*datasets)
     if args.labels_png:
         with named_write_errors(args.labels_png, "labels plot"):
             plot_labels(datasets[0].labels, config.names, Path(args.labels_png))

@@ -9,7 +9,7 @@ from typing import Callable
 
 from utils.darknet.cfg import Cfg
 from utils.data.anchors import AnchorError, check_anchor_fit
-from utils.data.check import CheckOptions, check_dataset, format_dataset_summary
+from utils.data.check import CheckOptions, check_dataset, format_dataset_summary, warn_shared_images
 from utils.data.config import DataConfig
 from utils.data.labels import label_path
 from utils.errors import UserError
@@ -44,6 +44,7 @@ def check_data(loaders: Loaders, data: DataConfig, opt: TrainOptions, log: Log) 
     options = CheckOptions(img_size=opt.img_size, allow_negatives=opt.allow_all_negative)
     for dataset in (loaders.train.dataset, loaders.valid_set):
         log(format_dataset_summary(check_dataset(dataset, data.names, options)))
+    warn_shared_images(loaders.train.dataset, loaders.valid_set)
 
 
 def plot_training_labels(loaders: Loaders, names: list[str], run_dir: Path) -> None:
