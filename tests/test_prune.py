@@ -89,6 +89,9 @@ def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_p
     assert odd > 0  # the plain selection had layers to round
     with pytest.raises(PruneError, match="channel_multiple must be 1 or more, got 0"):
         select(graph, 0.6, channel_multiple=0)
+    with pytest.raises(PruneError, match=r"percent 1e-09 of the \d+ prunable BN channels is less than one, so nothing "
+                                         r"would be pruned; the smallest percent that prunes one is 0\.\d+"):
+        select(graph, 1e-9)
     with pytest.raises(PruneError, match=r"channel_multiple 100000 rounds every layer back up to all of its channels "
                                          r"\(the widest prunable one has \d+\), so nothing would be pruned"):
         select(graph, 0.4, channel_multiple=100000)

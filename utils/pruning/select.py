@@ -111,6 +111,9 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
     # the int(percent * n) smallest go, and any tied with the largest of them: after --sr many gammas are
     # exactly 0, and a threshold that kept its ties would then keep them all
     count = int(percent * len(values))
+    if percent > 0 and count == 0:
+        raise PruneError(f"percent {percent:g} of the {len(values)} prunable BN channels is less than one, so "
+                         f"nothing would be pruned; the smallest percent that prunes one is {1 / len(values):.4g}")
     threshold = values[count - 1] if count > 0 else -math.inf
     kept = {root: score > threshold for root, score in candidates.scores.items()}
     _keep_minimum(kept, candidates, layer_keep, percent)
