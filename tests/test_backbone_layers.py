@@ -13,7 +13,7 @@ from tests import cfgs
 from tests.cfgs import HEAD
 from tests.conftest import REPO, randomize
 from utils.conversion.native import darknet_native_cfg
-from utils.darknet.cfg import CfgError, read_cfg
+from utils.darknet.cfg import CfgError, parse_cfg, read_cfg
 from utils.darknet.checkpoint import load_model_state
 from utils.darknet.layers import NotPlainDarknet
 from utils.darknet.layers.norm import FrozenBatchNorm2d, InstanceBatchNorm
@@ -191,6 +191,14 @@ def test_ibn_norm_and_its_weights_order(write_cfg, tmp_path):
 def test_darknet_native_refuses_ibn_and_deformable_convs(cfg, message):
     with pytest.raises(NotPlainDarknet, match=message):
         darknet_native_cfg(read_cfg(REPO / "cfg" / f"{cfg}.cfg"))
+
+
+def test_darknet_native_names_both_widths_of_a_pruned_res2net_block():
+    text = (REPO / "cfg" / "res2net-yolov3-tiny.cfg").read_text()
+    pruned = text.replace("scale=4\nbase_width=26\n", "scale=4\nbase_width=26\nbranch_filters=6,6,4\n", 1)
+    with pytest.raises(NotPlainDarknet, match=r"pruned\.cfg:39: layer 2 \[res2net\]: split widths \[6, 6, 6, 6\] and "
+                                              r"branch filters \[6, 6, 4\] \(a pruned block\) are not all one width"):
+        darknet_native_cfg(parse_cfg(pruned, "pruned.cfg"))
 
 
 @pytest.mark.parametrize("cfg", ["resnet18-yolov3", "resnet50-yolov3", "resnext50-32x4d-yolov3", "se-resnet50-yolov3",

@@ -119,8 +119,8 @@ class HierarchicalSplit(nn.Module):
             raise NotPlainDarknet("stype=stage has a 3x3 average pool that plain Darknet layers cannot express")
         width = self.uniform_width
         if width is None:
-            raise NotPlainDarknet(f"unequal split widths {self.widths} (a pruned block) cannot be expressed with "
-                                  f"Darknet's equal [route] groups")
+            raise NotPlainDarknet(f"split widths {self.widths} and branch filters {self.branch_filters} (a pruned "
+                                  f"block) are not all one width, which Darknet's equal [route] groups need")
 
         def conv(filters: int, size: int) -> PlainLayer:
             return PlainLayer("convolutional", {"batch_normalize": 1, "filters": filters, "size": size,
