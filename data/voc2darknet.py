@@ -36,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    check_destination(out, args.name, [("--images", Path(args.images))], args.exist_ok)
+    check_destination(out, args.name, [("--images", Path(args.images)), ("--annotations", Path(args.annotations))],
+                      args.exist_ok)
     options = VocOptions(tuple(args.classes) if args.classes else None, args.valid_fraction, args.seed,
                          args.include_difficult, args.copy)
     with removed_on_failure(out), named_write_errors(out, "dataset"):  # no half-written new dataset is left

@@ -160,3 +160,9 @@ def test_the_importer_writes_into_a_filled_out_only_with_exist_ok(tmp_path, caps
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
     assert main(flags + ["--out", str(tmp_path / "out"), "--exist_ok"]) == 0
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep" and (tmp_path / "out" / "voc.data").is_file()
+    for inside in (img / "out", ann / "out"):  # the source folders are only read
+        flag = "--images" if inside.parent == img else "--annotations"
+        assert main(flags + ["--out", str(inside)]) == 1
+        assert capsys.readouterr().err == (f"error: --out {inside} is inside {flag} {inside.parent}, which an import "
+                                           f"only reads; write the dataset elsewhere\n")
+        assert not inside.exists()

@@ -34,11 +34,16 @@ SPLIT_FRACTION = number(0, 1, above=True, below=True)  # the importers' --valid_
 
 def check_destination(out: Path, name: str, image_folders: list[tuple[str, Path]], exist_ok: bool) -> None:
     """What an importer (data/voc2darknet.py, data/coco2darknet.py) checks before writing the dataset
-    ``out``/``name``: a plain file name, an --out that is new or empty (unless ``exist_ok``) and none of the
-    ``image_folders`` (flag, path) where the images go, OUT/images, which would replace them."""
+    ``out``/``name``: a plain file name, an --out that is new or empty (unless ``exist_ok``), outside the
+    ``image_folders`` (flag, path), which are only read, and none of them where the images go, OUT/images, which
+    would replace them."""
     if not re.fullmatch(r"[^/\\]+", name):
         raise UserError(f"--name {name!r}: expected a file name without folders (it names NAME.data, NAME.names)")
     refuse_filled_folder(out, "--out", exist_ok)
+    for flag, folder in image_folders:
+        if Path(os.path.realpath(out)).is_relative_to(os.path.realpath(folder)):
+            raise UserError(f"--out {out} is inside {flag} {folder}, which an import only reads; write the dataset "
+                            f"elsewhere")
     refuse_inputs_inside(out / "images", image_folders, "--out")
 
 
