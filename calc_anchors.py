@@ -24,7 +24,7 @@ from utils.cli import IMAGE_SIZE, SEED, ArgumentParser, integer, run_main
 from utils.darknet.cfg import DEFAULT_IMG_SIZE, SIZE_MULTIPLE, Cfg, read_cfg
 from utils.darknet.checkpoint import CHECKPOINT_SUFFIXES, checkpoint_cfg, load_checkpoint, run_size, trained_size
 from utils.darknet.weights import cutoff_from_name
-from utils.data.anchors import (FIT_THRESHOLD, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
+from utils.data.anchors import (FIT_THRESHOLD, AnchorCheck, AnchorError, KMeansOptions, anchor_fit, anchors_in_use,
                                 assignment_threshold, format_anchors, kmeans_anchors, label_sizes, rounded,
                                 with_anchors)
 from utils.data.check import ANCHORS, labels_problem, summarize_dataset
@@ -109,6 +109,22 @@ def _fit_line(what: str, anchors: np.ndarray, boxes: np.ndarray, thresholds: lis
     return f"{what}: average IoU {100 * avg_iou:.2f} %, best possible recall {recalls}"
 
 
+def anchor_notes(anchors: np.ndarray, fit: AnchorCheck) -> list[str]:
+    """What the user should know of the anchors found: sizes that round to one, and a fit still poor."""
+    sizes = [tuple(anchor) for anchor in anchors.tolist()]
+    repeated = sorted({size for size in sizes if sizes.count(size) > 1})
+    notes = []
+    if repeated:
+        notes.append(f"{len(sizes) - len(set(sizes))} of the {len(sizes)} anchors repeat another once rounded to "
+                     f"whole pixels ({format_anchors(np.array(repeated))}): the boxes' sizes lie within a pixel of "
+                     f"each other at {fit.img_size} px, so fewer --num_anchors would do the same")
+    if fit.poor:
+        notes.append(f"even the anchors k-means found fit these boxes poorly ({fit.shortfalls()}): their sizes are "
+                     f"too spread for {fit.num_anchors} anchors, or too small at {fit.img_size} px; more "
+                     f"--num_anchors or a larger --img_size may fit them")
+    return notes
+
+
 def _write_out(args: argparse.Namespace, cfg: Cfg, anchors: np.ndarray) -> str:
     edit = with_anchors(cfg, anchors)
     with named_write_errors(args.out, "cfg"), atomic_write(args.out) as f:
@@ -138,6 +154,7 @@ def run(args: argparse.Namespace) -> list[str]:
     except AnchorError as err:  # too few distinct sizes: say whose labels they are
         raise AnchorError(f"{source}: {err}") from None
     anchors = rounded(clusters.anchors)
+    notes += anchor_notes(anchors, AnchorCheck(*anchor_fit(anchors, boxes), len(boxes), count, size))
     lines = [f"warning: {note}" for note in notes] + [
         f"{source}: {len(boxes)} boxes, sizes at {size}x{size}{chosen}",
         f"k-means (distance 1 - IoU), {args.restarts} restarts from seed {args.seed}: restart {clusters.restart} "

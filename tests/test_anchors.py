@@ -224,3 +224,18 @@ def test_a_poor_fit_warning_names_only_the_measures_that_fall_short(avg_iou, rec
     advice = check.advice("d.data", "m.cfg")
     assert f"poorly ({named});" in advice and "--num_anchors 6 --img_size 320 --model_def m.cfg" in advice
     assert not_named is None or not_named not in advice.split(";")[0]
+
+
+def test_calc_anchors_warns_of_anchors_that_round_alike_and_of_a_fit_still_poor():
+    from calc_anchors import anchor_notes
+    anchors = np.array([[13.0, 13.0], [13.0, 13.0], [40.0, 30.0]])
+    good = AnchorCheck(0.7, {FIT_THRESHOLD: 0.99}, boxes=10, num_anchors=3, img_size=64)
+    assert anchor_notes(anchors, good) == [
+        "1 of the 3 anchors repeat another once rounded to whole pixels (13,13): the boxes' sizes lie within a pixel "
+        "of each other at 64 px, so fewer --num_anchors would do the same"]
+    assert anchor_notes(anchors[1:], good) == []
+    poor = AnchorCheck(0.2, {FIT_THRESHOLD: 0.5}, boxes=10, num_anchors=2, img_size=32)
+    assert anchor_notes(anchors[1:], poor) == [
+        "even the anchors k-means found fit these boxes poorly (average IoU 20.0 % < 50 % and best possible recall at "
+        "IoU 0.25 50.0 % < 98 %): their sizes are too spread for 2 anchors, or too small at 32 px; more --num_anchors "
+        "or a larger --img_size may fit them"]

@@ -258,16 +258,20 @@ class AnchorCheck:
         return (f"anchor fit at {self.img_size} px: average IoU {100 * self.avg_iou:.1f} % over {self.boxes} "
                 f"training boxes; best possible recall {recalls}")
 
-    def advice(self, data_config: str | Path, model_def: str | Path) -> str:
-        """The warning for a poor fit (naming the measures that fall short), with the command that computes
-        anchors for this data."""
+    def shortfalls(self) -> str:
+        """The measures that make the fit poor, with their bounds ('' for a fit that is not)."""
         short = []
         if self.avg_iou < POOR_AVG_IOU:
             short.append(f"average IoU {100 * self.avg_iou:.1f} % < {100 * POOR_AVG_IOU:.0f} %")
         if self.recall[FIT_THRESHOLD] < POOR_RECALL:
             short.append(f"best possible recall at IoU {FIT_THRESHOLD:g} {100 * self.recall[FIT_THRESHOLD]:.1f} % "
                          f"< {100 * POOR_RECALL:.0f} %")
-        return (f"the cfg's anchors fit these labels poorly ({' and '.join(short)}); compute anchors for them "
+        return " and ".join(short)
+
+    def advice(self, data_config: str | Path, model_def: str | Path) -> str:
+        """The warning for a poor fit (naming the measures that fall short), with the command that computes
+        anchors for this data."""
+        return (f"the cfg's anchors fit these labels poorly ({self.shortfalls()}); compute anchors for them "
                 f"with: python calc_anchors.py --data_config {data_config} --num_anchors {self.num_anchors} "
                 f"--img_size {self.img_size} --model_def {model_def} --out NEW.cfg")
 
