@@ -396,3 +396,13 @@ def test_resuming_after_the_data_gained_a_class_is_refused_before_training(tmp_p
         f"rectangle, triangle, cross, hexagon); resume with the data it was started with, or start a new run from its "
         f"weights: --pretrained_weights {tmp_path / 'run' / 'last.pth'} --output NEW"]
     assert (tmp_path / "run" / "last.pth").read_bytes() == before
+
+
+def test_resuming_a_run_whose_best_model_was_deleted_says_it_is_lost(finished_run, tmp_path, capsys):
+    run = copy_of(finished_run, tmp_path / "run")
+    for best in run.glob("best.*"):
+        best.unlink()
+    Trainer(TrainOptions(resume=str(run), epochs=2, n_cpu=0, device="cpu")).run()
+    best_fitness = load_checkpoint(finished_run / "last.pth")["best_fitness"]
+    assert f"warning: {run / 'best.pth'} is missing, so the best model so far (mAP@0.5 {best_fitness:.4f}) is lost; " \
+           f"best.pth is written again once an evaluation beats it" in capsys.readouterr().out

@@ -326,6 +326,10 @@ class Trainer:
                          + ", ".join(path.name for path in carried))
             for weights in outputs.reexport_stale_weights():
                 self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
+            best = outputs.run_dir / BEST_CHECKPOINT
+            if state.best_fitness >= 0 and not best.is_file():
+                self.log(f"warning: {best} is missing, so the best model so far (mAP@0.5 {state.best_fitness:.4f}) is "
+                         f"lost; {best.name} is written again once an evaluation beats it")
         self.log(f"resumed after epoch {state.epoch + 1} of {self.opt.epochs} (best mAP@0.5 {state.best_fitness:.4f})")
         planned = int(checkpoint["options"].get("epochs", DEFAULT_EPOCHS))
         reached = (state.epoch + 1) * steps_per_epoch
