@@ -406,3 +406,14 @@ def test_resuming_a_run_whose_best_model_was_deleted_says_it_is_lost(finished_ru
     best_fitness = load_checkpoint(finished_run / "last.pth")["best_fitness"]
     assert f"warning: {run / 'best.pth'} is missing, so the best model so far (mAP@0.5 {best_fitness:.4f}) is lost; " \
            f"best.pth is written again once an evaluation beats it" in capsys.readouterr().out
+
+
+def test_a_resumed_runs_edited_model_cfg_is_moved_aside_not_lost(finished_run, tmp_path, capsys):
+    run = copy_of(finished_run, tmp_path / "run")
+    original = (run / "model.cfg").read_text()
+    (run / "model.cfg").write_text(original.replace("anchors", "# my anchors\nanchors", 1))
+    edited = (run / "model.cfg").read_text()
+    Trainer(TrainOptions(resume=str(run), epochs=2, n_cpu=0, device="cpu")).run()
+    assert (run / "model.cfg").read_text() == original and (run / "model.cfg.edited").read_text() == edited
+    assert f"warning: {run / 'model.cfg'} differs from the cfg the run trains (its checkpoint's), so the edit has no " \
+           f"effect on a resumed run; it is kept as model.cfg.edited" in capsys.readouterr().out

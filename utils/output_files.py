@@ -80,6 +80,15 @@ def make_folder(folder: Path, flag: str) -> None:
         raise UserError(f"{flag} {folder}: cannot make the folder: {err.strerror or err}") from None
 
 
+def unused_name(path: Path) -> Path:
+    """``path``, or where it exists the first of ``path2``, ``path3``, ... that does not."""
+    number = 2
+    candidate = path
+    while candidate.exists():
+        candidate, number = path.with_name(f"{path.name}{number}"), number + 1
+    return candidate
+
+
 def refuse_replacing_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], flag: str) -> None:
     """Refuse an output that is one of the inputs (the same file by any name), with --exist_ok or --force too:
     those replace earlier results, never what the command reads."""

@@ -4,6 +4,7 @@ device under torchrun (DDP)."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,7 +26,7 @@ from utils.evaluation.evaluate import ImageRecord, collect_detections, format_be
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
 from utils.output_files import (in_use, named_write_errors, refuse_inputs_inside, remove_orphan_temporaries,
-                                 removed_on_failure)
+                                 removed_on_failure, unused_name)
 from utils.training.distill import build_distiller
 from utils.training.distributed import Distributed
 from utils.training.epoch import EpochStats, StepContext, train_epoch
@@ -236,9 +237,17 @@ class Trainer:
         return cfg
 
     def _write_run_cfg(self, cfg: Cfg, cfg_path: Path) -> None:
-        """model.cfg, unless it already holds this text (a resumed run's folder: its file is left untouched)."""
+        """model.cfg, unless it already holds this text (a resumed run's folder: its file is left untouched). A
+        resumed run's model.cfg edited since is moved aside, not lost: the run goes on with its checkpoint's cfg."""
         unchanged = cfg_path.is_file() and cfg_path.read_bytes() == cfg.text.encode()
         if self.dist.is_main and not unchanged:
+            if self.resumed_from is not None and cfg_path.is_file():
+                aside = unused_name(cfg_path.with_name(f"{cfg_path.name}.edited"))
+                with named_write_errors(aside, "edited model cfg"):
+                    os.replace(cfg_path, aside)
+                self.log(f"warning: {cfg_path} differs from the cfg the run trains (its checkpoint's), so the edit "
+                         f"has no effect on a resumed run; it is kept as {aside.name}, and --pretrained_weights "
+                         f"{self.resumed_from} --model_def {aside} starts a new run with it")
             with named_write_errors(cfg_path, "model cfg"), atomic_write(cfg_path) as f:
                 f.write(cfg.text.encode())
         self.dist.barrier()
