@@ -134,8 +134,9 @@ def evolve(opt: TrainOptions, request: EvolveRequest, log=print) -> Trial:
     if opt.resume is not None:
         raise UserError("--evolve runs new trainings; it does not combine with --resume")
     count = request.trials
-    if opt.output and request.hyp_file:
-        refuse_inputs_inside(Path(opt.output), [("--hyp", request.hyp_file)], "--output")
+    if opt.output:  # before trial 1, which would refuse them only once it started
+        hyp = [("--hyp", request.hyp_file)] if request.hyp_file else []
+        refuse_inputs_inside(Path(opt.output), opt.input_files() + hyp, "--output")
     folder = output_folder(opt.output, EVOLVE_RUNS, opt.exist_ok)
     flags = starting_flags(opt)
     if flags:

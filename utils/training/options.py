@@ -114,6 +114,13 @@ class TrainOptions:
                 ignored.append(f"{_flag(name, value)} (the run's: {_shown(own)})")
         return ignored
 
+    def input_files(self) -> list[tuple[str, Path]]:
+        """(flag, path) of each file these options name for the run to read: none may lie in a folder it writes."""
+        named = [("--model_def", self.model_def), ("--data_config", self.data_config),
+                 ("--pretrained_weights", self.pretrained_weights), ("--teacher_cfg", self.teacher_cfg),
+                 ("--teacher_weights", self.teacher_weights)]
+        return [(flag, Path(path)) for flag, path in named if path]
+
     def fresh(self) -> TrainOptions:
         """These options for a new run: what was left unset takes its default."""
         return replace(self, epochs=self.epochs or DEFAULT_EPOCHS)

@@ -203,10 +203,8 @@ class Trainer:
 
     def _input_files(self) -> list[tuple[str, Path]]:
         """(flag, path) of each file the run reads: none may lie in the folder it writes (--exist_ok or not)."""
-        named = [("--model_def", self.opt.model_def), ("--data_config", self.opt.data_config),
-                 ("--pretrained_weights", self.opt.pretrained_weights), ("--teacher_cfg", self.opt.teacher_cfg),
-                 ("--teacher_weights", self.opt.teacher_weights), ("--resume", self.resumed_from)]
-        return [(flag, Path(path)) for flag, path in named if path]
+        resumed = [("--resume", self.resumed_from)] if self.resumed_from is not None else []
+        return self.opt.input_files() + resumed
 
     def _ensure_demo_data(self) -> None:
         """Without --data_config, the demo's data, generated on first use (by the main process, which every other
