@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data.check import (CheckOptions, check_dataset, check_evaluation_labels, dataset_notes,
+from utils.data.check import (VALIDATION, CheckOptions, check_dataset, check_evaluation_labels, dataset_notes,
                               format_dataset_summary, labels_problem, summarize_dataset, warn_shared_images)
 from utils.data.check import main as check_main
 from utils.data.config import DataError, DataWarning, parse_data_config
@@ -75,6 +75,9 @@ def test_label_files_without_a_single_box_stop_training_and_are_a_warning_for_ev
                                         r"objects\.$"):
         check_dataset(dataset, NAMES)
     assert check_dataset(dataset, NAMES, CheckOptions(allow_negatives=True)).negatives == 10
+    with pytest.raises(DataError, match=r"files\), so every detection on them would count as a false positive \(mAP "
+                                        r"near 0\)\. Write the boxes into the label files, or pass --allow_all_negative"):
+        check_dataset(dataset, NAMES, CheckOptions(use=VALIDATION))  # as training's validation list is checked
     with pytest.warns(UserWarning, match=r"not one box in its 10 images \(10 empty label files\)"):
         check_evaluation_labels(dataset, NAMES)
     (root / "labels" / "train" / "00009.txt").unlink()  # one missing among the empty ones: still no box

@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -50,6 +50,7 @@ class LabelUse:
 TRAINING = LabelUse("so they would train as negatives (nothing to detect: mAP stays near 0)",
                     f", or pass {ALLOW_NEGATIVES_FLAG} if these images really hold no objects")
 EVALUATION = LabelUse("so every detection on them would count as a false positive (mAP near 0)")
+VALIDATION = LabelUse(EVALUATION.consequence, TRAINING.way_past)  # training's own evaluation list
 ANCHORS = LabelUse("so their boxes cannot be counted")
 
 
@@ -59,6 +60,7 @@ class CheckOptions:
     allow_negatives: bool = False
     tiny_pixels: float = TINY_PIXELS
     max_unlabelled: float = MAX_UNLABELLED  # fraction of images without a label file that stops the check
+    use: LabelUse = TRAINING  # what the list is for, which the stop's message says
 
 
 @dataclass
@@ -145,7 +147,7 @@ def _no_box_problem(summary: DatasetSummary, use: LabelUse) -> str | None:
 
 def require_labels(summary: DatasetSummary, options: CheckOptions = CheckOptions()) -> None:
     """Raise the :func:`labels_problem` as a DataError, unless negatives are allowed (missing images never are)."""
-    problem = labels_problem(summary, options.max_unlabelled)
+    problem = labels_problem(summary, options.max_unlabelled, options.use)
     if problem and (not summary.present or not options.allow_negatives):
         raise DataError(problem)
 
@@ -235,8 +237,8 @@ def check(args: argparse.Namespace) -> int:
     if args.labels_png:  # even with --exist_ok: never over the config, a list, an image or a label file
         refuse_replacing_inputs([args.labels_png], [*config.files(), *(f for d in datasets for f in d.files())],
                                 "--labels_png")
-    for dataset in datasets:
-        print(format_dataset_summary(check_dataset(dataset, config.names, options)))
+    for dataset, use in zip(datasets, (TRAINING, VALIDATION)):
+        print(format_dataset_summary(check_dataset(dataset, config.names, replace(options, use=use))))
     warn_shared_images(*datasets)
     if args.labels_png:
         with named_write_errors(args.labels_png, "labels plot"):

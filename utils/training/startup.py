@@ -4,12 +4,14 @@ the dataset check of both lists
 (labels.png) and how well the cfg's anchors fit the training boxes (utils/data/anchors.py)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from utils.darknet.cfg import Cfg
 from utils.data.anchors import AnchorError, check_anchor_fit
-from utils.data.check import CheckOptions, check_dataset, format_dataset_summary, warn_shared_images
+from utils.data.check import (TRAINING, VALIDATION, CheckOptions, check_dataset, format_dataset_summary,
+                              warn_shared_images)
 from utils.data.config import DataConfig
 from utils.data.labels import label_path
 from utils.errors import UserError
@@ -42,8 +44,8 @@ def refuse_dataset_inside(run_dir: Path, data: DataConfig, loaders: Loaders) -> 
 def check_data(loaders: Loaders, data: DataConfig, opt: TrainOptions, log: Log) -> None:
     """Check the training and the validation list (every process: each stops alike), and log both summaries."""
     options = CheckOptions(img_size=opt.img_size, allow_negatives=opt.allow_all_negative)
-    for dataset in (loaders.train.dataset, loaders.valid_set):
-        log(format_dataset_summary(check_dataset(dataset, data.names, options)))
+    for dataset, use in ((loaders.train.dataset, TRAINING), (loaders.valid_set, VALIDATION)):
+        log(format_dataset_summary(check_dataset(dataset, data.names, replace(options, use=use))))
     warn_shared_images(loaders.train.dataset, loaders.valid_set)
 
 
