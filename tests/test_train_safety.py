@@ -138,6 +138,20 @@ def test_a_run_folder_another_live_process_trains_in_is_refused_and_a_dead_ones_
     assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2"]) == 0
     assert not (run / IN_USE_NAME).exists()
 
+
+def test_a_run_folder_that_cannot_be_written_is_named_before_training(finished_run, tmp_path, monkeypatch, capsys):
+    run = copy_of(finished_run, tmp_path / "run")
+    real_open = os.open
+
+    def immutable(path, *args, **kwargs):  # as chattr +i makes it, even for root
+        if str(path).startswith(str(run)) and args and args[0] & os.O_CREAT:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, "open", immutable)
+    assert train.main(["--resume", str(run), "--n_cpu", "0", "--epochs", "2"]) == 1
+    assert error_lines(capsys) == [f"error: {run}: cannot write into the folder (to mark it in use by this process): "
+                                   f"Operation not permitted"]
+
 def test_resuming_best_pth_in_its_own_folder_would_rewind_the_run_and_is_refused(finished_run, tmp_path, capsys):
     run = copy_of(finished_run, tmp_path / "run")
     assert train.main(["--resume", str(run / "best.pth"), "--n_cpu", "0"]) == 1

@@ -184,6 +184,9 @@ def in_use(folder: Path, work: str) -> Iterator[None]:
                 raise UserError(f"{folder} is being {work} by process {holder}; wait for it to end or stop it, or "
                                 f"choose another --output ({mark} holds its PID)") from None
             mark.unlink(missing_ok=True)
+        except OSError as err:  # a folder that cannot be written: say so before any work, naming it
+            raise OutputError(f"{folder}: cannot write into the folder (to mark it in use by this process): "
+                              f"{err.strerror or err}") from None
     else:
         raise UserError(f"{folder}: another process marked it as in use at the same moment; try again")
     with os.fdopen(descriptor, "w") as f:
