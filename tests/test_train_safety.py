@@ -431,3 +431,13 @@ def test_a_resumed_runs_edited_model_cfg_is_moved_aside_not_lost(finished_run, t
     assert (run / "model.cfg").read_text() == original and (run / "model.cfg.edited").read_text() == edited
     assert f"warning: {run / 'model.cfg'} differs from the cfg the run trains (its checkpoint's), so the edit has no " \
            f"effect on a resumed run; it is kept as model.cfg.edited" in capsys.readouterr().out
+
+
+def test_resuming_a_folder_of_runs_names_them(finished_run, tmp_path, capsys):
+    search = tmp_path / "evolve"
+    search.mkdir()
+    for trial in ("trial1", "trial2"):
+        copy_of(finished_run, search / trial)
+    assert train.main(["--resume", str(search), "--n_cpu", "0"]) == 1
+    assert error_lines(capsys) == [f"error: --resume {search}: the folder holds runs, not one (trial1, trial2: an "
+                                   f"--evolve search?); resume one of them, e.g. --resume {search / 'trial2'}"]

@@ -147,6 +147,11 @@ class Trainer:
     def _take_over_run(self) -> dict:
         """--resume: the run's checkpoint, whose options become these (but for where it runs and how long)."""
         resume = Path(self.opt.resume) if self.opt.resume else self._newest_run()
+        if resume.is_dir() and not (resume / LAST_CHECKPOINT).exists():
+            runs = sorted(path.parent for path in resume.glob(f"*/{LAST_CHECKPOINT}"))
+            if runs:
+                raise UserError(f"--resume {resume}: the folder holds runs, not one ({', '.join(p.name for p in runs)}"
+                                f": an --evolve search?); resume one of them, e.g. --resume {runs[-1]}")
         resume = resume / LAST_CHECKPOINT if resume.is_dir() else resume
         checkpoint = load_checkpoint(resume)
         check_training_checkpoint(checkpoint, resume)
