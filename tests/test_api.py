@@ -123,6 +123,10 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
         detector([3])
     with pytest.raises(UserError, match="names: 2 class names for a model with 4 classes"):
         Detector(files / "model.pth", names=["a", "b"])
+    for names, got in (([0, 1, 2, 3], "0"), (["a", "b", " ", "d"], "' '"), (4, "4")):
+        with pytest.raises(UserError, match=rf"names: expected a \.names file or a list of class names \(non-empty "
+                                            rf"strings\), got {got}$"):
+            Detector(files / "model.pth", names=names)
     for neither in (None, 5, object()):
         with pytest.raises(UserError, match="expected an image .* or a list of them, got "):
             detector(neither)
@@ -130,6 +134,8 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
         detector((files / "images" / "wide.jpg").read_bytes())
     with pytest.raises(UserError, match=r"images: is a folder, expected an image$"):
         detector(files / "images")
+    with pytest.raises(UserError, match=r"^image 1: the path is empty$"):
+        detector([files / "images" / "wide.jpg", ""])
 
 
 @pytest.mark.parametrize("changes,problem", [
@@ -139,6 +145,9 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
     (dict(conf_thres=2), r"conf_thres: expected a number in \[0, 1\], got 2"),
     (dict(iou_thres=-1), r"iou_thres: expected a number in \[0, 1\], got -1"),
     (dict(max_det=0), "max_det: expected an integer of at least 1, got 0"),
+    (dict(max_det=True), "max_det: expected an integer of at least 1, got True"),  # bool is an int to Python
+    (dict(batch_size=True), "batch_size: expected an integer of at least 1, got True"),
+    (dict(conf_thres=False), r"conf_thres: expected a number in \[0, 1\], got False"),
     (dict(classes=(-1,)), r"classes: expected a sequence of class indices"),
     (dict(classes=0), r"classes: expected a sequence of class indices \(integers from 0\), got 0"),
     (dict(classes="01"), r"classes: expected a sequence of class indices \(integers from 0\), got '01'"),

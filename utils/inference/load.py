@@ -1,6 +1,7 @@
 """Loading a trained model for inference, and running it on images of any size."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +36,19 @@ def class_names(names: str | Path | list[str] | None, fallback: list[str] | None
     numbers; a count that does not fit the model is an error."""
     if names is None:
         return list(fallback) if fallback is not None else [str(i) for i in range(num_classes)]
-    listed = read_class_names(names) if isinstance(names, (str, Path)) else list(names)
+    listed = read_class_names(names) if isinstance(names, (str, Path)) else _listed_names(names)
+    where = names if isinstance(names, (str, Path)) else "names"
     if len(listed) != num_classes:
-        where = names if isinstance(names, (str, Path)) else "names"
         raise UserError(f"{where}: {len(listed)} class names for a model with {num_classes} classes")
+    return listed
+
+
+def _listed_names(names) -> list[str]:
+    """Class names given as a list (the API's ``names=``): strings, none empty."""
+    listed = list(names) if isinstance(names, Iterable) else None
+    wrong = names if listed is None else next((n for n in listed if not isinstance(n, str) or not n.strip()), None)
+    if listed is None or wrong is not None:
+        raise UserError(f"names: expected a .names file or a list of class names (non-empty strings), got {wrong!r}")
     return listed
 
 

@@ -105,6 +105,11 @@ def _class_indices(classes) -> tuple[int, ...]:
     return tuple(int(c) for c in values)
 
 
+def is_number(value, kind: type = numbers.Real) -> bool:
+    """Whether ``value`` is a number of ``kind`` (Real, Integral), and not a bool, which Python counts as one."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class NmsFilter:
     """Which boxes survive: score (objectness x class score) above ``conf_thres``, greedy NMS at ``iou_thres``
@@ -121,9 +126,9 @@ class NmsFilter:
     def __post_init__(self):
         for name in ("conf_thres", "iou_thres"):
             value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and 0.0 <= value <= 1.0):
+            if not (is_number(value) and 0.0 <= value <= 1.0):
                 raise SettingsError(f"{name}: expected a number in [0, 1], got {value!r}")
-        if not (isinstance(self.max_det, numbers.Integral) and self.max_det >= 1):
+        if not (is_number(self.max_det, numbers.Integral) and self.max_det >= 1):
             raise SettingsError(f"max_det: expected an integer of at least 1, got {self.max_det!r}")
         if self.classes is not None:
             object.__setattr__(self, "classes", _class_indices(self.classes))  # frozen: set once, here

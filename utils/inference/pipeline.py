@@ -15,7 +15,7 @@ from tqdm import tqdm
 from utils.darknet.cfg import MAX_IMG_SIZE, SIZE_MULTIPLE
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
-from utils.inference.nms import NmsFilter, SettingsError, require_flags
+from utils.inference.nms import NmsFilter, SettingsError, is_number, require_flags
 from utils.inference.reader import FrameReader
 from utils.inference.sources import Frame, Input, batches, count_frames, read_frames
 from utils.inference.tta import network
@@ -35,11 +35,11 @@ class DetectSettings(NmsFilter):
     def __post_init__(self):
         super().__post_init__()
         size = self.img_size
-        if size is not None and not (isinstance(size, numbers.Integral) and SIZE_MULTIPLE <= size <= MAX_IMG_SIZE
+        if size is not None and not (is_number(size, numbers.Integral) and SIZE_MULTIPLE <= size <= MAX_IMG_SIZE
                                      and size % SIZE_MULTIPLE == 0):
             raise SettingsError(f"img_size: expected a multiple of {SIZE_MULTIPLE} in {SIZE_MULTIPLE} .. "
                                 f"{MAX_IMG_SIZE}, got {size!r}")
-        if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
+        if not (is_number(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise SettingsError(f"batch_size: expected an integer of at least 1, got {self.batch_size!r}")
         require_flags(letterbox=self.letterbox, augment=self.augment)
 
