@@ -136,6 +136,8 @@ def test_what_is_not_an_image_is_a_named_error(files, tmp_path):
         detector(files / "images")
     with pytest.raises(UserError, match=r"^image 1: the path is empty$"):
         detector([files / "images" / "wide.jpg", ""])
+    with pytest.raises(UserError, match=r"got a torch\.Tensor of shape \(64, 64, 3\): pass HxWx3 BGR uint8 arrays"):
+        detector(torch.zeros(64, 64, 3, dtype=torch.uint8))
 
 
 @pytest.mark.parametrize("changes,problem", [

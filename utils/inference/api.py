@@ -148,6 +148,10 @@ class Detector(nn.Module):
         if isinstance(images, (bytes, bytearray)):
             raise ImageInputError("expected an image (a file path or a numpy BGR array), got encoded bytes: decode "
                                   "them with cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)")
+        if isinstance(images, torch.Tensor):  # iterating it would pass rows of pixels as images
+            raise ImageInputError(f"expected an image (a file path or a numpy BGR array) or a list of them, got a "
+                                  f"torch.Tensor of shape {tuple(images.shape)}: pass HxWx3 BGR uint8 arrays, e.g. "
+                                  f"tensor.cpu().numpy(), or run detector.model on a (batch, 3, height, width) tensor")
         single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim < 4)
         if not single and not isinstance(images, Iterable):
             raise ImageInputError(f"expected an image (a file path or a numpy BGR array) or a list of them, got "
