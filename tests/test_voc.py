@@ -111,6 +111,13 @@ def test_bad_annotations_are_named(tmp_path):
     (ann / "a.xml").write_text("<annotation><object>")
     with pytest.raises(DataError, match="a.xml: not valid XML"):
         convert_voc(ann, img, tmp_path / "out")
+    (tmp_path / "linked").mkdir()
+    ann, img = voc_folder(tmp_path / "linked", [("b", (50, 50), [])])
+    (img / "b.jpg").unlink()
+    (img / "b.jpg").symlink_to(tmp_path / "moved" / "b.jpg")  # the original moved away
+    with pytest.raises(DataError, match=rf"b\.xml: its image {img}/b\.jpg is a link to {tmp_path}/moved/b\.jpg, "
+                                        r"which does not exist"):
+        convert_voc(ann, img, tmp_path / "out")
 
 
 

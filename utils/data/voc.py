@@ -6,6 +6,7 @@ Boxes convert as Darknet's own voc_label.py does: VOC pixel coordinates are 1-ba
 from __future__ import annotations
 
 import math
+import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -77,6 +78,9 @@ def _find_image(images_dir: Path, xml_path: Path, filename: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    broken = next((c for c in candidates if c.is_symlink()), None)
+    if broken is not None:
+        raise DataError(f"{xml_path}: its image {broken} is a link to {os.readlink(broken)}, which does not exist")
     raise DataError(f"{xml_path}: no image {filename or xml_path.stem + '.*'} in {images_dir}")
 
 
