@@ -37,8 +37,7 @@ def check_destination(out: Path, name: str, image_folders: list[tuple[str, Path]
     ``out``/``name``: a plain file name, an --out that is new or empty (unless ``exist_ok``), outside the
     ``image_folders`` (flag, path), which are only read, and none of them where the images go, OUT/images, which
     would replace them."""
-    if not re.fullmatch(r"[^/\\]+", name):
-        raise UserError(f"--name {name!r}: expected a file name without folders (it names NAME.data, NAME.names)")
+    check_dataset_name(name)
     refuse_filled_folder(out, "--out", exist_ok)
     for flag, folder in image_folders:
         if Path(os.path.realpath(out)).is_relative_to(os.path.realpath(folder)):
@@ -54,6 +53,12 @@ class BoxCounts:
     boxes: int = 0  # written
     clipped: int = 0  # written, cut to their image
     degenerate: int = 0  # dropped: nothing left inside the image
+
+
+def check_dataset_name(name: str) -> None:
+    """--name, the base of NAME.data and NAME.names: a plain file name."""
+    if not re.fullmatch(r"[^/\\]+", name):
+        raise UserError(f"--name {name!r}: expected a file name without folders (it names NAME.data, NAME.names)")
 
 
 def darknet_row(corners: tuple[float, float, float, float], width: int, height: int,
@@ -172,11 +177,22 @@ def seeded_split(entries: Sequence[str], valid_fraction: float, seed: int) -> di
             "train": sorted(entries[i] for i in order[n_valid:])}
 
 
-def write_dataset_files(out: Path, name: str, names: Sequence[str], splits: dict[str, list[str]]) -> Path:
-    """The ``train.txt``/``valid.txt`` lists, ``NAME.names`` and ``NAME.data`` under ``out``; returns the .data."""
+def write_dataset_files(out: Path, name: str, names: Sequence[str], splits: dict[str, list[str]],
+                        names_file: str | None = None) -> Path:
+    """The ``train.txt``/``valid.txt`` lists, ``NAME.names`` (unless the .data is to name an existing
+    ``names_file``, as a list entry) and ``NAME.data`` under ``out``; returns the .data."""
     for split, entries in splits.items():
         write_text(out / f"{split}.txt", "\n".join(entries) + "\n")
-    write_text(out / f"{name}.names", "\n".join(names) + "\n")
+    if names_file is None:
+        names_file = f"{name}.names"
+        write_text(out / names_file, "\n".join(names) + "\n")
     data = out / f"{name}.data"
-    write_text(data, f"classes={len(names)}\ntrain=train.txt\nvalid=valid.txt\nnames={name}.names\nbackup=backup/\n")
+    write_text(data, f"classes={len(names)}\ntrain=train.txt\nvalid=valid.txt\nnames={names_file}\nbackup=backup/\n")
     return data
+
+
+def list_entry(path: Path, out: Path) -> str:
+    """How a file in ``out`` names ``path``: relative to ``out`` when under it (as the importers' lists do), else
+    absolute."""
+    target, base = Path(os.path.abspath(path)), Path(os.path.abspath(out))
+    return target.relative_to(base).as_posix() if target.is_relative_to(base) else str(target)
