@@ -69,7 +69,8 @@ ROWS = [
     (TRAIN + " --distill_weight 3", "--distill_weight acts only with --teacher_weights"),
     (TRAIN + " --teacher_cfg {cfg}", "--teacher_cfg acts only with --teacher_weights"),
     (TRAIN + " --sr --freeze_bn", "--sr makes the BN scales sparse and --freeze_bn keeps them fixed; use one of them"),
-    ("-m utils.data.synthetic --out {root}/fresh --size 100000", "--size: expected an integer in 32 .. 8192, got 100000"),
+    ("-m utils.data.synthetic --out {root}/fresh --size 100000",
+     "--size: expected an integer in 32 .. 8192, got 100000"),
     (TRAIN + " --evolve 2 --output {root} --exist_ok", "--data_config {data} is at or inside {root}, where --output "
                                                          "writes"),
     (TRAIN + " --rect --mosaic", "--rect batches images of like shape, and --mosaic pastes four of any shape into one"),

@@ -76,7 +76,8 @@ def test_label_files_without_a_single_box_stop_training_and_are_a_warning_for_ev
         check_dataset(dataset, NAMES)
     assert check_dataset(dataset, NAMES, CheckOptions(allow_negatives=True)).negatives == 10
     with pytest.raises(DataError, match=r"files\), so every detection on them would count as a false positive \(mAP "
-                                        r"near 0\)\. Write the boxes into the label files, or pass --allow_all_negative"):
+                                        r"near 0\)\. Write the boxes into the label files, or pass "
+                                        r"--allow_all_negative"):
         check_dataset(dataset, NAMES, CheckOptions(use=VALIDATION))  # as training's validation list is checked
     with pytest.warns(UserWarning, match=r"not one box in its 10 images \(10 empty label files\)"):
         check_evaluation_labels(dataset, NAMES)

@@ -171,7 +171,8 @@ class Darknet(nn.Module):
         """(the raw input of every [yolo] layer, the last layer's output)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ForwardError(f"the network takes a 4D tensor (batch, {self.input_channels}, height, width), got {got}")
+            raise ForwardError(f"the network takes a 4D tensor (batch, {self.input_channels}, height, width), "
+                               f"got {got}")
         if self.half_dtype is not None:
             x = x.to(self.half_dtype)
         if self.channels_last:

@@ -178,7 +178,8 @@ def warn_shared_images(train: DetectionDataset, valid: DetectionDataset) -> None
     if shared:
         warnings.warn(f"{len(shared)} of the {len(valid.images)} validation images are training images too (e.g. "
                       f"{shared[0]}), so the mAP overstates how well the model detects in images it has not seen; "
-                      f"keep the lists apart (the importers' --valid_fraction splits one set)", DataWarning, stacklevel=2)
+                      f"keep the lists apart (the importers' --valid_fraction splits one set)", DataWarning,
+                      stacklevel=2)
 
 
 def format_dataset_summary(summary: DatasetSummary) -> str:

@@ -10,9 +10,9 @@
 A relative ``path`` is found as a ``.data`` file's entries are: in the working directory first, then beside
 the YAML (with a warning when both hold one). Relative sources are joined to ``path``; like Ultralytics, a
 source written ``../x`` that does not exist there is also tried as ``x`` (Roboflow exports write
-``../train/images`` beside their YAML). A folder's image files are read sorted, at any depth, and each image finds its labels by Darknet's rule (the last
-``images/`` folder becomes ``labels/``, the extension ``.txt``), which is YOLOv5's rule too. Keys this
-repo does not use (``download``, ...) are ignored.
+``../train/images`` beside their YAML). A folder's image files are read sorted, at any depth, and each
+image finds its labels by Darknet's rule (the last ``images/`` folder becomes ``labels/``, the extension
+``.txt``), which is YOLOv5's rule too. Keys this repo does not use (``download``, ...) are ignored.
 
 PyYAML is not a dependency, so this module reads the subset of YAML these files use, and names the file
 and line of anything outside it: ``key: value`` lines at the top level; values that are plain or quoted
