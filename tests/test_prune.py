@@ -7,6 +7,7 @@ from tests.cfgs import HEAD, NET, conv
 from tests.conftest import REPO, randomize
 from utils.darknet.checkpoint import save_model
 from utils.pruning import ChannelGraph, PruneError, compact_model, masked_model, select
+from utils.pruning.select import smallest_percent
 from utils.pruning.report import latencies_ms
 
 
@@ -89,9 +90,12 @@ def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_p
     assert odd > 0  # the plain selection had layers to round
     with pytest.raises(PruneError, match="channel_multiple must be 1 or more, got 0"):
         select(graph, 0.6, channel_multiple=0)
-    with pytest.raises(PruneError, match=r"percent 1e-09 of the \d+ prunable BN channels is less than one, so nothing "
-                                         r"would be pruned; the smallest percent that prunes one is 0\.\d+"):
+    with pytest.raises(PruneError, match=r"pruning 1e-09 of the \d+ prunable BN channels is less than one channel, so "
+                                         r"nothing would be pruned; the smallest percent that prunes one is 0\.\d+") as none:
         select(graph, 1e-9)
+    smallest = float(str(none.value).rsplit(" ", 1)[1])
+    assert select(graph, smallest, layer_keep=0.01).pruned_share > 0  # the advice holds
+    assert all(int(smallest_percent(n) * n) == 1 for n in range(2, 5000))
     with pytest.raises(PruneError, match=r"channel_multiple 100000 rounds every layer back up to all of its channels "
                                          r"\(the widest prunable one has \d+\), so nothing would be pruned"):
         select(graph, 0.4, channel_multiple=100000)

@@ -112,8 +112,9 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
     # exactly 0, and a threshold that kept its ties would then keep them all
     count = int(percent * len(values))
     if percent > 0 and count == 0:
-        raise PruneError(f"percent {percent:g} of the {len(values)} prunable BN channels is less than one, so "
-                         f"nothing would be pruned; the smallest percent that prunes one is {1 / len(values):.4g}")
+        raise PruneError(f"pruning {percent:g} of the {len(values)} prunable BN channels is less than one channel, "
+                         f"so nothing would be pruned; the smallest percent that prunes one is "
+                         f"{smallest_percent(len(values))}")
     threshold = values[count - 1] if count > 0 else -math.inf
     kept = {root: score > threshold for root, score in candidates.scores.items()}
     _keep_minimum(kept, candidates, layer_keep, percent)
@@ -125,6 +126,15 @@ def select(graph: ChannelGraph, percent: float, layer_keep: float = 0.0, shortcu
                              f"(the widest prunable one has {widest}), so nothing would be pruned; choose a smaller "
                              f"multiple or a larger percent")
     return Selection(kept, threshold, percent, candidates.safe_percent(), values)
+
+
+def smallest_percent(channels: int, decimals: int = 4) -> float:
+    """The smallest percent written with ``decimals`` decimals that prunes one of ``channels`` (int(p * n) >= 1)."""
+    step = 10.0 ** -decimals
+    percent = math.ceil(1 / channels / step) * step
+    while int(percent * channels) < 1:  # the float product may land just under 1
+        percent += step
+    return round(percent, decimals)
 
 
 def _round_up_to_multiple(kept: dict[int, bool], candidates: Candidates, multiple: int) -> None:
