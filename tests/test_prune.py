@@ -90,8 +90,9 @@ def test_channel_multiple_rounds_every_layer_up_and_keeps_the_models_equal(tmp_p
     assert odd > 0  # the plain selection had layers to round
     with pytest.raises(PruneError, match="channel_multiple must be 1 or more, got 0"):
         select(graph, 0.6, channel_multiple=0)
-    with pytest.raises(PruneError, match=r"pruning 1e-09 of the \d+ prunable BN channels is less than one channel, so "
-                                         r"nothing would be pruned; the smallest percent that prunes one is 0\.\d+") as none:
+    with pytest.raises(PruneError, match=r"pruning 1e-09 of the \d+ prunable BN channels is less than one channel, "
+                                         r"so nothing would be pruned; the smallest percent that prunes one is "
+                                         r"0\.\d+") as none:
         select(graph, 1e-9)
     smallest = float(str(none.value).rsplit(" ", 1)[1])
     assert select(graph, smallest, layer_keep=0.01).pruned_share > 0  # the advice holds
