@@ -436,8 +436,10 @@ def test_a_resumed_runs_edited_model_cfg_is_moved_aside_not_lost(finished_run, t
 def test_resuming_a_folder_of_runs_names_them(finished_run, tmp_path, capsys):
     search = tmp_path / "evolve"
     search.mkdir()
-    for trial in ("trial1", "trial2"):
-        copy_of(finished_run, search / trial)
+    for number in range(1, 12):
+        copy_of(finished_run, search / f"trial{number}")
+        os.utime(search / f"trial{number}" / "last.pth", (1000 + number, 1000 + number))  # trial11 the newest
     assert train.main(["--resume", str(search), "--n_cpu", "0"]) == 1
-    assert error_lines(capsys) == [f"error: --resume {search}: the folder holds runs, not one (trial1, trial2: an "
-                                   f"--evolve search?); resume one of them, e.g. --resume {search / 'trial2'}"]
+    assert error_lines(capsys) == [f"error: --resume {search}: the folder holds 11 runs, not one (trial1, trial2, "
+                                   f"trial3, trial4, trial5 and 6 more: an --evolve search?); resume one of them, e.g. "
+                                   f"the newest: --resume {search / 'trial11'}"]

@@ -148,10 +148,7 @@ class Trainer:
         """--resume: the run's checkpoint, whose options become these (but for where it runs and how long)."""
         resume = Path(self.opt.resume) if self.opt.resume else self._newest_run()
         if resume.is_dir() and not (resume / LAST_CHECKPOINT).exists():
-            runs = sorted(path.parent for path in resume.glob(f"*/{LAST_CHECKPOINT}"))
-            if runs:
-                raise UserError(f"--resume {resume}: the folder holds runs, not one ({', '.join(p.name for p in runs)}"
-                                f": an --evolve search?); resume one of them, e.g. --resume {runs[-1]}")
+            refuse_folder_of_runs(resume)
         resume = resume / LAST_CHECKPOINT if resume.is_dir() else resume
         checkpoint = load_checkpoint(resume)
         check_training_checkpoint(checkpoint, resume)
@@ -492,3 +489,14 @@ def refuse_non_finite(model: Darknet, source: str) -> None:
         if any(t.is_floating_point() and not torch.isfinite(t).all() for t in layer.state_dict().values()):
             raise UserError(f"{source}: {block.where()} holds NaN or infinite weights, so training from them cannot "
                             f"work (a run that diverged wrote them?); start from other weights")
+
+
+def refuse_folder_of_runs(folder: Path, shown: int = 5) -> None:
+    """--resume of a folder whose subfolders hold runs (an --evolve search) names them and the newest."""
+    runs = sorted((path.parent for path in folder.glob(f"*/{LAST_CHECKPOINT}")),
+                  key=lambda run: (run / LAST_CHECKPOINT).stat().st_mtime)
+    if runs:
+        names = ", ".join(run.name for run in runs[:shown]) + (f" and {len(runs) - shown} more" if len(runs) > shown
+                                                              else "")
+        raise UserError(f"--resume {folder}: the folder holds {len(runs)} runs, not one ({names}: an --evolve "
+                        f"search?); resume one of them, e.g. the newest: --resume {runs[-1]}")
