@@ -239,3 +239,13 @@ def test_calc_anchors_warns_of_anchors_that_round_alike_and_of_a_fit_still_poor(
         "even the anchors k-means found fit these boxes poorly (average IoU 20.0 % < 50 % and best possible recall at "
         "IoU 0.25 50.0 % < 98 %): their sizes are too spread for 2 anchors, or too small at 32 px; more --num_anchors "
         "or a larger --img_size may fit them"]
+
+
+@pytest.mark.e2e
+def test_calc_anchors_prints_the_rounding_warning(tmp_path):
+    data = write_dataset(tmp_path / "set", train=6, valid=1, size=64, seed=1)
+    for k, label in enumerate(sorted((tmp_path / "set" / "labels" / "train").iterdir())):
+        label.write_text(f"0 0.5 0.5 {0.2 + 0.001 * (k % 2)} {0.2 + 0.001 * (k % 2)}\n")  # 12.8 and 12.864 px
+    result = calc_anchors("--data_config", data, "--num_anchors", 2, "--img_size", 64)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("warning: 1 of the 2 anchors repeat another once rounded to whole pixels (13,13)")

@@ -305,7 +305,8 @@ def test_rect_batches_hold_images_of_like_shape_at_the_square_letterbox_scale(tm
 def test_rect_training_batches_are_fixed_shuffled_and_the_same_shape_on_every_rank():
     shapes = [(h, w) for h, w in [(90, 160), (160, 90), (100, 100), (120, 160), (300, 100), (150, 200), (60, 160),
                                   (200, 150), (140, 160), (80, 160)]] + [None]  # the last one unreadable
-    plan = BatchPlan(len(shapes), 2, [320], seed=4, shapes=shapes)
+    plan = BatchPlan(len(shapes), 2, [320], seed=4)
+    plan.use_shapes(shapes)
     epochs = []
     for epoch in range(3):
         plan.set_epoch(epoch)
@@ -323,15 +324,25 @@ def test_rect_training_batches_are_fixed_shuffled_and_the_same_shape_on_every_ra
     compositions = [sorted(tuple(i for i, _, _ in batch) for batch in batches) for batches in epochs]
     assert compositions[0] == compositions[1] == compositions[2]  # fixed batches, as sorted by aspect ratio
     assert [batch[0][0] for batch in epochs[0]] != [batch[0][0] for batch in epochs[1]]  # in another order
-    # height / width sorted: .375 .5 | .5625 .75 | .75 .875 | 1 1 (unreadable) | 1.33 1.78 | 3
-    assert sorted(batch[0][1] for batch in epochs[0]) == [(160, 320), (256, 320), (288, 320), (320, 128), (320, 256),
-                                                          (320, 320)]
-    ranks = [BatchPlan(len(shapes), 2, [320, 416], seed=4, rank=r, world_size=2, shapes=shapes) for r in range(2)]
+    # height / width sorted: .375 .5 | .5625 .75 | .75 .875 | 1 1.33 | 1.78 3 | unreadable (last, and square)
+    assert plan.rect_shapes(320) == [(160, 320), (256, 320), (288, 320), (320, 320), (320, 192), (320, 320)]
+    assert sorted(batch[0][1] for batch in epochs[0]) == sorted(plan.rect_shapes(320))
+    assert plan.rect_shapes(416) == [(224, 416), (320, 416), (384, 416), (416, 416), (416, 256), (416, 416)]
+    ranks = [BatchPlan(len(shapes), 2, [320, 416], seed=4, rank=r, world_size=2) for r in range(2)]
+    for rank in ranks:
+        rank.use_shapes(shapes)
     per_rank = [list(p) for p in ranks]
     assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0]) == 3
     assert [b[0][1] for b in per_rank[0]] == [b[0][1] for b in per_rank[1]]  # one shape a step on every rank
     assert set(i for batches in per_rank for batch in batches for i, _, _ in batch) == set(range(len(shapes)))
-    assert BatchPlan(1, 2, [320], world_size=3, rank=2, shapes=[(10, 20)]).__iter__().__next__()[0][0] == 0
+    alone = BatchPlan(1, 2, [320], world_size=3, rank=2)
+    alone.use_shapes([(10, 20)])
+    assert next(iter(alone))[0][:2] == (0, (160, 320))  # a rank past the one image repeats it
+    with pytest.raises(ValueError, match="2 shapes for a plan of 1 samples"):
+        alone.use_shapes([(10, 20), None])
+    mixed = BatchPlan(4, 4, [320])
+    mixed.use_shapes([(90, 160), None, (90, 160), (90, 160)])  # an unreadable image does not widen the shape
+    assert next(iter(mixed))[0][1] == (192, 320)
 
 
 def test_collate_builds_targets_with_image_indices(tmp_path):
@@ -402,7 +413,7 @@ def test_the_synthetic_set_command_checks_its_flags_and_never_writes_into_an_ear
     assert (out / "train.txt").read_text().count("\n") == 1
     with pytest.raises(SystemExit) as stop:
         main(["--out", str(tmp_path / "other"), "--size", "0"])
-    assert stop.value.code == 2 and "--size: expected an integer in 32 .. inf, got 0" in capsys.readouterr().err
+    assert stop.value.code == 2 and "--size: expected an integer in 32 .. 8192, got 0" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
 
 
@@ -413,3 +424,21 @@ def test_the_shipped_coco_names_fit_the_shipped_coco_cfgs():
     assert names[0] == "person" and names[79] == "toothbrush" and len(set(names)) == 80
     with torch.device("meta"):
         assert Darknet(REPO / "cfg" / "yolov3.cfg").num_classes == len(names)
+
+
+def test_shared_work_joins_every_processes_share_in_item_order(monkeypatch):
+    from utils.training import distributed
+    from utils.training.distributed import Distributed
+    world = [Distributed(world_size=3, rank=rank) for rank in range(3)]
+    computed = {}
+
+    def square(indices):
+        computed[tuple(indices)] = True
+        return [i * i for i in indices]
+
+    def all_gather_object(parts, mine):  # what each of the three processes computes for its share
+        parts[:] = [square(range(rank, 8, 3)) for rank in range(3)]
+    monkeypatch.setattr(distributed.dist, "all_gather_object", all_gather_object)
+    assert world[1].shared_work(8, square) == [i * i for i in range(8)]
+    assert {(0, 3, 6), (1, 4, 7), (2, 5)} <= set(computed)  # each process its every third item
+    assert Distributed().shared_work(5, square) == [0, 1, 4, 9, 16]

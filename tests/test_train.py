@@ -183,10 +183,11 @@ def test_ddp_two_cpu_processes_stay_in_sync_in_one_run_folder(dataset, tmp_path)
                str(REPO / "train.py"), "--model_def", str(cfg), "--data_config", str(data), "--img_size", "64",
                "--batch_size", "2", "--n_cpu", "0", "--epochs", "2",
                "--optimizer", "adam", "--device", "cpu", "--patience", "5",  # rank 0 tells the others: go on
-               "--channels_last"]
+               "--channels_last", "--rect"]  # --rect: the image sizes read in shares, one batch shape a step
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (result.stdout + result.stderr).count("ranks in sync") == 2
+    assert (result.stdout + result.stderr).count("--rect: ") == 1
     assert [run.name for run in (tmp_path / "runs" / "train").iterdir()] == ["exp1"]  # claimed once, for both
     state = torch.load(tmp_path / "runs" / "train" / "exp1" / "last.pth", weights_only=True)
     assert state["epoch"] == 1 and state["options"]["channels_last"]

@@ -22,6 +22,7 @@ from tests.test_train import TINY, tiny_training_set
 from tests.test_train_safety import copy_of, error_lines, options
 from utils.cli import ArgumentParser
 from utils.darknet.cfg import parse_cfg
+from utils.darknet.model import net_options
 from utils.data import batching
 from utils.data.config import parse_data_config, read_image_list
 from utils.data.dataset import collate
@@ -31,6 +32,8 @@ from utils.evaluation.metrics import EvalResult
 from utils.training import trainer
 from utils.training.distill import DistillationError, Distiller, check_same_heads, layer_distillation
 from utils.training.hyp import cfg_hyperparameters, format_hyp, parse_hyp_text, read_hyp_file
+from utils.training.options import TrainOptions
+from utils.training.setup import build_augment
 from utils.training.trainer import Trainer
 
 TRAIN_IMAGES = 8  # two batches of 4 per epoch
@@ -112,6 +115,12 @@ def test_images_outside_images_folders_stop_with_the_label_paths_looked_for(data
     assert "--allow_all_negative" in line and not run.exists()
     assert train.main(argv((data_file, cfg), run, "--epochs", "1", "--allow_all_negative")) == 0
     assert "anchor fit: not measured (no labelled boxes to fit anchors to)" in capsys.readouterr().out
+    data_file.write_text(f"classes=4\ntrain={source / 'train.txt'}\nvalid={listing}\n"
+                         f"names={source / 'shapes.names'}\n")  # the validation list without labels
+    assert train.main(argv((data_file, cfg), tmp_path / "valid_run", "--epochs", "1")) == 1
+    (line,) = error_lines(capsys)
+    assert f"{listing}: no label file was found for any of its {TRAIN_IMAGES} images, so every detection on them " \
+           f"would count as a false positive" in line
 
 
 @dataclass
@@ -273,10 +282,19 @@ def test_rect_training_feeds_batches_of_like_shape(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(batching, "collate", recording)
     Trainer(options((data, tmp_path / "tiny.cfg"), tmp_path / "run", img_size=96, batch_size=2, epochs=2,
                     rect=True, mosaic=True)).run()
-    assert "--rect: 2 batches of images of like aspect ratio, height x width (batches): 64x96 (1), 96x64 (1); 33% " \
-           "fewer pixels than square batches; no mosaic" in capsys.readouterr().out
+    assert "--rect: 2 batches of images of like aspect ratio, height x width (batches) at 96: 64x96 (1), 96x64 (1); " \
+           "33% fewer pixels than square batches; no mosaic" in capsys.readouterr().out
     training = [item for item in fed if item[1] != (96, 96)]  # evaluation batches are square
     assert sorted(training) == [([0, 2], (64, 96)), ([0, 2], (64, 96)), ([1, 3], (96, 64)), ([1, 3], (96, 64))]
+
+
+def test_rect_turns_mosaic_off_whoever_asks_for_it():
+    net = net_options(parse_cfg("[net]\nwidth=64\nheight=64\nmosaic=1\n[convolutional]\nfilters=1\n", "m.cfg")).values
+    for flag in (None, True):  # [net] mosaic=1, or --mosaic
+        assert build_augment(TrainOptions(mosaic=flag), net).mosaic > 0
+        assert build_augment(TrainOptions(mosaic=flag, rect=True), net).mosaic == 0
+    assert build_augment(TrainOptions(hyp={"mosaic": 1.0}), net).mosaic == 1.0
+    assert build_augment(TrainOptions(rect=True, hyp={"mosaic": 1.0}), net).mosaic == 0  # a --hyp file's
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ accepted but probably not meant, or skipped, is an :class:`InputWarning`, printe
 """
 from __future__ import annotations
 
+import numbers
+
 
 class UserError(Exception):
     """Bad input: reported as one line, never as a traceback."""
@@ -14,3 +16,9 @@ class UserError(Exception):
 
 class InputWarning(UserWarning):
     """Input that is accepted, ignored or skipped, which the user should know of: one line, no source."""
+
+
+def is_number(value, kind: type = numbers.Real) -> bool:
+    """Whether a user's ``value`` is a number of ``kind`` (Real, Integral), and not a bool, which Python counts as
+    one: ``max_det=True`` is a mistake to name, not a 1."""
+    return isinstance(value, kind) and not isinstance(value, bool)

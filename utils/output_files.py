@@ -183,10 +183,9 @@ def in_use(folder: Path, work: str) -> Iterator[None]:
             if holder is not None and process_alive(holder):
                 raise UserError(f"{folder} is being {work} by process {holder}; wait for it to end or stop it, or "
                                 f"choose another --output ({mark} holds its PID)") from None
-            mark.unlink(missing_ok=True)
+            _unmark(mark)
         except OSError as err:  # a folder that cannot be written: say so before any work, naming it
-            raise OutputError(f"{folder}: cannot write into the folder (to mark it in use by this process): "
-                              f"{err.strerror or err}") from None
+            raise _unwritable_folder(folder, err) from None
     else:
         raise UserError(f"{folder}: another process marked it as in use at the same moment; try again")
     with os.fdopen(descriptor, "w") as f:
@@ -195,6 +194,19 @@ def in_use(folder: Path, work: str) -> Iterator[None]:
         yield
     finally:
         mark.unlink(missing_ok=True)
+
+
+def _unmark(mark: Path) -> None:
+    """Remove a dead process's in-use mark."""
+    try:
+        mark.unlink(missing_ok=True)
+    except OSError as err:
+        raise _unwritable_folder(mark.parent, err) from None
+
+
+def _unwritable_folder(folder: Path, err: OSError) -> OutputError:
+    return OutputError(f"{folder}: cannot write into the folder (to mark it in use by this process): "
+                       f"{err.strerror or err}")
 
 
 def _holder(mark: Path) -> int | None:

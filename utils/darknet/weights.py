@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from utils.fileio import ZIP_MAGIC, atomic_write, regular_file
-from utils.errors import InputWarning, UserError
+from utils.errors import InputWarning, UserError, is_number
 
 FLOAT_BYTES = 4
 
@@ -95,7 +95,7 @@ def _read_into(f, tensor: torch.Tensor, path: Path) -> None:
 
 def check_cutoff(cutoff: int | None, layers: Sequence, named: Path | None) -> None:
     """``named``: the file whose ``<net>.conv.N`` name gave the cutoff, when no cutoff was given."""
-    if cutoff is not None and (not isinstance(cutoff, numbers.Integral) or isinstance(cutoff, bool)):
+    if cutoff is not None and not is_number(cutoff, numbers.Integral):
         raise WeightsFileError(f"cutoff: expected a layer count, an integer, got {cutoff!r}")
     if cutoff is None or 1 <= cutoff <= len(layers):  # 0 layers: a file of nothing but a header
         return

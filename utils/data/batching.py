@@ -34,14 +34,24 @@ class BatchPlan(Sampler):
     size_every: int = 10
     rank: int = 0
     world_size: int = 1
-    shapes: list[tuple[int, int] | None] | None = None
     epoch: int = field(default=0, init=False)
+    shapes: list[tuple[int, int] | None] | None = field(default=None, init=False)  # set by use_shapes()
 
     def __post_init__(self):
         self.sizes = list(self.sizes)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def use_shapes(self, shapes: list[tuple[int, int] | None]) -> None:
+        """Rectangular batches from here on, for images of these (height, width)s (None: unreadable)."""
+        if len(shapes) != self.num_samples:
+            raise ValueError(f"{len(shapes)} shapes for a plan of {self.num_samples} samples")
+        self.shapes = list(shapes)
+
+    def rect_shapes(self, size: int) -> list[tuple[int, int]]:
+        """The (height, width) of each rectangular batch at ``size``, the same in every epoch."""
+        return [rect_size(*bounds, size) for _, bounds in self._rect_groups()]
 
     @property
     def _per_rank(self) -> int:
@@ -55,16 +65,20 @@ class BatchPlan(Sampler):
         for start in range(0, len(mine), self.batch_size):
             yield mine[start:start + self.batch_size], (1.0, 1.0)
 
-    def _rect_batches(self) -> Iterator[tuple[np.ndarray, tuple[float, float]]]:
+    def _rect_groups(self) -> list[tuple[np.ndarray, tuple[float, float]]]:
+        """One group a step, a batch on every rank at one shape, with the ratios its shape must hold."""
         ratios = aspect_ratios(self.shapes)
         order = np.argsort(ratios, kind="stable")
         extra = self._per_rank * self.world_size - len(order)  # the last ones again, so every rank gets as many
         order = np.concatenate([order, np.take(order, range(-extra, 0), mode="wrap")])
-        width = self.batch_size * self.world_size  # one batch on every rank, at one shape
-        groups = [order[start:start + width] for start in range(0, len(order), width)]
+        return like_shaped_groups(ratios, order, self.batch_size * self.world_size)
+
+    def _rect_batches(self) -> Iterator[tuple[np.ndarray, tuple[float, float]]]:
+        groups = self._rect_groups()
         rng = np.random.default_rng([self.seed, self.epoch])
         for g in rng.permutation(len(groups)) if self.shuffle else range(len(groups)):
-            yield groups[g][self.rank::self.world_size], (ratios[groups[g]].min(), ratios[groups[g]].max())
+            group, bounds = groups[g]
+            yield group[self.rank::self.world_size], bounds
 
     def __len__(self) -> int:
         return math.ceil(self._per_rank / self.batch_size)
@@ -74,10 +88,10 @@ class BatchPlan(Sampler):
         seed_rng = np.random.default_rng([self.seed, self.epoch, 2, self.rank])
         size = self.sizes[0]
         batches = self._square_batches() if self.shapes is None else self._rect_batches()
-        for b, (batch, (lowest, highest)) in enumerate(batches):
+        for b, (batch, bounds) in enumerate(batches):
             if len(self.sizes) > 1 and b % self.size_every == 0:
                 size = int(size_rng.choice(self.sizes))
-            shape = rect_size(lowest, highest, size)
+            shape = rect_size(*bounds, size)
             seeds = seed_rng.integers(0, 2 ** 63, len(batch))
             yield [(int(i), shape, int(s)) for i, s in zip(batch, seeds)]
 
@@ -110,16 +124,24 @@ class RectPlan(Sampler):
 
     def __iter__(self):
         ratios = aspect_ratios(self.shapes)
-        order = sorted(range(len(self.shapes)), key=ratios.__getitem__)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            size = rect_size(min(ratios[i] for i in batch), max(ratios[i] for i in batch), self.img_size)
-            yield [(i, size, 0) for i in batch]
+        for batch, bounds in like_shaped_groups(ratios, np.argsort(ratios, kind="stable"), self.batch_size):
+            size = rect_size(*bounds, self.img_size)
+            yield [(int(i), size, 0) for i in batch]
 
 
 def aspect_ratios(shapes: list[tuple[int, int] | None]) -> np.ndarray:
-    """Height / width of each (height, width); 1 for an image that cannot be read."""
-    return np.array([shape[0] / shape[1] if shape else 1.0 for shape in shapes], np.float64)
+    """Height / width of each (height, width); NaN for an image that cannot be read (sorted last, and left out
+    of its batch's shape: the loader skips it)."""
+    return np.array([shape[0] / shape[1] if shape else np.nan for shape in shapes], np.float64)
+
+
+def like_shaped_groups(ratios: np.ndarray, order: np.ndarray, width: int
+                       ) -> list[tuple[np.ndarray, tuple[float, float]]]:
+    """``order`` (indices sorted by ``ratios``) cut into groups of ``width``, each with the lowest and highest
+    ratio its shape must hold ((1, 1), square, for a group of unreadable images only)."""
+    groups = [order[start:start + width] for start in range(0, len(order), width)]
+    bounds = [ratios[group][~np.isnan(ratios[group])] for group in groups]
+    return [(group, (float(b.min()), float(b.max())) if len(b) else (1.0, 1.0)) for group, b in zip(groups, bounds)]
 
 
 def rect_size(lowest: float, highest: float, img_size: int) -> tuple[int, int]:

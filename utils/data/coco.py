@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -26,6 +27,7 @@ from utils.data.labels import label_path
 from utils.data.layout import (AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels, darknet_row,
                                place_image, seeded_split, write_dataset_files, write_label_file)
 from utils.data.names import SAME_NAME
+from utils.errors import is_number
 from utils.fileio import read_text
 
 
@@ -99,7 +101,7 @@ def categories(path: Path, document: dict) -> list[tuple[int, str]]:
 
 def _stated_size(entry: dict) -> tuple[int, int] | None:
     width, height = entry.get("width"), entry.get("height")
-    stated = all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in (width, height))
+    stated = all(is_number(side, numbers.Integral) and side > 0 for side in (width, height))
     return (width, height) if stated else None
 
 
@@ -132,7 +134,7 @@ def read_images(path: Path, document: dict, images_dir: Path) -> dict[int, CocoI
 def _bbox(path: Path, where: str, entry: dict) -> list[float]:
     box = entry.get("bbox")
     if not isinstance(box, list) or len(box) != 4 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+            is_number(v) and math.isfinite(v) for v in box):
         raise DataError(f"{path}: {where}: bbox must be [x, y, width, height], four finite numbers; got {box!r}")
     return [float(v) for v in box]
 

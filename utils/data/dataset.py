@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -80,11 +81,13 @@ class DetectionDataset(Dataset):
         self.cached = decode_all(self._decode, len(self), name, budget, show_progress)
         return sum(image.nbytes for image in self.cached if image is not None)
 
-    def shapes(self) -> list[tuple[int, int] | None]:
-        """Each image's (height, width) as it is read; None for one that cannot be read."""
+    def shapes(self, indices: Sequence[int] | None = None) -> list[tuple[int, int] | None]:
+        """Each image's (height, width) as it is read (of the images at ``indices``, else of all); None for one
+        that cannot be read."""
+        indices = range(len(self)) if indices is None else indices
         if self.cached is not None:
-            return [None if image is None else image.shape[:2] for image in self.cached]
-        return [None if size is None else size[::-1] for size in image_sizes(self.images)]
+            return [None if self.cached[i] is None else self.cached[i].shape[:2] for i in indices]
+        return [None if size is None else size[::-1] for size in image_sizes([self.images[i] for i in indices])]
 
     def read(self, index: int) -> np.ndarray | None:
         return self.cached[index] if self.cached is not None else self._decode(index)

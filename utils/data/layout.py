@@ -32,18 +32,18 @@ LABEL_DECIMALS = 6  # as write_label_file writes them
 SPLIT_FRACTION = number(0, 1, above=True, below=True)  # the importers' --valid_fraction: both lists keep images
 
 
-def check_destination(out: Path, name: str, image_folders: list[tuple[str, Path]], exist_ok: bool) -> None:
+def check_destination(out: Path, name: str, read_folders: list[tuple[str, Path]], exist_ok: bool) -> None:
     """What an importer (data/voc2darknet.py, data/coco2darknet.py) checks before writing the dataset
     ``out``/``name``: a plain file name, an --out that is new or empty (unless ``exist_ok``), outside the
-    ``image_folders`` (flag, path), which are only read, and none of them where the images go, OUT/images, which
-    would replace them."""
+    ``read_folders`` (flag, path) of its sources, which are only read, and none of them where the images go,
+    OUT/images, which would replace them."""
     check_dataset_name(name)
     refuse_filled_folder(out, "--out", exist_ok)
-    for flag, folder in image_folders:
+    for flag, folder in read_folders:
         if Path(os.path.realpath(out)).is_relative_to(os.path.realpath(folder)):
             raise UserError(f"--out {out} is inside {flag} {folder}, which an import only reads; write the dataset "
                             f"elsewhere")
-    refuse_inputs_inside(out / "images", image_folders, "--out")
+    refuse_inputs_inside(out / "images", read_folders, "--out")
 
 
 @dataclass

@@ -78,7 +78,7 @@ def _find_image(images_dir: Path, xml_path: Path, filename: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    broken = next((c for c in candidates if c.is_symlink()), None)
+    broken = next((c for c in candidates if c.is_symlink() and not c.exists()), None)
     if broken is not None:
         raise DataError(f"{xml_path}: its image {broken} is a link to {os.readlink(broken)}, which does not exist")
     raise DataError(f"{xml_path}: no image {filename or xml_path.stem + '.*'} in {images_dir}")

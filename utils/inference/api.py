@@ -80,7 +80,7 @@ def _bgr8(array: np.ndarray, position: int) -> np.ndarray:
 def read_image(image: ImageLike, position: int = 0) -> tuple[np.ndarray, str | None]:
     """(BGR pixels, the path they came from or None) for a path or an array; ``position`` names it in errors."""
     if isinstance(image, (str, Path)):
-        if not str(image).strip():  # Path("") is the working directory
+        if not str(image).strip():  # an empty string would open the working directory
             raise ImageInputError(f"image {position}: the path is empty")
         path = regular_file(image, "image", ImageInputError)
         pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)

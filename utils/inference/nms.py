@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from utils.boxes import xywh_to_xyxy
-from utils.errors import UserError
+from utils.errors import UserError, is_number
 
 MAX_CANDIDATES = 30000  # per image, highest scores first: more above the threshold only cost time
 
@@ -99,15 +99,9 @@ def require_flags(**switches: object) -> None:
 def _class_indices(classes) -> tuple[int, ...]:
     """``classes`` as a tuple of ints, from any sequence of integers from 0 (a list, a range, a numpy array)."""
     values = tuple(classes) if isinstance(classes, Iterable) and not isinstance(classes, (str, bytes)) else None
-    if values is None or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0
-                                 for c in values):
+    if values is None or not all(is_number(c, numbers.Integral) and c >= 0 for c in values):
         raise SettingsError(f"classes: expected a sequence of class indices (integers from 0), got {classes!r}")
     return tuple(int(c) for c in values)
-
-
-def is_number(value, kind: type = numbers.Real) -> bool:
-    """Whether ``value`` is a number of ``kind`` (Real, Integral), and not a bool, which Python counts as one."""
-    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from utils.darknet.cfg import MAX_IMG_SIZE, SIZE_MULTIPLE
 from utils.darknet.model import Darknet
 from utils.inference.load import detect, preprocess
-from utils.inference.nms import NmsFilter, SettingsError, is_number, require_flags
+from utils.errors import is_number
+from utils.inference.nms import NmsFilter, SettingsError, require_flags
 from utils.inference.reader import FrameReader
 from utils.inference.sources import Frame, Input, batches, count_frames, read_frames
 from utils.inference.tta import network

@@ -5,7 +5,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -89,6 +89,19 @@ class Distributed:
         flag = torch.tensor([float(decision)], device=device)
         dist.broadcast(flag, src=0)
         return bool(flag.item())
+
+    def shared_work(self, count: int, compute: Callable[[Sequence[int]], list[T]]) -> list[T]:
+        """``compute`` of items 0..count-1 on every process, each process computing every world_size-th item: a
+        long job is split, and no process waits in a collective (whose timeout is minutes) for another doing all
+        of it. ``compute`` must not raise: a process that fails here would leave the others waiting."""
+        if self.world_size == 1:
+            return compute(range(count))
+        parts: list = [None] * self.world_size
+        dist.all_gather_object(parts, compute(range(self.rank, count, self.world_size)))
+        joined: list = [None] * count
+        for rank, part in enumerate(parts):
+            joined[rank::self.world_size] = part
+        return joined
 
     def from_main(self, compute: Callable[[], T]) -> T:
         """``compute()`` run by the main process alone, its result (or the error it raised) on every process:

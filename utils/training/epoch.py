@@ -117,7 +117,8 @@ def train_epoch(state: TrainState, loader: DataLoader, ctx: StepContext, bar: tq
             ctx.observer(StepRecord(epoch, i, batch, losses, state.scheduler.last_epoch,
                                     state.optimizer.param_groups[0]["lr"]))
         terms = {key: f"{stats.mean(key):.3f}" for key in stats.sums if key != TOTAL_TERM}  # distill too, if any
-        bar.set_postfix(**terms, size=batch.images.shape[-1],
+        height, width = batch.images.shape[-2:]
+        bar.set_postfix(**terms, size=height if height == width else f"{height}x{width}",
                         img_s=f"{stats.images * ctx.world_size / stats.seconds:.1f}")
         bar.update()
         fetch_start = time.perf_counter()

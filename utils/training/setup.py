@@ -39,9 +39,10 @@ def build_augment(opt: TrainOptions, net: dict) -> Augment | None:
     if not opt.augment:
         return None
     values = augment_values(opt.hyp)
-    if opt.mosaic is not None or opt.rect:
+    mosaic = False if opt.rect else opt.mosaic
+    if mosaic is not None:
         values.pop("mosaic", None)
-    return replace(Augment.from_net(net, False if opt.rect else opt.mosaic), **values)
+    return replace(Augment.from_net(net, mosaic), **values)
 
 
 def build_loaders(data: DataConfig, opt: TrainOptions, net: dict, dist: Distributed) -> Loaders:
@@ -53,15 +54,17 @@ def build_loaders(data: DataConfig, opt: TrainOptions, net: dict, dist: Distribu
     return Loaders(create_dataloader(train_set, plan, opt.n_cpu), plan, valid, valid_set)
 
 
-def plan_rect_batches(loaders: Loaders, dist: Distributed) -> str:
-    """--rect: the training batches made rectangular, from the images' sizes (read by the main process, from
-    the --cache_images cache where there is one); says what the batches are."""
-    loaders.plan.shapes = dist.from_main(loaders.train.dataset.shapes)
-    counts = Counter(batch[0][1] for batch in loaders.plan)
+def plan_rect_batches(loaders: Loaders, dist: Distributed, img_size: int) -> str:
+    """--rect: the training batches made rectangular, from the images' sizes (read in shares by the processes,
+    from the --cache_images cache where there is one); says what the batches are at ``img_size``."""
+    dataset = loaders.train.dataset
+    loaders.plan.use_shapes(dist.shared_work(len(dataset), dataset.shapes))
+    counts = Counter(loaders.plan.rect_shapes(img_size))
     pixels = sum(height * width * n for (height, width), n in counts.items())
     square = sum(max(shape) ** 2 * n for shape, n in counts.items())
     shown = ", ".join(f"{height}x{width} ({n})" for (height, width), n in sorted(counts.items()))
-    return (f"--rect: {len(loaders.plan)} batches of images of like aspect ratio, height x width (batches): {shown}; "
+    return (f"--rect: {len(loaders.plan)} batches of images of like aspect ratio, height x width (batches) at "
+            f"{img_size}: {shown}; "
             f"{1 - pixels / square:.0%} fewer pixels than square batches; no mosaic")
 
 

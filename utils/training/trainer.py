@@ -93,7 +93,7 @@ class Trainer:
         if self.opt.cache_images:
             self._cache_images(loaders)
         if self.opt.rect:
-            self.log(plan_rect_batches(loaders, self.dist))
+            self.log(plan_rect_batches(loaders, self.dist, self.opt.img_size))
         steps_per_epoch = loaders.steps_per_epoch(self.opt.gradient_accumulations)
         state = build_state(model, self.opt, steps_per_epoch, self.device, data.names)
         if self.opt.amp and self.device.type != "cuda":
@@ -241,7 +241,8 @@ class Trainer:
         resumed run's model.cfg edited since is moved aside, not lost: the run goes on with its checkpoint's cfg."""
         unchanged = cfg_path.is_file() and cfg_path.read_bytes() == cfg.text.encode()
         if self.dist.is_main and not unchanged:
-            if self.resumed_from is not None and cfg_path.is_file():
+            if self.resumed_from is not None and cfg_path.is_file() and \
+                    cfg_path.parent.resolve() == self.resumed_from.parent.resolve():  # the run's own, edited
                 aside = unused_name(cfg_path.with_name(f"{cfg_path.name}.edited"))
                 with named_write_errors(aside, "edited model cfg"):
                     os.replace(cfg_path, aside)
@@ -319,7 +320,8 @@ class Trainer:
         if loaders.valid is not None:
             self.log(f"train: {len(loaders.train.dataset)} images ({describe_source(data.train)}); "
                      f"valid: {len(loaders.valid_set)} images ({describe_source(data.valid)})")
-        check_data(loaders, data, self.opt, self.log)
+        with self.dist.warnings_once():  # every process checks, so that all stop alike; one warns
+            check_data(loaders, data, self.opt, self.log)
         if not self.dist.is_main:
             return
         plot_training_labels(loaders, data.names, run_dir)
@@ -335,7 +337,7 @@ class Trainer:
                          + ", ".join(path.name for path in carried))
             for weights in outputs.reexport_stale_weights():
                 self.log(f"{weights}: exported again from its .pth, which it no longer matched (a killed save)")
-            best = outputs.run_dir / BEST_CHECKPOINT
+            best = self.resumed_from.parent / BEST_CHECKPOINT  # carry_best brought it here, where it was
             if state.best_fitness >= 0 and not best.is_file():
                 self.log(f"warning: {best} is missing, so the best model so far (mAP@0.5 {state.best_fitness:.4f}) is "
                          f"lost; {best.name} is written again once an evaluation beats it")
