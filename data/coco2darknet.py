@@ -16,9 +16,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run by its path (python data/x.py): the repo root is not on sys.path yet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import SEED, ArgumentParser, run_main
+from utils.cli import ArgumentParser, run_main
 from utils.data.coco import CocoOptions, CocoSource, convert_coco, describe
-from utils.data.layout import SPLIT_FRACTION, check_destination
+from utils.data.layout import add_split_flags, check_destination
 from utils.errors import UserError
 from utils.output_files import named_write_errors, removed_on_failure
 
@@ -32,9 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output dataset folder, new or empty")
     p.add_argument("--exist_ok", action="store_true", help="write into an --out that holds files, replacing them")
     p.add_argument("--name", default="coco", help="base name of the .data and .names files")
-    p.add_argument("--valid_fraction", type=SPLIT_FRACTION, default=0.2,
-                   help="without --valid_annotations: share split off for validation")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the train/valid split")
+    add_split_flags(p, "without --valid_annotations: share split off for validation")
     p.add_argument("--copy", action="store_true", help="copy images instead of linking them")
     return p.parse_args(argv)
 

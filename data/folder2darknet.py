@@ -15,11 +15,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run by its path (python data/x.py): the repo root is not on sys.path yet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import SEED, ArgumentParser, run_main
+from utils.cli import ArgumentParser, run_main
 from utils.data.check import format_dataset_summary
 from utils.data.config import DataError
 from utils.data.folder import LIST_FILES, FolderSplit, LabelledFolder, split_folder
-from utils.data.layout import SPLIT_FRACTION, check_dataset_name
+from utils.data.layout import add_split_flags, check_dataset_name
 from utils.fileio import regular_file
 from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs, removed_on_failure
 
@@ -31,8 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="folder for train.txt, valid.txt and NAME.data (e.g. the dataset's)")
     p.add_argument("--name", help="base name of the .data file (default: the --out folder's name)")
     p.add_argument("--exist_ok", action="store_true", help="replace train.txt, valid.txt and NAME.data in --out")
-    p.add_argument("--valid_fraction", type=SPLIT_FRACTION, default=0.2, help="share of the images for validation")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the train/valid split")
+    add_split_flags(p)
     return p.parse_args(argv)
 
 

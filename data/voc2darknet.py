@@ -13,8 +13,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run by its path (python data/x.py): the repo root is not on sys.path yet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import SEED, ArgumentParser, run_main
-from utils.data.layout import SPLIT_FRACTION, check_destination
+from utils.cli import ArgumentParser, run_main
+from utils.data.layout import add_split_flags, check_destination
 from utils.data.voc import VocOptions, convert_voc, describe
 from utils.output_files import named_write_errors, removed_on_failure
 
@@ -27,8 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--exist_ok", action="store_true", help="write into an --out that holds files, replacing them")
     p.add_argument("--name", default="voc", help="base name of the .data and .names files")
     p.add_argument("--classes", nargs="+", help="class names in order (default: every name found, sorted)")
-    p.add_argument("--valid_fraction", type=SPLIT_FRACTION, default=0.2, help="share of the images for validation")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the train/valid split")
+    add_split_flags(p)
     p.add_argument("--include_difficult", action="store_true", help="keep objects marked difficult")
     p.add_argument("--copy", action="store_true", help="copy images instead of linking them")
     return p.parse_args(argv)

@@ -71,7 +71,7 @@ ROWS = [
     (TRAIN + " --sr --freeze_bn", "--sr makes the BN scales sparse and --freeze_bn keeps them fixed; use one of them"),
     ("-m utils.data.synthetic --out {root}/fresh --size 100000",
      "--size: expected an integer in 32 .. 8192, got 100000"),
-    (TRAIN + " --evolve 2 --output {root} --exist_ok", "--data_config {data} is at or inside {root}, where --output "
+    (TRAIN + " --evolve 2 --output {root} --exist_ok", "--model_def {cfg} is at or inside {root}, where --output "
                                                          "writes"),
     (TRAIN + " --rect --mosaic", "--rect batches images of like shape, and --mosaic pastes four of any shape into one"),
     pytest.param(TRAIN.replace("--device cpu", "--device 0"), "--device 0: CUDA is not available", marks=NO_CUDA),

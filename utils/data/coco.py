@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 
 from utils.data.config import DataError
 from utils.data.labels import label_path
-from utils.data.layout import (AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels, darknet_row,
-                               place_image, seeded_split, write_dataset_files, write_label_file)
+from utils.data.layout import (VALID_FRACTION, AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels,
+                               darknet_row, place_image, seeded_split, write_dataset_files, write_label_file)
 from utils.data.names import SAME_NAME
 from utils.errors import is_number
 from utils.fileio import read_text
@@ -40,7 +40,7 @@ class CocoSource:
 @dataclass(frozen=True)
 class CocoOptions:
     name: str = "coco"
-    valid_fraction: float = 0.2  # used only without a valid JSON
+    valid_fraction: float = VALID_FRACTION  # used only without a valid JSON
     seed: int = 0
     copy: bool = False  # copy images instead of linking them
 

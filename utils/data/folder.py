@@ -14,7 +14,7 @@ from pathlib import Path
 from utils.data.check import CheckOptions, DatasetSummary, check_dataset
 from utils.data.config import DataError
 from utils.data.dataset import DetectionDataset
-from utils.data.layout import list_entry, seeded_split, write_dataset_files
+from utils.data.layout import VALID_FRACTION, list_entry, seeded_split, write_dataset_files
 from utils.data.names import read_class_names
 
 LIST_FILES = ("train.txt", "valid.txt")  # what a split writes besides NAME.data
@@ -22,7 +22,7 @@ LIST_FILES = ("train.txt", "valid.txt")  # what a split writes besides NAME.data
 
 @dataclass(frozen=True)
 class FolderSplit:
-    valid_fraction: float = 0.2
+    valid_fraction: float = VALID_FRACTION
     seed: int = 0
 
 

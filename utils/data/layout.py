@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.cli import number
+from utils.cli import SEED, number
 from utils.data.cache import DECODE_THREADS
 from utils.data.config import DataError, DataWarning
 from utils.data.labels import label_path
@@ -30,6 +30,13 @@ from utils.output_files import refuse_filled_folder, refuse_inputs_inside
 
 LABEL_DECIMALS = 6  # as write_label_file writes them
 SPLIT_FRACTION = number(0, 1, above=True, below=True)  # the importers' --valid_fraction: both lists keep images
+VALID_FRACTION = 0.2  # its default
+
+
+def add_split_flags(parser, valid_help: str = "share of the images for validation") -> None:
+    """--valid_fraction and --seed, as every importer takes them."""
+    parser.add_argument("--valid_fraction", type=SPLIT_FRACTION, default=VALID_FRACTION, help=valid_help)
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the train/valid split")
 
 
 def check_destination(out: Path, name: str, read_folders: list[tuple[str, Path]], exist_ok: bool) -> None:

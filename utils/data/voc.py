@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.data.config import IMAGE_SUFFIXES, DataError, DataWarning
-from utils.data.layout import (AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels, darknet_row,
-                               place_image, seeded_split, write_dataset_files, write_label_file)
+from utils.data.layout import (VALID_FRACTION, AnnotatedImage, BoxCounts, annotated_sizes, check_distinct_labels,
+                               darknet_row, place_image, seeded_split, write_dataset_files, write_label_file)
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _find_image(images_dir: Path, xml_path: Path, filename: str) -> Path:
 @dataclass(frozen=True)
 class VocOptions:
     classes: tuple[str, ...] | None = None  # class names in order; default: every name found, sorted
-    valid_fraction: float = 0.2
+    valid_fraction: float = VALID_FRACTION
     seed: int = 0  # of the train/valid split
     include_difficult: bool = False
     copy: bool = False  # copy the images into the dataset instead of linking them
