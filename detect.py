@@ -33,7 +33,7 @@ from utils.inference.viewer import FrameViewer
 from utils.inference.visualize import DrawStyle
 from utils.inference.writer import (CROPS_DIR, LABELS_DIR, RECORD_FILE, DetectionWriter, OutputOptions,
                                     check_default_output, check_output_folder)
-from utils.output_files import make_folder, removed_on_failure
+from utils.output_files import made_folder
 from utils.training.run_files import BEST_CHECKPOINT
 
 DEMO_IMAGES = str(DEMO_DIR / "images" / "valid")
@@ -150,8 +150,7 @@ def detect(args: argparse.Namespace) -> int:
     else:
         check_default_output(DETECT_RUNS, sources.locations)
     folder = output_folder(args.output, DETECT_RUNS, args.exist_ok)
-    with removed_on_failure(folder, DETECT_RESULTS, claimed=args.output is None):
-        make_folder(folder, "--output")  # one that cannot be made fails before the model loads
+    with made_folder(folder, "--output", DETECT_RESULTS, claimed=args.output is None):  # before the model loads
         return detect_into(folder, weights, sources, args)
 
 

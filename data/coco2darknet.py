@@ -20,7 +20,7 @@ from utils.cli import ArgumentParser, run_main
 from utils.data.coco import CocoOptions, CocoSource, convert_coco, describe
 from utils.data.layout import add_split_flags, check_destination
 from utils.errors import UserError
-from utils.output_files import named_write_errors, removed_on_failure
+from utils.output_files import made_folder, named_write_errors
 
 
 def parse_args(argv=None):
@@ -45,7 +45,7 @@ def convert(args) -> int:
         if args.valid_annotations else None
     folders = [("--images", train.images)] + ([("--valid_images", valid.images)] if valid else [])
     check_destination(Path(args.out), args.name, folders, args.exist_ok)
-    with removed_on_failure(Path(args.out)), named_write_errors(args.out, "dataset"):  # no half-written new dataset
+    with made_folder(Path(args.out), "--out"), named_write_errors(args.out, "dataset"):  # no half-written new dataset
         data, counts = convert_coco(train, args.out, valid, CocoOptions(args.name, args.valid_fraction, args.seed,
                                                                         args.copy))
     print(describe(data, counts))

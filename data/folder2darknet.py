@@ -21,7 +21,7 @@ from utils.data.config import DataError
 from utils.data.folder import LIST_FILES, FolderSplit, LabelledFolder, split_folder
 from utils.data.layout import add_split_flags, check_dataset_name
 from utils.fileio import regular_file
-from utils.output_files import named_write_errors, refuse_existing, refuse_replacing_inputs, removed_on_failure
+from utils.output_files import made_folder, named_write_errors, refuse_existing, refuse_replacing_inputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,8 +46,7 @@ def split(args: argparse.Namespace) -> int:
         raise DataError(f"--images {images}: not a folder")
     folder = LabelledFolder.read(images, regular_file(args.names, "class names", DataError))
     refuse_replacing_inputs(outputs, folder.files(), "--out")
-    with removed_on_failure(out), named_write_errors(out, "dataset lists"):
-        out.mkdir(parents=True, exist_ok=True)
+    with made_folder(out, "--out"), named_write_errors(out, "dataset lists"):
         made = split_folder(folder, out, name, FolderSplit(args.valid_fraction, args.seed))
     print(format_dataset_summary(made.summary))
     print(f"wrote {made.data}: {made.sizes['train']} train and {made.sizes['valid']} valid images, "

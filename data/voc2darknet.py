@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run by its path (python data/x.py): the repo ro
 from utils.cli import ArgumentParser, run_main
 from utils.data.layout import add_split_flags, check_destination
 from utils.data.voc import VocOptions, convert_voc, describe
-from utils.output_files import named_write_errors, removed_on_failure
+from utils.output_files import made_folder, named_write_errors
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,7 +39,7 @@ def convert(args: argparse.Namespace) -> int:
                       args.exist_ok)
     options = VocOptions(tuple(args.classes) if args.classes else None, args.valid_fraction, args.seed,
                          args.include_difficult, args.copy)
-    with removed_on_failure(out), named_write_errors(out, "dataset"):  # no half-written new dataset is left
+    with made_folder(out, "--out"), named_write_errors(out, "dataset"):  # no half-written new dataset is left
         data, counts = convert_voc(args.annotations, args.images, out, args.name, options)
     print(describe(data, counts))
     return 0

@@ -229,3 +229,12 @@ def removed_on_failure(folder: Path, results: tuple[str, ...] = (), claimed: boo
         if not existed and folder.is_dir() and not any(next(folder.glob(pattern), None) for pattern in results):
             shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+@contextmanager
+def made_folder(folder: Path, flag: str, results: tuple[str, ...] = (), claimed: bool = False) -> Iterator[Path]:
+    """``folder`` made now (one that cannot be made is one line naming ``flag``) for a body that writes into it,
+    and removed again as :func:`removed_on_failure` says should the body fail."""
+    with removed_on_failure(folder, results, claimed):
+        make_folder(folder, flag)
+        yield folder

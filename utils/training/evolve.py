@@ -29,7 +29,7 @@ from utils.cli import output_folder
 from utils.darknet.cfg import read_cfg
 from utils.errors import UserError
 from utils.fileio import atomic_write
-from utils.output_files import named_write_errors, refuse_inputs_inside, removed_on_failure
+from utils.output_files import made_folder, named_write_errors, refuse_inputs_inside
 from utils.training.hyp import HYP_KEYS, augment_values, cfg_hyperparameters, format_hyp, with_hyp
 from utils.training.options import TrainingError, TrainOptions
 from utils.training.run_files import LAST_CHECKPOINT, RESULTS_TABLE
@@ -147,8 +147,7 @@ def evolve(opt: TrainOptions, request: EvolveRequest, log=print) -> Trial:
             f"does not replace; {EVOLVE_TABLE} will list this search's trials only")
     rng = np.random.default_rng(opt.seed)
     trials: list[Trial] = []
-    with removed_on_failure(folder, EVOLVE_RESULTS, claimed=opt.output is None):
-        folder.mkdir(parents=True, exist_ok=True)
+    with made_folder(folder, "--output", EVOLVE_RESULTS, claimed=opt.output is None):
         for number in range(1, count + 1):
             values = starting_values(opt) if number == 1 else mutate(best_trial(trials).values, rng)
             log(f"evolve: trial {number} of {count} in {folder / f'trial{number}'}: {format_values(values)}")

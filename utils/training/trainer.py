@@ -25,8 +25,8 @@ from utils.errors import UserError
 from utils.evaluation.evaluate import ImageRecord, collect_detections, format_best_f1, format_results, score
 from utils.evaluation.metrics import EvalResult
 from utils.fileio import atomic_write
-from utils.output_files import (in_use, named_write_errors, refuse_inputs_inside, remove_orphan_temporaries,
-                                 removed_on_failure, unused_name)
+from utils.output_files import (in_use, made_folder, named_write_errors, refuse_inputs_inside,
+                                 remove_orphan_temporaries, unused_name)
 from utils.training.distill import build_distiller
 from utils.training.distributed import Distributed
 from utils.training.epoch import EpochStats, StepContext, train_epoch
@@ -68,8 +68,7 @@ class Trainer:
         run_dir, claimed, checkpoint = self._prepare_run()  # with --resume this takes the run's own options
         with ExitStack() as stack:
             if self.dist.is_main:
-                stack.enter_context(removed_on_failure(run_dir, RESULTS, claimed))
-                run_dir.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(made_folder(run_dir, "--output", RESULTS, claimed))
             self.dist.from_main(lambda: stack.enter_context(in_use(run_dir, "trained")))
             if self.dist.is_main:
                 removed = remove_orphan_temporaries(run_dir)
