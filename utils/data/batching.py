@@ -22,9 +22,9 @@ class BatchPlan(Sampler):
     With ``world_size > 1`` each rank takes every world_size-th sample of the same shuffled order, and
     all ranks use the same sizes.
 
-    With ``shapes`` (each image's (height, width), None where unreadable) the batches are rectangular (the classic
-    Ultralytics train.py --rect): the images sorted by aspect ratio are cut into fixed batches, each at the
-    RectPlan shape of its images, and only the order of the batches is shuffled."""
+    After :meth:`use_shapes` (each image's (height, width), None where unreadable) the batches are rectangular
+    (the classic Ultralytics train.py --rect): the images sorted by aspect ratio are cut into fixed batches, each
+    at the RectPlan shape of its images, and only the order of the batches is shuffled."""
 
     num_samples: int
     batch_size: int

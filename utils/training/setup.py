@@ -64,8 +64,7 @@ def plan_rect_batches(loaders: Loaders, dist: Distributed, img_size: int) -> str
     square = sum(max(shape) ** 2 * n for shape, n in counts.items())
     shown = ", ".join(f"{height}x{width} ({n})" for (height, width), n in sorted(counts.items()))
     return (f"--rect: {len(loaders.plan)} batches of images of like aspect ratio, height x width (batches) at "
-            f"{img_size}: {shown}; "
-            f"{1 - pixels / square:.0%} fewer pixels than square batches; no mosaic")
+            f"{img_size}: {shown}; {1 - pixels / square:.0%} fewer pixels than square batches; no mosaic")
 
 
 def uses_grad_scaler(opt: TrainOptions, device: torch.device) -> bool:

@@ -236,21 +236,26 @@ class Trainer:
         return cfg
 
     def _write_run_cfg(self, cfg: Cfg, cfg_path: Path) -> None:
-        """model.cfg, unless it already holds this text (a resumed run's folder: its file is left untouched). A
-        resumed run's model.cfg edited since is moved aside, not lost: the run goes on with its checkpoint's cfg."""
+        """model.cfg, unless it already holds this text (a resumed run's folder: its file is left untouched)."""
         unchanged = cfg_path.is_file() and cfg_path.read_bytes() == cfg.text.encode()
         if self.dist.is_main and not unchanged:
-            if self.resumed_from is not None and cfg_path.is_file() and \
-                    cfg_path.parent.resolve() == self.resumed_from.parent.resolve():  # the run's own, edited
-                aside = unused_name(cfg_path.with_name(f"{cfg_path.name}.edited"))
-                with named_write_errors(aside, "edited model cfg"):
-                    os.replace(cfg_path, aside)
-                self.log(f"warning: {cfg_path} differs from the cfg the run trains (its checkpoint's), so the edit "
-                         f"has no effect on a resumed run; it is kept as {aside.name}, and --pretrained_weights "
-                         f"{self.resumed_from} --model_def {aside} starts a new run with it")
+            if self.resumed_from is not None and cfg_path.parent.resolve() == self.resumed_from.parent.resolve():
+                self._keep_edited_cfg(cfg_path)
             with named_write_errors(cfg_path, "model cfg"), atomic_write(cfg_path) as f:
                 f.write(cfg.text.encode())
         self.dist.barrier()
+
+    def _keep_edited_cfg(self, cfg_path: Path) -> None:
+        """A resumed run's model.cfg edited since is moved aside, not lost: the run goes on with its checkpoint's
+        cfg, and the edited one can start a new run."""
+        if not cfg_path.is_file():
+            return
+        aside = unused_name(cfg_path.with_name(f"{cfg_path.name}.edited"))
+        with named_write_errors(aside, "edited model cfg"):
+            os.replace(cfg_path, aside)
+        self.log(f"warning: {cfg_path} differs from the cfg the run trains (its checkpoint's), so the edit has no "
+                 f"effect on a resumed run; it is kept as {aside.name}, and --pretrained_weights {self.resumed_from} "
+                 f"--model_def {aside} starts a new run with it")
 
     def _check_trainable(self, model: Darknet) -> None:
         if not model.yolo_layers:
